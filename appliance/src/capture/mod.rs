@@ -1,0 +1,81 @@
+//! Where packets come from: pcap/pcapng files and live AF_XDP sockets, behind one [`Source`] trait.
+
+pub mod pcap;
+pub mod xdp;
+
+use std::fmt;
+
+use vigil_plugin_sdk::Timestamp;
+
+/// One captured frame, borrowed from the source's buffer until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    pub ts: Timestamp,
+    /// The captured bytes, starting at the Ethernet header.
+    pub data: &'a [u8],
+    /// The length on the wire (may exceed `data.len()` when the capture was truncated).
+    pub wire_len: u32,
+}
+
+/// What a source has for the caller now.
+#[derive(Debug)]
+pub enum Next<'a> {
+    Packet(Packet<'a>),
+    /// Nothing right now (live capture); call again.
+    Idle,
+    /// The source is exhausted (end of file).
+    End,
+}
+
+/// A source of frames. Sources never allocate per packet: the returned frame borrows the source's
+/// buffer (file buffer or UMEM) and is released on the next call.
+pub trait Source {
+    fn next_packet(&mut self) -> Result<Next<'_>, CaptureError>;
+
+    /// A short human-readable name: the file path or `iface:queue`.
+    fn describe(&self) -> String;
+}
+
+/// Why a source could not go on. Input faults (the file) and system faults (the kernel) are kept
+/// apart so the operator knows which to fix.
+#[derive(Debug)]
+pub enum CaptureError {
+    /// The file is not a pcap or pcapng capture at all (or is empty).
+    NotACapture { source: String, reason: String },
+    /// The file is damaged at `offset`; every packet before it was delivered.
+    Corrupt {
+        source: String,
+        offset: u64,
+        reason: String,
+    },
+    /// The link type is not Ethernet (or raw IP, which we also decode).
+    UnsupportedLinkType { source: String, link_type: i32 },
+    Io {
+        source: String,
+        error: std::io::Error,
+    },
+    /// Setting up or running the AF_XDP socket failed.
+    Xdp { source: String, reason: String },
+}
+
+impl fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaptureError::NotACapture { source, reason } => {
+                write!(f, "{source}: not a pcap or pcapng file: {reason}")
+            }
+            CaptureError::Corrupt {
+                source,
+                offset,
+                reason,
+            } => write!(f, "{source}: damaged at byte offset {offset}: {reason}"),
+            CaptureError::UnsupportedLinkType { source, link_type } => {
+                write!(f, "{source}: unsupported link type {link_type} (Ethernet only)")
+            }
+            CaptureError::Io { source, error } => write!(f, "{source}: {error}"),
+            CaptureError::Xdp { source, reason } => write!(f, "{source}: AF_XDP: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CaptureError {}

@@ -1,0 +1,160 @@
+//! Runs a plugin natively, without wasm, for fast unit tests of a model.
+//!
+//! Every event is encoded and decoded with postcard on the way in, and every breach on the way
+//! out, exactly as across the wasm boundary, so a test here also proves the plugin's types cross
+//! the ABI.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+use crate::plugin::{parse_config, RestoreError};
+use crate::{Breach, Endpoint, Event, EventKind, FlowState, Output, Plugin, Timestamp, Transport};
+
+pub struct Harness<P: Plugin> {
+    plugin: P,
+    output: Output,
+    breaches: Vec<Breach>,
+}
+
+impl<P: Plugin> Harness<P> {
+    /// A plugin with its default config.
+    pub fn new() -> Self {
+        Self::with_plugin(P::new(P::Config::default()))
+    }
+
+    /// A plugin configured from JSON, as the host would (missing fields default).
+    pub fn with_config_json(json: &str) -> Result<Self, serde_json::Error> {
+        Ok(Self::with_plugin(P::new(parse_config::<P>(
+            json.as_bytes(),
+        )?)))
+    }
+
+    fn with_plugin(plugin: P) -> Self {
+        Harness {
+            plugin,
+            output: Output::default(),
+            breaches: Vec::new(),
+        }
+    }
+
+    /// Feeds one event; returns the breaches it raised.
+    pub fn feed(&mut self, event: &Event) -> Vec<Breach> {
+        let wire = postcard::to_allocvec(event).expect("events always encode");
+        let event: Event = postcard::from_bytes(&wire).expect("events always decode");
+        if P::SUBSCRIPTIONS.contains(event.class()) {
+            self.plugin.on_event(&event, &mut self.output);
+        }
+        let raised: Vec<Breach> = self
+            .output
+            .take_breaches()
+            .into_iter()
+            .map(|breach| {
+                let wire = postcard::to_allocvec(&breach).expect("breaches always encode");
+                postcard::from_bytes(&wire).expect("breaches always decode")
+            })
+            .collect();
+        self.breaches.extend(raised.iter().cloned());
+        raised
+    }
+
+    /// Feeds events in order; returns every breach raised.
+    pub fn feed_all<'e>(&mut self, events: impl IntoIterator<Item = &'e Event>) -> Vec<Breach> {
+        events.into_iter().flat_map(|e| self.feed(e)).collect()
+    }
+
+    /// Every breach raised so far.
+    pub fn breaches(&self) -> &[Breach] {
+        &self.breaches
+    }
+
+    /// Log lines the plugin wrote.
+    pub fn logs(&mut self) -> Vec<(i32, String)> {
+        self.output.take_logs()
+    }
+
+    pub fn plugin(&self) -> &P {
+        &self.plugin
+    }
+
+    /// Snapshots the plugin and restores the state into a fresh instance with the same defaults,
+    /// as a restart or a hot swap does.
+    pub fn restart(self) -> Result<Self, RestoreError> {
+        let snapshot = self.plugin.snapshot();
+        let mut fresh = Self::new();
+        fresh.plugin.restore(&snapshot)?;
+        Ok(fresh)
+    }
+}
+
+impl<P: Plugin> Default for Harness<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds events for tests.
+pub mod events {
+    use super::*;
+
+    pub fn endpoint(ip: IpAddr, port: u16) -> Endpoint {
+        Endpoint {
+            ip,
+            port,
+            mac: [0; 6],
+        }
+    }
+
+    /// A new flow from `src` to `dst:port` at `secs` seconds of packet time.
+    pub fn flow_start(
+        secs: f64,
+        proto: Transport,
+        src: IpAddr,
+        dst: IpAddr,
+        dst_port: u16,
+    ) -> Event {
+        Event {
+            ts: Timestamp((secs * 1e6) as u64),
+            flow: 0,
+            proto,
+            src: endpoint(src, 40000),
+            dst: endpoint(dst, dst_port),
+            kind: EventKind::FlowStart,
+        }
+    }
+
+    /// The end of a flow with `state`, one packet each way unless half-open or rejected.
+    pub fn flow_end(
+        secs: f64,
+        proto: Transport,
+        src: IpAddr,
+        dst: IpAddr,
+        dst_port: u16,
+        state: FlowState,
+    ) -> Event {
+        let answered = matches!(state, FlowState::Established | FlowState::Reset);
+        Event {
+            kind: EventKind::FlowEnd {
+                orig_bytes: 60,
+                resp_bytes: if answered { 60 } else { 0 },
+                orig_packets: 1,
+                resp_packets: u64::from(answered),
+                duration_us: 0,
+                state,
+            },
+            ..flow_start(secs, proto, src, dst, dst_port)
+        }
+    }
+
+    pub fn tick(secs: f64) -> Event {
+        let nowhere = endpoint(IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED), 0);
+        Event {
+            ts: Timestamp((secs * 1e6) as u64),
+            flow: 0,
+            proto: Transport::Other(0),
+            src: nowhere,
+            dst: nowhere,
+            kind: EventKind::Tick,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The Vigil plugin SDK.
+//!
+//! A plugin is a struct implementing [`Plugin`]; [`export_plugin!`] turns it into a wasm module
+//! speaking ABI v1 (see [`abi`]). The same struct runs natively under [`harness`] for tests.
+//!
+//! The crate is `no_std` + `alloc` so that it builds for `wasm32-unknown-unknown` without pulling
+//! in anything a sandboxed plugin cannot use; all collections are B-trees so that iteration order,
+//! and therefore every breach, is deterministic.
+#![no_std]
+
+extern crate alloc;
+
+pub mod abi;
+pub mod breach;
+pub mod event;
+mod export;
+pub mod harness;
+pub mod manifest;
+pub mod model;
+pub mod plugin;
+pub mod scan;
+pub mod time;
+pub mod window;
+
+pub use breach::{Breach, Evidence};
+pub use event::{Endpoint, Event, EventClass, EventKind, FlowState, Transport};
+pub use manifest::{Manifest, PluginKind, Subscriptions};
+pub use model::Model;
+pub use plugin::{Output, Plugin};
+pub use time::Timestamp;
+
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+pub mod __private {
+    pub use crate::export::guest;
+}

@@ -1,0 +1,88 @@
+//! The trait a plugin implements, and where its output goes.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Breach, Event, Manifest, PluginKind, Subscriptions};
+
+/// A Vigil plugin. Implement this on a struct and call [`crate::export_plugin!`] on it.
+///
+/// The host calls [`Plugin::new`] once per instance with the operator's config (missing fields
+/// take their defaults), then [`Plugin::on_event`] for every subscribed event in packet-time
+/// order. [`Plugin::snapshot`] and [`Plugin::restore`] carry learned state across restarts and
+/// plugin updates.
+pub trait Plugin: Sized {
+    /// Model configuration: thresholds, windows, learning periods. Parsed from JSON; mark the struct
+    /// `#[serde(default)]` so an operator only writes what they change.
+    type Config: Serialize + DeserializeOwned + Default;
+
+    const NAME: &'static str;
+    /// Usually `env!("CARGO_PKG_VERSION")`.
+    const VERSION: &'static str;
+    const KIND: PluginKind;
+    const SUBSCRIPTIONS: Subscriptions;
+
+    fn new(config: Self::Config) -> Self;
+
+    fn on_event(&mut self, event: &Event, out: &mut Output);
+
+    /// Learned state to persist. The default plugin has none.
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Puts back what [`Plugin::snapshot`] returned (possibly from an older version).
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), RestoreError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreError(pub String);
+
+/// Builds the manifest a plugin reports through `vigil_manifest`.
+pub fn manifest_of<P: Plugin>() -> Manifest {
+    Manifest {
+        name: String::from(P::NAME),
+        version: String::from(P::VERSION),
+        kind: P::KIND,
+        subscriptions: P::SUBSCRIPTIONS,
+        default_config: serde_json::to_string(&P::Config::default()).unwrap_or_default(),
+    }
+}
+
+/// Parses a JSON config; an empty input means "all defaults".
+pub fn parse_config<P: Plugin>(json: &[u8]) -> Result<P::Config, serde_json::Error> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(P::Config::default());
+    }
+    serde_json::from_slice(json)
+}
+
+/// What a plugin produces while handling events. The wasm glue forwards it to the host after each
+/// batch; the native harness collects it for assertions.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub(crate) breaches: Vec<Breach>,
+    pub(crate) logs: Vec<(i32, String)>,
+}
+
+impl Output {
+    pub fn breach(&mut self, breach: Breach) {
+        self.breaches.push(breach);
+    }
+
+    pub fn log(&mut self, level: i32, message: String) {
+        self.logs.push((level, message));
+    }
+
+    pub fn take_breaches(&mut self) -> Vec<Breach> {
+        core::mem::take(&mut self.breaches)
+    }
+
+    pub fn take_logs(&mut self) -> Vec<(i32, String)> {
+        core::mem::take(&mut self.logs)
+    }
+}

@@ -1,0 +1,151 @@
+//! `Device / Network Scan`: a device opens connections to many distinct host:port targets, across
+//! several ports, within a short window: a port scan of one host or a multi-port scan of many.
+//! A sweep of one port over a range is `Network Range Scan`'s concern, not this one's.
+
+use core::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
+use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::{
+    export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
+    Transport,
+};
+
+const MODEL: Model = Model {
+    name: "Device / Network Scan",
+    score: 60,
+    mitre: &["T1046"],
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    #[serde(flatten)]
+    pub fan_out: FanOutConfig,
+    /// Distinct destination ports the targets must span.
+    pub min_ports: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fan_out: FanOutConfig {
+                threshold: 30,
+                ..FanOutConfig::default()
+            },
+            min_ports: 3,
+        }
+    }
+}
+
+pub struct NetworkScan {
+    config: Config,
+    scans: ScanModel<IpAddr, (IpAddr, u16)>,
+}
+
+impl Plugin for NetworkScan {
+    type Config = Config;
+    const NAME: &'static str = "network-scan";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const KIND: PluginKind = PluginKind::Detector;
+    const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
+        .with(EventClass::Flow)
+        .with(EventClass::Tick);
+
+    fn new(config: Config) -> Self {
+        NetworkScan {
+            config,
+            scans: ScanModel::new(),
+        }
+    }
+
+    fn on_event(&mut self, event: &Event, out: &mut Output) {
+        self.scans.on_tick(&self.config.fan_out, event);
+        let counted = matches!(event.kind, EventKind::FlowStart)
+            && matches!(event.proto, Transport::Tcp | Transport::Udp)
+            && is_scannable(&event.dst.ip);
+        if !counted {
+            return;
+        }
+        let min_ports = self.config.min_ports;
+        if let Some(breach) = self.scans.observe(
+            &MODEL,
+            &self.config.fan_out,
+            event,
+            event.src.ip,
+            (event.dst.ip, event.dst.port),
+            |targets| distinct_ports(targets) >= min_ports,
+        ) {
+            out.breach(breach);
+        }
+    }
+}
+
+fn distinct_ports(targets: &[(IpAddr, u16)]) -> usize {
+    let mut ports: Vec<u16> = targets.iter().map(|(_, port)| *port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports.len()
+}
+
+export_plugin!(NetworkScan);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_plugin_sdk::harness::{events::*, Harness};
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 1, 0, last])
+    }
+
+    #[test]
+    fn port_scan_of_many_ports_raises_network_scan() {
+        let mut h: Harness<NetworkScan> = Harness::new();
+        let events: Vec<Event> = (1..=40u16)
+            .map(|port| flow_start(1.0, Transport::Tcp, ip(50), ip(10), port))
+            .collect();
+        let breaches = h.feed_all(&events);
+        assert_eq!(breaches.len(), 1);
+        let b = &breaches[0];
+        assert_eq!(b.model, "Device / Network Scan");
+        assert_eq!(b.device.ip, ip(50));
+        assert_eq!(b.destinations, vec![ip(10)]);
+        assert_eq!(b.ports, (1..=30).collect::<Vec<u16>>());
+        assert_eq!(b.mitre, vec!["T1046".to_string()]);
+    }
+
+    #[test]
+    fn single_port_sweep_is_not_a_network_scan() {
+        let mut h: Harness<NetworkScan> = Harness::new();
+        let events: Vec<Event> = (1..=200u8)
+            .map(|host| flow_start(1.0, Transport::Tcp, ip(50), ip(host), 443))
+            .collect();
+        assert!(h.feed_all(&events).is_empty());
+    }
+
+    #[test]
+    fn ordinary_client_traffic_stays_quiet() {
+        let mut h: Harness<NetworkScan> = Harness::new();
+        let services = [(10, 445), (10, 389), (10, 53), (20, 445), (30, 80)];
+        let events: Vec<Event> = (0..100)
+            .flat_map(|i| {
+                services.iter().map(move |(host, port)| {
+                    flow_start(f64::from(i), Transport::Tcp, ip(60), ip(*host), *port)
+                })
+            })
+            .collect();
+        assert!(h.feed_all(&events).is_empty());
+    }
+
+    #[test]
+    fn threshold_comes_from_config() {
+        let mut h = Harness::<NetworkScan>::with_config_json(r#"{"threshold": 5, "min_ports": 1}"#)
+            .expect("valid config");
+        let events: Vec<Event> = (1..=5u16)
+            .map(|port| flow_start(1.0, Transport::Tcp, ip(50), ip(10), port))
+            .collect();
+        assert_eq!(h.feed_all(&events).len(), 1);
+    }
+}

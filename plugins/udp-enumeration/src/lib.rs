@@ -1,0 +1,119 @@
+//! `Device / UDP Enumeration`: a device sends datagrams to many distinct UDP ports of one host
+//! within a short window, mapping which UDP services it runs.
+
+use core::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
+use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::{
+    export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
+    Transport,
+};
+
+const MODEL: Model = Model {
+    name: "Device / UDP Enumeration",
+    score: 50,
+    mitre: &["T1046"],
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    #[serde(flatten)]
+    pub fan_out: FanOutConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fan_out: FanOutConfig {
+                threshold: 20,
+                ..FanOutConfig::default()
+            },
+        }
+    }
+}
+
+pub struct UdpEnumeration {
+    config: Config,
+    /// Counted per (source, destination) pair: the ports of one host.
+    scans: ScanModel<(IpAddr, IpAddr), (IpAddr, u16)>,
+}
+
+impl Plugin for UdpEnumeration {
+    type Config = Config;
+    const NAME: &'static str = "udp-enumeration";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const KIND: PluginKind = PluginKind::Detector;
+    const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
+        .with(EventClass::Flow)
+        .with(EventClass::Tick);
+
+    fn new(config: Config) -> Self {
+        UdpEnumeration {
+            config,
+            scans: ScanModel::new(),
+        }
+    }
+
+    fn on_event(&mut self, event: &Event, out: &mut Output) {
+        self.scans.on_tick(&self.config.fan_out, event);
+        let counted = matches!(event.kind, EventKind::FlowStart)
+            && event.proto == Transport::Udp
+            && is_scannable(&event.dst.ip);
+        if counted {
+            if let Some(breach) = self.scans.observe(
+                &MODEL,
+                &self.config.fan_out,
+                event,
+                (event.src.ip, event.dst.ip),
+                (event.dst.ip, event.dst.port),
+                |_| true,
+            ) {
+                out.breach(breach);
+            }
+        }
+    }
+}
+
+export_plugin!(UdpEnumeration);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_plugin_sdk::harness::{events::*, Harness};
+
+    #[test]
+    fn many_udp_ports_on_one_host_raise_udp_enumeration() {
+        let mut h: Harness<UdpEnumeration> = Harness::new();
+        let (src, dst) = (IpAddr::from([10, 4, 0, 50]), IpAddr::from([10, 4, 0, 10]));
+        let events: Vec<Event> = (1..=100u16)
+            .map(|port| flow_start(3.0, Transport::Udp, src, dst, port * 7))
+            .collect();
+        let breaches = h.feed_all(&events);
+        assert_eq!(breaches.len(), 1);
+        assert_eq!(breaches[0].destinations, vec![dst]);
+        assert_eq!(breaches[0].ports.len(), 20);
+    }
+
+    #[test]
+    fn dns_lookups_to_one_server_are_not_enumeration() {
+        let mut h: Harness<UdpEnumeration> = Harness::new();
+        let (src, dst) = (IpAddr::from([10, 4, 0, 50]), IpAddr::from([10, 4, 0, 10]));
+        let events: Vec<Event> = (0..500)
+            .map(|i| flow_start(f64::from(i) * 0.1, Transport::Udp, src, dst, 53))
+            .collect();
+        assert!(h.feed_all(&events).is_empty());
+    }
+
+    #[test]
+    fn the_same_ports_spread_over_many_hosts_are_not_enumeration() {
+        let mut h: Harness<UdpEnumeration> = Harness::new();
+        let src = IpAddr::from([10, 4, 0, 50]);
+        let events: Vec<Event> = (1..=100u8)
+            .map(|i| flow_start(1.0, Transport::Udp, src, IpAddr::from([10, 4, 1, i]), 161))
+            .collect();
+        assert!(h.feed_all(&events).is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! Shared helpers for Vigil's whole-system tests.
+
+pub mod netns;
