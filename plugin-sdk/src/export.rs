@@ -5,8 +5,10 @@
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        // An anonymous const keeps the exports out of the plugin's namespace while `$plugin`
+        // still resolves where the macro was called.
         #[cfg(target_arch = "wasm32")]
-        mod __vigil_exports {
+        const _: () = {
             use $crate::__private::guest::Runtime;
 
             static RUNTIME: Runtime<$plugin> = Runtime::new();
@@ -45,7 +47,7 @@ macro_rules! export_plugin {
             pub extern "C" fn vigil_restore(ptr: i32, len: i32) -> i32 {
                 RUNTIME.restore(ptr, len)
             }
-        }
+        };
     };
 }
 
@@ -114,12 +116,12 @@ pub mod guest {
         }
 
         /// The bytes the host wrote after `vigil_alloc`; `None` if the host passed another buffer.
-        fn input(state: &State<P>, ptr: i32, len: i32) -> Option<&[u8]> {
+        fn input(inbox: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
             let len = usize::try_from(len).ok()?;
-            if ptr != state.inbox.as_ptr() as i32 || len > state.inbox.len() {
+            if ptr != inbox.as_ptr() as i32 || len > inbox.len() {
                 return None;
             }
-            Some(&state.inbox[..len])
+            Some(&inbox[..len])
         }
 
         fn send_to_outbox(state: &mut State<P>, bytes: Vec<u8>) -> i64 {
@@ -135,7 +137,7 @@ pub mod guest {
 
         pub fn init(&self, ptr: i32, len: i32) -> i32 {
             let state = self.state();
-            let Some(input) = Self::input(state, ptr, len) else {
+            let Some(input) = Self::input(&state.inbox, ptr, len) else {
                 return Status::BadConfig as i32;
             };
             match parse_config::<P>(input) {
@@ -154,7 +156,7 @@ pub mod guest {
 
         pub fn on_batch(&self, ptr: i32, len: i32) -> i32 {
             let state = self.state();
-            let Some(mut rest) = Self::input(state, ptr, len) else {
+            let Some(mut rest) = Self::input(&state.inbox, ptr, len) else {
                 return Status::BadBatch as i32;
             };
             let Some(plugin) = state.plugin.as_mut() else {
@@ -198,7 +200,7 @@ pub mod guest {
 
         pub fn restore(&self, ptr: i32, len: i32) -> i32 {
             let state = self.state();
-            let Some(input) = Self::input(state, ptr, len) else {
+            let Some(input) = Self::input(&state.inbox, ptr, len) else {
                 return Status::BadSnapshot as i32;
             };
             let input = input.to_vec();
