@@ -1,1 +1,12 @@
+//! Vigil: a network detection appliance. The folder tree is the architecture: `capture` ->
+//! `decode` -> `flow` -> `pipeline` -> `host` (wasm plugins) -> `store`; `cli` drives it.
 
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod flow;
+pub mod host;
+pub mod pipeline;
+pub mod plugin_dir;
+pub mod store;

@@ -1,3 +1,5 @@
 //! Shared helpers for Vigil's whole-system tests.
 
+pub mod lab;
 pub mod netns;
+pub mod workspace;

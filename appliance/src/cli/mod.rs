@@ -1,0 +1,158 @@
+//! The `vigil` command line.
+
+mod bench;
+mod demo;
+mod replay;
+mod run;
+mod summary;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::host::PluginHost;
+use crate::pipeline::Pipeline;
+use crate::plugin_dir::{self, Loaded};
+use crate::store::eve::EveFile;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Vigil network detection appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every processing command shares.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Where alerts (eve.json), learned state and caches live. A second run with the same
+    /// directory continues where the first left off.
+    #[arg(long, default_value = "vigil-data")]
+    data_dir: PathBuf,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of compiled plugins (*.wasm); overrides the config file.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process pcap/pcapng files in order, as one continuous capture.
+    Replay {
+        #[command(flatten)]
+        common: Common,
+        /// Capture files, processed in the order given.
+        #[arg(required = true)]
+        pcaps: Vec<PathBuf>,
+    },
+    /// Capture live from an interface with AF_XDP until SIGINT or SIGTERM.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Interface to capture on.
+        #[arg(long)]
+        iface: String,
+        /// NIC queue to bind.
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// XDP attach mode: auto tries native (driver) mode, then generic (SKB) mode.
+        #[arg(long, value_enum, default_value_t = run::ModeArg::Auto)]
+        mode: run::ModeArg,
+    },
+    /// Replay the bundled attack capture and show what Vigil finds.
+    Demo {
+        /// Data directory (a fresh temporary one by default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Directory of compiled plugins (*.wasm).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
+    /// Measure throughput and print a table.
+    Bench(bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay { common, pcaps } => replay::replay(&common, &pcaps),
+        Command::Run {
+            common,
+            iface,
+            queue,
+            mode,
+        } => run::run(&common, &iface, queue, mode),
+        Command::Demo { data_dir, plugins } => demo::demo(data_dir, plugins),
+        Command::Bench(args) => bench::bench(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vigil: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var("VIGIL_LOG").unwrap_or_else(|_| "info".to_string());
+    let level = filter.parse().unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// A pipeline over the data dir with every plugin of the plugin dir loaded (and their learned
+/// state restored). Plugins that fail to load are reported, not fatal.
+pub(crate) fn open_pipeline(
+    config: &Config,
+    data_dir: &Path,
+    plugin_dir: &Path,
+) -> anyhow::Result<(Pipeline, Vec<Loaded>)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let mut host = PluginHost::new(config.host_config(data_dir))?;
+    let files = plugin_dir::plugin_files(plugin_dir).with_context(|| {
+        format!(
+            "reading plugin dir {} (run ./setup.sh to build the plugins)",
+            plugin_dir.display()
+        )
+    })?;
+    if files.is_empty() {
+        anyhow::bail!(
+            "no plugins (*.wasm) in {} (run ./setup.sh to build them)",
+            plugin_dir.display()
+        );
+    }
+    let loaded = plugin_dir::load_all(&mut host, &files, config, data_dir);
+    for plugin in &loaded {
+        if let Err(err) = &plugin.result {
+            tracing::error!("plugin not loaded: {err}");
+        }
+    }
+    let sink = EveFile::open(data_dir)
+        .with_context(|| format!("opening {}/eve.json", data_dir.display()))?;
+    let pipeline = Pipeline::new(
+        config.flow.clone(),
+        host,
+        config.pipeline.batch_size,
+        Box::new(sink),
+    );
+    Ok((pipeline, loaded))
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<(Config, PathBuf)> {
+        let config = Config::load(self.config.as_deref())?;
+        let plugin_dir = self.plugins.clone().unwrap_or_else(|| config.plugin_dir());
+        Ok((config, plugin_dir))
+    }
+}

@@ -1,0 +1,55 @@
+//! `vigil run`: live capture with AF_XDP until SIGINT or SIGTERM.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{open_pipeline, summary, Common};
+use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource};
+use crate::plugin_dir::save_state;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<ModeArg> for XdpMode {
+    fn from(mode: ModeArg) -> XdpMode {
+        match mode {
+            ModeArg::Auto => XdpMode::Auto,
+            ModeArg::Native => XdpMode::Native,
+            ModeArg::Generic => XdpMode::Generic,
+        }
+    }
+}
+
+pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::Result<()> {
+    let (config, plugin_dir) = common.load()?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &plugin_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let mut source = XdpSource::open(XdpConfig {
+        iface: iface.to_string(),
+        queue,
+        mode: mode.into(),
+        ..XdpConfig::default()
+    })?;
+    tracing::info!(
+        "capturing on {iface} queue {queue} ({:?} mode); alerts to {}",
+        source.attached_mode(),
+        common.data_dir.join("eve.json").display()
+    );
+    let result = pipeline.run(&mut source, &stop, true, |_| {});
+    // Whatever stopped us, keep what was learned and raised.
+    pipeline.finish()?;
+    save_state(pipeline.host_mut(), &common.data_dir)?;
+    tracing::info!("stopped; ring statistics: {:?}", source.stats());
+    summary::print(&pipeline, &loaded, &[]);
+    result.map_err(Into::into)
+}

@@ -1,0 +1,98 @@
+//! The table printed after a run.
+
+use crate::pipeline::Pipeline;
+use crate::plugin_dir::Loaded;
+
+pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
+    let stats = pipeline.stats();
+    let flows = pipeline.flow_stats();
+    let rows: Vec<(String, String)> = vec![
+        ("packets".into(), stats.packets.to_string()),
+        ("bytes".into(), stats.bytes.to_string()),
+        ("decoded".into(), stats.decoded.to_string()),
+        ("flows started".into(), flows.started.to_string()),
+        ("flows ended".into(), flows.ended.to_string()),
+        ("flows evicted".into(), flows.evicted.to_string()),
+        ("events".into(), stats.events.to_string()),
+        ("breaches".into(), stats.breaches().to_string()),
+    ];
+    println!();
+    print_table("capture", &rows);
+    let models: Vec<(String, String)> = stats
+        .breaches_by_model
+        .iter()
+        .map(|(model, n)| (model.clone(), n.to_string()))
+        .collect();
+    if !models.is_empty() {
+        print_table("breaches by model", &models);
+    }
+    let skipped: Vec<(String, String)> = stats
+        .skipped
+        .iter()
+        .map(|(reason, n)| (reason.name().to_string(), n.to_string()))
+        .collect();
+    if !skipped.is_empty() {
+        print_table("frames skipped, by reason", &skipped);
+    }
+    let plugins: Vec<(String, String)> = pipeline
+        .host()
+        .plugins()
+        .iter()
+        .map(|p| {
+            let state = if p.quarantined {
+                format!(
+                    "QUARANTINED ({})",
+                    p.last_error.as_deref().unwrap_or("traps")
+                )
+            } else {
+                "running".to_string()
+            };
+            (
+                format!("{} {}", p.name, p.version),
+                format!(
+                    "{state}; {} events, {} breaches, {} traps",
+                    p.stats.events, p.stats.breaches, p.stats.traps
+                ),
+            )
+        })
+        .collect();
+    print_table("plugins", &plugins);
+    let refused: Vec<(String, String)> = loaded
+        .iter()
+        .filter_map(|l| {
+            l.result
+                .as_ref()
+                .err()
+                .map(|e| (l.path.display().to_string(), e.clone()))
+        })
+        .collect();
+    if !refused.is_empty() {
+        print_table("plugins refused", &refused);
+    }
+    if !failures.is_empty() {
+        let rows: Vec<(String, String)> = failures
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ((i + 1).to_string(), f.clone()))
+            .collect();
+        print_table("capture errors", &rows);
+    }
+}
+
+pub fn print_table(title: &str, rows: &[(String, String)]) {
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0)
+        .max(title.len());
+    println!("{title}");
+    println!(
+        "{}",
+        "-".repeat(width + 2 + rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0))
+    );
+    for (key, value) in rows {
+        println!("{key:<width$}  {value}");
+    }
+    println!();
+}

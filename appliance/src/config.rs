@@ -1,0 +1,145 @@
+//! The operator's configuration file (TOML). Every field has a default, so an empty file, or
+//! none, is a working appliance.
+//!
+//! ```toml
+//! [flow]
+//! capacity = 131072
+//!
+//! [host]
+//! memory_limit_mb = 64
+//!
+//! # Per-plugin model config, handed to the plugin as JSON; keys are the plugin's config fields.
+//! [plugins.network-scan]
+//! threshold = 50
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::flow::FlowConfig;
+use crate::host::HostConfig;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where compiled plugins (`*.wasm`) are loaded from; see [`default_plugin_dir`].
+    pub plugin_dir: Option<PathBuf>,
+    pub flow: FlowConfig,
+    pub host: HostSettings,
+    pub pipeline: PipelineSettings,
+    /// Model config per plugin name.
+    pub plugins: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// Linear memory one plugin instance may grow to.
+    pub memory_limit_mb: usize,
+    /// Wall-clock budget of one batch in one plugin; past it the call is interrupted (a trap).
+    pub batch_deadline_ms: u64,
+    /// Consecutive failing batches after which a plugin is quarantined.
+    pub max_consecutive_traps: u32,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        let defaults = HostConfig::default();
+        HostSettings {
+            memory_limit_mb: defaults.memory_limit_bytes / (1024 * 1024),
+            batch_deadline_ms: defaults.batch_deadline_ms,
+            max_consecutive_traps: defaults.max_consecutive_traps,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Events handed to plugins per call. Larger batches amortise the wasm call; smaller ones
+    /// cut breach latency.
+    pub batch_size: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings { batch_size: 256 }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    pub fn host_config(&self, data_dir: &Path) -> HostConfig {
+        HostConfig {
+            memory_limit_bytes: self.host.memory_limit_mb * 1024 * 1024,
+            batch_deadline_ms: self.host.batch_deadline_ms,
+            max_consecutive_traps: self.host.max_consecutive_traps,
+            cache_dir: Some(data_dir.join("cache")),
+        }
+    }
+
+    /// The JSON config for plugin `name`, if the operator set any.
+    pub fn plugin_config_json(&self, name: &str) -> Option<String> {
+        self.plugins
+            .get(name)
+            .and_then(|table| serde_json::to_string(table).ok())
+    }
+
+    /// The plugin directory in force: the config's, `$VIGIL_PLUGIN_DIR`, or the default.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.plugin_dir
+            .clone()
+            .or_else(|| std::env::var_os("VIGIL_PLUGIN_DIR").map(PathBuf::from))
+            .unwrap_or_else(default_plugin_dir)
+    }
+}
+
+/// Where plugins are found without the operator copying files: beside a cargo build of `vigil`
+/// (`target/release/vigil` -> `target/wasm32-unknown-unknown/plugin/`), else the image's
+/// `/usr/lib/vigil/plugins`.
+pub fn default_plugin_dir() -> PathBuf {
+    let installed = PathBuf::from("/usr/lib/vigil/plugins");
+    let beside_build = std::env::current_exe().ok().and_then(|exe| {
+        // target/<profile>/vigil, or target/<profile>/deps/<test> for tests.
+        exe.ancestors()
+            .map(|dir| dir.join("wasm32-unknown-unknown").join("plugin"))
+            .find(|dir| dir.is_dir())
+    });
+    beside_build.unwrap_or(installed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_tables_become_json_for_the_plugin() {
+        let config: Config = toml::from_str(
+            "[plugins.network-scan]\nthreshold = 50\nmin_ports = 2\n[flow]\ncapacity = 1024\n",
+        )
+        .expect("valid config");
+        assert_eq!(config.flow.capacity, 1024);
+        let json: serde_json::Value =
+            serde_json::from_str(&config.plugin_config_json("network-scan").expect("set"))
+                .expect("json");
+        assert_eq!(json["threshold"], 50);
+        assert_eq!(config.plugin_config_json("rdp-scan"), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = toml::from_str::<Config>("[flow]\ncapcity = 5\n").expect_err("typo");
+        assert!(err.to_string().contains("capcity"), "{err}");
+    }
+}

@@ -1,0 +1,501 @@
+//! The flow table: a fixed number of slots, allocated once, tracking every conversation and
+//! turning it into `FlowStart` / `FlowEnd` events.
+//!
+//! Slots are grouped in buckets of [`WAYS`]; a flow lives in the bucket its key hashes to. When a
+//! bucket is full the least recently seen flow in it is evicted (and ended, and counted), so the
+//! table never grows and a flood of unique flows costs evictions, not memory. Timeouts run on
+//! packet time, so a replay ends flows exactly as the live capture did.
+
+mod tcp;
+
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+
+use vigil_plugin_sdk::{Endpoint, Event, EventKind, FlowState, Timestamp, Transport};
+
+use crate::decode::{Decoded, IcmpKind, Quoted, TcpFlags, Transport as Wire};
+use tcp::TcpState;
+
+/// Slots per bucket: small enough to scan in one cache line or two, large enough that collisions
+/// rarely evict a live flow.
+pub const WAYS: usize = 8;
+
+/// Flow table sizing and timeouts (packet-time seconds).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct FlowConfig {
+    /// Maximum concurrent flows; rounded up to a multiple of [`WAYS`].
+    pub capacity: usize,
+    /// A SYN (or datagram) nobody answers is a half-open flow after this long. Short, because
+    /// scan models are judged on how quickly they see failed attempts.
+    pub unanswered_timeout_secs: u64,
+    pub tcp_idle_timeout_secs: u64,
+    pub udp_idle_timeout_secs: u64,
+    pub icmp_idle_timeout_secs: u64,
+    /// A closed or reset flow lingers this long to absorb retransmitted FINs, RSTs and the last
+    /// ACK without starting a new flow.
+    pub closed_linger_secs: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            capacity: 65536,
+            unanswered_timeout_secs: 5,
+            tcp_idle_timeout_secs: 300,
+            udp_idle_timeout_secs: 60,
+            icmp_idle_timeout_secs: 10,
+            closed_linger_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub started: u64,
+    pub ended: u64,
+    /// Flows pushed out of a full bucket before they ended on their own.
+    pub evicted: u64,
+    pub active: u64,
+}
+
+/// A flow key with the two sides in a canonical order, so both directions find one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    protocol: u8,
+    low: (IpAddr, u16),
+    high: (IpAddr, u16),
+}
+
+impl FlowKey {
+    fn new(protocol: u8, a: (IpAddr, u16), b: (IpAddr, u16)) -> FlowKey {
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey {
+            protocol,
+            low,
+            high,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Ended (event sent); lingering until `closed_linger_secs` pass.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    key: FlowKey,
+    id: u64,
+    transport: Transport,
+    orig: Endpoint,
+    resp: Endpoint,
+    first: Timestamp,
+    last: Timestamp,
+    orig_bytes: u64,
+    resp_bytes: u64,
+    orig_packets: u64,
+    resp_packets: u64,
+    tcp: TcpState,
+    phase: Phase,
+    /// Set by an ICMP unreachable about this flow.
+    refused: bool,
+}
+
+/// Which way a packet went within its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    FromOriginator,
+    FromResponder,
+}
+
+/// What the table knows about the flow a packet belongs to, for the parsers above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub flow: u64,
+    pub orig: Endpoint,
+    pub resp: Endpoint,
+    pub transport: Transport,
+    pub direction: Direction,
+}
+
+pub struct FlowTable {
+    config: FlowConfig,
+    slots: Vec<Option<Flow>>,
+    hasher: std::collections::hash_map::RandomState,
+    next_id: u64,
+    stats: FlowStats,
+}
+
+impl FlowTable {
+    pub fn new(config: FlowConfig) -> FlowTable {
+        let capacity = config.capacity.max(WAYS).div_ceil(WAYS) * WAYS;
+        FlowTable {
+            config,
+            slots: vec![None; capacity],
+            hasher: Default::default(),
+            next_id: 1,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    /// Accounts one decoded packet; emits `FlowStart` for a new flow and `FlowEnd` for one this
+    /// packet closes (or evicts). Returns the packet's flow, if it has one.
+    pub fn observe(
+        &mut self,
+        ts: Timestamp,
+        packet: &Decoded<'_>,
+        emit: &mut impl FnMut(Event),
+    ) -> Option<Observed> {
+        let (protocol, transport, src_port, dst_port, payload_len) = match packet.transport {
+            Wire::Tcp {
+                src_port,
+                dst_port,
+                payload,
+                ..
+            } => (6, Transport::Tcp, src_port, dst_port, payload.len()),
+            Wire::Udp {
+                src_port,
+                dst_port,
+                payload,
+            } => (17, Transport::Udp, src_port, dst_port, payload.len()),
+            Wire::Icmp {
+                kind: IcmpKind::Unreachable(quoted),
+                ..
+            } => {
+                self.refuse(ts, &quoted, emit);
+                return None;
+            }
+            Wire::Icmp {
+                kind: kind @ (IcmpKind::Request | IcmpKind::Reply),
+                ident,
+                ..
+            } => {
+                // ICMP flows are keyed by the echo identifier; the events' "ports" are the
+                // request's type and code, as in Zeek (set in `start`).
+                let is_request = kind == IcmpKind::Request;
+                let (sp, dp) = if is_request { (ident, 0) } else { (0, ident) };
+                (1, Transport::Icmp, sp, dp, 0)
+            }
+            Wire::Icmp { .. } | Wire::Other { .. } => return None,
+        };
+        let src = (packet.src, src_port);
+        let dst = (packet.dst, dst_port);
+        let key = if protocol == 1 {
+            // Both directions share the identifier; the addresses alone order the key.
+            let ident = src_port.max(dst_port);
+            FlowKey::new(1, (packet.src, ident), (packet.dst, ident))
+        } else {
+            FlowKey::new(protocol, src, dst)
+        };
+        let flags = match packet.transport {
+            Wire::Tcp { flags, .. } => flags,
+            _ => TcpFlags::default(),
+        };
+        let slot = match self.find(&key) {
+            Some(slot) => slot,
+            None => {
+                let slot = self.claim(&key, ts, emit);
+                let flow = self.start(key, ts, transport, packet, src_port, dst_port, flags);
+                self.slots[slot] = Some(flow);
+                emit(event(&flow, ts, EventKind::FlowStart));
+                self.stats.started += 1;
+                self.stats.active += 1;
+                slot
+            }
+        };
+        let Some(flow) = self.slots[slot].as_mut() else {
+            return None;
+        };
+        // ICMP flows match on addresses alone (both directions share the identifier).
+        let from_orig = flow.orig.ip == packet.src
+            && (transport == Transport::Icmp || flow.orig.port == src_port);
+        let direction = if from_orig {
+            Direction::FromOriginator
+        } else {
+            Direction::FromResponder
+        };
+        flow.last = ts;
+        match direction {
+            Direction::FromOriginator => {
+                flow.orig_packets += 1;
+                flow.orig_bytes += payload_len as u64;
+            }
+            Direction::FromResponder => {
+                flow.resp_packets += 1;
+                flow.resp_bytes += payload_len as u64;
+                if flow.resp.mac == [0; 6] {
+                    flow.resp.mac = packet.src_mac;
+                }
+            }
+        }
+        if transport == Transport::Tcp && flow.phase == Phase::Open {
+            flow.tcp = flow.tcp.advance(direction, flags);
+            if let Some(state) = flow.tcp.final_state() {
+                let flow = *flow;
+                self.end(slot, &flow, state, ts, emit);
+            }
+        }
+        let flow = self.slots[slot].as_ref()?;
+        Some(Observed {
+            flow: flow.id,
+            orig: flow.orig,
+            resp: flow.resp,
+            transport: flow.transport,
+            direction,
+        })
+    }
+
+    /// Ends flows whose time is up. Call as packet time advances (the pipeline does, once per
+    /// second of capture time) and at the end of a capture with `Timestamp(u64::MAX)`.
+    pub fn expire(&mut self, now: Timestamp, emit: &mut impl FnMut(Event)) {
+        for slot in 0..self.slots.len() {
+            let Some(flow) = self.slots[slot] else {
+                continue;
+            };
+            let idle = now.since(flow.last);
+            match flow.phase {
+                Phase::Closed => {
+                    if idle >= self.config.closed_linger_secs * 1_000_000 {
+                        self.slots[slot] = None;
+                    }
+                }
+                Phase::Open => {
+                    let answered = flow.resp_packets > 0;
+                    let timeout = if !answered {
+                        self.config.unanswered_timeout_secs
+                    } else {
+                        match flow.transport {
+                            Transport::Tcp => self.config.tcp_idle_timeout_secs,
+                            Transport::Udp => self.config.udp_idle_timeout_secs,
+                            _ => self.config.icmp_idle_timeout_secs,
+                        }
+                    };
+                    if idle >= timeout * 1_000_000 {
+                        let end_ts = flow.last;
+                        self.end(slot, &flow, timed_out_state(&flow), end_ts, emit);
+                        self.slots[slot] = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends every open flow now (end of capture, shutdown).
+    pub fn flush(&mut self, emit: &mut impl FnMut(Event)) {
+        self.expire(Timestamp(u64::MAX), emit);
+    }
+
+    fn bucket(&self, key: &FlowKey) -> std::ops::Range<usize> {
+        let buckets = self.slots.len() / WAYS;
+        let bucket = (self.hasher.hash_one(key) as usize) % buckets;
+        bucket * WAYS..(bucket + 1) * WAYS
+    }
+
+    fn find(&self, key: &FlowKey) -> Option<usize> {
+        self.bucket(key)
+            .find(|slot| self.slots[*slot].is_some_and(|flow| flow.key == *key))
+    }
+
+    /// A free slot in the key's bucket, evicting its least recently seen flow if none is free.
+    fn claim(&mut self, key: &FlowKey, ts: Timestamp, emit: &mut impl FnMut(Event)) -> usize {
+        let bucket = self.bucket(key);
+        if let Some(free) = bucket.clone().find(|slot| self.slots[*slot].is_none()) {
+            return free;
+        }
+        let victim = bucket
+            .min_by_key(|slot| {
+                self.slots[*slot].map_or(Timestamp(0), |f| {
+                    // Closed flows go first: they have already been reported.
+                    if f.phase == Phase::Closed {
+                        Timestamp(0)
+                    } else {
+                        f.last
+                    }
+                })
+            })
+            .unwrap_or(0);
+        if let Some(flow) = self.slots[victim] {
+            if flow.phase == Phase::Open {
+                self.stats.evicted += 1;
+                self.end(victim, &flow, timed_out_state(&flow), ts, emit);
+            }
+        }
+        self.slots[victim] = None;
+        victim
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        key: FlowKey,
+        ts: Timestamp,
+        transport: Transport,
+        packet: &Decoded<'_>,
+        src_port: u16,
+        dst_port: u16,
+        flags: TcpFlags,
+    ) -> Flow {
+        let sender = Endpoint {
+            ip: packet.src,
+            port: src_port,
+            mac: packet.src_mac,
+        };
+        let receiver = Endpoint {
+            ip: packet.dst,
+            port: dst_port,
+            mac: [0; 6],
+        };
+        let sender_is_orig = match transport {
+            Transport::Tcp => tcp::sender_is_originator(flags, src_port, dst_port),
+            Transport::Icmp => matches!(
+                packet.transport,
+                Wire::Icmp {
+                    kind: IcmpKind::Request,
+                    ..
+                }
+            ),
+            // A reply from a well-known port to an ephemeral one: the capture began mid-exchange.
+            _ => !(src_port < 1024 && dst_port >= 1024),
+        };
+        let (mut orig, mut resp) = if sender_is_orig {
+            (sender, receiver)
+        } else {
+            (receiver, sender)
+        };
+        if transport == Transport::Icmp {
+            // Zeek's convention: ICMP "ports" are the request's type and code.
+            let (icmp_type, code) = match packet.transport {
+                Wire::Icmp {
+                    icmp_type, code, ..
+                } if sender_is_orig => (icmp_type, code),
+                Wire::Icmp { icmp_type, .. } => (request_type_for_reply(icmp_type), 0),
+                _ => (0, 0),
+            };
+            orig.port = u16::from(icmp_type);
+            resp.port = u16::from(code);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Flow {
+            key,
+            id,
+            transport,
+            orig,
+            resp,
+            first: ts,
+            last: ts,
+            orig_bytes: 0,
+            resp_bytes: 0,
+            orig_packets: 0,
+            resp_packets: 0,
+            tcp: TcpState::initial(sender_is_orig, flags),
+            phase: Phase::Open,
+            refused: false,
+        }
+    }
+
+    /// An ICMP unreachable: the quoted flow was refused.
+    fn refuse(&mut self, ts: Timestamp, quoted: &Quoted, emit: &mut impl FnMut(Event)) {
+        if quoted.protocol != 6 && quoted.protocol != 17 {
+            return;
+        }
+        let key = FlowKey::new(
+            quoted.protocol,
+            (quoted.src, quoted.src_port),
+            (quoted.dst, quoted.dst_port),
+        );
+        let Some(slot) = self.find(&key) else {
+            return;
+        };
+        if let Some(flow) = self.slots[slot].as_mut() {
+            if flow.phase == Phase::Open {
+                flow.refused = true;
+                flow.last = ts;
+                let flow = *flow;
+                self.end(slot, &flow, FlowState::Rejected, ts, emit);
+            }
+        }
+    }
+
+    fn end(
+        &mut self,
+        slot: usize,
+        flow: &Flow,
+        state: FlowState,
+        ts: Timestamp,
+        emit: &mut impl FnMut(Event),
+    ) {
+        emit(event(
+            flow,
+            ts,
+            EventKind::FlowEnd {
+                orig_bytes: flow.orig_bytes,
+                resp_bytes: flow.resp_bytes,
+                orig_packets: flow.orig_packets,
+                resp_packets: flow.resp_packets,
+                duration_us: flow.last.since(flow.first),
+                state,
+            },
+        ));
+        self.stats.ended += 1;
+        self.stats.active = self.stats.active.saturating_sub(1);
+        if let Some(stored) = self.slots[slot].as_mut() {
+            stored.phase = Phase::Closed;
+        }
+    }
+}
+
+fn request_type_for_reply(reply: u8) -> u8 {
+    match reply {
+        0 => 8,
+        14 => 13,
+        129 => 128,
+        other => other,
+    }
+}
+
+/// How a flow that went quiet (or was evicted) ended.
+fn timed_out_state(flow: &Flow) -> FlowState {
+    if flow.refused {
+        return FlowState::Rejected;
+    }
+    if flow.transport == Transport::Tcp {
+        return flow.tcp.state_if_abandoned(flow.resp_packets > 0);
+    }
+    if flow.resp_packets > 0 {
+        FlowState::Established
+    } else {
+        FlowState::HalfOpen
+    }
+}
+
+fn event(flow: &Flow, ts: Timestamp, kind: EventKind) -> Event {
+    Event {
+        ts,
+        flow: flow.id,
+        proto: flow.transport,
+        src: flow.orig,
+        dst: flow.resp,
+        kind,
+    }
+}
+
+impl Default for FlowTable {
+    fn default() -> Self {
+        FlowTable::new(FlowConfig::default())
+    }
+}
+
+#[cfg(test)]
+mod tests;

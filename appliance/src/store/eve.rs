@@ -1,0 +1,168 @@
+//! Breaches as Suricata EVE `alert` records (JSON lines), so existing SIEM pipelines that read
+//! Suricata's `eve.json` take Vigil's alerts unchanged; Vigil's own fields sit under `vigil`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use vigil_plugin_sdk::{Breach, Timestamp};
+
+use super::Sink;
+use crate::host::Emitted;
+
+/// Appends alerts to `DATA_DIR/eve.json`.
+pub struct EveFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl EveFile {
+    pub fn open(data_dir: &Path) -> io::Result<EveFile> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("eve.json");
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(EveFile {
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Sink for EveFile {
+    fn breach(&mut self, emitted: &Emitted) -> io::Result<()> {
+        let record = alert_record(emitted);
+        serde_json::to_writer(&mut self.out, &record)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+}
+
+/// A stable signature id per model name (FNV-1a), in the range Suricata leaves to local rules.
+fn signature_id(model: &str) -> u32 {
+    let hash = model.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    1_000_000_000 + hash % 1_000_000_000
+}
+
+fn mac(bytes: [u8; 6]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn alert_record(emitted: &Emitted) -> Value {
+    let b: &Breach = &emitted.breach;
+    let evidence: BTreeMap<&str, &str> = b
+        .evidence
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect();
+    json!({
+        "timestamp": eve_timestamp(b.ts),
+        "flow_id": 0,
+        "event_type": "alert",
+        "src_ip": b.device.ip.to_string(),
+        "src_port": b.device.port,
+        "dest_ip": b.dest.ip.to_string(),
+        "dest_port": b.dest.port,
+        "proto": b.proto.name(),
+        "ether": { "src_mac": mac(b.device.mac), "dest_mac": mac(b.dest.mac) },
+        "alert": {
+            "action": "allowed",
+            "gid": 1,
+            "signature_id": signature_id(&b.model),
+            "rev": 1,
+            "signature": b.model,
+            "category": "Vigil model breach",
+            "severity": b.severity(),
+        },
+        "vigil": {
+            "model": b.model,
+            "score": b.score,
+            "mitre": b.mitre,
+            "plugin": emitted.plugin,
+            "plugin_version": emitted.plugin_version,
+            "device": b.device.ip.to_string(),
+            "destinations": b.destinations.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+            "ports": b.ports,
+            "evidence": evidence,
+        },
+    })
+}
+
+/// `2026-11-28T04:42:33.304350+0000`, as Suricata writes it (UTC).
+pub fn eve_timestamp(ts: Timestamp) -> String {
+    let micros = ts.micros();
+    let secs = micros / 1_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        micros % 1_000_000
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm). Written
+/// here rather than pulling a date crate in for one conversion.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_suricatas_format() {
+        // 1795840953.304350 is the first packet of the lab's attack.pcap (tshark agrees).
+        assert_eq!(
+            eve_timestamp(Timestamp(1_795_840_953_304_350)),
+            "2026-11-28T04:42:33.304350+0000"
+        );
+        assert_eq!(
+            eve_timestamp(Timestamp(0)),
+            "1970-01-01T00:00:00.000000+0000"
+        );
+        assert_eq!(
+            eve_timestamp(Timestamp::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000+0000"
+        );
+    }
+
+    #[test]
+    fn signature_ids_are_stable_per_model() {
+        assert_eq!(
+            signature_id("Device / Network Scan"),
+            signature_id("Device / Network Scan")
+        );
+        assert_ne!(
+            signature_id("Device / Network Scan"),
+            signature_id("Device / RDP Scan")
+        );
+    }
+}

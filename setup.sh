@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine (as root) to build, run and test Vigil, then builds everything:
+# the `vigil` appliance (release) and every plugin (wasm32, signed bundles come later).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+echo "==> Debian packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# iproute2/ethtool: the namespaces and veth pairs of the live tests; nmap: real scans in them;
+# tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries.
+apt-get install -y -qq --no-install-recommends \
+    build-essential pkg-config ca-certificates iproute2 ethtool nmap tshark tcpdump musl-tools \
+    >/dev/null
+
+echo "==> Rust toolchain and targets"
+if ! command -v cargo >/dev/null 2>&1; then
+    apt-get install -y -qq --no-install-recommends rustup >/dev/null
+    rustup default 1.95
+fi
+rustup target add wasm32-unknown-unknown x86_64-unknown-linux-musl
+
+echo "==> Plugins (wasm32)"
+cargo build --profile plugin --target wasm32-unknown-unknown -p 'vigil-plugin-*'
+
+echo "==> Appliance (release)"
+cargo build --release -p appliance
+
+echo "Done. Try: cargo run --release -p appliance -- demo"

@@ -1,0 +1,118 @@
+//! The attack lab's captures and ground truth (tests/fixtures/lab*, made by run-lab.sh).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use crate::workspace::root;
+
+pub fn fixture(lab: &str, file: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(lab).join(file)
+}
+
+/// One row of `ground-truth.tsv`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub step: String,
+    pub detections: Vec<String>,
+    pub also_acceptable: Vec<String>,
+    pub source: IpAddr,
+    pub destinations: Vec<IpAddr>,
+    /// TCP/UDP ports named by the step; empty when the step names none precisely.
+    pub ports: Vec<u16>,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+fn list(field: &str) -> Vec<String> {
+    field
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `10.77.0.10`, `10.77.0.10, 10.77.0.20`, `10.77.0.1-254`, `10.77.0.1-60 (not .50)`.
+pub fn parse_destinations(field: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for part in field.split(',').map(str::trim) {
+        let (range, excluded) = match part.split_once(" (not .") {
+            Some((range, rest)) => (range, rest.trim_end_matches(')').parse::<u8>().ok()),
+            None => (part, None),
+        };
+        let Some((prefix, last)) = range.rsplit_once('.') else {
+            continue;
+        };
+        let octets: Vec<u8> = prefix.split('.').filter_map(|o| o.parse().ok()).collect();
+        if octets.len() != 3 {
+            continue;
+        }
+        let (first, end) = match last.split_once('-') {
+            Some((a, b)) => (a.parse::<u8>(), b.parse::<u8>()),
+            None => (last.parse::<u8>(), last.parse::<u8>()),
+        };
+        let (Ok(first), Ok(end)) = (first, end) else {
+            continue;
+        };
+        for host in first..=end {
+            if Some(host) != excluded {
+                out.push(IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], host)));
+            }
+        }
+    }
+    out
+}
+
+/// `tcp/445`, `tcp/445,3389,9401`; anything vaguer (`udp/top-100`, ICMP) names no ports.
+pub fn parse_ports(field: &str) -> Vec<u16> {
+    field
+        .split(", ")
+        .filter_map(|p| p.strip_prefix("tcp/").or_else(|| p.strip_prefix("udp/")))
+        .flat_map(|list| list.split(',').map(|p| p.trim().parse::<u16>()))
+        .collect::<Result<Vec<u16>, _>>()
+        .unwrap_or_default()
+}
+
+pub fn ground_truth(lab: &str) -> Vec<Step> {
+    let path = fixture(lab, "ground-truth.tsv");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert!(f.len() >= 9, "malformed ground truth line: {line}");
+            Step {
+                step: f[0].to_string(),
+                detections: list(f[1]),
+                also_acceptable: list(f[2]),
+                source: f[3].parse().expect("source address"),
+                destinations: parse_destinations(f[4]),
+                ports: parse_ports(f[5]),
+                start_s: f[6].parse().expect("start offset"),
+                end_s: f[7].parse().expect("end offset"),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_ranges_expand_with_exclusions() {
+        let hosts = parse_destinations("10.77.0.1-60 (not .50)");
+        assert_eq!(hosts.len(), 59);
+        assert!(!hosts.contains(&IpAddr::from([10, 77, 0, 50])));
+        assert_eq!(parse_destinations("10.77.0.10, 10.77.0.20").len(), 2);
+    }
+
+    #[test]
+    fn only_precise_port_lists_are_parsed() {
+        assert_eq!(parse_ports("tcp/445,3389,9401"), vec![445, 3389, 9401]);
+        assert!(parse_ports("udp/top-100").is_empty());
+        assert!(parse_ports("icmp echo+timestamp, tcp/443 SYN, tcp/80 ACK").is_empty());
+    }
+}

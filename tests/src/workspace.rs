@@ -1,0 +1,91 @@
+//! Finding what the set-up step built: the `vigil` binary and the compiled plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The cargo target directory this test binary was built into (`.../target/release/deps/x`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors()
+        .find(|dir| dir.join("wasm32-unknown-unknown").is_dir() || dir.join("release").is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo(args: &[&str]) {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo {args:?} failed");
+}
+
+/// The compiled plugins, building them if the set-up step has not.
+pub fn plugin_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = target_dir().join("wasm32-unknown-unknown").join("plugin");
+            if !dir.join("vigil_plugin_network_scan.wasm").is_file() {
+                cargo(&[
+                    "build",
+                    "--profile",
+                    "plugin",
+                    "--target",
+                    "wasm32-unknown-unknown",
+                    "-p",
+                    "vigil-plugin-*",
+                ]);
+            }
+            dir
+        })
+        .clone()
+}
+
+/// The release `vigil` binary, building it if needed.
+pub fn vigil_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = target_dir().join("release").join("vigil");
+            if !bin.is_file() {
+                cargo(&["build", "--release", "-p", "appliance"]);
+            }
+            bin
+        })
+        .clone()
+}
+
+/// A fresh, empty directory for one test, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vigil-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
