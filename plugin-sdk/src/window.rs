@@ -17,7 +17,8 @@ pub struct FanOutConfig {
     pub threshold: usize,
     /// After a breach the device's episode continues, and stays silent, until it touches no new
     /// target for this long; the next burst is then a new episode, counted from zero, and can
-    /// breach again.
+    /// breach again. Touching targets it already touched does not prolong the episode, so a
+    /// second sweep of the same range soon after the first is still seen.
     pub rearm_quiet_secs: u64,
     /// Devices tracked at once; the least recently active is forgotten first. Bounds memory.
     pub max_devices: usize,

@@ -56,7 +56,9 @@ pub fn parse_destinations(field: &str) -> Vec<IpAddr> {
         };
         for host in first..=end {
             if Some(host) != excluded {
-                out.push(IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], host)));
+                out.push(IpAddr::V4(Ipv4Addr::new(
+                    octets[0], octets[1], octets[2], host,
+                )));
             }
         }
     }
@@ -75,8 +77,7 @@ pub fn parse_ports(field: &str) -> Vec<u16> {
 
 pub fn ground_truth(lab: &str) -> Vec<Step> {
     let path = fixture(lab, "ground-truth.tsv");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())

@@ -37,7 +37,11 @@ fn summary_value(stdout: &str, row: &str) -> Option<u64> {
 fn assert_no_panic(out: &Output) {
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_ne!(out.status.code(), Some(101), "a panic exits with 101: {stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "a panic exits with 101: {stderr}"
+    );
 }
 
 /// Whole records of a classic pcap: (offset of each record, offset after the last).
@@ -69,16 +73,26 @@ fn truncated_capture_processes_the_good_records_and_names_the_offset() {
     let data = dir.path().join("data");
     let out = replay(&data, &pcap);
     assert_no_panic(&out);
-    assert!(!out.status.success(), "damage is reported in the exit status");
+    assert!(
+        !out.status.success(),
+        "damage is reported in the exit status"
+    );
     let stderr = text(&out.stderr);
     let expected = format!(
         "{}: damaged at byte offset {}: truncated",
         pcap.display(),
         offsets[cut_record]
     );
-    assert!(stderr.contains(&expected), "expected {expected:?} in {stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in {stderr}"
+    );
     let stdout = text(&out.stdout);
-    assert_eq!(summary_value(&stdout, "packets"), Some(cut_record as u64), "{stdout}");
+    assert_eq!(
+        summary_value(&stdout, "packets"),
+        Some(cut_record as u64),
+        "{stdout}"
+    );
     let eve = std::fs::read_to_string(data.join("eve.json")).unwrap_or_default();
     assert!(
         eve.contains("Device / Network Range Scan"),
@@ -122,7 +136,11 @@ fn garbage_frames_are_counted_by_reason_and_good_frames_still_count() {
     assert_no_panic(&out);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert_eq!(summary_value(&stdout, "packets"), Some(400 + garbage), "{stdout}");
+    assert_eq!(
+        summary_value(&stdout, "packets"),
+        Some(400 + garbage),
+        "{stdout}"
+    );
     assert!(stdout.contains("frames skipped, by reason"), "{stdout}");
     let decoded = summary_value(&stdout, "decoded").expect("decoded row");
     assert!(decoded >= 400 - 10, "the real frames decode: {stdout}");
@@ -134,21 +152,31 @@ fn empty_and_non_capture_files_are_refused_clearly() {
     let empty = dir.path().join("empty.pcap");
     std::fs::write(&empty, b"").expect("write");
     let text_file = dir.path().join("notes.pcap");
-    std::fs::write(&text_file, b"this is a text file, not a capture\n".repeat(10)).expect("write");
-    for (file, reason) in [(&empty, "the file is empty"), (&text_file, "unrecognised magic")] {
+    std::fs::write(
+        &text_file,
+        b"this is a text file, not a capture\n".repeat(10),
+    )
+    .expect("write");
+    for (file, reason) in [
+        (&empty, "the file is empty"),
+        (&text_file, "unrecognised magic"),
+    ] {
         let out = replay(&dir.path().join("data"), file);
         assert_no_panic(&out);
         assert!(!out.status.success());
         let stderr = text(&out.stderr);
         let expected = format!("{}: not a pcap or pcapng file: {reason}", file.display());
-        assert!(stderr.contains(&expected), "expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "expected {expected:?} in {stderr}"
+        );
     }
 }
 
 #[test]
 fn pcapng_from_a_real_windows_host_is_read() {
-    let pcapng = vigil_tests::workspace::root()
-        .join("../shared/pcaps/zeek/dce-rpc/dce_rpc_ntlm.pcapng");
+    let pcapng =
+        vigil_tests::workspace::root().join("../shared/pcaps/zeek/dce-rpc/dce_rpc_ntlm.pcapng");
     if !pcapng.is_file() {
         eprintln!("skipping: ../shared/pcaps is not here");
         return;

@@ -83,10 +83,14 @@ fn check_lab(lab: &str) {
     let attack = fixture(lab, "attack.pcap");
     let data = TempDir::new("replay");
     let out = replay(data.path(), &[&attack]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let alerts = alerts(data.path());
     let start = first_packet_secs(&attack) % 86_400.0;
-    let mut raised: BTreeSet<&str> = BTreeSet::new();
+    let mut raised: BTreeSet<String> = BTreeSet::new();
     for step in ground_truth(lab) {
         let wanted = step
             .detections
@@ -127,10 +131,13 @@ fn check_lab(lab: &str) {
                     .as_str()
                     .and_then(|t| t.parse().ok())
                     .expect("threshold evidence");
-                assert!(dests.len() >= 1 && alert["vigil"]["evidence"]["distinct_targets"]
-                    .as_str()
-                    .and_then(|t| t.parse::<usize>().ok())
-                    .is_some_and(|n| n >= threshold));
+                assert!(
+                    dests.len() >= 1
+                        && alert["vigil"]["evidence"]["distinct_targets"]
+                            .as_str()
+                            .and_then(|t| t.parse::<usize>().ok())
+                            .is_some_and(|n| n >= threshold)
+                );
                 if !step.ports.is_empty() {
                     let allowed_ports: BTreeSet<u16> = step.ports.iter().copied().collect();
                     assert!(
@@ -142,14 +149,19 @@ fn check_lab(lab: &str) {
                     );
                 }
                 assert_eq!(alert["event_type"], "alert");
-                assert!(alert["vigil"]["mitre"].as_array().is_some_and(|m| !m.is_empty()));
+                assert!(alert["vigil"]["mitre"]
+                    .as_array()
+                    .is_some_and(|m| !m.is_empty()));
                 assert!(alert["vigil"]["score"].as_u64().is_some_and(|s| s > 0));
             }
-            raised.insert(model.as_str());
+            raised.insert(model.clone());
         }
     }
-    let expected: BTreeSet<&str> = SCAN_MODELS.into_iter().collect();
-    assert_eq!(raised, expected, "{lab}: every scan model is in the ground truth and raised");
+    let expected: BTreeSet<String> = SCAN_MODELS.iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        raised, expected,
+        "{lab}: every scan model is in the ground truth and raised"
+    );
     // Nothing is blamed on a device other than the attacker.
     let attacker = ground_truth(lab)[0].source.to_string();
     for alert in &alerts {
@@ -157,18 +169,24 @@ fn check_lab(lab: &str) {
     }
 }
 
+/// The committed labs: the default one always, variants where present.
 fn labs() -> Vec<String> {
-    ["lab", "lab-b"]
+    let labs: Vec<String> = ["lab", "lab-b"]
         .into_iter()
         .filter(|lab| fixture(lab, "ground-truth.tsv").is_file())
         .map(String::from)
-        .collect()
+        .collect();
+    assert!(labs.contains(&"lab".to_string()), "tests/fixtures/lab is committed");
+    labs
 }
 
 #[test]
 fn attack_captures_raise_the_scan_models_for_the_attacker_in_each_step() {
     let labs = labs();
-    assert!(labs.contains(&"lab".to_string()), "tests/fixtures/lab is committed");
+    assert!(
+        labs.contains(&"lab".to_string()),
+        "tests/fixtures/lab is committed"
+    );
     for lab in labs {
         check_lab(&lab);
     }
@@ -179,7 +197,11 @@ fn benign_noise_raises_nothing() {
     for lab in labs() {
         let data = TempDir::new("benign");
         let out = replay(data.path(), &[&fixture(&lab, "benign-noise.pcap")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(alerts(data.path()), Vec::<Value>::new(), "{lab}");
     }
 }
@@ -189,7 +211,11 @@ fn baseline_week_raises_nothing() {
     for lab in labs() {
         let data = TempDir::new("baseline");
         let out = replay(data.path(), &[&fixture(&lab, "baseline.pcap")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(alerts(data.path()), Vec::<Value>::new(), "{lab}");
     }
 }

@@ -70,7 +70,10 @@ impl fmt::Display for CaptureError {
                 reason,
             } => write!(f, "{source}: damaged at byte offset {offset}: {reason}"),
             CaptureError::UnsupportedLinkType { source, link_type } => {
-                write!(f, "{source}: unsupported link type {link_type} (Ethernet only)")
+                write!(
+                    f,
+                    "{source}: unsupported link type {link_type} (Ethernet only)"
+                )
             }
             CaptureError::Io { source, error } => write!(f, "{source}: {error}"),
             CaptureError::Xdp { source, reason } => write!(f, "{source}: AF_XDP: {reason}"),

@@ -1,18 +1,34 @@
 //! Compiled modules, cached in memory and on disk by the wasm's SHA-256 and the engine's
-//! configuration: a restart or a second load skips Cranelift (tens of ms per module).
+//! configuration: a restart or a second load skips Cranelift (tens of ms per module, against well
+//! under a millisecond to map a serialized one).
+//!
+//! On disk a module is `<cache_dir>/<sha256 of the wasm>-<engine compatibility hash>.cwasm`. The
+//! second half changes with the wasmtime version and every engine setting that affects code
+//! (an epoch-interrupting engine cannot run code compiled without the checks), so a stale artifact
+//! is simply never looked up again.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
+/// Where loads were served from, since the host started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Modules compiled by Cranelift.
+    pub compiled: u64,
+    /// Loads of a module already compiled by this host.
+    pub memory_hits: u64,
+    /// Loads served from a `.cwasm` file in the cache directory.
+    pub disk_hits: u64,
+}
+
 pub struct ModuleCache {
     dir: Option<PathBuf>,
     memory: HashMap<[u8; 32], Module>,
-    /// Loads served from disk, for tests and the summary.
-    pub disk_hits: u64,
+    stats: CacheStats,
 }
 
 impl ModuleCache {
@@ -20,37 +36,48 @@ impl ModuleCache {
         ModuleCache {
             dir,
             memory: HashMap::new(),
-            disk_hits: 0,
+            stats: CacheStats::default(),
         }
     }
 
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// The module for `wasm`: from memory, from the cache directory, or compiled (and then
+    /// written to the cache directory; a failed write is logged, not fatal).
     pub fn get_or_compile(&mut self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<Module> {
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         if let Some(module) = self.memory.get(&digest) {
+            self.stats.memory_hits += 1;
             return Ok(module.clone());
         }
-        let path = self.dir.as_ref().map(|dir| {
-            let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-            engine
-                .precompile_compatibility_hash()
-                .hash(&mut engine_hash);
-            let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            dir.join(format!("{name}-{:016x}.cwasm", engine_hash.finish()))
-        });
-        if let Some(path) = path.as_ref().filter(|p| p.is_file()) {
-            // SAFETY: the file is in the appliance's own data dir, written by `serialize` below
-            // for exactly this wasm (its SHA-256 is in the name) and this engine configuration
-            // (its compatibility hash is in the name); wasmtime also checks the header.
+        let path = self
+            .dir
+            .as_deref()
+            .map(|dir| artifact_path(dir, engine, &digest));
+        if let Some(path) = path.as_deref().filter(|p| p.is_file()) {
+            // SAFETY: `deserialize_file` runs the file's machine code, so it must be a wasmtime
+            // artifact we wrote. It is: the cache directory belongs to the appliance (under its
+            // data dir, not writable by plugins or the network), and the file is written only by
+            // `serialize` below, atomically (temporary file + rename, so a mapped file is never
+            // rewritten in place), for exactly this wasm (its SHA-256 is in the name) and this
+            // engine configuration (its compatibility hash is in the name). wasmtime also checks
+            // the artifact's header against the engine before using it.
             match unsafe { Module::deserialize_file(engine, path) } {
                 Ok(module) => {
-                    self.disk_hits += 1;
+                    self.stats.disk_hits += 1;
                     self.memory.insert(digest, module.clone());
                     return Ok(module);
                 }
-                Err(err) => tracing::warn!("ignoring cached {}: {err:#}", path.display()),
+                Err(err) => tracing::warn!(
+                    "ignoring cached module {}, recompiling: {err:#}",
+                    path.display()
+                ),
             }
         }
         let module = Module::new(engine, wasm)?;
+        self.stats.compiled += 1;
         if let Some(path) = path {
             let written = module.serialize().and_then(|bytes| {
                 crate::store::files::write_atomic(&path, &bytes).map_err(Into::into)
@@ -61,5 +88,73 @@ impl ModuleCache {
         }
         self.memory.insert(digest, module.clone());
         Ok(module)
+    }
+}
+
+/// `<dir>/<sha256>-<engine compatibility hash>.cwasm`.
+pub fn artifact_path(dir: &Path, engine: &Engine, digest: &[u8; 32]) -> PathBuf {
+    // `DefaultHasher::new()` uses fixed keys, so the name is stable from run to run of one build;
+    // a new toolchain may change it, which only costs one recompilation.
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{name}-{:016x}.cwasm", engine_hash.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WASM: &str = r#"(module (func (export "f") (result i32) i32.const 7))"#;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigil-cache-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn second_cache_reads_the_artifact_the_first_wrote() {
+        let dir = temp_dir("hit");
+        let engine = Engine::default();
+        let wasm = wat::parse_str(WASM).expect("wat");
+        let mut first = ModuleCache::new(Some(dir.clone()));
+        first.get_or_compile(&engine, &wasm).expect("compiles");
+        first.get_or_compile(&engine, &wasm).expect("memory hit");
+        assert_eq!(
+            first.stats(),
+            CacheStats {
+                compiled: 1,
+                memory_hits: 1,
+                disk_hits: 0
+            }
+        );
+        let digest: [u8; 32] = Sha256::digest(&wasm).into();
+        assert!(artifact_path(&dir, &engine, &digest).is_file());
+
+        let mut second = ModuleCache::new(Some(dir.clone()));
+        let module = second.get_or_compile(&engine, &wasm).expect("disk hit");
+        assert_eq!(second.stats().disk_hits, 1);
+        assert_eq!(second.stats().compiled, 0);
+        assert!(module.get_export("f").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_artifact_is_recompiled() {
+        let dir = temp_dir("corrupt");
+        let engine = Engine::default();
+        let wasm = wat::parse_str(WASM).expect("wat");
+        let digest: [u8; 32] = Sha256::digest(&wasm).into();
+        let path = artifact_path(&dir, &engine, &digest);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(&path, b"\x7fELF but not really").expect("write");
+        let mut cache = ModuleCache::new(Some(dir.clone()));
+        cache.get_or_compile(&engine, &wasm).expect("recompiles");
+        assert_eq!(cache.stats().compiled, 1);
+        assert_eq!(cache.stats().disk_hits, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

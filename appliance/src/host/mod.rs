@@ -1,13 +1,23 @@
 //! The plugin host: runs ABI v1 plugin modules (see `vigil_plugin_sdk::abi`) under wasmtime,
-//! each in its own store with a memory cap and a wall-clock deadline per batch.
+//! each in its own store with a memory cap and a wall-clock deadline per call.
 //!
 //! What a caller may rely on:
-//! - a plugin only receives the event classes its manifest subscribed to;
-//! - a plugin that traps (including running past its deadline or its memory cap) loses that
-//!   batch and is re-instantiated fresh; after `max_consecutive_traps` failing batches in a row
-//!   it is quarantined and receives nothing more, while every other plugin keeps running;
-//! - nothing a guest returns (pointers, lengths, encodings) is trusted: it is bounds-checked and
-//!   decoded, and failures are counted, never panics.
+//! - a module is checked at load: it must be wasm, import nothing but `vigil.emit_breach` and
+//!   `vigil.log` (no WASI), export the ABI v1 functions with their exact types, speak ABI major 1,
+//!   carry a readable manifest with a name no other loaded plugin has, and accept its config;
+//!   otherwise [`PluginHost::load`] returns a [`LoadError`] naming the module's origin;
+//! - a plugin only receives the event classes its manifest subscribed to, in batch order;
+//! - a call that traps (an `unreachable`, a bad memory access, running past
+//!   [`HostConfig::batch_deadline_ms`], growing past [`HostConfig::memory_limit_bytes`]) or hands
+//!   back an out-of-bounds buffer is a *failure*: the batch's breaches are lost, the store is
+//!   dropped, and the next call runs in a fresh instance re-initialised with the same config
+//!   (so state learned before the failure is lost too);
+//! - after [`HostConfig::max_consecutive_traps`] failing batches in a row a plugin is quarantined:
+//!   it receives nothing more, while every other plugin keeps running; a good batch resets the
+//!   count;
+//! - nothing a guest hands over (pointers, lengths, encodings) is trusted: it is bounds-checked
+//!   and decoded fallibly, and what cannot be read is counted in [`PluginStats::bad_output`],
+//!   never a panic.
 
 mod batch;
 mod cache;
@@ -18,23 +28,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vigil_plugin_sdk::abi;
 use vigil_plugin_sdk::{Breach, Manifest, PluginKind};
-use wasmtime::{Engine, Linker, Module};
+use wasmtime::{Engine, ExternType, InstancePre, Linker};
 
 pub use batch::EventBatch;
-use instance::{HostState, Instance};
+pub use cache::CacheStats;
+use instance::{HostState, Instance, Sandbox};
 
-/// How often the watchdog advances the engine's epoch; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How often the watchdog thread advances the engine's epoch; deadlines are counted in these
+/// ticks, so a call is interrupted between `batch_deadline_ms` and one tick later.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Limits every plugin runs under. Plugins are untrusted code: each limit turns a misbehaving
+/// plugin into a counted failure of that plugin alone.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Largest linear memory one plugin instance may have. Growing past it traps the plugin
-    /// (a memory bomb becomes a counted trap, not a host out-of-memory).
+    /// Largest linear memory one plugin instance may have (default 64 MiB). A `memory.grow` past
+    /// it traps (a memory bomb becomes a counted failure, not a host out-of-memory), and a module
+    /// whose initial memory is larger is refused at load.
     pub memory_limit_bytes: usize,
-    /// Wall-clock budget of one call into a plugin. Past it the call is interrupted with a trap.
+    /// Wall-clock budget of one call into a plugin (default 200 ms): a batch, or at load the ABI,
+    /// manifest and init calls. Past it the call traps with an interrupt, counted as a failure.
     pub batch_deadline_ms: u64,
-    /// Failing batches in a row after which a plugin is quarantined.
+    /// Failing batches in a row after which a plugin is quarantined (default 3).
     pub max_consecutive_traps: u32,
     /// Where compiled modules are cached across runs; `None` keeps the cache in memory only.
     pub cache_dir: Option<PathBuf>,
@@ -51,17 +68,36 @@ impl Default for HostConfig {
     }
 }
 
+impl HostConfig {
+    fn sandbox(&self) -> Sandbox {
+        let tick = EPOCH_TICK.as_millis() as u64;
+        Sandbox {
+            memory_limit_bytes: self.memory_limit_bytes,
+            // Rounded up, plus the tick already under way when the call starts, so a call always
+            // gets at least its full budget.
+            deadline_ticks: self.batch_deadline_ms.div_ceil(tick).max(1) + 1,
+            deadline_ms: self.batch_deadline_ms,
+        }
+    }
+}
+
+/// A loaded plugin; valid for the host that returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PluginId(usize);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PluginStats {
+    /// Batches handed to the plugin (including failed ones).
     pub batches: u64,
+    /// Events in those batches.
     pub events: u64,
+    /// Breaches raised and delivered.
     pub breaches: u64,
+    /// Failed calls: traps, deadlines, memory-cap hits, out-of-bounds buffers, failed
+    /// re-initialisation.
     pub traps: u64,
-    /// Breaches or log lines the plugin handed over that could not be read (bad pointer,
-    /// bad encoding, over the size limit), and batches it reported as unreadable.
+    /// Breaches or log lines the plugin handed over that could not be read (bad pointer, bad
+    /// encoding, over a size limit), and batches it refused with a status.
     pub bad_output: u64,
 }
 
@@ -71,9 +107,12 @@ pub struct PluginStatus {
     pub name: String,
     pub version: String,
     pub kind: PluginKind,
+    /// Where it was loaded from (the `origin` passed to [`PluginHost::load`]).
     pub origin: String,
     pub stats: PluginStats,
     pub quarantined: bool,
+    /// Why the last failed call failed (e.g. `trapped: wasm \`unreachable\` instruction executed
+    /// in on_batch <- ...`).
     pub last_error: Option<String>,
 }
 
@@ -85,24 +124,36 @@ pub struct Emitted {
     pub breach: Breach,
 }
 
-/// Why a module was not loaded. Each names the module's origin (file path).
+/// Why a module was not loaded. Each names the module's origin (its file path).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{origin}: not a WebAssembly module")]
+    #[error("{origin}: not a WebAssembly module (no `\\0asm` header)")]
     NotWasm { origin: String },
     #[error("{origin}: does not compile: {reason}")]
     Compile { origin: String, reason: String },
-    #[error("{origin}: imports {import}, which Vigil does not provide (plugins may import only vigil.emit_breach and vigil.log: no WASI, no clock, no I/O)")]
-    ForbiddenImport { origin: String, import: String },
+    #[error("{origin}: imports `{import}`: {reason}")]
+    ForbiddenImport {
+        origin: String,
+        import: String,
+        reason: String,
+    },
     #[error("{origin}: does not export `{name}`: not a Vigil ABI v1 plugin")]
     MissingExport { origin: String, name: String },
-    #[error("{origin}: built for plugin ABI {found}, this appliance speaks ABI {expected}")]
+    #[error("{origin}: exports `{name}` with the wrong type (ABI v1 wants {expected})")]
+    WrongExportType {
+        origin: String,
+        name: String,
+        expected: String,
+    },
+    #[error(
+        "{origin}: built for plugin ABI {found_major}, this appliance speaks ABI {expected_major}"
+    )]
     AbiMismatch {
         origin: String,
-        found: u16,
-        expected: u16,
+        found_major: u16,
+        expected_major: u16,
     },
-    #[error("{origin}: unreadable manifest: {reason}")]
+    #[error("{origin}: bad manifest: {reason}")]
     BadManifest { origin: String, reason: String },
     #[error("{origin}: plugin `{name}` is already loaded")]
     Duplicate { origin: String, name: String },
@@ -113,9 +164,10 @@ pub enum LoadError {
 struct Plugin {
     manifest: Manifest,
     origin: String,
+    /// What `vigil_init` gets, at load and after every re-instantiation.
     config_json: String,
-    pre: wasmtime::InstancePre<HostState>,
-    /// `None` after a trap until the next batch re-instantiates it.
+    pre: InstancePre<HostState>,
+    /// `None` after a failure until the next call re-instantiates it, and once quarantined.
     instance: Option<Instance>,
     stats: PluginStats,
     consecutive_failures: u32,
@@ -125,6 +177,77 @@ struct Plugin {
     filtered: Vec<u8>,
 }
 
+impl Plugin {
+    /// Runs `call` on the plugin's instance, re-instantiating it first if a failure dropped it.
+    /// A failure (anything but a refusal status) drops the instance and is counted; quarantine is
+    /// the caller's decision.
+    fn call<T>(
+        &mut self,
+        config: &HostConfig,
+        call: impl FnOnce(&mut Instance) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let result = match self.instance.as_mut() {
+            Some(instance) => call(instance),
+            None => self.reinstantiate(config.sandbox()).and_then(|()| {
+                let instance = self
+                    .instance
+                    .as_mut()
+                    .ok_or_else(|| anyhow::anyhow!("no instance after re-instantiation"))?;
+                call(instance)
+            }),
+        };
+        if let Err(err) = &result {
+            if instance::is_failure(err) {
+                self.instance = None;
+                self.stats.traps += 1;
+                self.consecutive_failures += 1;
+                let message = instance::describe_failure(err, &config.sandbox());
+                tracing::warn!(
+                    "plugin {} failed ({} in a row): {message}",
+                    self.manifest.name,
+                    self.consecutive_failures
+                );
+                self.last_error = Some(message);
+            }
+        }
+        result
+    }
+
+    fn reinstantiate(&mut self, sandbox: Sandbox) -> anyhow::Result<()> {
+        let instance =
+            Instance::new(&self.pre, sandbox, &self.manifest.name).and_then(|mut instance| {
+                instance.init(&self.config_json)?;
+                Ok(instance)
+            });
+        // A failure here is the plugin's (its init traps, or refuses the config it accepted
+        // before), so even a refusal counts as a failure.
+        let instance = instance.map_err(|err| {
+            anyhow::Error::new(instance::Reinit(instance::describe_failure(&err, &sandbox)))
+        })?;
+        self.instance = Some(instance);
+        Ok(())
+    }
+
+    fn quarantine_if_due(&mut self, config: &HostConfig) {
+        if self.quarantined || self.consecutive_failures < config.max_consecutive_traps {
+            return;
+        }
+        self.quarantined = true;
+        self.instance = None;
+        tracing::error!(
+            "PLUGIN QUARANTINED: {} {} (from {}) failed {} batches in a row and will receive no \
+             more events; the rest of the appliance keeps running. Last error: {}",
+            self.manifest.name,
+            self.manifest.version,
+            self.origin,
+            self.consecutive_failures,
+            self.last_error.as_deref().unwrap_or("unknown")
+        );
+    }
+}
+
+/// Runs plugins. One wasmtime [`Engine`] (and its compiled-module cache) serves every plugin;
+/// each plugin has its own store. Not `Sync`: one pipeline thread drives it.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
@@ -135,21 +258,29 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
+    /// A host with no plugins, and its watchdog thread (`vigil-epoch`, stopped when the host is
+    /// dropped).
     pub fn new(config: HostConfig) -> anyhow::Result<PluginHost> {
         let mut engine_config = wasmtime::Config::new();
-        // The epoch is the watchdog: cheap for healthy plugins, unlike per-instruction fuel.
+        // The epoch is the watchdog: a load and a compare per loop header and function entry,
+        // cheap for healthy plugins, unlike per-instruction fuel (a guest hash-map resize took
+        // 15 M fuel).
         engine_config.epoch_interruption(true);
+        engine_config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16));
         let engine = Engine::new(&engine_config)?;
         let linker = instance::linker(&engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
+        let ticker = engine.weak();
         let stop = Arc::clone(&ticker_stop);
         std::thread::Builder::new()
             .name("vigil-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
             })?;
         Ok(PluginHost {
@@ -162,76 +293,118 @@ impl PluginHost {
         })
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        (self.config.batch_deadline_ms / EPOCH_TICK.as_millis() as u64).max(1)
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Where module loads were served from.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Compiles (or fetches from the cache), checks and initialises a plugin module.
-    /// `config_json` overrides the plugin's default config; `None` keeps its defaults.
+    /// `origin` names the module in messages (its file path); `config_json` overrides the
+    /// plugin's default config, `None` keeps its defaults.
     pub fn load(
         &mut self,
         wasm: &[u8],
         origin: &str,
         config_json: Option<&str>,
     ) -> Result<PluginId, LoadError> {
-        let origin_s = origin.to_string();
+        let origin_s = || origin.to_string();
         if !wasm.starts_with(b"\0asm") {
-            return Err(LoadError::NotWasm { origin: origin_s });
+            return Err(LoadError::NotWasm { origin: origin_s() });
         }
         let module = self
             .cache
             .get_or_compile(&self.engine, wasm)
             .map_err(|err| LoadError::Compile {
-                origin: origin_s.clone(),
+                origin: origin_s(),
                 reason: format!("{err:#}"),
             })?;
-        check_imports(&module, origin)?;
-        for name in instance::REQUIRED_EXPORTS {
-            if module.get_export(name).is_none() {
-                return Err(LoadError::MissingExport {
-                    origin: origin_s,
-                    name: name.to_string(),
+        if let Some(version) = instance::probe_abi(&module, self.config.sandbox()) {
+            let found_major = abi::abi_major(version);
+            if found_major != abi::ABI_MAJOR {
+                return Err(LoadError::AbiMismatch {
+                    origin: origin_s(),
+                    found_major,
+                    expected_major: abi::ABI_MAJOR,
                 });
             }
         }
+        if let Some((import, reason)) = instance::unsupported_import(&module) {
+            return Err(LoadError::ForbiddenImport {
+                origin: origin_s(),
+                import,
+                reason,
+            });
+        }
+        for (name, params, results) in instance::EXPORTS {
+            let Some(ty) = module.get_export(name) else {
+                return Err(LoadError::MissingExport {
+                    origin: origin_s(),
+                    name: name.into(),
+                });
+            };
+            if !instance::is_func(&ty, params, results) {
+                return Err(LoadError::WrongExportType {
+                    origin: origin_s(),
+                    name: name.into(),
+                    expected: instance::signature(params, results),
+                });
+            }
+        }
+        match module.get_export("memory") {
+            Some(ExternType::Memory(_)) => {}
+            Some(_) => {
+                return Err(LoadError::WrongExportType {
+                    origin: origin_s(),
+                    name: "memory".into(),
+                    expected: "a memory".into(),
+                })
+            }
+            None => {
+                return Err(LoadError::MissingExport {
+                    origin: origin_s(),
+                    name: "memory".into(),
+                })
+            }
+        }
+        let init_failed = |err: anyhow::Error| LoadError::InitFailed {
+            origin: origin_s(),
+            reason: instance::describe_failure(&err, &self.config.sandbox()),
+        };
         let pre = self
             .linker
             .instantiate_pre(&module)
-            .map_err(|err| LoadError::Compile {
-                origin: origin_s.clone(),
-                reason: format!("{err:#}"),
-            })?;
-        let ticks = self.deadline_ticks();
-        let mut instance = Instance::new(&self.engine, &pre, &self.config, ticks, origin)
-            .map_err(|err| init_failed(origin, err))?;
-        let abi = instance.abi().map_err(|err| init_failed(origin, err))?;
-        let found = vigil_plugin_sdk::abi::abi_major(abi);
-        if found != vigil_plugin_sdk::abi::ABI_MAJOR {
+            .map_err(|err| init_failed(err.into()))?;
+        let mut instance =
+            Instance::new(&pre, self.config.sandbox(), origin).map_err(init_failed)?;
+        let found_major = abi::abi_major(instance.abi().map_err(init_failed)?);
+        if found_major != abi::ABI_MAJOR {
             return Err(LoadError::AbiMismatch {
-                origin: origin_s,
-                found,
-                expected: vigil_plugin_sdk::abi::ABI_MAJOR,
+                origin: origin_s(),
+                found_major,
+                expected_major: abi::ABI_MAJOR,
             });
         }
         let manifest = instance.manifest().map_err(|err| LoadError::BadManifest {
-            origin: origin_s.clone(),
+            origin: origin_s(),
             reason: format!("{err:#}"),
         })?;
-        if self
-            .plugins
-            .iter()
-            .any(|p| p.manifest.name == manifest.name)
-        {
+        check_manifest(&manifest).map_err(|reason| LoadError::BadManifest {
+            origin: origin_s(),
+            reason,
+        })?;
+        if self.find(&manifest.name).is_some() {
             return Err(LoadError::Duplicate {
-                origin: origin_s,
+                origin: origin_s(),
                 name: manifest.name,
             });
         }
-        let config_json = config_json.unwrap_or("").to_string();
-        instance
-            .init(&config_json)
-            .map_err(|err| init_failed(origin, err))?;
         instance.rename(&manifest.name);
+        let config_json = config_json.unwrap_or("").to_string();
+        instance.init(&config_json).map_err(init_failed)?;
         tracing::info!(
             "loaded plugin {} {} ({:?}) from {origin}",
             manifest.name,
@@ -240,7 +413,7 @@ impl PluginHost {
         );
         self.plugins.push(Plugin {
             manifest,
-            origin: origin_s,
+            origin: origin_s(),
             config_json,
             pre,
             instance: Some(instance),
@@ -260,6 +433,7 @@ impl PluginHost {
             .map(PluginId)
     }
 
+    /// Every loaded plugin, in load order.
     pub fn plugins(&self) -> Vec<PluginStatus> {
         self.plugins
             .iter()
@@ -277,66 +451,76 @@ impl PluginHost {
             .collect()
     }
 
-    /// Hands each plugin its subscribed share of `batch`; returns the breaches raised.
+    /// Hands each running plugin its subscribed share of `batch` (a plugin with no share is not
+    /// called); returns the breaches raised, plugin by plugin in load order. A failing plugin
+    /// loses this batch's breaches and may be quarantined; the others are unaffected.
     pub fn dispatch(&mut self, batch: &EventBatch) -> Vec<Emitted> {
         let mut emitted = Vec::new();
-        let ticks = self.deadline_ticks();
         for plugin in &mut self.plugins {
             if plugin.quarantined {
                 continue;
             }
-            let events = batch.select(plugin.manifest.subscriptions, &mut plugin.filtered);
-            if events == 0 {
-                continue;
-            }
-            let outcome = run_batch(&self.engine, &self.config, ticks, plugin);
-            plugin.stats.batches += 1;
-            plugin.stats.events += events as u64;
-            match outcome {
-                Ok(outcome) => {
-                    plugin.consecutive_failures = 0;
-                    plugin.stats.bad_output += outcome.bad_output;
-                    plugin.stats.breaches += outcome.breaches.len() as u64;
-                    emitted.extend(outcome.breaches.into_iter().map(|breach| Emitted {
-                        plugin: plugin.manifest.name.clone(),
-                        plugin_version: plugin.manifest.version.clone(),
-                        breach,
-                    }));
+            let mut events = std::mem::take(&mut plugin.filtered);
+            let count = batch.select(plugin.manifest.subscriptions, &mut events);
+            if count > 0 {
+                plugin.stats.batches += 1;
+                plugin.stats.events += count as u64;
+                let result = plugin.call(&self.config, |instance| instance.on_batch(&events));
+                match result {
+                    Ok(report) => {
+                        plugin.consecutive_failures = 0;
+                        plugin.stats.bad_output += report.bad_output;
+                        if let Some(instance) = plugin.instance.as_mut() {
+                            let before = emitted.len();
+                            emitted.extend(instance.drain_breaches().map(|breach| Emitted {
+                                plugin: plugin.manifest.name.clone(),
+                                plugin_version: plugin.manifest.version.clone(),
+                                breach,
+                            }));
+                            plugin.stats.breaches += (emitted.len() - before) as u64;
+                        }
+                    }
+                    // A refusal status is reported in `Ok`; an `Err` has already been counted.
+                    Err(_) => plugin.quarantine_if_due(&self.config),
                 }
-                Err(err) => fail(plugin, &self.config, err),
             }
+            plugin.filtered = events;
         }
         emitted
     }
 
-    /// The plugin's learned state.
-    pub fn snapshot(&mut self, id: PluginId) -> anyhow::Result<Vec<u8>> {
-        let ticks = self.deadline_ticks();
+    fn plugin_mut(&mut self, id: PluginId) -> anyhow::Result<&mut Plugin> {
         let plugin = self
             .plugins
             .get_mut(id.0)
             .ok_or_else(|| anyhow::anyhow!("no plugin with id {}", id.0))?;
-        ensure_instance(&self.engine, &self.config, ticks, plugin)?;
-        let instance = plugin
-            .instance
-            .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("no instance"))?;
-        instance.snapshot()
+        anyhow::ensure!(
+            !plugin.quarantined,
+            "plugin {} is quarantined",
+            plugin.manifest.name
+        );
+        Ok(plugin)
     }
 
-    /// Puts learned state back into the plugin (its config is kept).
+    /// The plugin's learned state, as its `vigil_snapshot` encodes it.
+    pub fn snapshot(&mut self, id: PluginId) -> anyhow::Result<Vec<u8>> {
+        let config = self.config.clone();
+        let plugin = self.plugin_mut(id)?;
+        let name = plugin.manifest.name.clone();
+        let result = plugin.call(&config, Instance::snapshot);
+        plugin.quarantine_if_due(&config);
+        result.map_err(|err| describe(&name, "snapshot", &err, &config))
+    }
+
+    /// Puts learned state back into the plugin; its config is kept. A snapshot the plugin
+    /// refuses (`BadSnapshot`) leaves its current state as it was.
     pub fn restore(&mut self, id: PluginId, bytes: &[u8]) -> anyhow::Result<()> {
-        let ticks = self.deadline_ticks();
-        let plugin = self
-            .plugins
-            .get_mut(id.0)
-            .ok_or_else(|| anyhow::anyhow!("no plugin with id {}", id.0))?;
-        ensure_instance(&self.engine, &self.config, ticks, plugin)?;
-        let instance = plugin
-            .instance
-            .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("no instance"))?;
-        instance.restore(bytes)
+        let config = self.config.clone();
+        let plugin = self.plugin_mut(id)?;
+        let name = plugin.manifest.name.clone();
+        let result = plugin.call(&config, |instance| instance.restore(bytes));
+        plugin.quarantine_if_due(&config);
+        result.map_err(|err| describe(&name, "restore", &err, &config))
     }
 }
 
@@ -346,76 +530,36 @@ impl Drop for PluginHost {
     }
 }
 
-fn init_failed(origin: &str, err: anyhow::Error) -> LoadError {
-    LoadError::InitFailed {
-        origin: origin.to_string(),
-        reason: format!("{err:#}"),
-    }
+fn describe(plugin: &str, what: &str, err: &anyhow::Error, config: &HostConfig) -> anyhow::Error {
+    let reason = if instance::is_failure(err) {
+        instance::describe_failure(err, &config.sandbox())
+    } else {
+        err.to_string()
+    };
+    anyhow::anyhow!("plugin {plugin}: {what} failed: {reason}")
 }
 
-fn check_imports(module: &Module, origin: &str) -> Result<(), LoadError> {
-    for import in module.imports() {
-        let allowed = import.module() == vigil_plugin_sdk::abi::IMPORT_MODULE
-            && instance::IMPORTS.contains(&import.name());
-        if !allowed {
-            return Err(LoadError::ForbiddenImport {
-                origin: origin.to_string(),
-                import: format!("{}.{}", import.module(), import.name()),
-            });
-        }
+/// The manifest's name ends up in file names (saved state) and log lines, so it is held to the
+/// form the SDK's plugins use: `network-scan`.
+fn check_manifest(manifest: &Manifest) -> Result<(), String> {
+    let name = &manifest.name;
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(format!(
+            "plugin name {name:?} is not 1-64 characters of a-z, 0-9, '-' and '_'"
+        ));
     }
-    Ok(())
-}
-
-/// Re-instantiates a plugin that lost its instance to a trap, with its config (fresh state).
-fn ensure_instance(
-    engine: &Engine,
-    config: &HostConfig,
-    ticks: u64,
-    plugin: &mut Plugin,
-) -> anyhow::Result<()> {
-    if plugin.instance.is_none() {
-        let mut instance =
-            Instance::new(engine, &plugin.pre, config, ticks, &plugin.manifest.name)?;
-        instance.init(&plugin.config_json)?;
-        plugin.instance = Some(instance);
+    let version = &manifest.version;
+    if version.is_empty() || version.len() > 32 || !version.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("version {version:?} is not a semantic version"));
     }
     Ok(())
 }
 
-fn run_batch(
-    engine: &Engine,
-    config: &HostConfig,
-    ticks: u64,
-    plugin: &mut Plugin,
-) -> anyhow::Result<instance::BatchOutcome> {
-    ensure_instance(engine, config, ticks, plugin)?;
-    let instance = plugin
-        .instance
-        .as_mut()
-        .ok_or_else(|| anyhow::anyhow!("no instance"))?;
-    instance.on_batch(&plugin.filtered)
-}
-
-/// Counts a failed batch; drops the (possibly corrupt) instance; quarantines a repeat offender.
-fn fail(plugin: &mut Plugin, config: &HostConfig, err: anyhow::Error) {
-    plugin.stats.traps += 1;
-    plugin.consecutive_failures += 1;
-    plugin.instance = None;
-    let message = instance::describe_failure(&err, config);
-    tracing::warn!(
-        "plugin {} failed a batch ({} in a row): {message}",
-        plugin.manifest.name,
-        plugin.consecutive_failures
-    );
-    plugin.last_error = Some(message);
-    if plugin.consecutive_failures >= config.max_consecutive_traps {
-        plugin.quarantined = true;
-        tracing::error!(
-            "plugin {} QUARANTINED after {} failing batches in a row; the rest of the pipeline keeps running. Last error: {}",
-            plugin.manifest.name,
-            plugin.consecutive_failures,
-            plugin.last_error.as_deref().unwrap_or("")
-        );
-    }
-}
+#[cfg(test)]
+mod tests;

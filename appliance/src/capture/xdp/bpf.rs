@@ -281,37 +281,35 @@ pub(crate) struct RedirectProgram {
 
 impl RedirectProgram {
     pub(crate) fn load(map: &XskMap) -> Result<RedirectProgram, BpfError> {
-        const STEP: &str = "loading the XDP program (BPF_PROG_LOAD)";
         let insns = redirect_program(map.fd.as_raw_fd());
-        match Self::load_with_log(&insns, None) {
-            Ok(ret) => Ok(RedirectProgram {
-                fd: owned_fd(ret, STEP)?,
-            }),
-            Err(_) => {
-                // Load again with the verifier log on, as libbpf does: the first attempt stays
-                // cheap and the log is only paid for when someone needs to read it.
-                let mut log = vec![0u8; LOG_SIZE];
-                let error = match Self::load_with_log(&insns, Some(&mut log)) {
-                    // A transient failure that did not repeat: keep the program.
-                    Ok(ret) => {
-                        return Ok(RedirectProgram {
-                            fd: owned_fd(ret, STEP)?,
-                        })
-                    }
-                    Err(error) => error,
-                };
-                let text = String::from_utf8_lossy(&log);
-                let text = text.trim_end_matches('\0').trim();
-                Err(BpfError {
-                    step: STEP,
-                    error,
-                    verifier_log: (!text.is_empty()).then(|| text.to_string()),
-                })
-            }
-        }
+        Ok(RedirectProgram {
+            fd: Self::load_insns(&insns)?,
+        })
     }
 
-    fn load_with_log(insns: &[Insn; 6], log: Option<&mut [u8]>) -> io::Result<i64> {
+    fn load_insns(insns: &[Insn]) -> Result<OwnedFd, BpfError> {
+        const STEP: &str = "loading the XDP program (BPF_PROG_LOAD)";
+        if let Ok(ret) = Self::load_with_log(insns, None) {
+            return owned_fd(ret, STEP);
+        }
+        // Load again with the verifier log on, as libbpf does: the first attempt stays cheap and
+        // the log is only paid for when someone needs to read it.
+        let mut log = vec![0u8; LOG_SIZE];
+        let error = match Self::load_with_log(insns, Some(&mut log)) {
+            // A transient failure that did not repeat: keep the program.
+            Ok(ret) => return owned_fd(ret, STEP),
+            Err(error) => error,
+        };
+        let text = String::from_utf8_lossy(&log);
+        let text = text.trim_end_matches('\0').trim();
+        Err(BpfError {
+            step: STEP,
+            error,
+            verifier_log: (!text.is_empty()).then(|| text.to_string()),
+        })
+    }
+
+    fn load_with_log(insns: &[Insn], log: Option<&mut [u8]>) -> io::Result<i64> {
         let (log_level, log_size, log_buf) = match log {
             Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
             None => (0, 0, 0),
@@ -333,7 +331,7 @@ impl RedirectProgram {
         // The verifier can be interrupted and asks to be called again (libbpf retries too).
         let mut attempts = 0;
         loop {
-            // SAFETY: ProgLoadAttr is the bpf_attr prefix for BPF_PROG_LOAD; `insns` (six
+            // SAFETY: ProgLoadAttr is the bpf_attr prefix for BPF_PROG_LOAD; `insns` (`insn_cnt`
             // `struct bpf_insn`), the NUL-terminated licence and the log buffer of `log_size`
             // bytes all outlive the call.
             match unsafe { sys_bpf(BPF_PROG_LOAD, &mut attr) } {
@@ -376,10 +374,21 @@ impl XdpLink {
             },
         };
         // SAFETY: LinkCreateAttr is the bpf_attr prefix for BPF_LINK_CREATE and holds no pointers.
-        let ret = unsafe { sys_bpf(BPF_LINK_CREATE, &mut attr) }.map_err(|error| BpfError {
-            step: STEP,
-            error,
-            verifier_log: None,
+        let ret = unsafe { sys_bpf(BPF_LINK_CREATE, &mut attr) }.map_err(|error| {
+            // The usual cause, worth naming: a program attached some other way (ip link, a
+            // crashed tool using netlink) that no link owns.
+            let error = match error.raw_os_error() {
+                Some(libc::EBUSY | libc::EEXIST) => io::Error::new(
+                    error.kind(),
+                    format!("{error}; another XDP program is attached to this interface"),
+                ),
+                _ => error,
+            };
+            BpfError {
+                step: STEP,
+                error,
+                verifier_log: None,
+            }
         })?;
         Ok(XdpLink {
             _fd: owned_fd(ret, STEP)?,
@@ -445,6 +454,25 @@ mod tests {
         };
         if let Err(e) = RedirectProgram::load(&map) {
             panic!("{e}");
+        }
+    }
+
+    /// A rejected program's error carries the verifier's reason (needs CAP_BPF).
+    #[test]
+    fn rejected_program_reports_the_verifier_log() {
+        // `exit` with r0 never written: the verifier refuses to return an unset value.
+        let exit_only = [Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)];
+        match RedirectProgram::load_insns(&exit_only) {
+            Ok(_) => panic!("the verifier accepted a program returning an unset r0"),
+            Err(e) if e.error.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipping: BPF needs CAP_BPF ({e})");
+            }
+            Err(e) => {
+                assert_eq!(e.error.raw_os_error(), Some(libc::EACCES), "{e}");
+                let log = e.verifier_log.as_deref().unwrap_or_default();
+                assert!(log.contains("R0 !read_ok"), "{log}");
+                assert!(e.to_string().contains("verifier log:"), "{e}");
+            }
         }
     }
 }

@@ -289,3 +289,24 @@ impl Source for XdpSource {
         self.name.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_can_move_to_its_capture_thread() {
+        fn send<T: Send>() {}
+        send::<XdpSource>();
+    }
+
+    #[test]
+    fn default_config_is_auto_mode_with_16_mib_of_umem() {
+        let config = XdpConfig::default();
+        assert_eq!(config.mode, XdpMode::Auto);
+        assert_eq!(
+            u64::from(config.frames) * u64::from(config.frame_size),
+            16 << 20
+        );
+    }
+}

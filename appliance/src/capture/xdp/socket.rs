@@ -271,6 +271,7 @@ impl Xsk {
             match umem.bind(&user) {
                 Ok(()) => break,
                 Err(e) if e.get_raw() == libc::EBUSY && waited < BIND_RETRY_FOR => {
+                    tracing::debug!("{iface}:{queue}: queue busy, retrying the bind");
                     thread::sleep(BIND_RETRY_EVERY);
                     waited += BIND_RETRY_EVERY;
                 }

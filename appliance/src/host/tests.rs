@@ -1,0 +1,409 @@
+//! The host against small hand-written ABI v1 modules: each exercises one promise of the module
+//! documentation. (Hostile modules next to the real plugins are in
+//! `tests/tests/hostile_plugins.rs`.)
+
+use std::net::IpAddr;
+
+use vigil_plugin_sdk::harness::events::{flow_start, tick};
+use vigil_plugin_sdk::{
+    Breach, Endpoint, EventClass, Manifest, PluginKind, Subscriptions, Timestamp, Transport,
+};
+
+use super::*;
+
+const MANIFEST_AT: u32 = 1024;
+const BREACH_AT: u32 = 4096;
+const INBOX_AT: u32 = 65536;
+
+/// Bodies of a module's functions; the defaults make a well-behaved plugin that raises one
+/// breach per batch once configured, and keeps an `i32` of state it snapshots.
+struct Guest {
+    manifest: Manifest,
+    pages: u32,
+    /// `vigil_init (param $p i32) (param $l i32) (result i32)`.
+    init: String,
+    /// `vigil_on_batch (param $p i32) (param $l i32) (result i32)`.
+    on_batch: String,
+    alloc: String,
+}
+
+fn manifest(name: &str, subscriptions: Subscriptions) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: "1.2.3".into(),
+        kind: PluginKind::Detector,
+        subscriptions,
+        default_config: "{}".into(),
+    }
+}
+
+fn breach() -> Breach {
+    let endpoint = |ip: [u8; 4], port| Endpoint {
+        ip: IpAddr::from(ip),
+        port,
+        mac: [0; 6],
+    };
+    Breach {
+        model: "Test / Model".into(),
+        ts: Timestamp(1_000_000),
+        device: endpoint([10, 0, 0, 1], 40000),
+        dest: endpoint([10, 0, 0, 2], 22),
+        proto: Transport::Tcp,
+        score: 42,
+        mitre: vec!["T0000".into()],
+        destinations: vec![IpAddr::from([10, 0, 0, 2])],
+        ports: vec![22],
+        evidence: Vec::new(),
+    }
+}
+
+fn wat_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+impl Guest {
+    fn new(name: &str) -> Guest {
+        Guest {
+            manifest: manifest(
+                name,
+                Subscriptions::NONE
+                    .with(EventClass::Flow)
+                    .with(EventClass::Tick),
+            ),
+            pages: 2,
+            // Configured if the config is non-empty; state starts at 0.
+            init: "(global.set $configured (local.get $l)) (i32.const 0)".into(),
+            // state += 1; raise the breach if configured.
+            on_batch: "(global.set $state (i32.add (global.get $state) (i32.const 1)))
+                       (if (global.get $configured) (then (call $emit_breach_ok)))
+                       (i32.const 0)"
+                .into(),
+            alloc: format!("(i32.const {INBOX_AT})"),
+        }
+    }
+
+    fn wasm(&self) -> Vec<u8> {
+        let manifest = postcard::to_allocvec(&self.manifest).expect("manifest encodes");
+        let breach = postcard::to_allocvec(&breach()).expect("breach encodes");
+        let wat = format!(
+            r#"(module
+  (import "vigil" "emit_breach" (func $emit_breach (param i32 i32)))
+  (import "vigil" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") {pages})
+  (global $configured (mut i32) (i32.const 0))
+  (global $state (mut i32) (i32.const 0))
+  (data (i32.const {MANIFEST_AT}) "{manifest_data}")
+  (data (i32.const {BREACH_AT}) "{breach_data}")
+  (data (i32.const 8192) "bad config: want {{}}")
+  (data (i32.const 12300) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+  (func $emit_breach_ok (call $emit_breach (i32.const {BREACH_AT}) (i32.const {breach_len})))
+  (func (export "vigil_abi") (result i32) (i32.const 0x10000))
+  (func (export "vigil_alloc") (param $len i32) (result i32) {alloc})
+  (func (export "vigil_manifest") (result i64)
+    (i64.const {manifest_packed}))
+  (func (export "vigil_init") (param $p i32) (param $l i32) (result i32) {init})
+  (func (export "vigil_on_batch") (param $p i32) (param $l i32) (result i32) {on_batch})
+  (func (export "vigil_snapshot") (result i64)
+    (i32.store (i32.const 12288) (global.get $state))
+    (i64.const {snapshot_packed}))
+  (func (export "vigil_restore") (param $p i32) (param $l i32) (result i32)
+    (if (i32.ne (local.get $l) (i32.const 4)) (then (return (i32.const 3))))
+    (global.set $state (i32.load (local.get $p)))
+    (i32.const 0))
+  (func (export "state") (result i32) (global.get $state))
+)"#,
+            pages = self.pages,
+            manifest_data = wat_bytes(&manifest),
+            breach_data = wat_bytes(&breach),
+            breach_len = breach.len(),
+            alloc = self.alloc,
+            init = self.init,
+            on_batch = self.on_batch,
+            manifest_packed = abi::pack(MANIFEST_AT, manifest.len() as u32),
+            snapshot_packed = abi::pack(12288, 4),
+        );
+        wat::parse_str(&wat).expect("test module is valid WAT")
+    }
+}
+
+fn host() -> PluginHost {
+    PluginHost::new(HostConfig {
+        batch_deadline_ms: 50,
+        ..HostConfig::default()
+    })
+    .expect("host starts")
+}
+
+fn flows(n: u16) -> EventBatch {
+    let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+    let mut batch = EventBatch::new();
+    for port in 0..n {
+        batch.push(&flow_start(1.0, Transport::Tcp, a, b, 1000 + port));
+    }
+    batch
+}
+
+fn status(host: &PluginHost, id: PluginId) -> PluginStatus {
+    host.plugins()
+        .into_iter()
+        .find(|p| p.id == id)
+        .expect("plugin is listed")
+}
+
+#[test]
+fn well_behaved_module_raises_its_breach_and_is_listed() {
+    let mut host = host();
+    let id = host
+        .load(&Guest::new("good").wasm(), "good.wasm", Some(r#"{"on":1}"#))
+        .expect("loads");
+    assert_eq!(host.find("good"), Some(id));
+    let emitted = host.dispatch(&flows(5));
+    assert_eq!(emitted.len(), 1);
+    assert_eq!(emitted[0].plugin, "good");
+    assert_eq!(emitted[0].plugin_version, "1.2.3");
+    assert_eq!(emitted[0].breach, breach());
+    let s = status(&host, id);
+    assert_eq!((s.name.as_str(), s.origin.as_str()), ("good", "good.wasm"));
+    assert_eq!(s.kind, PluginKind::Detector);
+    assert_eq!(
+        s.stats,
+        PluginStats {
+            batches: 1,
+            events: 5,
+            breaches: 1,
+            traps: 0,
+            bad_output: 0
+        }
+    );
+    assert!(!s.quarantined);
+    assert_eq!(s.last_error, None);
+}
+
+#[test]
+fn plugin_receives_only_subscribed_classes_and_is_not_called_without_any() {
+    let mut host = host();
+    let mut guest = Guest::new("ticks-only");
+    guest.manifest.subscriptions = Subscriptions::NONE.with(EventClass::Tick);
+    let id = host
+        .load(&guest.wasm(), "t.wasm", Some("{}"))
+        .expect("loads");
+    assert!(host.dispatch(&flows(3)).is_empty());
+    assert_eq!(status(&host, id).stats.batches, 0);
+    let mut batch = flows(3);
+    batch.push(&tick(2.0));
+    batch.push(&tick(3.0));
+    assert_eq!(host.dispatch(&batch).len(), 1);
+    let stats = status(&host, id).stats;
+    assert_eq!((stats.batches, stats.events), (1, 2));
+}
+
+#[test]
+fn default_config_is_empty_json_for_the_guest() {
+    let mut host = host();
+    // `$configured` stays 0 with an empty config: no breach.
+    host.load(&Guest::new("quiet").wasm(), "q.wasm", None)
+        .expect("loads");
+    assert!(host.dispatch(&flows(1)).is_empty());
+}
+
+#[test]
+fn trap_reinstantiates_with_same_config_and_quarantine_needs_consecutive_failures() {
+    let mut host = host();
+    let mut guest = Guest::new("flaky");
+    // Traps on batches of more than 3 events, otherwise behaves.
+    guest.on_batch = format!(
+        "(if (i32.gt_u (local.get $l) (i32.const 200)) (then unreachable)) {}",
+        Guest::new("x").on_batch
+    );
+    let id = host
+        .load(&guest.wasm(), "flaky.wasm", Some(r#"{"a":1}"#))
+        .expect("loads");
+    let (small, big) = (flows(1), flows(20));
+    assert!(host.dispatch(&big).is_empty());
+    let s = status(&host, id);
+    assert_eq!((s.stats.traps, s.quarantined), (1, false));
+    let error = s.last_error.expect("trap recorded");
+    assert!(error.contains("unreachable"), "{error}");
+    // Fresh instance, initialised again with the config: configured, so it raises.
+    assert_eq!(host.dispatch(&small).len(), 1);
+    for _ in 0..2 {
+        host.dispatch(&big);
+    }
+    host.dispatch(&small); // resets the run of failures
+    for _ in 0..2 {
+        host.dispatch(&big);
+    }
+    assert!(!status(&host, id).quarantined);
+    host.dispatch(&big);
+    let s = status(&host, id);
+    assert!(s.quarantined);
+    assert_eq!(s.stats.traps, 6);
+    assert_eq!(s.stats.batches, 8);
+    // Quarantined: not called any more, not even with a good batch.
+    assert!(host.dispatch(&small).is_empty());
+    assert_eq!(status(&host, id).stats.batches, 8);
+    assert!(host.snapshot(id).is_err());
+}
+
+#[test]
+fn bad_breach_pointers_and_encodings_are_counted_not_fatal() {
+    let mut host = host();
+    let mut guest = Guest::new("liar");
+    guest.on_batch = "(call $emit_breach (i32.const -16) (i32.const 64))
+        (call $emit_breach (i32.const 131000) (i32.const 4096))
+        (call $emit_breach (i32.const 0) (i32.const -1))
+        (call $emit_breach (i32.const 12300) (i32.const 16))
+        (call $emit_breach (i32.const {BREACH_AT}) (i32.const {truncated}))
+        (call $log (i32.const 1) (i32.const -5) (i32.const 10))
+        (call $emit_breach_ok)
+        (i32.const 0)"
+        .replace("{BREACH_AT}", &BREACH_AT.to_string())
+        .replace(
+            "{truncated}",
+            &(postcard::to_allocvec(&breach()).expect("encodes").len() - 1).to_string(),
+        );
+    let id = host.load(&guest.wasm(), "liar.wasm", None).expect("loads");
+    let emitted = host.dispatch(&flows(1));
+    assert_eq!(emitted.len(), 1, "the one good breach still arrives");
+    let s = status(&host, id);
+    assert_eq!(s.stats.bad_output, 6);
+    assert_eq!((s.stats.traps, s.stats.breaches), (0, 1));
+}
+
+#[test]
+fn refused_batch_is_counted_but_not_a_failure() {
+    let mut host = host();
+    let mut guest = Guest::new("picky");
+    guest.on_batch = "(i32.const 2)".into();
+    let id = host.load(&guest.wasm(), "p.wasm", None).expect("loads");
+    for _ in 0..5 {
+        host.dispatch(&flows(1));
+    }
+    let s = status(&host, id);
+    assert_eq!(
+        (s.stats.bad_output, s.stats.traps, s.quarantined),
+        (5, 0, false)
+    );
+}
+
+#[test]
+fn alloc_returning_a_pointer_outside_memory_is_a_failure() {
+    let mut host = host();
+    let mut guest = Guest::new("wild");
+    // Fine for the small config at load, outside memory for a batch.
+    guest.alloc = "(if (result i32) (i32.lt_u (local.get $len) (i32.const 16))
+        (then (i32.const 65536)) (else (i32.const 131070)))"
+        .into();
+    let id = host.load(&guest.wasm(), "w.wasm", None).expect("loads");
+    host.dispatch(&flows(2));
+    let s = status(&host, id);
+    assert_eq!(s.stats.traps, 1);
+    let error = s.last_error.expect("recorded");
+    assert!(error.contains("outside its memory"), "{error}");
+}
+
+#[test]
+fn snapshot_restore_round_trips_and_a_refused_snapshot_changes_nothing() {
+    let mut host = host();
+    let id = host
+        .load(&Guest::new("counter").wasm(), "c.wasm", None)
+        .expect("loads");
+    for _ in 0..3 {
+        host.dispatch(&flows(1));
+    }
+    let snapshot = host.snapshot(id).expect("snapshot");
+    assert_eq!(snapshot, 3i32.to_le_bytes());
+    host.restore(id, &7i32.to_le_bytes()).expect("restore");
+    assert_eq!(host.snapshot(id).expect("snapshot"), 7i32.to_le_bytes());
+    let err = host.restore(id, b"too long").expect_err("refused");
+    assert!(err.to_string().contains("BadSnapshot"), "{err}");
+    assert_eq!(host.snapshot(id).expect("snapshot"), 7i32.to_le_bytes());
+    assert_eq!(status(&host, id).stats.traps, 0);
+}
+
+#[test]
+fn refused_config_fails_the_load_with_the_plugins_reason() {
+    let mut host = host();
+    let mut guest = Guest::new("strict");
+    guest.init = "(call $log (i32.const 1) (i32.const 8192) (i32.const 19)) (i32.const 1)".into();
+    let err = host
+        .load(&guest.wasm(), "strict.wasm", Some("[]"))
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::InitFailed { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "strict.wasm: initialisation failed: vigil_init returned BadConfig: bad config: want {}"
+    );
+    assert!(host.plugins().is_empty());
+}
+
+#[test]
+fn init_that_never_returns_is_interrupted_at_load() {
+    let mut host = host();
+    let mut guest = Guest::new("stuck");
+    guest.init = "(loop $forever (br $forever)) (i32.const 0)".into();
+    let err = host
+        .load(&guest.wasm(), "stuck.wasm", None)
+        .expect_err("fails");
+    assert!(matches!(err, LoadError::InitFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains("50 ms batch deadline"), "{err}");
+}
+
+#[test]
+fn hostile_manifest_names_and_duplicates_are_refused() {
+    let mut host = host();
+    let err = host
+        .load(&Guest::new("../../etc/cron.d/x").wasm(), "evil.wasm", None)
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::BadManifest { .. }), "{err:?}");
+    host.load(&Guest::new("twin").wasm(), "a.wasm", None)
+        .expect("loads");
+    let err = host
+        .load(&Guest::new("twin").wasm(), "b.wasm", None)
+        .expect_err("duplicate");
+    assert_eq!(err.to_string(), "b.wasm: plugin `twin` is already loaded");
+}
+
+#[test]
+fn wrong_export_types_and_missing_memory_are_refused() {
+    let mut host = host();
+    let wat = r#"(module (memory (export "memory") 1)
+        (func (export "vigil_abi") (result i64) (i64.const 0x10000)))"#;
+    let err = host
+        .load(&wat::parse_str(wat).expect("wat"), "w.wasm", None)
+        .expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "w.wasm: exports `vigil_abi` with the wrong type (ABI v1 wants (func (result i32)))"
+    );
+    let err = host
+        .load(b"MZ\x90\0", "setup.exe", None)
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::NotWasm { .. }));
+    let err = host
+        .load(b"\0asm\x01\0\0\0\x99", "trunc.wasm", None)
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::Compile { .. }), "{err:?}");
+}
+
+#[test]
+fn memory_over_the_cap_at_instantiation_is_refused() {
+    let mut host = PluginHost::new(HostConfig {
+        memory_limit_bytes: 1 << 20,
+        ..HostConfig::default()
+    })
+    .expect("host");
+    let mut guest = Guest::new("fat");
+    guest.pages = 32; // 2 MiB
+    let err = host
+        .load(&guest.wasm(), "fat.wasm", None)
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::InitFailed { .. }), "{err:?}");
+}
+
+#[test]
+fn host_can_move_to_the_pipeline_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<PluginHost>();
+    assert_send::<EventBatch>();
+}

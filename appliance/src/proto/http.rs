@@ -1,0 +1,201 @@
+//! HTTP/1.x request and response heads, parsed with `httparse` (zero-copy, the parser hyper
+//! uses) over a reassembled stream. Bodies are skipped by Content-Length; chunked and
+//! close-delimited bodies end the parse of that direction, since nothing in them is evidence.
+
+use percent_encoding::percent_decode_str;
+
+/// Headers read per message; more make the message unreadable (counted), not a bigger array.
+const MAX_HEADERS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Not HTTP (or damaged beyond repair).
+    Invalid,
+    /// The head grew past the configured limit without ending.
+    HeadTooLarge,
+    TooManyHeaders,
+}
+
+impl Error {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::Invalid => "invalid",
+            Error::HeadTooLarge => "head_too_large",
+            Error::TooManyHeaders => "too_many_headers",
+        }
+    }
+}
+
+/// A request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// As on the wire.
+    pub uri: String,
+    /// Percent-decoded (lossy UTF-8), what the server will act on: `/nice ports,/Trinity.txt.bak`.
+    pub uri_decoded: String,
+    pub version: u8,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub authorization: Option<String>,
+    /// Length of the body that follows the head (0 when none is declared).
+    pub body_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub version: u8,
+    pub body_len: Option<usize>,
+    pub www_authenticate: Option<String>,
+}
+
+/// Parsing outcome over the bytes available so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// A whole head, and how many bytes of input it took.
+    Complete(T, usize),
+    /// More bytes are needed.
+    Partial,
+}
+
+fn header<'h>(headers: &'h [httparse::Header<'_>], name: &str) -> Option<&'h [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+fn text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).into_owned()
+}
+
+fn content_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    header(headers, "content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn map_error(err: httparse::Error) -> Error {
+    match err {
+        httparse::Error::TooManyHeaders => Error::TooManyHeaders,
+        _ => Error::Invalid,
+    }
+}
+
+/// Parses a request head at the start of `buf`; `max_head` bounds how much is buffered.
+pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Parsed<Request>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf).map_err(map_error)? {
+        httparse::Status::Partial => {
+            if buf.len() > max_head {
+                Err(Error::HeadTooLarge)
+            } else {
+                Ok(Parsed::Partial)
+            }
+        }
+        httparse::Status::Complete(len) => {
+            let uri = request.path.unwrap_or_default().to_string();
+            let headers = request.headers;
+            Ok(Parsed::Complete(
+                Request {
+                    method: request.method.unwrap_or_default().to_string(),
+                    uri_decoded: percent_decode_str(&uri).decode_utf8_lossy().into_owned(),
+                    uri,
+                    version: request.version.unwrap_or(1),
+                    host: header(headers, "host").map(text),
+                    user_agent: header(headers, "user-agent").map(text),
+                    authorization: header(headers, "authorization").map(text),
+                    body_len: content_length(headers).unwrap_or(0),
+                },
+                len,
+            ))
+        }
+    }
+}
+
+pub fn parse_response(buf: &[u8], max_head: usize) -> Result<Parsed<Response>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(buf).map_err(map_error)? {
+        httparse::Status::Partial => {
+            if buf.len() > max_head {
+                Err(Error::HeadTooLarge)
+            } else {
+                Ok(Parsed::Partial)
+            }
+        }
+        httparse::Status::Complete(len) => {
+            let headers = response.headers;
+            Ok(Parsed::Complete(
+                Response {
+                    status: response.code.unwrap_or(0),
+                    reason: response.reason.unwrap_or_default().to_string(),
+                    version: response.version.unwrap_or(1),
+                    body_len: content_length(headers),
+                    www_authenticate: header(headers, "www-authenticate").map(text),
+                },
+                len,
+            ))
+        }
+    }
+}
+
+/// Whether a stream's first bytes look like an HTTP request, for HTTP on unusual ports.
+pub fn looks_like_request(start: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"TRACE ", b"CONNECT ",
+        b"PATCH ",
+    ];
+    METHODS.iter().any(|m| start.starts_with(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nmap_probe_uri_is_decoded() {
+        let wire = b"GET /nice%20ports%2C/Tri%6Eity.txt%2ebak HTTP/1.0\r\n\r\n";
+        let Parsed::Complete(request, used) = parse_request(wire, 65536).expect("valid") else {
+            panic!("complete head expected");
+        };
+        assert_eq!(used, wire.len());
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.uri, "/nice%20ports%2C/Tri%6Eity.txt%2ebak");
+        assert_eq!(request.uri_decoded, "/nice ports,/Trinity.txt.bak");
+        assert_eq!(request.version, 0);
+    }
+
+    #[test]
+    fn headers_and_body_length_are_read() {
+        let wire = b"POST /x HTTP/1.1\r\nHost: web01\r\nUser-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)\r\nContent-Length: 5\r\n\r\nhello";
+        let Parsed::Complete(request, used) = parse_request(wire, 65536).expect("valid") else {
+            panic!("complete head expected");
+        };
+        assert_eq!(request.host.as_deref(), Some("web01"));
+        assert!(request.user_agent.as_deref().is_some_and(|ua| ua.contains("Nmap")));
+        assert_eq!(request.body_len, 5);
+        assert_eq!(&wire[used..], b"hello");
+    }
+
+    #[test]
+    fn a_head_that_never_ends_is_refused_at_the_limit() {
+        let mut wire = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', 1 << 20));
+        assert_eq!(parse_request(&wire, 65536), Err(Error::HeadTooLarge));
+        assert_eq!(parse_request(&wire[..100], 65536), Ok(Parsed::Partial));
+    }
+
+    #[test]
+    fn responses_give_status() {
+        let wire = b"HTTP/1.0 404 File not found\r\nContent-Length: 0\r\n\r\n";
+        let Parsed::Complete(response, _) = parse_response(wire, 65536).expect("valid") else {
+            panic!("complete head expected");
+        };
+        assert_eq!(response.status, 404);
+        assert_eq!(response.body_len, Some(0));
+    }
+}
