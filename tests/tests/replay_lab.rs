@@ -132,7 +132,7 @@ fn check_lab(lab: &str) {
                     .and_then(|t| t.parse().ok())
                     .expect("threshold evidence");
                 assert!(
-                    dests.len() >= 1
+                    !dests.is_empty()
                         && alert["vigil"]["evidence"]["distinct_targets"]
                             .as_str()
                             .and_then(|t| t.parse::<usize>().ok())
@@ -176,7 +176,10 @@ fn labs() -> Vec<String> {
         .filter(|lab| fixture(lab, "ground-truth.tsv").is_file())
         .map(String::from)
         .collect();
-    assert!(labs.contains(&"lab".to_string()), "tests/fixtures/lab is committed");
+    assert!(
+        labs.contains(&"lab".to_string()),
+        "tests/fixtures/lab is committed"
+    );
     labs
 }
 

@@ -300,7 +300,9 @@ mod tests {
         r
     }
 
-    fn read_all(bytes: Vec<u8>) -> (Vec<(Timestamp, Vec<u8>)>, Result<(), CaptureError>) {
+    type Frames = Vec<(Timestamp, Vec<u8>)>;
+
+    fn read_all(bytes: Vec<u8>) -> (Frames, Result<(), CaptureError>) {
         let mut source = match PcapSource::from_reader("mem.pcap", Cursor::new(bytes)) {
             Ok(source) => source,
             Err(err) => return (Vec::new(), Err(err)),

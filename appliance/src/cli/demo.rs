@@ -32,7 +32,9 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: Option<PathBuf>) -> anyhow::Resu
     let start = pipeline.stats().first_packet.unwrap_or_default();
     println!();
     println!("Model breaches, in packet time from the start of the capture:");
-    for emitted in pipeline.breaches() {
+    let mut breaches: Vec<&Emitted> = pipeline.breaches().iter().collect();
+    breaches.sort_by_key(|e| e.breach.ts);
+    for emitted in breaches {
         println!("  {}", describe(emitted, start));
     }
     summary::print(&pipeline, &loaded, &[]);

@@ -214,9 +214,7 @@ impl FlowTable {
                 slot
             }
         };
-        let Some(flow) = self.slots[slot].as_mut() else {
-            return None;
-        };
+        let flow = self.slots[slot].as_mut()?;
         // ICMP flows match on addresses alone (both directions share the identifier).
         let from_orig = flow.orig.ip == packet.src
             && (transport == Transport::Icmp || flow.orig.port == src_port);
