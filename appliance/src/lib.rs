@@ -8,5 +8,7 @@ pub mod decode;
 pub mod flow;
 pub mod host;
 pub mod pipeline;
+pub mod proto;
 pub mod plugin_dir;
 pub mod store;
+pub mod stream;

@@ -216,7 +216,7 @@ impl Pipeline {
     }
 }
 
-fn tick(now: Timestamp) -> Event {
+fn tick(now: Timestamp) -> Event<'static> {
     let nowhere = Endpoint {
         ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         port: 0,

@@ -51,8 +51,19 @@ pub enum FlowState {
     HalfOpen,
 }
 
+/// How a login went, as the carrying protocol's response said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthResult {
+    Success,
+    /// Refused, with the protocol's status (SMB NTSTATUS, LDAP result code...).
+    Failure(u32),
+    /// No response seen (yet).
+    Unknown,
+}
+
+/// What happened on a flow. Strings borrow from the batch buffer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum EventKind {
+pub enum EventKind<'a> {
     /// A new flow: the first packet of a connection attempt, datagram exchange or echo.
     FlowStart,
     /// A flow closed, was refused, timed out or was evicted.
@@ -67,6 +78,62 @@ pub enum EventKind {
     /// Packet-time heartbeat (once per second of capture time) so plugins can close windows
     /// when traffic goes quiet. Endpoints are unspecified.
     Tick,
+    /// A DNS query and, once it came, its answer (`rcode` is `None` for an unanswered query).
+    Dns {
+        query: &'a str,
+        qtype: u16,
+        rcode: Option<u8>,
+        #[serde(borrow)]
+        answers: alloc::vec::Vec<&'a str>,
+    },
+    /// An HTTP request (and its status once the response came).
+    Http {
+        method: &'a str,
+        /// Percent-decoded.
+        uri: &'a str,
+        uri_raw: &'a str,
+        host: Option<&'a str>,
+        user_agent: Option<&'a str>,
+        status: Option<u16>,
+    },
+    /// The SMB dialect a server chose (0x0311 is 3.1.1; 0x0001 marks SMB1).
+    SmbNegotiate { dialect: u16 },
+    /// An SMB tree connect and its result.
+    SmbTree { share: &'a str, result: AuthResult },
+    /// An NTLM login wherever NTLMSSP travels (SMB, LDAP SASL, HTTP, DCE/RPC), with the result
+    /// the carrier reported.
+    NtlmAuth {
+        carrier: &'a str,
+        user: &'a str,
+        domain: &'a str,
+        workstation: &'a str,
+        anonymous: bool,
+        result: AuthResult,
+    },
+    /// An LDAP bind (simple: `mechanism` is `simple`).
+    LdapBind {
+        name: &'a str,
+        mechanism: &'a str,
+        result: AuthResult,
+    },
+    /// An LDAP search, reported when it is done.
+    LdapSearch {
+        base: &'a str,
+        scope: &'a str,
+        filter: &'a str,
+        entries: u32,
+        result: AuthResult,
+    },
+    /// A Kerberos request and its outcome.
+    Kerberos {
+        request: &'a str,
+        client: &'a str,
+        realm: &'a str,
+        service: &'a str,
+        error: Option<u32>,
+    },
+    /// An RDP connection request.
+    Rdp { cookie: &'a str, protocols: u32 },
 }
 
 /// Classes a plugin subscribes to; bit positions in [`crate::Subscriptions`].
@@ -75,28 +142,43 @@ pub enum EventKind {
 pub enum EventClass {
     Flow = 0,
     Tick = 1,
+    Dns = 2,
+    Http = 3,
+    Smb = 4,
+    Ntlm = 5,
+    Ldap = 6,
+    Kerberos = 7,
+    Rdp = 8,
 }
 
-impl EventKind {
+impl EventKind<'_> {
     pub const fn class(&self) -> EventClass {
         match self {
             EventKind::FlowStart | EventKind::FlowEnd { .. } => EventClass::Flow,
             EventKind::Tick => EventClass::Tick,
+            EventKind::Dns { .. } => EventClass::Dns,
+            EventKind::Http { .. } => EventClass::Http,
+            EventKind::SmbNegotiate { .. } | EventKind::SmbTree { .. } => EventClass::Smb,
+            EventKind::NtlmAuth { .. } => EventClass::Ntlm,
+            EventKind::LdapBind { .. } | EventKind::LdapSearch { .. } => EventClass::Ldap,
+            EventKind::Kerberos { .. } => EventClass::Kerberos,
+            EventKind::Rdp { .. } => EventClass::Rdp,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub struct Event<'a> {
     pub ts: Timestamp,
     pub flow: u64,
     pub proto: Transport,
     pub src: Endpoint,
     pub dst: Endpoint,
-    pub kind: EventKind,
+    #[serde(borrow)]
+    pub kind: EventKind<'a>,
 }
 
-impl Event {
+impl Event<'_> {
     pub const fn class(&self) -> EventClass {
         self.kind.class()
     }

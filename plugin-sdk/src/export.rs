@@ -86,6 +86,12 @@ pub mod guest {
     // state exists at any time.
     unsafe impl<P> Sync for Runtime<P> {}
 
+    impl<P: Plugin> Default for Runtime<P> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl<P: Plugin> Runtime<P> {
         pub const fn new() -> Self {
             Runtime {

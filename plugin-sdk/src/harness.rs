@@ -39,7 +39,7 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// Feeds one event; returns the breaches it raised.
-    pub fn feed(&mut self, event: &Event) -> Vec<Breach> {
+    pub fn feed(&mut self, event: &Event<'_>) -> Vec<Breach> {
         let wire = postcard::to_allocvec(event).expect("events always encode");
         let event: Event = postcard::from_bytes(&wire).expect("events always decode");
         if P::SUBSCRIPTIONS.contains(event.class()) {
@@ -59,7 +59,10 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// Feeds events in order; returns every breach raised.
-    pub fn feed_all<'e>(&mut self, events: impl IntoIterator<Item = &'e Event>) -> Vec<Breach> {
+    pub fn feed_all<'e, 'a: 'e>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e Event<'a>>,
+    ) -> Vec<Breach> {
         events.into_iter().flat_map(|e| self.feed(e)).collect()
     }
 
@@ -112,7 +115,7 @@ pub mod events {
         src: IpAddr,
         dst: IpAddr,
         dst_port: u16,
-    ) -> Event {
+    ) -> Event<'static> {
         Event {
             ts: Timestamp((secs * 1e6) as u64),
             flow: 0,
@@ -131,7 +134,7 @@ pub mod events {
         dst: IpAddr,
         dst_port: u16,
         state: FlowState,
-    ) -> Event {
+    ) -> Event<'static> {
         let answered = matches!(state, FlowState::Established | FlowState::Reset);
         Event {
             kind: EventKind::FlowEnd {
@@ -146,7 +149,7 @@ pub mod events {
         }
     }
 
-    pub fn tick(secs: f64) -> Event {
+    pub fn tick(secs: f64) -> Event<'static> {
         let nowhere = endpoint(IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED), 0);
         Event {
             ts: Timestamp((secs * 1e6) as u64),

@@ -23,7 +23,7 @@ pub mod time;
 pub mod window;
 
 pub use breach::{Breach, Evidence};
-pub use event::{Endpoint, Event, EventClass, EventKind, FlowState, Transport};
+pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, Transport};
 pub use manifest::{Manifest, PluginKind, Subscriptions};
 pub use model::Model;
 pub use plugin::{Output, Plugin};

@@ -17,7 +17,7 @@ pub struct Model {
 
 impl Model {
     /// A breach decided by `event`: its originator is the device, its responder the destination.
-    pub fn breach(&self, event: &Event) -> Breach {
+    pub fn breach(&self, event: &Event<'_>) -> Breach {
         Breach {
             model: self.name.to_string(),
             ts: event.ts,

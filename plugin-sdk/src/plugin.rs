@@ -26,7 +26,7 @@ pub trait Plugin: Sized {
 
     fn new(config: Self::Config) -> Self;
 
-    fn on_event(&mut self, event: &Event, out: &mut Output);
+    fn on_event(&mut self, event: &Event<'_>, out: &mut Output);
 
     /// Learned state to persist. The default plugin has none.
     fn snapshot(&self) -> Vec<u8> {

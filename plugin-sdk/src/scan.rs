@@ -61,7 +61,7 @@ impl<D: Ord + Clone, T: Target> ScanModel<D, T> {
     }
 
     /// Expires old targets on `Tick`; call for every event the plugin receives.
-    pub fn on_tick(&mut self, config: &FanOutConfig, event: &Event) {
+    pub fn on_tick(&mut self, config: &FanOutConfig, event: &Event<'_>) {
         if matches!(event.kind, EventKind::Tick) {
             self.fan_out.expire_all(config, event.ts);
         }
@@ -73,7 +73,7 @@ impl<D: Ord + Clone, T: Target> ScanModel<D, T> {
         &mut self,
         model: &Model,
         config: &FanOutConfig,
-        event: &Event,
+        event: &Event<'_>,
         device: D,
         target: T,
         accept: impl Fn(&[T]) -> bool,
@@ -181,7 +181,7 @@ impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
         }
     }
 
-    fn on_event(&mut self, event: &Event, out: &mut Output) {
+    fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         self.scans.on_tick(&self.config.fan_out, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && event.proto == crate::Transport::Tcp

@@ -196,7 +196,7 @@ fn full_pipeline(path: &Path, files: &[PathBuf], config: &Config) -> anyhow::Res
     Ok(start.elapsed())
 }
 
-fn flow_events(path: &Path) -> anyhow::Result<Vec<Event>> {
+fn flow_events(path: &Path) -> anyhow::Result<Vec<Event<'static>>> {
     let mut source = PcapSource::open(path)?;
     let mut flows = FlowTable::new(FlowConfig::default());
     let mut events = Vec::new();
@@ -211,7 +211,7 @@ fn flow_events(path: &Path) -> anyhow::Result<Vec<Event>> {
 
 fn into_one_plugin(
     wasm_path: &Path,
-    events: &[Event],
+    events: &[Event<'_>],
     batch_size: usize,
 ) -> anyhow::Result<Duration> {
     let mut host = PluginHost::new(Default::default())?;

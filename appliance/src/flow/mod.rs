@@ -155,7 +155,7 @@ impl FlowTable {
         &mut self,
         ts: Timestamp,
         packet: &Decoded<'_>,
-        emit: &mut impl FnMut(Event),
+        emit: &mut impl FnMut(Event<'static>),
     ) -> Option<Observed> {
         let (protocol, transport, src_port, dst_port, payload_len) = match packet.transport {
             Wire::Tcp {
@@ -256,7 +256,7 @@ impl FlowTable {
 
     /// Ends flows whose time is up. Call as packet time advances (the pipeline does, once per
     /// second of capture time) and at the end of a capture with `Timestamp(u64::MAX)`.
-    pub fn expire(&mut self, now: Timestamp, emit: &mut impl FnMut(Event)) {
+    pub fn expire(&mut self, now: Timestamp, emit: &mut impl FnMut(Event<'static>)) {
         for slot in 0..self.slots.len() {
             let Some(flow) = self.slots[slot] else {
                 continue;
@@ -290,7 +290,7 @@ impl FlowTable {
     }
 
     /// Ends every open flow now (end of capture, shutdown).
-    pub fn flush(&mut self, emit: &mut impl FnMut(Event)) {
+    pub fn flush(&mut self, emit: &mut impl FnMut(Event<'static>)) {
         self.expire(Timestamp(u64::MAX), emit);
     }
 
@@ -306,7 +306,7 @@ impl FlowTable {
     }
 
     /// A free slot in the key's bucket, evicting its least recently seen flow if none is free.
-    fn claim(&mut self, key: &FlowKey, ts: Timestamp, emit: &mut impl FnMut(Event)) -> usize {
+    fn claim(&mut self, key: &FlowKey, ts: Timestamp, emit: &mut impl FnMut(Event<'static>)) -> usize {
         let bucket = self.bucket(key);
         if let Some(free) = bucket.clone().find(|slot| self.slots[*slot].is_none()) {
             return free;
@@ -404,7 +404,7 @@ impl FlowTable {
     }
 
     /// An ICMP unreachable: the quoted flow was refused.
-    fn refuse(&mut self, ts: Timestamp, quoted: &Quoted, emit: &mut impl FnMut(Event)) {
+    fn refuse(&mut self, ts: Timestamp, quoted: &Quoted, emit: &mut impl FnMut(Event<'static>)) {
         if quoted.protocol != 6 && quoted.protocol != 17 {
             return;
         }
@@ -432,7 +432,7 @@ impl FlowTable {
         flow: &Flow,
         state: FlowState,
         ts: Timestamp,
-        emit: &mut impl FnMut(Event),
+        emit: &mut impl FnMut(Event<'static>),
     ) {
         emit(event(
             flow,
@@ -478,7 +478,7 @@ fn timed_out_state(flow: &Flow) -> FlowState {
     }
 }
 
-fn event(flow: &Flow, ts: Timestamp, kind: EventKind) -> Event {
+fn event(flow: &Flow, ts: Timestamp, kind: EventKind<'static>) -> Event<'static> {
     Event {
         ts,
         flow: flow.id,

@@ -12,7 +12,7 @@ const FIN_ACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
 
 struct Run {
     table: FlowTable,
-    events: Vec<Event>,
+    events: Vec<Event<'static>>,
 }
 
 impl Run {

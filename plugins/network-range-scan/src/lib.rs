@@ -58,7 +58,7 @@ impl Plugin for NetworkRangeScan {
         }
     }
 
-    fn on_event(&mut self, event: &Event, out: &mut Output) {
+    fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         self.scans.on_tick(&self.config.fan_out, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && is_scannable(&event.dst.ip)
@@ -90,7 +90,7 @@ mod tests {
     fn ping_sweep_of_a_subnet_raises_range_scan_with_its_hosts() {
         let mut h: Harness<NetworkRangeScan> = Harness::new();
         let src = IpAddr::from([10, 9, 0, 50]);
-        let events: Vec<Event> = (1..=254u8)
+        let events: Vec<Event<'static>> = (1..=254u8)
             .map(|i| flow_start(2.0, Transport::Icmp, src, IpAddr::from([10, 9, 0, i]), 0))
             .collect();
         let breaches = h.feed_all(&events);
@@ -104,7 +104,7 @@ mod tests {
     fn public_destinations_do_not_count_by_default() {
         let mut h: Harness<NetworkRangeScan> = Harness::new();
         let src = IpAddr::from([10, 9, 0, 50]);
-        let events: Vec<Event> = (1..=100u8)
+        let events: Vec<Event<'static>> = (1..=100u8)
             .map(|i| flow_start(2.0, Transport::Tcp, src, IpAddr::from([93, 184, 0, i]), 443))
             .collect();
         assert!(h.feed_all(&events).is_empty());
@@ -114,7 +114,7 @@ mod tests {
     fn hosts_spread_beyond_the_window_do_not_breach() {
         let mut h: Harness<NetworkRangeScan> = Harness::new();
         let src = IpAddr::from([10, 9, 0, 50]);
-        let events: Vec<Event> = (1..=100u8)
+        let events: Vec<Event<'static>> = (1..=100u8)
             .map(|i| {
                 let secs = f64::from(i) * 120.0;
                 flow_start(secs, Transport::Tcp, src, IpAddr::from([10, 9, 1, i]), 445)

@@ -60,7 +60,7 @@ impl Plugin for NetworkScan {
         }
     }
 
-    fn on_event(&mut self, event: &Event, out: &mut Output) {
+    fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         self.scans.on_tick(&self.config.fan_out, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && matches!(event.proto, Transport::Tcp | Transport::Udp)
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn port_scan_of_many_ports_raises_network_scan() {
         let mut h: Harness<NetworkScan> = Harness::new();
-        let events: Vec<Event> = (1..=40u16)
+        let events: Vec<Event<'static>> = (1..=40u16)
             .map(|port| flow_start(1.0, Transport::Tcp, ip(50), ip(10), port))
             .collect();
         let breaches = h.feed_all(&events);
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn single_port_sweep_is_not_a_network_scan() {
         let mut h: Harness<NetworkScan> = Harness::new();
-        let events: Vec<Event> = (1..=200u8)
+        let events: Vec<Event<'static>> = (1..=200u8)
             .map(|host| flow_start(1.0, Transport::Tcp, ip(50), ip(host), 443))
             .collect();
         assert!(h.feed_all(&events).is_empty());
@@ -129,7 +129,7 @@ mod tests {
     fn ordinary_client_traffic_stays_quiet() {
         let mut h: Harness<NetworkScan> = Harness::new();
         let services = [(10, 445), (10, 389), (10, 53), (20, 445), (30, 80)];
-        let events: Vec<Event> = (0..100)
+        let events: Vec<Event<'static>> = (0..100)
             .flat_map(|i| {
                 services.iter().map(move |(host, port)| {
                     flow_start(f64::from(i), Transport::Tcp, ip(60), ip(*host), *port)
@@ -143,7 +143,7 @@ mod tests {
     fn threshold_comes_from_config() {
         let mut h = Harness::<NetworkScan>::with_config_json(r#"{"threshold": 5, "min_ports": 1}"#)
             .expect("valid config");
-        let events: Vec<Event> = (1..=5u16)
+        let events: Vec<Event<'static>> = (1..=5u16)
             .map(|port| flow_start(1.0, Transport::Tcp, ip(50), ip(10), port))
             .collect();
         assert_eq!(h.feed_all(&events).len(), 1);

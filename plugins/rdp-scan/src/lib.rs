@@ -32,7 +32,7 @@ mod tests {
     use vigil_plugin_sdk::harness::{events::*, Harness};
     use vigil_plugin_sdk::{Event, Transport};
 
-    fn sweep(port: u16, hosts: u8) -> Vec<Event> {
+    fn sweep(port: u16, hosts: u8) -> Vec<Event<'static>> {
         let src = IpAddr::from([10, 2, 0, 50]);
         (1..=hosts)
             .map(|i| flow_start(5.0, Transport::Tcp, src, IpAddr::from([10, 2, 0, i]), port))
@@ -60,7 +60,7 @@ mod tests {
     fn a_device_it_is_used_to_does_not_count_twice() {
         let mut h: Harness<RdpScan> = Harness::new();
         let src = IpAddr::from([10, 2, 0, 50]);
-        let events: Vec<Event> = (0..50)
+        let events: Vec<Event<'static>> = (0..50)
             .map(|i| {
                 flow_start(
                     f64::from(i),

@@ -36,7 +36,7 @@ mod tests {
     fn smb_to_many_hosts_raises_smb_scanning() {
         let mut h: Harness<SmbScan> = Harness::new();
         let src = IpAddr::from([10, 3, 0, 50]);
-        let events: Vec<Event> = (1..=60u8)
+        let events: Vec<Event<'static>> = (1..=60u8)
             .filter(|i| *i != 50)
             .map(|i| flow_start(1.0, Transport::Tcp, src, IpAddr::from([10, 3, 0, i]), 445))
             .collect();
@@ -53,7 +53,7 @@ mod tests {
     fn logging_in_to_two_file_servers_is_normal() {
         let mut h: Harness<SmbScan> = Harness::new();
         let src = IpAddr::from([10, 3, 0, 50]);
-        let events: Vec<Event> = (0..30)
+        let events: Vec<Event<'static>> = (0..30)
             .map(|i| {
                 let server = IpAddr::from([10, 3, 0, 10 + (i % 2) as u8 * 10]);
                 flow_start(f64::from(i) * 0.4, Transport::Tcp, src, server, 445)

@@ -57,7 +57,7 @@ impl Plugin for UdpEnumeration {
         }
     }
 
-    fn on_event(&mut self, event: &Event, out: &mut Output) {
+    fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         self.scans.on_tick(&self.config.fan_out, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && event.proto == Transport::Udp
@@ -88,7 +88,7 @@ mod tests {
     fn many_udp_ports_on_one_host_raise_udp_enumeration() {
         let mut h: Harness<UdpEnumeration> = Harness::new();
         let (src, dst) = (IpAddr::from([10, 4, 0, 50]), IpAddr::from([10, 4, 0, 10]));
-        let events: Vec<Event> = (1..=100u16)
+        let events: Vec<Event<'static>> = (1..=100u16)
             .map(|port| flow_start(3.0, Transport::Udp, src, dst, port * 7))
             .collect();
         let breaches = h.feed_all(&events);
@@ -101,7 +101,7 @@ mod tests {
     fn dns_lookups_to_one_server_are_not_enumeration() {
         let mut h: Harness<UdpEnumeration> = Harness::new();
         let (src, dst) = (IpAddr::from([10, 4, 0, 50]), IpAddr::from([10, 4, 0, 10]));
-        let events: Vec<Event> = (0..500)
+        let events: Vec<Event<'static>> = (0..500)
             .map(|i| flow_start(f64::from(i) * 0.1, Transport::Udp, src, dst, 53))
             .collect();
         assert!(h.feed_all(&events).is_empty());
@@ -111,7 +111,7 @@ mod tests {
     fn the_same_ports_spread_over_many_hosts_are_not_enumeration() {
         let mut h: Harness<UdpEnumeration> = Harness::new();
         let src = IpAddr::from([10, 4, 0, 50]);
-        let events: Vec<Event> = (1..=100u8)
+        let events: Vec<Event<'static>> = (1..=100u8)
             .map(|i| flow_start(1.0, Transport::Udp, src, IpAddr::from([10, 4, 1, i]), 161))
             .collect();
         assert!(h.feed_all(&events).is_empty());
