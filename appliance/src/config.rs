@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
+use crate::stream::StreamConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +29,8 @@ pub struct Config {
     /// Where compiled plugins (`*.wasm`) are loaded from; see [`default_plugin_dir`].
     pub plugin_dir: Option<PathBuf>,
     pub flow: FlowConfig,
+    /// TCP reassembly bounds.
+    pub stream: StreamConfig,
     pub host: HostSettings,
     pub pipeline: PipelineSettings,
     /// Model config per plugin name.

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
+use crate::analyzer::{Analyzer, ProtocolLogs};
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::{decode, SkipCounts};
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EventBatch, PluginHost};
 use crate::store::Sink;
+use crate::stream::StreamConfig;
 
 /// Ticks (and flow expiry) run once per second of packet time.
 const TICK_MICROS: u64 = 1_000_000;
@@ -41,6 +43,9 @@ impl PipelineStats {
 
 pub struct Pipeline {
     flows: FlowTable,
+    analyzer: Analyzer,
+    /// Flows that ended during the current packet, for the analyzer to close (reused).
+    ended: Vec<Event<'static>>,
     host: PluginHost,
     batch: EventBatch,
     batch_size: usize,
@@ -53,12 +58,16 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(
         flow: FlowConfig,
+        streams: StreamConfig,
         host: PluginHost,
         batch_size: usize,
         sink: Box<dyn Sink>,
+        logs: Option<ProtocolLogs>,
     ) -> Pipeline {
         Pipeline {
             flows: FlowTable::new(flow),
+            analyzer: Analyzer::new(streams, logs),
+            ended: Vec::new(),
             host,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
@@ -75,6 +84,10 @@ impl Pipeline {
 
     pub fn flow_stats(&self) -> FlowStats {
         self.flows.stats()
+    }
+
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
     }
 
     pub fn host(&self) -> &PluginHost {
@@ -102,10 +115,22 @@ impl Pipeline {
                 self.stats.decoded += 1;
                 let batch = &mut self.batch;
                 let events = &mut self.stats.events;
-                self.flows.observe(packet.ts, &decoded, &mut |event| {
+                let ended = &mut self.ended;
+                let observed = self.flows.observe(packet.ts, &decoded, &mut |event| {
                     *events += 1;
                     batch.push(&event);
+                    if matches!(event.kind, EventKind::FlowEnd { .. }) {
+                        ended.push(event);
+                    }
                 });
+                if let Some(observed) = observed {
+                    self.analyzer
+                        .packet(packet.ts, &decoded, &observed, &mut |event| {
+                            *events += 1;
+                            batch.push(event);
+                        });
+                }
+                self.close_ended(packet.ts);
             }
             Err(reason) => self.stats.skipped.add(reason),
         }
@@ -133,14 +158,29 @@ impl Pipeline {
         // One tick however long the gap: a capture that skips a night needs no 30,000 ticks.
         let batch = &mut self.batch;
         let events = &mut self.stats.events;
+        let ended = &mut self.ended;
         self.flows.expire(now, &mut |event| {
             *events += 1;
             batch.push(&event);
+            ended.push(event);
         });
+        self.close_ended(now);
         self.batch.push(&tick(now));
         self.stats.events += 1;
         self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
         Ok(())
+    }
+
+    /// Lets the analyzer report what the ended flows left unanswered, and forget them.
+    fn close_ended(&mut self, now: Timestamp) {
+        let batch = &mut self.batch;
+        let events = &mut self.stats.events;
+        for end in self.ended.drain(..) {
+            self.analyzer.flow_ended(now, &end, &mut |event| {
+                *events += 1;
+                batch.push(event);
+            });
+        }
     }
 
     /// Hands the waiting events to the plugins and their breaches to the sink.
@@ -207,11 +247,16 @@ impl Pipeline {
     pub fn finish(&mut self) -> io::Result<()> {
         let batch = &mut self.batch;
         let events = &mut self.stats.events;
+        let ended = &mut self.ended;
         self.flows.flush(&mut |event| {
             *events += 1;
             batch.push(&event);
+            ended.push(event);
         });
+        let last = self.stats.last_packet.unwrap_or_default();
+        self.close_ended(last);
         self.dispatch()?;
+        self.analyzer.flush_logs()?;
         self.sink.flush()
     }
 }

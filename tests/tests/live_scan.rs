@@ -91,14 +91,28 @@ fn live_scan(mode: &str, subnet: u8) {
         }
         assert!(started.elapsed() < Duration::from_secs(60), "{log:#?}");
     };
-    let expected_mode = if mode == "native" { "Native" } else { "Generic" };
+    let expected_mode = if mode == "native" {
+        "Native"
+    } else {
+        "Generic"
+    };
     assert!(capturing.contains(expected_mode), "{capturing}");
 
     let target = pair.ip_a().to_string();
     let scan = attacker
         .run(
             "nmap",
-            &["-n", "-Pn", "-sS", "-T4", "--max-retries", "0", "-p", "1-200", &target],
+            &[
+                "-n",
+                "-Pn",
+                "-sS",
+                "-T4",
+                "--max-retries",
+                "0",
+                "-p",
+                "1-200",
+                &target,
+            ],
         )
         .expect("nmap runs");
     assert!(scan.contains("Nmap done"), "{scan}");
@@ -112,11 +126,17 @@ fn live_scan(mode: &str, subnet: u8) {
     let alerts = network_scan_alerts(&eve, &attacker_ip);
     assert_eq!(alerts.len(), 1, "one scan, one breach: {alerts:#?}");
     assert_eq!(alerts[0]["dest_ip"], target.as_str());
-    assert_eq!(alerts[0]["vigil"]["destinations"], serde_json::json!([target]));
+    assert_eq!(
+        alerts[0]["vigil"]["destinations"],
+        serde_json::json!([target])
+    );
 
     // SIGTERM: a clean shutdown, state saved.
     let pid = running.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let stop_deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {

@@ -185,9 +185,11 @@ fn full_pipeline(path: &Path, files: &[PathBuf], config: &Config) -> anyhow::Res
     }
     let mut pipeline = Pipeline::new(
         FlowConfig::default(),
+        Default::default(),
         host,
         config.pipeline.batch_size,
         Box::new(NullSink),
+        None,
     );
     let mut source = PcapSource::open(path)?;
     let start = Instant::now();

@@ -19,7 +19,7 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: Option<PathBuf>) -> anyhow::Resu
         .unwrap_or_else(|| std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id())));
     let config = Config::default();
     let plugin_dir = plugins.unwrap_or_else(|| config.plugin_dir());
-    let (mut pipeline, loaded) = open_pipeline(&config, &data_dir, &plugin_dir)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &data_dir, &plugin_dir, false)?;
     println!(
         "Replaying the bundled attack capture ({} bytes): a phished VPN user's address scans, \
          sweeps and brute-forces the network.",

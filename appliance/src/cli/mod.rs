@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::analyzer::ProtocolLogs;
 use crate::config::Config;
 use crate::host::PluginHost;
 use crate::pipeline::Pipeline;
@@ -46,6 +47,9 @@ enum Command {
     Replay {
         #[command(flatten)]
         common: Common,
+        /// Also write protocol logs (DATA_DIR/proto/<protocol>.json, Zeek-style fields).
+        #[arg(long)]
+        protocol_logs: bool,
         /// Capture files, processed in the order given.
         #[arg(required = true)]
         pcaps: Vec<PathBuf>,
@@ -81,7 +85,11 @@ pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { common, pcaps } => replay::replay(&common, &pcaps),
+        Command::Replay {
+            common,
+            protocol_logs,
+            pcaps,
+        } => replay::replay(&common, &pcaps, protocol_logs),
         Command::Run {
             common,
             iface,
@@ -116,6 +124,7 @@ pub(crate) fn open_pipeline(
     config: &Config,
     data_dir: &Path,
     plugin_dir: &Path,
+    protocol_logs: bool,
 ) -> anyhow::Result<(Pipeline, Vec<Loaded>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -140,11 +149,21 @@ pub(crate) fn open_pipeline(
     }
     let sink = EveFile::open(data_dir)
         .with_context(|| format!("opening {}/eve.json", data_dir.display()))?;
+    let logs = if protocol_logs {
+        Some(
+            ProtocolLogs::open(data_dir)
+                .with_context(|| format!("creating {}/proto", data_dir.display()))?,
+        )
+    } else {
+        None
+    };
     let pipeline = Pipeline::new(
         config.flow.clone(),
+        config.stream.clone(),
         host,
         config.pipeline.batch_size,
         Box::new(sink),
+        logs,
     );
     Ok((pipeline, loaded))
 }

@@ -10,9 +10,10 @@ use crate::capture::pcap::PcapSource;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::save_state;
 
-pub fn replay(common: &Common, pcaps: &[PathBuf]) -> anyhow::Result<()> {
+pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow::Result<()> {
     let (config, plugin_dir) = common.load()?;
-    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &plugin_dir)?;
+    let (mut pipeline, loaded) =
+        open_pipeline(&config, &common.data_dir, &plugin_dir, protocol_logs)?;
     let failures = replay_files(&mut pipeline, pcaps);
     pipeline.finish()?;
     save_state(pipeline.host_mut(), &common.data_dir)?;

@@ -28,7 +28,7 @@ impl From<ModeArg> for XdpMode {
 
 pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::Result<()> {
     let (config, plugin_dir) = common.load()?;
-    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &plugin_dir)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &plugin_dir, false)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -34,6 +34,27 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     if !skipped.is_empty() {
         print_table("frames skipped, by reason", &skipped);
     }
+    let streams = pipeline.analyzer().stream_stats();
+    let mut parsing: Vec<(String, String)> = pipeline
+        .analyzer()
+        .errors()
+        .iter()
+        .map(|((protocol, reason), n)| (format!("{protocol}: {reason}"), n.to_string()))
+        .collect();
+    for (name, value) in [
+        ("tcp: out-of-order segments", streams.out_of_order),
+        ("tcp: gaps", streams.gaps),
+        ("tcp: overlapping bytes", streams.overlap_bytes),
+        ("tcp: bytes dropped at bounds", streams.dropped_bytes),
+        ("tcp: streams refused", streams.streams_refused),
+    ] {
+        if value > 0 {
+            parsing.push((name.to_string(), value.to_string()));
+        }
+    }
+    if !parsing.is_empty() {
+        print_table("reassembly and parsing problems", &parsing);
+    }
     let plugins: Vec<(String, String)> = pipeline
         .host()
         .plugins()

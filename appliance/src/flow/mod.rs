@@ -306,7 +306,12 @@ impl FlowTable {
     }
 
     /// A free slot in the key's bucket, evicting its least recently seen flow if none is free.
-    fn claim(&mut self, key: &FlowKey, ts: Timestamp, emit: &mut impl FnMut(Event<'static>)) -> usize {
+    fn claim(
+        &mut self,
+        key: &FlowKey,
+        ts: Timestamp,
+        emit: &mut impl FnMut(Event<'static>),
+    ) -> usize {
         let bucket = self.bucket(key);
         if let Some(free) = bucket.clone().find(|slot| self.slots[*slot].is_none()) {
             return free;

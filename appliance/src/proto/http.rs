@@ -146,7 +146,14 @@ pub fn parse_response(buf: &[u8], max_head: usize) -> Result<Parsed<Response>, E
 /// Whether a stream's first bytes look like an HTTP request, for HTTP on unusual ports.
 pub fn looks_like_request(start: &[u8]) -> bool {
     const METHODS: [&[u8]; 9] = [
-        b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"TRACE ", b"CONNECT ",
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"TRACE ",
+        b"CONNECT ",
         b"PATCH ",
     ];
     METHODS.iter().any(|m| start.starts_with(m))
@@ -176,7 +183,10 @@ mod tests {
             panic!("complete head expected");
         };
         assert_eq!(request.host.as_deref(), Some("web01"));
-        assert!(request.user_agent.as_deref().is_some_and(|ua| ua.contains("Nmap")));
+        assert!(request
+            .user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.contains("Nmap")));
         assert_eq!(request.body_len, 5);
         assert_eq!(&wire[used..], b"hello");
     }

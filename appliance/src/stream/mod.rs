@@ -137,7 +137,12 @@ impl Direction {
         fresh.len()
     }
 
-    fn drain_early(&mut self, config: &StreamConfig, room: usize, stats: &mut StreamStats) -> usize {
+    fn drain_early(
+        &mut self,
+        config: &StreamConfig,
+        room: usize,
+        stats: &mut StreamStats,
+    ) -> usize {
         let mut added = 0;
         while let Some(next) = self.next_seq {
             let Some(at) = self.early.iter().position(|(seq, _)| !seq_lt(next, *seq)) else {
@@ -335,7 +340,10 @@ mod tests {
         assert!(data(&mut t, 1).len() <= 64);
         assert!(t.stats().dropped_bytes > 0);
         assert!(t.segment(2, true, false, 0, b"a").is_some());
-        assert!(t.segment(3, true, false, 0, b"a").is_none(), "table is full");
+        assert!(
+            t.segment(3, true, false, 0, b"a").is_none(),
+            "table is full"
+        );
         assert_eq!(t.stats().streams_refused, 1);
         t.consume(2, true, 1);
         t.remove(1);
