@@ -107,10 +107,10 @@ impl Analyzer {
     ) {
         let from_orig = observed.direction == Direction::FromOriginator;
         match packet.transport {
-            Transport::Udp { payload, .. } if !payload.is_empty() => {
-                if classify_port(observed) == Protocol::Dns {
-                    self.dns_message(ts, observed, payload, emit);
-                }
+            Transport::Udp { payload, .. }
+                if !payload.is_empty() && classify_port(observed) == Protocol::Dns =>
+            {
+                self.dns_message(ts, observed, payload, emit);
             }
             Transport::Tcp {
                 flags,
