@@ -10,7 +10,8 @@ apt-get update -qq
 # iproute2/ethtool: the namespaces and veth pairs of the live tests; nmap: real scans in them;
 # tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries.
 apt-get install -y -qq --no-install-recommends \
-    build-essential pkg-config ca-certificates iproute2 ethtool nmap tshark tcpdump musl-tools \
+    build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
+    musl-tools \
     >/dev/null
 
 echo "==> Rust toolchain and targets"

@@ -22,7 +22,7 @@ pub const WAYS: usize = 8;
 
 /// Flow table sizing and timeouts (packet-time seconds).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
     /// Maximum concurrent flows; rounded up to a multiple of [`WAYS`].
     pub capacity: usize,

@@ -3,4 +3,8 @@
 
 pub mod dns;
 pub mod http;
+pub mod kerberos;
+pub mod ldap;
 pub mod ntlm;
+pub mod rdp;
+pub mod smb2;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 /// Sizes, from the operator's config.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
     pub max_direction_bytes: usize,
     pub max_out_of_order: usize,

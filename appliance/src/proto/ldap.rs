@@ -1,0 +1,571 @@
+//! LDAP messages (RFC 4511), decoded with rusticata's `ldap-parser` (as Suricata does): binds
+//! (simple, or SASL carrying NTLMSSP), searches with their filter rendered as RFC 4515 text,
+//! search results and unbinds. [`frame_len`] cuts a TCP stream at BER message boundaries.
+//!
+//! Simple-bind passwords are never kept: the [`Auth::Simple`] variant has no field for one.
+
+use std::fmt::Write as _;
+
+use ldap_parser::filter::{Filter, Substring};
+use ldap_parser::ldap::{AuthenticationChoice, LdapMessage, ProtocolOp};
+use ldap_parser::FromBer;
+
+use super::ntlm;
+
+mod field {
+    pub const TAG: usize = 0;
+    pub const LENGTH: usize = 1;
+}
+
+/// An LDAPMessage is a SEQUENCE.
+const TAG_SEQUENCE: u8 = 0x30;
+/// Messages larger than this are refused rather than buffered.
+pub const MAX_MESSAGE_LEN: usize = 16 << 20;
+/// Filters nested deeper than this are refused (`ldap-parser` stops at the same depth, so the
+/// renderer's own bound is a second line of defence).
+pub const MAX_FILTER_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    Truncated,
+    /// Not a BER SEQUENCE, or an indefinite or oversized length.
+    BadFraming,
+    /// A filter nested deeper than [`MAX_FILTER_DEPTH`].
+    TooDeep,
+    /// The BER inside did not decode as an LDAPMessage.
+    Malformed,
+}
+
+impl Error {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::Truncated => "truncated",
+            Error::BadFraming => "bad_framing",
+            Error::TooDeep => "filter_too_deep",
+            Error::Malformed => "malformed",
+        }
+    }
+}
+
+/// The length of the BER message at the start of `buf`, header included: `Ok(None)` until the
+/// tag and length are there, then `Ok(Some(len))` (which may exceed `buf.len()`).
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
+    let Some(&tag) = buf.get(field::TAG) else {
+        return Ok(None);
+    };
+    if tag != TAG_SEQUENCE {
+        return Err(Error::BadFraming);
+    }
+    let Some(&first) = buf.get(field::LENGTH) else {
+        return Ok(None);
+    };
+    let (header, len) = if first < 0x80 {
+        (2, usize::from(first))
+    } else {
+        // Long form: the low bits count the length bytes. 0x80 (indefinite) is not allowed in
+        // LDAP, and more than 4 bytes is past any sane message.
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return Err(Error::BadFraming);
+        }
+        let Some(bytes) = buf.get(field::LENGTH + 1..field::LENGTH + 1 + count) else {
+            return Ok(None);
+        };
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (2 + count, len)
+    };
+    if len > MAX_MESSAGE_LEN {
+        return Err(Error::BadFraming);
+    }
+    Ok(Some(header + len))
+}
+
+/// How a bind authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A simple bind; the password is deliberately not kept.
+    Simple { anonymous: bool },
+    Sasl {
+        mechanism: String,
+        /// The NTLMSSP message in the credentials (GSS-SPNEGO, NTLM, or any blob carrying one).
+        ntlm: Option<Result<ntlm::Message, ntlm::Error>>,
+    },
+}
+
+/// What one LDAPMessage says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    BindRequest {
+        version: u8,
+        name: String,
+        auth: Auth,
+    },
+    BindResponse {
+        result_code: u32,
+        /// The server's NTLMSSP CHALLENGE in serverSaslCreds, if any.
+        ntlm: Option<Result<ntlm::Message, ntlm::Error>>,
+    },
+    SearchRequest {
+        base: String,
+        /// Zeek's names: "base", "one", "tree" (or "unknown").
+        scope: &'static str,
+        /// RFC 4515 text, e.g. `(&(objectclass=*)(sAMAccountName=bob))`.
+        filter: String,
+        attributes: Vec<String>,
+    },
+    SearchResultEntry {
+        dn: String,
+    },
+    SearchResultDone {
+        result_code: u32,
+    },
+    UnbindRequest,
+    /// Any other operation, by its protocolOp tag.
+    Other {
+        tag: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repr {
+    pub message_id: u32,
+    pub op: Op,
+}
+
+pub const fn scope_name(scope: u32) -> &'static str {
+    match scope {
+        0 => "base",
+        1 => "one",
+        2 => "tree",
+        _ => "unknown",
+    }
+}
+
+fn ntlm_in(blob: Option<&[u8]>) -> Option<Result<ntlm::Message, ntlm::Error>> {
+    ntlm::find(blob?).map(ntlm::Message::parse)
+}
+
+impl Repr {
+    /// Parses one whole message (as cut by [`frame_len`]).
+    pub fn parse(msg: &[u8]) -> Result<Repr, Error> {
+        let (_, message) = LdapMessage::from_ber(msg).map_err(|e| match e {
+            ldap_parser::Err::Incomplete(_) => Error::Truncated,
+            ldap_parser::Err::Error(ldap_parser::error::LdapError::FilterMaxDepth)
+            | ldap_parser::Err::Failure(ldap_parser::error::LdapError::FilterMaxDepth) => {
+                Error::TooDeep
+            }
+            _ => Error::Malformed,
+        })?;
+        let op = match &message.protocol_op {
+            ProtocolOp::BindRequest(bind) => Op::BindRequest {
+                version: bind.version,
+                name: bind.name.0.to_string(),
+                auth: match &bind.authentication {
+                    AuthenticationChoice::Simple(password) => Auth::Simple {
+                        anonymous: password.is_empty(),
+                    },
+                    AuthenticationChoice::Sasl(sasl) => Auth::Sasl {
+                        mechanism: sasl.mechanism.0.to_string(),
+                        ntlm: ntlm_in(sasl.credentials.as_deref()),
+                    },
+                },
+            },
+            ProtocolOp::BindResponse(rsp) => Op::BindResponse {
+                result_code: rsp.result.result_code.0,
+                ntlm: ntlm_in(rsp.server_sasl_creds.as_deref()),
+            },
+            ProtocolOp::SearchRequest(search) => {
+                let mut filter = String::new();
+                render(&search.filter, &mut filter, 0)?;
+                Op::SearchRequest {
+                    base: search.base_object.0.to_string(),
+                    scope: scope_name(search.scope.0),
+                    filter,
+                    attributes: search.attributes.iter().map(|a| a.0.to_string()).collect(),
+                }
+            }
+            ProtocolOp::SearchResultEntry(entry) => Op::SearchResultEntry {
+                dn: entry.object_name.0.to_string(),
+            },
+            ProtocolOp::SearchResultDone(result) => Op::SearchResultDone {
+                result_code: result.result_code.0,
+            },
+            ProtocolOp::UnbindRequest => Op::UnbindRequest,
+            other => Op::Other { tag: other.tag().0 },
+        };
+        Ok(Repr {
+            message_id: message.message_id.0,
+            op,
+        })
+    }
+}
+
+/// RFC 4515 §3 value escaping: the special characters and anything not printable UTF-8.
+fn escape(value: &[u8], out: &mut String) {
+    match std::str::from_utf8(value) {
+        Ok(text) => {
+            for c in text.chars() {
+                match c {
+                    '*' | '(' | ')' | '\\' | '\0' => {
+                        let _ = write!(out, "\\{:02x}", c as u32);
+                    }
+                    c => out.push(c),
+                }
+            }
+        }
+        Err(_) => {
+            for b in value {
+                let _ = write!(out, "\\{b:02x}");
+            }
+        }
+    }
+}
+
+fn render(filter: &Filter<'_>, out: &mut String, depth: usize) -> Result<(), Error> {
+    if depth >= MAX_FILTER_DEPTH {
+        return Err(Error::TooDeep);
+    }
+    out.push('(');
+    match filter {
+        Filter::And(items) | Filter::Or(items) => {
+            out.push(if matches!(filter, Filter::And(_)) {
+                '&'
+            } else {
+                '|'
+            });
+            for item in items {
+                render(item, out, depth + 1)?;
+            }
+        }
+        Filter::Not(inner) => {
+            out.push('!');
+            render(inner, out, depth + 1)?;
+        }
+        Filter::EqualityMatch(ava)
+        | Filter::GreaterOrEqual(ava)
+        | Filter::LessOrEqual(ava)
+        | Filter::ApproxMatch(ava) => {
+            out.push_str(&ava.attribute_desc.0);
+            out.push_str(match filter {
+                Filter::GreaterOrEqual(_) => ">=",
+                Filter::LessOrEqual(_) => "<=",
+                Filter::ApproxMatch(_) => "~=",
+                _ => "=",
+            });
+            escape(&ava.assertion_value, out);
+        }
+        Filter::Present(attr) => {
+            out.push_str(&attr.0);
+            out.push_str("=*");
+        }
+        Filter::Substrings(sub) => {
+            out.push_str(&sub.filter_type.0);
+            out.push('=');
+            // initial*any*any*final, each part optional: one star between consecutive parts.
+            for part in &sub.substrings {
+                if let Substring::Initial(v) = part {
+                    escape(&v.0, out);
+                }
+            }
+            out.push('*');
+            for part in &sub.substrings {
+                if let Substring::Any(v) = part {
+                    escape(&v.0, out);
+                    out.push('*');
+                }
+            }
+            for part in &sub.substrings {
+                if let Substring::Final(v) = part {
+                    escape(&v.0, out);
+                }
+            }
+        }
+        Filter::ExtensibleMatch(m) => {
+            if let Some(attr) = &m.rule_type {
+                out.push_str(&attr.0);
+            }
+            if m.dn_attributes == Some(true) {
+                out.push_str(":dn");
+            }
+            if let Some(rule) = &m.matching_rule {
+                out.push(':');
+                out.push_str(&rule.0);
+            }
+            out.push_str(":=");
+            escape(&m.assertion_value.0, out);
+        }
+    }
+    out.push(')');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::smb2::test_streams;
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if content.len() < 0x80 {
+            out.push(content.len() as u8);
+        } else {
+            out.push(0x84);
+            out.extend_from_slice(&(content.len() as u32).to_be_bytes());
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn message(id: u8, op: &[u8]) -> Vec<u8> {
+        tlv(0x30, &[tlv(0x02, &[id]), op.to_vec()].concat())
+    }
+
+    fn simple_bind(name: &str, password: &str) -> Vec<u8> {
+        let body = [
+            tlv(0x02, &[3]),
+            tlv(0x04, name.as_bytes()),
+            tlv(0x80, password.as_bytes()),
+        ]
+        .concat();
+        message(1, &tlv(0x60, &body))
+    }
+
+    fn search(base: &str, filter: &[u8]) -> Vec<u8> {
+        let body = [
+            tlv(0x04, base.as_bytes()),
+            tlv(0x0a, &[2]),
+            tlv(0x0a, &[0]),
+            tlv(0x02, &[0]),
+            tlv(0x02, &[0]),
+            tlv(0x01, &[0]),
+            filter.to_vec(),
+            tlv(0x30, &tlv(0x04, b"cn")),
+        ]
+        .concat();
+        message(2, &tlv(0x63, &body))
+    }
+
+    fn equality(attr: &str, value: &str) -> Vec<u8> {
+        tlv(
+            0xa3,
+            &[tlv(0x04, attr.as_bytes()), tlv(0x04, value.as_bytes())].concat(),
+        )
+    }
+
+    fn present(attr: &str) -> Vec<u8> {
+        tlv(0x87, attr.as_bytes())
+    }
+
+    #[test]
+    fn simple_bind_gives_the_name_and_never_the_password() {
+        let msg = simple_bind("cn=admin,dc=example,dc=com", "hunter2");
+        assert_eq!(frame_len(&msg), Ok(Some(msg.len())));
+        let repr = Repr::parse(&msg).unwrap();
+        assert_eq!(
+            repr,
+            Repr {
+                message_id: 1,
+                op: Op::BindRequest {
+                    version: 3,
+                    name: "cn=admin,dc=example,dc=com".into(),
+                    auth: Auth::Simple { anonymous: false },
+                }
+            }
+        );
+        assert!(!format!("{repr:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn search_filter_is_rendered_as_rfc4515_text() {
+        let filter = tlv(
+            0xa0,
+            &[equality("a", "b"), tlv(0xa2, &present("c"))].concat(),
+        );
+        let repr = Repr::parse(&search("dc=example,dc=com", &filter)).unwrap();
+        assert_eq!(
+            repr.op,
+            Op::SearchRequest {
+                base: "dc=example,dc=com".into(),
+                scope: "tree",
+                filter: "(&(a=b)(!(c=*)))".into(),
+                attributes: vec!["cn".into()],
+            }
+        );
+        let repr = Repr::parse(&search("", &equality("objectClass", "us(e)r*"))).unwrap();
+        assert!(matches!(repr.op, Op::SearchRequest { filter, .. }
+            if filter == r"(objectClass=us\28e\29r\2a)"));
+    }
+
+    #[test]
+    fn sasl_bind_with_ntlmssp_is_decoded() {
+        let mut ntlm_negotiate = b"NTLMSSP\0".to_vec();
+        ntlm_negotiate.extend_from_slice(&1u32.to_le_bytes());
+        ntlm_negotiate.extend_from_slice(&0x0000_0207u32.to_le_bytes());
+        let sasl = tlv(
+            0xa3,
+            &[tlv(0x04, b"GSS-SPNEGO"), tlv(0x04, &ntlm_negotiate)].concat(),
+        );
+        let body = [tlv(0x02, &[3]), tlv(0x04, b""), sasl].concat();
+        let repr = Repr::parse(&message(1, &tlv(0x60, &body))).unwrap();
+        assert!(matches!(repr.op, Op::BindRequest {
+            auth: Auth::Sasl { mechanism, ntlm: Some(Ok(ntlm::Message::Negotiate { .. })) }, ..
+        } if mechanism == "GSS-SPNEGO"));
+    }
+
+    #[test]
+    fn hostile_input_is_refused_and_truncations_never_panic() {
+        let filter = tlv(0xa0, &[equality("a", "b"), present("c")].concat());
+        let msg = search("dc=x", &filter);
+        for len in 0..msg.len() {
+            let _ = frame_len(&msg[..len]);
+            assert!(Repr::parse(&msg[..len]).is_err(), "prefix {len} accepted");
+        }
+        assert_eq!(frame_len(&[]), Ok(None));
+        assert_eq!(frame_len(&[0x30]), Ok(None));
+        assert_eq!(frame_len(&[0x30, 0x84, 0]), Ok(None));
+        assert_eq!(frame_len(&[0x30, 0x80]), Err(Error::BadFraming));
+        assert_eq!(
+            frame_len(&[0x30, 0x85, 1, 1, 1, 1, 1]),
+            Err(Error::BadFraming)
+        );
+        assert_eq!(
+            frame_len(&[0x30, 0x84, 0x7f, 0, 0, 0]),
+            Err(Error::BadFraming)
+        );
+        assert_eq!(frame_len(b"GET /"), Err(Error::BadFraming));
+        assert_eq!(frame_len(&[0x30, 0]), Ok(Some(2)));
+        assert!(Repr::parse(&[0x30, 0]).is_err());
+        // A length past the end of the buffer.
+        assert_eq!(
+            Repr::parse(&[0x30, 0x84, 0, 0, 0x10, 0, 2, 1, 1]),
+            Err(Error::Truncated)
+        );
+        // Filters nested 10 000 deep: refused, not a stack overflow.
+        let mut deep = present("c");
+        for _ in 0..10_000 {
+            deep = tlv(0xa2, &deep);
+        }
+        assert_eq!(Repr::parse(&search("dc=x", &deep)), Err(Error::TooDeep));
+    }
+
+    fn reprs(stream: &[u8]) -> Vec<Repr> {
+        test_streams::cut(stream, frame_len)
+            .into_iter()
+            .map(|m| Repr::parse(m).expect("every message decodes"))
+            .collect()
+    }
+
+    #[test]
+    fn simpleauth_capture_matches_zeek_ldap_logs() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        let convs = test_streams::tcp_conversations(&dir.join("ldap/simpleauth.pcap"), 3268);
+        assert_eq!(convs.len(), 1);
+        let requests = reprs(&convs[0].to_server);
+        let binds: Vec<(u32, &str)> = requests
+            .iter()
+            .filter_map(|r| match &r.op {
+                Op::BindRequest {
+                    name,
+                    auth: Auth::Simple { .. },
+                    ..
+                } => Some((r.message_id, name.as_str())),
+                _ => None,
+            })
+            .collect();
+        // ldap.log: bind simple, messages 1 and 3.
+        assert_eq!(
+            binds,
+            [
+                (1, "xxxxxxxxxxx@xx.xxx.xxxxx.net"),
+                (
+                    3,
+                    "CN=xxxxxxxx,OU=Users,OU=Accounts,DC=xx,DC=xxx,DC=xxxxx,DC=net"
+                )
+            ]
+        );
+        // ldap_search.log: message 2, tree, base and filter. Zeek leaves `attributes` unset; the
+        // request on the wire asks for one.
+        assert!(requests.contains(&Repr {
+            message_id: 2,
+            op: Op::SearchRequest {
+                base: "DC=xx,DC=xxx,DC=xxxxx,DC=net".into(),
+                scope: "tree",
+                filter: "(&(objectclass=*)(sAMAccountName=xxxxxxxx))".into(),
+                attributes: vec!["sAMAccountName".into()],
+            }
+        }));
+        let responses = reprs(&convs[0].to_client);
+        // result_count 1, result success.
+        let entries = responses
+            .iter()
+            .filter(|r| matches!(r.op, Op::SearchResultEntry { .. }))
+            .count();
+        assert_eq!(entries, 1);
+        assert!(responses.contains(&Repr {
+            message_id: 2,
+            op: Op::SearchResultDone { result_code: 0 }
+        }));
+    }
+
+    #[test]
+    fn sasl_ntlm_capture_matches_zeek_ldap_and_ntlm_logs() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        let convs = test_streams::tcp_conversations(&dir.join("ldap/sasl-ntlm.pcap"), 389);
+        assert_eq!(convs.len(), 1);
+        let requests = reprs(&convs[0].to_server);
+        // ldap.log: bind SASL NTLM (messages 1 and 2); ntlm.log: sasladmin@slapd.ldap / LOCALHOST.
+        let mut auth = None;
+        for r in &requests {
+            if let Op::BindRequest {
+                auth: Auth::Sasl { mechanism, ntlm },
+                ..
+            } = &r.op
+            {
+                assert_eq!(mechanism, "NTLM");
+                if let Some(Ok(ntlm::Message::Authenticate {
+                    user,
+                    domain,
+                    workstation,
+                    ..
+                })) = ntlm
+                {
+                    auth = Some((user.clone(), domain.clone(), workstation.clone()));
+                }
+            }
+        }
+        assert_eq!(
+            auth,
+            Some((
+                "sasladmin@slapd.ldap".into(),
+                "LOCALHOST".into(),
+                String::new()
+            ))
+        );
+        let responses = reprs(&convs[0].to_client);
+        assert!(responses.iter().any(|r| matches!(
+            &r.op,
+            Op::BindResponse {
+                result_code: 14,
+                ntlm: Some(Ok(ntlm::Message::Challenge { .. }))
+            }
+        )));
+        // ldap_search.log: message 3, tree, dc=example,dc=com, (objectclass=*), 9 results.
+        assert!(requests.iter().any(|r| r.message_id == 3
+            && matches!(&r.op, Op::SearchRequest { base, scope: "tree", filter, .. }
+                if base == "dc=example,dc=com" && filter == "(objectclass=*)")));
+        let entries = responses
+            .iter()
+            .filter(|r| matches!(r.op, Op::SearchResultEntry { .. }))
+            .count();
+        assert_eq!(entries, 9);
+        assert!(requests
+            .iter()
+            .any(|r| r.message_id == 4 && r.op == Op::UnbindRequest));
+    }
+}
