@@ -75,6 +75,24 @@ pub fn parse_ports(field: &str) -> Vec<u16> {
         .unwrap_or_default()
 }
 
+/// The committed labs: the default one always, variants where present (each a directory of
+/// `tests/fixtures` holding a `ground-truth.tsv`).
+pub fn committed_labs() -> Vec<String> {
+    let dir = root().join("tests").join("fixtures");
+    let mut labs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("ground-truth.tsv").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    labs.sort();
+    assert!(
+        labs.iter().any(|l| l == "lab"),
+        "tests/fixtures/lab is committed"
+    );
+    labs
+}
+
 pub fn ground_truth(lab: &str) -> Vec<Step> {
     let path = fixture(lab, "ground-truth.tsv");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

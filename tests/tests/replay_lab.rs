@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use vigil_tests::lab::{fixture, ground_truth};
+use vigil_tests::lab::{committed_labs, fixture, ground_truth};
 use vigil_tests::workspace::{plugin_dir, vigil_bin, TempDir};
 
 /// The models this plugins provide; the rest of the ground truth belongs to later work.
@@ -169,23 +169,9 @@ fn check_lab(lab: &str) {
     }
 }
 
-/// The committed labs: the default one always, variants where present.
-fn labs() -> Vec<String> {
-    let labs: Vec<String> = ["lab", "lab-b"]
-        .into_iter()
-        .filter(|lab| fixture(lab, "ground-truth.tsv").is_file())
-        .map(String::from)
-        .collect();
-    assert!(
-        labs.contains(&"lab".to_string()),
-        "tests/fixtures/lab is committed"
-    );
-    labs
-}
-
 #[test]
 fn attack_captures_raise_the_scan_models_for_the_attacker_in_each_step() {
-    let labs = labs();
+    let labs = committed_labs();
     assert!(
         labs.contains(&"lab".to_string()),
         "tests/fixtures/lab is committed"
@@ -197,7 +183,7 @@ fn attack_captures_raise_the_scan_models_for_the_attacker_in_each_step() {
 
 #[test]
 fn benign_noise_raises_nothing() {
-    for lab in labs() {
+    for lab in committed_labs() {
         let data = TempDir::new("benign");
         let out = replay(data.path(), &[&fixture(&lab, "benign-noise.pcap")]);
         assert!(
@@ -211,7 +197,7 @@ fn benign_noise_raises_nothing() {
 
 #[test]
 fn baseline_week_raises_nothing() {
-    for lab in labs() {
+    for lab in committed_labs() {
         let data = TempDir::new("baseline");
         let out = replay(data.path(), &[&fixture(&lab, "baseline.pcap")]);
         assert!(

@@ -1,30 +1,52 @@
-//! From flows to application events: picks each flow's protocol, feeds its reassembled streams
-//! (or datagrams) to the parsers in `proto`, pairs requests with responses, and emits the events
-//! plugins see and the records of the protocol logs.
+//! From flows to application events: picks each flow's protocol (by port, or by content where a
+//! protocol turns up elsewhere), feeds its reassembled streams or its datagrams to that
+//! protocol's session, and passes on the events plugins see and the protocol log records.
+//!
+//! Each protocol has one module here holding its per-flow session (request/response pairing,
+//! NTLM exchanges); the byte-level parsers live in [`crate::proto`].
 
+mod dcerpc;
+mod dns;
+mod http;
+mod kerberos;
+mod ldap;
 mod log;
+mod ntlm;
+mod rdp;
+mod report;
+mod smb;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use vigil_plugin_sdk::{Event, EventKind, Timestamp, Transport as Proto};
+use vigil_plugin_sdk::{Event, Timestamp, Transport as Proto};
 
 use crate::decode::{Decoded, TcpFlags, Transport};
 use crate::flow::{Direction, Observed};
-use crate::proto::{dns, http};
+use crate::proto;
 use crate::stream::{StreamConfig, StreamTable};
 
 pub use log::ProtocolLogs;
+pub use report::Counts;
+use report::Report;
 
-/// Bounds on what one flow may keep waiting for a response.
+/// Parse errors by protocol and reason, for the summary and metrics.
+pub type ErrorCounts = Counts;
+
+/// Requests one flow may keep waiting for their responses; past it they are counted and dropped.
 const MAX_PENDING_PER_FLOW: usize = 64;
-/// Longest HTTP head buffered before it counts as hostile.
-const MAX_HTTP_HEAD: usize = 64 * 1024;
 
 /// The application protocol a flow carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Dns,
     Http,
+    Smb,
+    Ntlm,
+    Ldap,
+    Kerberos,
+    Rdp,
+    DceRpc,
     Unknown,
 }
 
@@ -33,68 +55,192 @@ impl Protocol {
         match self {
             Protocol::Dns => "dns",
             Protocol::Http => "http",
+            Protocol::Smb => "smb",
+            Protocol::Ntlm => "ntlm",
+            Protocol::Ldap => "ldap",
+            Protocol::Kerberos => "kerberos",
+            Protocol::Rdp => "rdp",
+            Protocol::DceRpc => "dce_rpc",
             Protocol::Unknown => "unknown",
+        }
+    }
+
+    /// The protocol a flow's responder port says it speaks.
+    fn by_port(observed: &Observed) -> Protocol {
+        match (observed.transport, observed.resp.port) {
+            (Proto::Udp | Proto::Tcp, 53) | (Proto::Udp, 5353) => Protocol::Dns,
+            (Proto::Tcp, 80 | 8000 | 8080) => Protocol::Http,
+            (Proto::Tcp, 445 | 139) => Protocol::Smb,
+            (Proto::Tcp, 389 | 3268) => Protocol::Ldap,
+            (Proto::Udp | Proto::Tcp, 88) => Protocol::Kerberos,
+            (Proto::Tcp, 3389) => Protocol::Rdp,
+            (Proto::Tcp, 135) => Protocol::DceRpc,
+            _ => Protocol::Unknown,
+        }
+    }
+
+    /// The protocol a flow's first payload looks like, for unusual ports.
+    fn by_content(first: &[u8]) -> Protocol {
+        if proto::http::looks_like_request(first) {
+            Protocol::Http
+        } else if proto::smb2::looks_like_smb(first) {
+            Protocol::Smb
+        } else if proto::dcerpc::looks_like_bind(first) {
+            Protocol::DceRpc
+        } else {
+            Protocol::Unknown
         }
     }
 }
 
-/// Parse errors by protocol and reason, for the summary and metrics.
-pub type ErrorCounts = std::collections::BTreeMap<(&'static str, &'static str), u64>;
-
-struct PendingDns {
-    ts: Timestamp,
-    query: String,
-    qtype: u16,
+/// What a session did with the stream bytes it was offered.
+pub(crate) enum Progress {
+    /// `used` bytes from the front were parsed; the next `skip` bytes to arrive are dropped
+    /// unread (message bodies, frames too large to keep).
+    Used { used: usize, skip: usize },
+    /// The stream cannot be cut any more (a framing error): the rest of this direction is
+    /// ignored.
+    Lost(&'static str),
 }
 
-#[derive(Default)]
+/// Cuts whole frames off the front of `data` with `frame_len` and hands each to `each`. A frame
+/// longer than `max_frame` is skipped unread, as is everything once the framing breaks.
+pub(crate) fn framed(
+    data: &[u8],
+    max_frame: usize,
+    frame_len: impl Fn(&[u8]) -> Result<Option<usize>, &'static str>,
+    mut each: impl FnMut(&[u8]),
+) -> Progress {
+    let mut used = 0;
+    loop {
+        let rest = &data[used..];
+        match frame_len(rest) {
+            Err(reason) => return Progress::Lost(reason),
+            Ok(Some(0)) => return Progress::Lost("empty_frame"),
+            Ok(Some(len)) if len > max_frame => {
+                let here = len.min(rest.len());
+                return Progress::Used {
+                    used: used + here,
+                    skip: len - here,
+                };
+            }
+            Ok(Some(len)) if len <= rest.len() => {
+                each(&rest[..len]);
+                used += len;
+            }
+            Ok(_) => return Progress::Used { used, skip: 0 },
+        }
+    }
+}
+
+/// One flow's parser state, chosen with its protocol.
+enum Session {
+    Dns(dns::Session),
+    Http(http::Session),
+    Smb(smb::Session),
+    Ldap(ldap::Session),
+    Kerberos(kerberos::Session),
+    Rdp(rdp::Session),
+    DceRpc(dcerpc::Session),
+    /// Not a protocol parsed here: its bytes are not kept.
+    Ignored,
+}
+
+impl Session {
+    fn new(protocol: Protocol) -> Session {
+        match protocol {
+            Protocol::Dns => Session::Dns(dns::Session::default()),
+            Protocol::Http => Session::Http(http::Session::default()),
+            Protocol::Smb => Session::Smb(smb::Session::default()),
+            Protocol::Ldap => Session::Ldap(ldap::Session::default()),
+            Protocol::Kerberos => Session::Kerberos(kerberos::Session::default()),
+            Protocol::Rdp => Session::Rdp(rdp::Session::default()),
+            Protocol::DceRpc => Session::DceRpc(dcerpc::Session::default()),
+            Protocol::Ntlm | Protocol::Unknown => Session::Ignored,
+        }
+    }
+
+    fn stream(&mut self, data: &[u8], max_frame: usize, report: &mut Report<'_>) -> Progress {
+        match self {
+            Session::Dns(s) => s.stream(data, report),
+            Session::Http(s) => s.stream(data, report),
+            Session::Smb(s) => s.stream(data, max_frame, report),
+            Session::Ldap(s) => s.stream(data, max_frame, report),
+            Session::Kerberos(s) => s.stream(data, max_frame, report),
+            Session::Rdp(s) => s.stream(data, report),
+            Session::DceRpc(s) => s.stream(data, max_frame, report),
+            Session::Ignored => Progress::Used {
+                used: data.len(),
+                skip: 0,
+            },
+        }
+    }
+
+    fn datagram(&mut self, payload: &[u8], report: &mut Report<'_>) {
+        match self {
+            Session::Dns(s) => s.message(payload, report),
+            Session::Kerberos(s) => s.message(payload, report),
+            _ => {}
+        }
+    }
+
+    fn ended(&mut self, report: &mut Report<'_>) {
+        match self {
+            Session::Dns(s) => s.ended(report),
+            Session::Http(s) => s.ended(report),
+            Session::Smb(s) => s.ended(report),
+            Session::Ldap(s) => s.ended(report),
+            Session::Kerberos(s) => s.ended(report),
+            Session::Rdp(s) => s.ended(report),
+            Session::DceRpc(s) => s.ended(report),
+            Session::Ignored => {}
+        }
+    }
+}
+
 struct FlowState {
-    protocol: Option<Protocol>,
-    dns: HashMap<u16, PendingDns>,
-    http: std::collections::VecDeque<(Timestamp, http::Request)>,
-    /// Body bytes still to skip in each direction.
-    http_body: [usize; 2],
+    protocol: Protocol,
+    session: Session,
+    /// Bytes still to drop unread in each direction (originator first).
+    skip: [usize; 2],
+    /// A direction whose framing broke is no longer parsed.
+    lost: [bool; 2],
 }
 
 pub struct Analyzer {
     streams: StreamTable,
+    /// Largest message kept whole for parsing: what one direction's stream buffer can hold.
+    max_frame: usize,
     flows: HashMap<u64, FlowState>,
-    errors: ErrorCounts,
+    errors: Counts,
+    counts: Counts,
     logs: Option<ProtocolLogs>,
-}
-
-/// The event an analyzer hands up, already bound to a flow.
-fn app_event<'a>(ts: Timestamp, observed: &Observed, kind: EventKind<'a>) -> Event<'a> {
-    Event {
-        ts,
-        flow: observed.flow,
-        proto: observed.transport,
-        src: observed.orig,
-        dst: observed.resp,
-        kind,
-    }
 }
 
 impl Analyzer {
     pub fn new(streams: StreamConfig, logs: Option<ProtocolLogs>) -> Analyzer {
         Analyzer {
+            max_frame: streams.max_direction_bytes,
             streams: StreamTable::new(streams),
             flows: HashMap::new(),
-            errors: ErrorCounts::new(),
+            errors: Counts::new(),
+            counts: Counts::new(),
             logs,
         }
     }
 
-    pub fn errors(&self) -> &ErrorCounts {
+    /// Parse errors by protocol and reason.
+    pub fn errors(&self) -> &Counts {
         &self.errors
+    }
+
+    /// Outcomes worth a summary line, by protocol (e.g. `("smb", "logon_failure")`).
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     pub fn stream_stats(&self) -> crate::stream::StreamStats {
         self.streams.stats()
-    }
-
-    fn error(&mut self, protocol: Protocol, reason: &'static str) {
-        *self.errors.entry((protocol.name(), reason)).or_default() += 1;
     }
 
     /// Takes one packet of a tracked flow.
@@ -105,12 +251,21 @@ impl Analyzer {
         observed: &Observed,
         emit: &mut impl FnMut(&Event<'_>),
     ) {
-        let from_orig = observed.direction == Direction::FromOriginator;
         match packet.transport {
-            Transport::Udp { payload, .. }
-                if !payload.is_empty() && classify_port(observed) == Protocol::Dns =>
-            {
-                self.dns_message(ts, observed, payload, emit);
+            Transport::Udp { payload, .. } if !payload.is_empty() => {
+                let Some(state) = Self::state(&mut self.flows, observed, payload) else {
+                    return;
+                };
+                let mut report = Report::new(
+                    ts,
+                    *observed,
+                    state.protocol,
+                    emit,
+                    self.logs.as_mut(),
+                    &mut self.errors,
+                    &mut self.counts,
+                );
+                state.session.datagram(payload, &mut report);
             }
             Transport::Tcp {
                 flags,
@@ -118,31 +273,123 @@ impl Analyzer {
                 payload,
                 ..
             } => {
-                let state = self.flows.entry(observed.flow).or_default();
-                if state.protocol.is_none() && !payload.is_empty() {
-                    let by_port = classify_port(observed);
-                    state.protocol = Some(if by_port != Protocol::Unknown {
-                        by_port
-                    } else if from_orig && http::looks_like_request(payload) {
-                        Protocol::Http
-                    } else {
-                        Protocol::Unknown
-                    });
-                }
-                let protocol = state.protocol.unwrap_or(Protocol::Unknown);
-                if protocol == Protocol::Unknown && !payload.is_empty() {
+                let syn = flags.has(TcpFlags::SYN);
+                // Scans are mostly SYNs: no state until there is something to parse, except
+                // the initial sequence number of a connection to a port we parse.
+                if payload.is_empty() && !self.flows.contains_key(&observed.flow) {
+                    if syn && Protocol::by_port(observed) != Protocol::Unknown {
+                        let from_orig = observed.direction == Direction::FromOriginator;
+                        self.streams
+                            .segment(observed.flow, from_orig, syn, seq, payload);
+                    }
                     return;
                 }
-                let syn = flags.has(TcpFlags::SYN);
+                let Some(state) = Self::state(&mut self.flows, observed, payload) else {
+                    return;
+                };
+                if state.protocol == Protocol::Unknown {
+                    return;
+                }
+                let protocol = state.protocol;
+                let from_orig = observed.direction == Direction::FromOriginator;
                 if self
                     .streams
                     .segment(observed.flow, from_orig, syn, seq, payload)
                     .is_some()
                 {
-                    self.stream_data(ts, observed, protocol, from_orig, emit);
+                    self.stream_data(ts, observed, protocol, emit);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The flow's state, created on its first payload: `None` when the flow is not worth any.
+    fn state<'f>(
+        flows: &'f mut HashMap<u64, FlowState>,
+        observed: &Observed,
+        payload: &[u8],
+    ) -> Option<&'f mut FlowState> {
+        match flows.entry(observed.flow) {
+            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Vacant(entry) => {
+                let by_port = Protocol::by_port(observed);
+                let protocol = if by_port != Protocol::Unknown {
+                    by_port
+                } else if observed.transport == Proto::Tcp {
+                    // Either direction: a capture that starts mid-connection leaves the flow
+                    // table to guess which side opened it.
+                    Protocol::by_content(payload)
+                } else {
+                    return None;
+                };
+                // Unknown TCP flows keep a marker so later segments are not classified anew.
+                Some(entry.insert(FlowState {
+                    protocol,
+                    session: Session::new(protocol),
+                    skip: [0; 2],
+                    lost: [false; 2],
+                }))
+            }
+        }
+    }
+
+    /// Feeds what the stream has in order to the flow's session.
+    fn stream_data(
+        &mut self,
+        ts: Timestamp,
+        observed: &Observed,
+        protocol: Protocol,
+        emit: &mut impl FnMut(&Event<'_>),
+    ) {
+        let from_orig = observed.direction == Direction::FromOriginator;
+        let side = usize::from(!from_orig);
+        if self.streams.take_desync(observed.flow, from_orig) {
+            *self
+                .errors
+                .entry((protocol.name(), "stream_gap"))
+                .or_default() += 1;
+        }
+        let Some(state) = self.flows.get_mut(&observed.flow) else {
+            return;
+        };
+        let mut report = Report::new(
+            ts,
+            *observed,
+            protocol,
+            emit,
+            self.logs.as_mut(),
+            &mut self.errors,
+            &mut self.counts,
+        );
+        loop {
+            let data = self.streams.data(observed.flow, from_orig);
+            if data.is_empty() {
+                return;
+            }
+            if state.skip[side] > 0 || state.lost[side] {
+                let n = if state.lost[side] {
+                    data.len()
+                } else {
+                    state.skip[side].min(data.len())
+                };
+                state.skip[side] -= n.min(state.skip[side]);
+                self.streams.consume(observed.flow, from_orig, n);
+                continue;
+            }
+            match state.session.stream(data, self.max_frame, &mut report) {
+                Progress::Used { used, skip } => {
+                    self.streams.consume(observed.flow, from_orig, used);
+                    state.skip[side] = skip;
+                    if used == 0 && skip == 0 {
+                        return;
+                    }
+                }
+                Progress::Lost(reason) => {
+                    report.error(reason);
+                    state.lost[side] = true;
+                }
+            }
         }
     }
 
@@ -154,7 +401,7 @@ impl Analyzer {
         emit: &mut impl FnMut(&Event<'_>),
     ) {
         self.streams.remove(event.flow);
-        let Some(state) = self.flows.remove(&event.flow) else {
+        let Some(mut state) = self.flows.remove(&event.flow) else {
             return;
         };
         let observed = Observed {
@@ -164,238 +411,19 @@ impl Analyzer {
             transport: event.proto,
             direction: Direction::FromOriginator,
         };
-        for (id, pending) in state.dns {
-            self.report_dns(pending.ts.min(ts), &observed, id, &pending, None, &[], emit);
-        }
-        for (request_ts, request) in state.http {
-            self.report_http(request_ts, &observed, &request, None, emit);
-        }
-    }
-
-    fn stream_data(
-        &mut self,
-        ts: Timestamp,
-        observed: &Observed,
-        protocol: Protocol,
-        from_orig: bool,
-        emit: &mut impl FnMut(&Event<'_>),
-    ) {
-        if self.streams.take_desync(observed.flow, from_orig) {
-            self.error(protocol, "stream_gap");
-        }
-        match protocol {
-            Protocol::Dns => self.dns_over_tcp(ts, observed, from_orig, emit),
-            Protocol::Http => self.http_stream(ts, observed, from_orig, emit),
-            Protocol::Unknown => {}
-        }
-    }
-
-    fn dns_over_tcp(
-        &mut self,
-        ts: Timestamp,
-        observed: &Observed,
-        from_orig: bool,
-        emit: &mut impl FnMut(&Event<'_>),
-    ) {
-        loop {
-            let data = self.streams.data(observed.flow, from_orig);
-            let Some(len) = data
-                .get(..2)
-                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-            else {
-                return;
-            };
-            let Some(message) = data.get(2..2 + len).map(<[u8]>::to_vec) else {
-                return;
-            };
-            self.streams.consume(observed.flow, from_orig, 2 + len);
-            self.dns_message(ts, observed, &message, emit);
-        }
-    }
-
-    fn dns_message(
-        &mut self,
-        ts: Timestamp,
-        observed: &Observed,
-        payload: &[u8],
-        emit: &mut impl FnMut(&Event<'_>),
-    ) {
-        let parsed = dns::Message::new_checked(payload).and_then(|m| dns::Repr::parse(&m));
-        let repr = match parsed {
-            Ok(Some(repr)) => repr,
-            Ok(None) => return,
-            Err(err) => return self.error(Protocol::Dns, err.name()),
-        };
-        let state = self.flows.entry(observed.flow).or_default();
-        if !repr.response {
-            if state.dns.len() < MAX_PENDING_PER_FLOW {
-                state.dns.insert(
-                    repr.id,
-                    PendingDns {
-                        ts,
-                        query: repr.query,
-                        qtype: repr.qtype,
-                    },
-                );
-            } else {
-                self.error(Protocol::Dns, "too_many_pending");
-            }
-            return;
-        }
-        let pending = state.dns.remove(&repr.id).unwrap_or(PendingDns {
+        let mut report = Report::new(
             ts,
-            query: repr.query.clone(),
-            qtype: repr.qtype,
-        });
-        self.report_dns(
-            pending.ts,
             observed,
-            repr.id,
-            &pending,
-            Some(repr.rcode),
-            &repr.answers,
+            state.protocol,
             emit,
+            self.logs.as_mut(),
+            &mut self.errors,
+            &mut self.counts,
         );
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn report_dns(
-        &mut self,
-        ts: Timestamp,
-        observed: &Observed,
-        id: u16,
-        query: &PendingDns,
-        rcode: Option<u8>,
-        answers: &[String],
-        emit: &mut impl FnMut(&Event<'_>),
-    ) {
-        let event = app_event(
-            ts,
-            observed,
-            EventKind::Dns {
-                query: &query.query,
-                qtype: query.qtype,
-                rcode,
-                answers: answers.iter().map(String::as_str).collect(),
-            },
-        );
-        emit(&event);
-        if let Some(logs) = self.logs.as_mut() {
-            logs.dns(&event, id);
-        }
-    }
-
-    fn http_stream(
-        &mut self,
-        ts: Timestamp,
-        observed: &Observed,
-        from_orig: bool,
-        emit: &mut impl FnMut(&Event<'_>),
-    ) {
-        let side = usize::from(!from_orig);
-        loop {
-            // Skip a body first.
-            let skip = self
-                .flows
-                .get(&observed.flow)
-                .map_or(0, |s| s.http_body[side]);
-            if skip > 0 {
-                let available = self.streams.data(observed.flow, from_orig).len();
-                let n = skip.min(available);
-                self.streams.consume(observed.flow, from_orig, n);
-                if let Some(state) = self.flows.get_mut(&observed.flow) {
-                    state.http_body[side] -= n;
-                }
-                if n < skip {
-                    return;
-                }
-            }
-            let data = self.streams.data(observed.flow, from_orig);
-            if data.is_empty() {
-                return;
-            }
-            if from_orig {
-                match http::parse_request(data, MAX_HTTP_HEAD) {
-                    Ok(http::Parsed::Complete(request, used)) => {
-                        self.streams.consume(observed.flow, from_orig, used);
-                        let state = self.flows.entry(observed.flow).or_default();
-                        state.http_body[side] = request.body_len;
-                        if state.http.len() < MAX_PENDING_PER_FLOW {
-                            state.http.push_back((ts, request));
-                        } else {
-                            self.error(Protocol::Http, "too_many_pending");
-                        }
-                    }
-                    Ok(http::Parsed::Partial) => return,
-                    Err(err) => return self.http_failed(observed, from_orig, err),
-                }
-            } else {
-                match http::parse_response(data, MAX_HTTP_HEAD) {
-                    Ok(http::Parsed::Complete(response, used)) => {
-                        self.streams.consume(observed.flow, from_orig, used);
-                        let state = self.flows.entry(observed.flow).or_default();
-                        // A body of unknown length runs to the end of the connection.
-                        state.http_body[side] = response.body_len.unwrap_or(usize::MAX);
-                        if let Some((request_ts, request)) = state.http.pop_front() {
-                            self.report_http(
-                                request_ts,
-                                observed,
-                                &request,
-                                Some(response.status),
-                                emit,
-                            );
-                        }
-                    }
-                    Ok(http::Parsed::Partial) => return,
-                    Err(err) => return self.http_failed(observed, from_orig, err),
-                }
-            }
-        }
-    }
-
-    fn http_failed(&mut self, observed: &Observed, from_orig: bool, err: http::Error) {
-        self.error(Protocol::Http, err.name());
-        // Drop what cannot be parsed; a later message may still be.
-        let len = self.streams.data(observed.flow, from_orig).len();
-        self.streams.consume(observed.flow, from_orig, len);
-    }
-
-    fn report_http(
-        &mut self,
-        ts: Timestamp,
-        observed: &Observed,
-        request: &http::Request,
-        status: Option<u16>,
-        emit: &mut impl FnMut(&Event<'_>),
-    ) {
-        let event = app_event(
-            ts,
-            observed,
-            EventKind::Http {
-                method: &request.method,
-                uri: &request.uri_decoded,
-                uri_raw: &request.uri,
-                host: request.host.as_deref(),
-                user_agent: request.user_agent.as_deref(),
-                status,
-            },
-        );
-        emit(&event);
-        if let Some(logs) = self.logs.as_mut() {
-            logs.http(&event);
-        }
+        state.session.ended(&mut report);
     }
 
     pub fn flush_logs(&mut self) -> std::io::Result<()> {
         self.logs.as_mut().map_or(Ok(()), ProtocolLogs::flush)
-    }
-}
-
-/// The protocol a flow's responder port says it speaks.
-fn classify_port(observed: &Observed) -> Protocol {
-    match (observed.transport, observed.resp.port) {
-        (Proto::Udp | Proto::Tcp, 53) | (Proto::Udp, 5353) => Protocol::Dns,
-        (Proto::Tcp, 80 | 8000 | 8080) => Protocol::Http,
-        _ => Protocol::Unknown,
     }
 }

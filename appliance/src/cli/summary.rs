@@ -34,6 +34,15 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     if !skipped.is_empty() {
         print_table("frames skipped, by reason", &skipped);
     }
+    let outcomes: Vec<(String, String)> = pipeline
+        .analyzer()
+        .counts()
+        .iter()
+        .map(|((protocol, what), n)| (format!("{protocol}: {what}"), n.to_string()))
+        .collect();
+    if !outcomes.is_empty() {
+        print_table("protocol outcomes", &outcomes);
+    }
     let streams = pipeline.analyzer().stream_stats();
     let mut parsing: Vec<(String, String)> = pipeline
         .analyzer()

@@ -34,7 +34,8 @@ pub struct Request {
     pub uri: String,
     /// Percent-decoded (lossy UTF-8), what the server will act on: `/nice ports,/Trinity.txt.bak`.
     pub uri_decoded: String,
-    pub version: u8,
+    /// `1.1`, `1.0`, or `0.9` for a request line without a version.
+    pub version: &'static str,
     pub host: Option<String>,
     pub user_agent: Option<String>,
     pub authorization: Option<String>,
@@ -88,31 +89,101 @@ fn map_error(err: httparse::Error) -> Error {
 pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Parsed<Request>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buf).map_err(map_error)? {
-        httparse::Status::Partial => {
-            if buf.len() > max_head {
-                Err(Error::HeadTooLarge)
-            } else {
-                Ok(Parsed::Partial)
-            }
-        }
-        httparse::Status::Complete(len) => {
-            let uri = request.path.unwrap_or_default().to_string();
-            let headers = request.headers;
-            Ok(Parsed::Complete(
-                Request {
-                    method: request.method.unwrap_or_default().to_string(),
-                    uri_decoded: percent_decode_str(&uri).decode_utf8_lossy().into_owned(),
-                    uri,
-                    version: request.version.unwrap_or(1),
-                    host: header(headers, "host").map(text),
-                    user_agent: header(headers, "user-agent").map(text),
-                    authorization: header(headers, "authorization").map(text),
-                    body_len: content_length(headers).unwrap_or(0),
+    let status = match request.parse(buf) {
+        Ok(status) => status,
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders),
+        // httparse is strict about the request line; scanners are not.
+        Err(_) => return lenient_request(buf, max_head),
+    };
+    match status {
+        httparse::Status::Partial => partial(buf, max_head),
+        httparse::Status::Complete(len) => Ok(Parsed::Complete(
+            request_from(
+                request.method.unwrap_or_default(),
+                request.path.unwrap_or_default(),
+                if request.version == Some(0) {
+                    "1.0"
+                } else {
+                    "1.1"
                 },
-                len,
-            ))
+                request.headers,
+            ),
+            len,
+        )),
+    }
+}
+
+fn partial<T>(buf: &[u8], max_head: usize) -> Result<Parsed<T>, Error> {
+    if buf.len() > max_head {
+        Err(Error::HeadTooLarge)
+    } else {
+        Ok(Parsed::Partial)
+    }
+}
+
+fn request_from(
+    method: &str,
+    uri: &str,
+    version: &'static str,
+    headers: &[httparse::Header<'_>],
+) -> Request {
+    Request {
+        method: method.to_string(),
+        uri_decoded: percent_decode_str(uri).decode_utf8_lossy().into_owned(),
+        uri: uri.to_string(),
+        version,
+        host: header(headers, "host").map(text),
+        user_agent: header(headers, "user-agent").map(text),
+        authorization: header(headers, "authorization").map(text),
+        body_len: content_length(headers).unwrap_or(0),
+    }
+}
+
+/// RFC 9110 token characters, what a method is made of.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The request lines httparse refuses but servers (and Zeek) read: `GET /HTTP/1.1` is HTTP/0.9
+/// with the URI running to the end of the line, `GET / HTTP/1.` has a broken version, and
+/// `OPTIONS HTTP/1.1` has no URI. Scanners send such lines on purpose, so they are read, not
+/// dropped. The method must still be a token followed by a space.
+fn lenient_request(buf: &[u8], max_head: usize) -> Result<Parsed<Request>, Error> {
+    // Bare `\n` line ends are as common as `\r\n` in hand-made requests.
+    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        return partial(buf, max_head);
+    };
+    let line = buf[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..newline]);
+    let space = line.iter().position(|&b| b == b' ').ok_or(Error::Invalid)?;
+    let (method, rest) = (&line[..space], &line[space + 1..]);
+    if method.is_empty() || !method.iter().copied().all(is_token) {
+        return Err(Error::Invalid);
+    }
+    let rest = rest.trim_ascii_start();
+    let (uri, version): (&[u8], &'static str) = if rest.starts_with(b"HTTP/") {
+        (&[], "1.0")
+    } else {
+        match rest.iter().position(|&b| b == b' ') {
+            Some(at) if rest[at..].trim_ascii() == b"HTTP/1.1" => (&rest[..at], "1.1"),
+            Some(at) => (&rest[..at], "1.0"),
+            None => (rest, "0.9"),
         }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head_rest = &buf[newline + 1..];
+    match httparse::parse_headers(head_rest, &mut headers).map_err(map_error)? {
+        httparse::Status::Partial => partial(buf, max_head),
+        httparse::Status::Complete((used, headers)) => Ok(Parsed::Complete(
+            request_from(
+                std::str::from_utf8(method).map_err(|_| Error::Invalid)?,
+                &String::from_utf8_lossy(uri),
+                version,
+                headers,
+            ),
+            newline + 1 + used,
+        )),
     }
 }
 
@@ -173,7 +244,7 @@ mod tests {
         assert_eq!(request.method, "GET");
         assert_eq!(request.uri, "/nice%20ports%2C/Tri%6Eity.txt%2ebak");
         assert_eq!(request.uri_decoded, "/nice ports,/Trinity.txt.bak");
-        assert_eq!(request.version, 0);
+        assert_eq!(request.version, "1.0");
     }
 
     #[test]
@@ -207,5 +278,44 @@ mod tests {
         };
         assert_eq!(response.status, 404);
         assert_eq!(response.body_len, Some(0));
+    }
+
+    #[test]
+    fn request_lines_httparse_refuses_are_read_as_servers_do() {
+        let read = |wire: &[u8]| match parse_request(wire, 65536) {
+            Ok(Parsed::Complete(request, used)) => {
+                assert_eq!(used, wire.len());
+                Some((request.method, request.uri, request.version, request.host))
+            }
+            _ => None,
+        };
+        let host = Some("www.google.com".to_string());
+        assert_eq!(
+            read(b"GET /HTTP/1.1\r\nHost: www.google.com\r\n\r\n"),
+            Some(("GET".into(), "/HTTP/1.1".into(), "0.9", host.clone()))
+        );
+        assert_eq!(
+            read(b"PUT / HTTP/1.\r\nHost: www.google.com\r\n\r\n"),
+            Some(("PUT".into(), "/".into(), "1.0", host.clone()))
+        );
+        assert_eq!(
+            read(b"OPTIONS HTTP/1.1\r\nHost: www.google.com\r\n\r\n"),
+            Some(("OPTIONS".into(), String::new(), "1.0", host))
+        );
+        for refused in [
+            &b"GET/ HTTP/1.1\r\n\r\n"[..],
+            b"OPTIONS\r\n\r\n",
+            b"\xc3\x83 / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_request(refused, 65536),
+                Err(Error::Invalid),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            parse_request(b"GET /HTTP/1.1\r\nHost: a", 65536),
+            Ok(Parsed::Partial)
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Application protocols, one module each, as zero-copy views over complete messages (the
 //! stream layer below cuts TCP streams into messages).
 
+pub mod dcerpc;
 pub mod dns;
 pub mod http;
 pub mod kerberos;

@@ -12,6 +12,7 @@ mod field {
     // CHALLENGE
     pub const CHALLENGE_TARGET: usize = 12;
     pub const CHALLENGE_FLAGS: usize = 20;
+    pub const CHALLENGE_TARGET_INFO: usize = 40;
     // AUTHENTICATE
     pub const AUTH_NT_RESPONSE: usize = 20;
     pub const AUTH_DOMAIN: usize = 28;
@@ -57,6 +58,7 @@ pub enum Message {
     Challenge {
         flags: u32,
         target: String,
+        server: ServerNames,
     },
     Authenticate {
         flags: u32,
@@ -66,6 +68,44 @@ pub enum Message {
         /// An anonymous (NULL session) login: no user and an empty NT response.
         anonymous: bool,
     },
+}
+
+/// The names a server gives of itself in a CHALLENGE's target info (MS-NLMP §2.2.2.1 AV pairs);
+/// Zeek logs them as `server_*_name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerNames {
+    pub nb_computer: Option<String>,
+    pub nb_domain: Option<String>,
+    pub dns_computer: Option<String>,
+    pub dns_domain: Option<String>,
+    pub dns_tree: Option<String>,
+}
+
+impl ServerNames {
+    /// Reads the AV pairs up to `MsvAvEOL`; a list that runs past its buffer is refused.
+    fn parse(mut info: &[u8]) -> Result<ServerNames, Error> {
+        let mut names = ServerNames::default();
+        while info.len() >= 4 {
+            let id = le16(info, 0)?;
+            let len = usize::from(le16(info, 2)?);
+            let value = info.get(4..4 + len).ok_or(Error::FieldOutOfBounds)?;
+            let slot = match id {
+                0 => break,
+                1 => &mut names.nb_computer,
+                2 => &mut names.nb_domain,
+                3 => &mut names.dns_computer,
+                4 => &mut names.dns_domain,
+                5 => &mut names.dns_tree,
+                _ => {
+                    info = &info[4 + len..];
+                    continue;
+                }
+            };
+            *slot = Some(string(value, true));
+            info = &info[4 + len..];
+        }
+        Ok(names)
+    }
 }
 
 /// Where an NTLMSSP message starts inside a carrier's blob (SPNEGO wraps it in ASN.1; the
@@ -141,9 +181,16 @@ impl Message {
             2 => {
                 let flags = le32(msg, field::CHALLENGE_FLAGS)?;
                 let target = security_buffer(msg, field::CHALLENGE_TARGET)?;
+                // Target info is optional (absent in NTLMv1-era challenges).
+                let server = if msg.len() >= field::CHALLENGE_TARGET_INFO + 8 {
+                    ServerNames::parse(security_buffer(msg, field::CHALLENGE_TARGET_INFO)?)?
+                } else {
+                    ServerNames::default()
+                };
                 Ok(Message::Challenge {
                     flags,
                     target: string(target, flags & NEGOTIATE_UNICODE != 0),
+                    server,
                 })
             }
             3 => {
@@ -212,6 +259,53 @@ mod tests {
                 anonymous: false,
             }
         );
+    }
+
+    #[test]
+    fn challenge_target_info_gives_the_server_names() {
+        let mut info = Vec::new();
+        for (id, value) in [
+            (2u16, "CORP"),
+            (1, "DC01"),
+            (3, "dc01.corp.local"),
+            (7, "x"),
+        ] {
+            let value = utf16(value);
+            info.extend_from_slice(&id.to_le_bytes());
+            info.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            info.extend(value);
+        }
+        info.extend_from_slice(&[0; 4]);
+        let target = utf16("CORP");
+        let mut msg = b"NTLMSSP\0".to_vec();
+        msg.extend_from_slice(&2u32.to_le_bytes());
+        let target_at = 48u32;
+        let info_at = target_at + target.len() as u32;
+        msg.extend_from_slice(&(target.len() as u16).to_le_bytes());
+        msg.extend_from_slice(&(target.len() as u16).to_le_bytes());
+        msg.extend_from_slice(&target_at.to_le_bytes());
+        msg.extend_from_slice(&NEGOTIATE_UNICODE.to_le_bytes());
+        msg.extend_from_slice(&[0; 16]); // challenge + reserved
+        msg.extend_from_slice(&(info.len() as u16).to_le_bytes());
+        msg.extend_from_slice(&(info.len() as u16).to_le_bytes());
+        msg.extend_from_slice(&info_at.to_le_bytes());
+        msg.extend(target);
+        msg.extend(&info);
+        let Ok(Message::Challenge { target, server, .. }) = Message::parse(&msg) else {
+            panic!("a challenge");
+        };
+        assert_eq!(target, "CORP");
+        assert_eq!(server.nb_computer.as_deref(), Some("DC01"));
+        assert_eq!(server.nb_domain.as_deref(), Some("CORP"));
+        assert_eq!(server.dns_computer.as_deref(), Some("dc01.corp.local"));
+        assert_eq!(server.dns_tree, None);
+        // An AV pair claiming more bytes than remain is refused, shorter inputs never panic.
+        let claim = msg.len() - info.len() + 2;
+        msg[claim..claim + 2].copy_from_slice(&500u16.to_le_bytes());
+        assert_eq!(Message::parse(&msg), Err(Error::FieldOutOfBounds));
+        for len in 0..msg.len() {
+            let _ = Message::parse(&msg[..len]);
+        }
     }
 
     #[test]

@@ -156,6 +156,16 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
     Ok(Some(field::NB_END + len))
 }
 
+/// Whether a stream's first bytes are a NetBIOS session message carrying SMB (any version), for
+/// SMB on a port other than 445 and 139.
+pub fn looks_like_smb(start: &[u8]) -> bool {
+    start.first() == Some(&NETBIOS_SESSION_MESSAGE)
+        && matches!(
+            start.get(field::NB_END..field::NB_END + 4),
+            Some(id) if id == PROTOCOL_SMB2 || id == PROTOCOL_SMB1 || id == PROTOCOL_TRANSFORM
+        )
+}
+
 /// A view over one NetBIOS session service frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<T: AsRef<[u8]>> {

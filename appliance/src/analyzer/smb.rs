@@ -1,0 +1,155 @@
+//! SMB sessions: the dialect the server picks, tree connects paired with their responses by
+//! message id, and NTLM logins inside session setups with the status that answers them (every
+//! `STATUS_LOGON_FAILURE` is counted). Encrypted SMB3 is recognised and passed over quietly.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use vigil_plugin_sdk::{AuthResult, EventKind, Timestamp};
+
+use super::ntlm::Exchange;
+use super::{framed, Progress, Report, MAX_PENDING_PER_FLOW};
+use crate::proto::smb2::{self, command, status, Body, HeaderRepr, Repr};
+
+/// SMB1's NEGOTIATE command; a server answering it speaks SMB1.
+const SMB1_NEGOTIATE: u8 = 0x72;
+/// The dialect value events use for SMB1.
+const DIALECT_SMB1: u16 = 0x0001;
+
+#[derive(Default)]
+pub(crate) struct Session {
+    /// Tree connects waiting for their response, by message id.
+    trees: HashMap<u64, (Timestamp, String)>,
+    ntlm: Exchange,
+}
+
+/// The NT status names an analyst looks for; others are shown as hex.
+fn status_name(code: u32) -> String {
+    match code {
+        status::SUCCESS => "STATUS_SUCCESS".into(),
+        status::MORE_PROCESSING_REQUIRED => "STATUS_MORE_PROCESSING_REQUIRED".into(),
+        status::ACCESS_DENIED => "STATUS_ACCESS_DENIED".into(),
+        status::LOGON_FAILURE => "STATUS_LOGON_FAILURE".into(),
+        status::ACCOUNT_RESTRICTION => "STATUS_ACCOUNT_RESTRICTION".into(),
+        status::ACCOUNT_DISABLED => "STATUS_ACCOUNT_DISABLED".into(),
+        status::BAD_NETWORK_NAME => "STATUS_BAD_NETWORK_NAME".into(),
+        status::ACCOUNT_LOCKED_OUT => "STATUS_ACCOUNT_LOCKED_OUT".into(),
+        other => format!("0x{other:08x}"),
+    }
+}
+
+fn auth_result(code: u32) -> AuthResult {
+    if code == status::SUCCESS {
+        AuthResult::Success
+    } else {
+        AuthResult::Failure(code)
+    }
+}
+
+impl Session {
+    pub fn stream(&mut self, data: &[u8], max_frame: usize, report: &mut Report<'_>) -> Progress {
+        let frame_len = |buf: &[u8]| smb2::frame_len(buf).map_err(smb2::Error::name);
+        framed(data, max_frame, frame_len, |bytes| {
+            let frame = match smb2::Frame::new_checked(bytes) {
+                Ok(frame) if frame.is_session_message() => frame,
+                // NetBIOS session requests and keep-alives carry no SMB.
+                Ok(_) => return,
+                Err(err) => return report.error(err.name()),
+            };
+            for message in smb2::messages(frame.payload()) {
+                match message {
+                    Ok(repr) => self.message(repr, report),
+                    Err(err) => report.error(err.name()),
+                }
+            }
+        })
+    }
+
+    fn message(&mut self, repr: Repr, report: &mut Report<'_>) {
+        match repr {
+            Repr::Smb2 { header, body } => self.smb2(header, body, report),
+            Repr::Smb1 {
+                command: SMB1_NEGOTIATE,
+                is_response: true,
+            } => negotiated(DIALECT_SMB1, report),
+            Repr::Encrypted { .. } | Repr::Compressed => report.count("encrypted_message"),
+            Repr::Smb1 { .. } | Repr::Smb1Negotiate { .. } => {}
+        }
+    }
+
+    fn smb2(&mut self, header: HeaderRepr, body: Body, report: &mut Report<'_>) {
+        match body {
+            Body::NegotiateResponse { dialect } => negotiated(dialect, report),
+            Body::SessionSetupRequest { ntlm: Some(token) } => self.ntlm.message(token, report),
+            Body::SessionSetupResponse { ntlm } if header.command == command::SESSION_SETUP => {
+                if header.status == status::MORE_PROCESSING_REQUIRED {
+                    if let Some(challenge) = ntlm {
+                        self.ntlm.message(challenge, report);
+                    }
+                    return;
+                }
+                if header.status == status::LOGON_FAILURE {
+                    report.count("logon_failure");
+                }
+                self.ntlm.result(auth_result(header.status), report);
+            }
+            Body::TreeConnectRequest { path } => {
+                if self.trees.len() < MAX_PENDING_PER_FLOW {
+                    self.trees.insert(header.message_id, (report.ts, path));
+                } else {
+                    report.error("too_many_pending");
+                }
+            }
+            Body::TreeConnectResponse { share_type } => {
+                if let Some((ts, path)) = self.trees.remove(&header.message_id) {
+                    tree(report, ts, &path, share_type, Some(header.status));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn ended(&mut self, report: &mut Report<'_>) {
+        for (_, (ts, path)) in std::mem::take(&mut self.trees) {
+            tree(report, ts, &path, None, None);
+        }
+        self.ntlm.ended(report);
+    }
+}
+
+fn negotiated(dialect: u16, report: &mut Report<'_>) {
+    let ts = report.ts;
+    report.event(ts, EventKind::SmbNegotiate { dialect });
+    report.log("smb", ts, |record| {
+        record.insert("action".into(), json!("negotiate"));
+        record.insert("dialect".into(), json!(format!("0x{dialect:04x}")));
+    });
+}
+
+/// A tree connect and its answer (`status` is `None` when none came).
+fn tree(
+    report: &mut Report<'_>,
+    ts: Timestamp,
+    path: &str,
+    share_type: Option<u8>,
+    code: Option<u32>,
+) {
+    let result = code.map_or(AuthResult::Unknown, auth_result);
+    report.event(
+        ts,
+        EventKind::SmbTree {
+            share: path,
+            result,
+        },
+    );
+    // Zeek's smb_mapping fields, with the status added.
+    report.log("smb", ts, |record| {
+        record.insert("action".into(), json!("tree_connect"));
+        record.insert("path".into(), json!(path));
+        record.insert(
+            "share_type".into(),
+            json!(share_type.map(smb2::share_type_name)),
+        );
+        record.insert("status".into(), json!(code.map(status_name)));
+    });
+}
