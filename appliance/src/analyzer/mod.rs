@@ -427,3 +427,6 @@ impl Analyzer {
         self.logs.as_mut().map_or(Ok(()), ProtocolLogs::flush)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vigil_plugin_sdk::Event;
+use vigil_plugin_sdk::{Event, EventKind};
 
 use super::summary::print_table;
+use crate::analyzer::Analyzer;
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
 use crate::config::Config;
@@ -20,6 +21,7 @@ use crate::host::{Emitted, EventBatch, PluginHost};
 use crate::pipeline::Pipeline;
 use crate::plugin_dir;
 use crate::store::Sink;
+use crate::stream::StreamConfig;
 
 const ATTACK_PCAP: &[u8] = include_bytes!("../../../tests/fixtures/lab/attack.pcap");
 
@@ -69,6 +71,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let runs = args.runs.max(1);
 
     let decode_time = median(runs, || decode_and_flows(&path))?;
+    let parse_time = median(runs, || decode_flows_and_parsers(&path))?;
     let full_time = median(runs, || full_pipeline(&path, &files, &config))?;
     let events = flow_events(&path)?;
     let scan_plugin = files
@@ -82,6 +85,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let rate = |n: usize, t: Duration| n as f64 / t.as_secs_f64();
     let mut rows = vec![
         row("decode + flows", packets, "packets", decode_time, None),
+        row(
+            "decode + flows + all parsers",
+            packets,
+            "packets",
+            parse_time,
+            Some(("decode + flows", decode_time)),
+        ),
         row(
             &format!("full pipeline, {} plugins", files.len()),
             packets,
@@ -169,6 +179,35 @@ fn decode_and_flows(path: &Path) -> anyhow::Result<Duration> {
     while let Next::Packet(packet) = source.next_packet()? {
         if let Ok(decoded) = decode(packet.data) {
             flows.observe(packet.ts, &decoded, &mut |_| events += 1);
+        }
+    }
+    flows.flush(&mut |_| events += 1);
+    std::hint::black_box(events);
+    Ok(start.elapsed())
+}
+
+/// What the analyzer adds: reassembly and every protocol parser, events counted, no plugins.
+fn decode_flows_and_parsers(path: &Path) -> anyhow::Result<Duration> {
+    let mut source = PcapSource::open(path)?;
+    let mut flows = FlowTable::new(FlowConfig::default());
+    let mut analyzer = Analyzer::new(StreamConfig::default(), None);
+    let mut ended = Vec::new();
+    let mut events = 0u64;
+    let start = Instant::now();
+    while let Next::Packet(packet) = source.next_packet()? {
+        if let Ok(decoded) = decode(packet.data) {
+            let observed = flows.observe(packet.ts, &decoded, &mut |event| {
+                events += 1;
+                if matches!(event.kind, EventKind::FlowEnd { .. }) {
+                    ended.push(event);
+                }
+            });
+            if let Some(observed) = observed {
+                analyzer.packet(packet.ts, &decoded, &observed, &mut |_| events += 1);
+            }
+            for end in ended.drain(..) {
+                analyzer.flow_ended(packet.ts, &end, &mut |_| events += 1);
+            }
         }
     }
     flows.flush(&mut |_| events += 1);

@@ -1,0 +1,216 @@
+//! The analyzer on hostile and awkward streams, frame by frame through decode and the flow
+//! table as in the pipeline: what must come out, what must be counted, what must stay bounded.
+
+use vigil_plugin_sdk::{AuthResult, EventKind, Timestamp};
+
+use super::*;
+use crate::decode::decode;
+use crate::decode::tests::frames::{ethernet, ipv4, tcp, udp4};
+use crate::flow::{FlowConfig, FlowTable};
+
+const CLIENT: [u8; 4] = [10, 0, 0, 1];
+const SERVER: [u8; 4] = [10, 0, 0, 2];
+const PSH_ACK: u8 = 0x18;
+const SYN: u8 = 0x02;
+
+struct Harness {
+    flows: FlowTable,
+    analyzer: Analyzer,
+    /// Debug renderings of the application events, in order.
+    events: Vec<String>,
+    now: u64,
+}
+
+impl Harness {
+    fn new(streams: StreamConfig) -> Harness {
+        Harness {
+            flows: FlowTable::new(FlowConfig::default()),
+            analyzer: Analyzer::new(streams, None),
+            events: Vec::new(),
+            now: 1_000_000,
+        }
+    }
+
+    fn frame(&mut self, frame: &[u8]) {
+        self.now += 1000;
+        let ts = Timestamp(self.now);
+        let decoded = decode(frame).expect("test frames decode");
+        let observed = self.flows.observe(ts, &decoded, &mut |_| {});
+        let events = &mut self.events;
+        if let Some(observed) = observed {
+            self.analyzer.packet(ts, &decoded, &observed, &mut |e| {
+                events.push(format!("{:?}", e.kind))
+            });
+        }
+    }
+
+    /// A TCP segment from the client (`to_server`) or the server, on `port`.
+    fn segment(&mut self, port: u16, to_server: bool, flags: u8, seq: u32, payload: &[u8]) {
+        let (src, dst, sport, dport) = if to_server {
+            (CLIENT, SERVER, 40000, port)
+        } else {
+            (SERVER, CLIENT, port, 40000)
+        };
+        self.frame(&ethernet(
+            0x0800,
+            &ipv4(src, dst, 6, &tcp(sport, dport, flags, seq, payload)),
+        ));
+    }
+
+    /// The id of the only flow a test opened.
+    fn only_flow(&self) -> u64 {
+        *self.analyzer.flows.keys().next().expect("one flow")
+    }
+
+    fn error(&self, protocol: &str, reason: &str) -> u64 {
+        self.analyzer
+            .errors()
+            .get(&(protocol, reason))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn out_of_order_and_overlapping_segments_still_give_the_request() {
+    let mut h = Harness::new(StreamConfig::default());
+    let request = b"GET /nice%20ports%2C/Trinity.txt.bak HTTP/1.0\r\nHost: web01\r\n\r\n";
+    h.segment(80, true, SYN, 99, &[]);
+    // Third piece first, then the first, then the second overlapping both neighbours.
+    h.segment(80, true, PSH_ACK, 100 + 40, &request[40..]);
+    h.segment(80, true, PSH_ACK, 100, &request[..20]);
+    h.segment(80, true, PSH_ACK, 100 + 10, &request[10..45]);
+    h.segment(
+        80,
+        false,
+        PSH_ACK,
+        500,
+        b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(h.events.len(), 1, "{:?}", h.events);
+    assert!(
+        h.events[0].contains("uri: \"/nice ports,/Trinity.txt.bak\""),
+        "{:?}",
+        h.events
+    );
+    assert!(h.events[0].contains("status: Some(404)"), "{:?}", h.events);
+    assert!(h.analyzer.stream_stats().overlap_bytes > 0);
+}
+
+#[test]
+fn a_megabyte_of_header_is_refused_once_and_never_buffered_past_the_bounds() {
+    let streams = StreamConfig::default();
+    let bound = streams.max_direction_bytes;
+    let mut h = Harness::new(streams);
+    h.segment(80, true, SYN, 0, &[]);
+    let mut seq = 1u32;
+    h.segment(80, true, PSH_ACK, seq, b"GET / HTTP/1.1\r\nX-Pad: ");
+    seq += 23;
+    let chunk = vec![b'a'; 1400];
+    for _ in 0..(1 << 20) / chunk.len() {
+        h.segment(80, true, PSH_ACK, seq, &chunk);
+        seq = seq.wrapping_add(chunk.len() as u32);
+        let buffered = h.analyzer.streams.data(h.only_flow(), true).len();
+        assert!(buffered <= bound, "{buffered} bytes buffered");
+    }
+    assert_eq!(h.error("http", "head_too_large"), 1);
+    assert!(h.events.is_empty());
+}
+
+/// An SMB2 header (MS-SMB2 §2.2.1.2) for `command`, from the server when `response`.
+fn smb2(command: u16, status: u32, response: bool, message_id: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = b"\xfeSMB".to_vec();
+    m.extend_from_slice(&64u16.to_le_bytes());
+    m.extend_from_slice(&[0; 2]);
+    m.extend_from_slice(&status.to_le_bytes());
+    m.extend_from_slice(&command.to_le_bytes());
+    m.extend_from_slice(&[1, 0]);
+    m.extend_from_slice(&u32::from(response).to_le_bytes());
+    m.extend_from_slice(&0u32.to_le_bytes());
+    m.extend_from_slice(&message_id.to_le_bytes());
+    m.extend_from_slice(&[0; 24]);
+    m.extend_from_slice(body);
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(m.len() as u32).to_be_bytes()[1..]);
+    frame.extend(m);
+    frame
+}
+
+#[test]
+fn an_smb_frame_too_large_to_keep_is_skipped_and_parsing_resumes_after_it() {
+    let mut h = Harness::new(StreamConfig::default());
+    h.segment(445, true, SYN, 0, &[]);
+    h.segment(445, false, SYN | 0x10, 0, &[]);
+    // A 1 MB READ response in 1400-byte segments, then a failed session setup.
+    let big = 1 << 20;
+    let mut seq = 1u32;
+    let mut stream = vec![0, (big >> 16) as u8, (big >> 8) as u8, big as u8];
+    stream.extend(b"\xfeSMB");
+    stream.resize(4 + big, 0);
+    stream.extend(smb2(1, 0xC000_006D, true, 7, &[9, 0, 0, 0, 0, 0, 0, 0, 0]));
+    for piece in stream.chunks(1400) {
+        h.segment(445, false, PSH_ACK, seq, piece);
+        seq = seq.wrapping_add(piece.len() as u32);
+    }
+    assert_eq!(
+        h.analyzer.counts().get(&("smb", "logon_failure")),
+        Some(&1),
+        "{:?} {:?}",
+        h.analyzer.counts(),
+        h.analyzer.errors()
+    );
+    assert!(h.analyzer.errors().is_empty(), "{:?}", h.analyzer.errors());
+}
+
+#[test]
+fn an_ldap_bind_split_across_segments_is_paired_with_its_result() {
+    let mut h = Harness::new(StreamConfig::default());
+    // bindRequest v3, name "cn=alice", simple password "pw"; bindResponse invalidCredentials.
+    let request = b"\x30\x16\x02\x01\x01\x60\x11\x02\x01\x03\x04\x08cn=alice\x80\x02pw";
+    let response = b"\x30\x0c\x02\x01\x01\x61\x07\x0a\x01\x31\x04\x00\x04\x00";
+    h.segment(389, true, SYN, 0, &[]);
+    h.segment(389, true, PSH_ACK, 1, &request[..9]);
+    h.segment(389, true, PSH_ACK, 10, &request[9..]);
+    h.segment(389, false, PSH_ACK, 1, response);
+    let expected = format!(
+        "{:?}",
+        EventKind::LdapBind {
+            name: "cn=alice",
+            mechanism: "simple",
+            result: AuthResult::Failure(49),
+        }
+    );
+    assert_eq!(h.events, vec![expected]);
+}
+
+#[test]
+fn a_dns_compression_loop_is_counted_by_reason() {
+    let mut h = Harness::new(StreamConfig::default());
+    // A response whose question name points at itself.
+    let mut message = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(&[0xc0, 12, 0, 12, 0, 1]);
+    h.frame(&udp4(SERVER, 53, CLIENT, 40000, &message));
+    h.frame(&udp4(CLIENT, 40001, SERVER, 53, &message));
+    let loops: u64 = h
+        .analyzer
+        .errors()
+        .iter()
+        .filter(|((protocol, _), _)| *protocol == "dns")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(loops, 2, "{:?}", h.analyzer.errors());
+    assert!(h.events.is_empty());
+}
+
+#[test]
+fn frames_are_cut_whole_skipped_when_too_large_and_lost_on_bad_framing() {
+    let len2 = |b: &[u8]| Ok(b.first().map(|&n| usize::from(n)));
+    let mut seen = Vec::new();
+    let progress = framed(&[2, 9, 3, 7, 7, 5], 4, len2, |f| seen.push(f.to_vec()));
+    assert_eq!(seen, vec![vec![2, 9], vec![3, 7, 7]]);
+    assert!(matches!(progress, Progress::Used { used: 6, skip: 4 }));
+    let progress = framed(&[0, 1], 4, len2, |_| {});
+    assert!(matches!(progress, Progress::Lost("empty_frame")));
+    let progress = framed(&[1, 2], 4, |_| Err("bad"), |_| {});
+    assert!(matches!(progress, Progress::Lost("bad")));
+}
