@@ -18,6 +18,7 @@ pub mod harness;
 pub mod manifest;
 pub mod model;
 pub mod plugin;
+pub mod profile;
 pub mod scan;
 pub mod time;
 pub mod window;
@@ -27,6 +28,7 @@ pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, T
 pub use manifest::{Manifest, PluginKind, Subscriptions};
 pub use model::Model;
 pub use plugin::{Output, Plugin};
+pub use profile::{Novelty, ProfileConfig, Profiles, RateWindow};
 pub use time::Timestamp;
 
 #[doc(hidden)]
