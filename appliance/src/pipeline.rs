@@ -13,7 +13,7 @@ use crate::analyzer::{Analyzer, ProtocolLogs};
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::{decode, SkipCounts};
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
-use crate::host::{Emitted, EventBatch, PluginHost};
+use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -53,6 +53,7 @@ pub struct Pipeline {
     stats: PipelineStats,
     next_tick: Option<Timestamp>,
     recent: Vec<Emitted>,
+    incidents: std::collections::BTreeMap<u64, EmittedIncident>,
 }
 
 impl Pipeline {
@@ -75,6 +76,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             next_tick: None,
             recent: Vec::new(),
+            incidents: std::collections::BTreeMap::new(),
         }
     }
 
@@ -183,7 +185,7 @@ impl Pipeline {
         }
     }
 
-    /// Hands the waiting events to the plugins and their breaches to the sink.
+    /// Hands the waiting events to the plugins and their breaches and incidents to the sink.
     pub fn dispatch(&mut self) -> io::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
@@ -191,7 +193,8 @@ impl Pipeline {
         self.stats.batches += 1;
         let emitted = self.host.dispatch(&self.batch);
         self.batch.clear();
-        let any = !emitted.is_empty();
+        let incidents = self.host.take_incidents();
+        let any = !emitted.is_empty() || !incidents.is_empty();
         for breach in emitted {
             self.sink.breach(&breach)?;
             *self
@@ -203,11 +206,25 @@ impl Pipeline {
                 self.recent.push(breach);
             }
         }
+        for incident in incidents {
+            self.sink.incident(&incident)?;
+            if self.incidents.len() < RECENT_BREACHES
+                || self.incidents.contains_key(&incident.incident.id)
+            {
+                self.incidents.insert(incident.incident.id, incident);
+            }
+        }
         if any {
             // Alerts reach disk (and whoever tails eve.json) as soon as they are raised.
             self.sink.flush()?;
         }
         Ok(())
+    }
+
+    /// The latest version of each incident written during this run (the first
+    /// [`RECENT_BREACHES`]).
+    pub fn incidents(&self) -> impl Iterator<Item = &EmittedIncident> {
+        self.incidents.values()
     }
 
     /// Runs `source` until it ends or `stop` is set. Live sources (`live`) tick on the wall clock

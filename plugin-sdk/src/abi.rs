@@ -13,6 +13,7 @@
 //! | `vigil_restore` | `(ptr, len) -> i32` | put back a snapshot |
 //!
 //! Imports (module `vigil`): `emit_breach(ptr, len)` (a postcard [`crate::Breach`]),
+//! `emit_incident(ptr, len)` (a postcard [`crate::Incident`], from analyst plugins),
 //! `log(level, ptr, len)` (UTF-8). No WASI, no clock, no I/O: a plugin is a pure function of its
 //! events, which is what makes replay deterministic.
 

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::{Endpoint, Timestamp, Transport};
+use crate::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 /// One named piece of evidence, e.g. `("distinct_ports", "100")`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,34 @@ impl Breach {
             80..=u8::MAX => 1,
             50..=79 => 2,
             _ => 3,
+        }
+    }
+}
+
+impl Breach {
+    /// This breach as an event for the plugins that consume breaches, raised by `plugin` after
+    /// `hop` earlier breaches.
+    pub fn to_event<'a>(&'a self, plugin: &'a str, hop: u8) -> Event<'a> {
+        Event {
+            ts: self.ts,
+            flow: 0,
+            proto: self.proto,
+            src: self.device,
+            dst: self.dest,
+            kind: EventKind::Breach {
+                model: &self.model,
+                plugin,
+                score: self.score,
+                mitre: self.mitre.iter().map(String::as_str).collect(),
+                destinations: self.destinations.clone(),
+                ports: self.ports.clone(),
+                evidence: self
+                    .evidence
+                    .iter()
+                    .map(|e| (e.name.as_str(), e.value.as_str()))
+                    .collect(),
+                hop,
+            },
         }
     }
 }

@@ -134,6 +134,22 @@ pub enum EventKind<'a> {
     },
     /// An RDP connection request.
     Rdp { cookie: &'a str, protocols: u32 },
+    /// Another plugin's breach, for analyst and meta plugins (plugin chaining). `src` is the
+    /// breaching device, `dst` the flow that decided it. `hop` counts how many breaches led to
+    /// this one (0: raised from traffic); the host stops passing breaches on past a small hop
+    /// limit and never hands a plugin its own, so chains cannot loop.
+    Breach {
+        model: &'a str,
+        plugin: &'a str,
+        score: u8,
+        #[serde(borrow)]
+        mitre: alloc::vec::Vec<&'a str>,
+        destinations: alloc::vec::Vec<IpAddr>,
+        ports: alloc::vec::Vec<u16>,
+        #[serde(borrow)]
+        evidence: alloc::vec::Vec<(&'a str, &'a str)>,
+        hop: u8,
+    },
 }
 
 /// Classes a plugin subscribes to; bit positions in [`crate::Subscriptions`].
@@ -149,6 +165,7 @@ pub enum EventClass {
     Ldap = 6,
     Kerberos = 7,
     Rdp = 8,
+    Breach = 9,
 }
 
 impl EventKind<'_> {
@@ -163,6 +180,7 @@ impl EventKind<'_> {
             EventKind::LdapBind { .. } | EventKind::LdapSearch { .. } => EventClass::Ldap,
             EventKind::Kerberos { .. } => EventClass::Kerberos,
             EventKind::Rdp { .. } => EventClass::Rdp,
+            EventKind::Breach { .. } => EventClass::Breach,
         }
     }
 }

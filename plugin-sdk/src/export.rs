@@ -63,6 +63,7 @@ pub mod guest {
     #[link(wasm_import_module = "vigil")]
     extern "C" {
         fn emit_breach(ptr: *const u8, len: usize);
+        fn emit_incident(ptr: *const u8, len: usize);
         fn log(level: i32, ptr: *const u8, len: usize);
     }
 
@@ -190,6 +191,12 @@ pub mod guest {
                 if let Ok(bytes) = postcard::to_allocvec(&breach) {
                     // SAFETY: the pointer and length describe a live, initialised buffer.
                     unsafe { emit_breach(bytes.as_ptr(), bytes.len()) };
+                }
+            }
+            for incident in output.take_incidents() {
+                if let Ok(bytes) = postcard::to_allocvec(&incident) {
+                    // SAFETY: the pointer and length describe a live, initialised buffer.
+                    unsafe { emit_incident(bytes.as_ptr(), bytes.len()) };
                 }
             }
             for (level, message) in output.take_logs() {

@@ -9,12 +9,15 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 
 use crate::plugin::{parse_config, RestoreError};
-use crate::{Breach, Endpoint, Event, EventKind, FlowState, Output, Plugin, Timestamp, Transport};
+use crate::{
+    Breach, Endpoint, Event, EventKind, FlowState, Incident, Output, Plugin, Timestamp, Transport,
+};
 
 pub struct Harness<P: Plugin> {
     plugin: P,
     output: Output,
     breaches: Vec<Breach>,
+    incidents: Vec<Incident>,
 }
 
 impl<P: Plugin> Harness<P> {
@@ -35,6 +38,7 @@ impl<P: Plugin> Harness<P> {
             plugin,
             output: Output::default(),
             breaches: Vec::new(),
+            incidents: Vec::new(),
         }
     }
 
@@ -55,7 +59,17 @@ impl<P: Plugin> Harness<P> {
             })
             .collect();
         self.breaches.extend(raised.iter().cloned());
+        for incident in self.output.take_incidents() {
+            let wire = postcard::to_allocvec(&incident).expect("incidents always encode");
+            self.incidents
+                .push(postcard::from_bytes(&wire).expect("incidents always decode"));
+        }
         raised
+    }
+
+    /// Every incident (and incident update) written so far, in order.
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
     }
 
     /// Feeds events in order; returns every breach raised.

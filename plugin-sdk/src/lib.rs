@@ -15,6 +15,7 @@ pub mod breach;
 pub mod event;
 mod export;
 pub mod harness;
+pub mod incident;
 pub mod manifest;
 pub mod model;
 pub mod plugin;
@@ -25,6 +26,7 @@ pub mod window;
 
 pub use breach::{Breach, Evidence};
 pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, Transport};
+pub use incident::Incident;
 pub use manifest::{Manifest, PluginKind, Subscriptions};
 pub use model::Model;
 pub use plugin::{Output, Plugin};

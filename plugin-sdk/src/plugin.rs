@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Breach, Event, Manifest, PluginKind, Subscriptions};
+use crate::{Breach, Event, Incident, Manifest, PluginKind, Subscriptions};
 
 /// A Vigil plugin. Implement this on a struct and call [`crate::export_plugin!`] on it.
 ///
@@ -66,12 +66,22 @@ pub fn parse_config<P: Plugin>(json: &[u8]) -> Result<P::Config, serde_json::Err
 #[derive(Debug, Default)]
 pub struct Output {
     pub(crate) breaches: Vec<Breach>,
+    pub(crate) incidents: Vec<Incident>,
     pub(crate) logs: Vec<(i32, String)>,
 }
 
 impl Output {
     pub fn breach(&mut self, breach: Breach) {
         self.breaches.push(breach);
+    }
+
+    /// A new incident, or a new version of one (same `id`), from an analyst plugin.
+    pub fn incident(&mut self, incident: Incident) {
+        self.incidents.push(incident);
+    }
+
+    pub fn take_incidents(&mut self) -> Vec<Incident> {
+        core::mem::take(&mut self.incidents)
     }
 
     pub fn log(&mut self, level: i32, message: String) {

@@ -17,7 +17,7 @@ use crate::capture::{Next, Source};
 use crate::config::Config;
 use crate::decode::decode;
 use crate::flow::{FlowConfig, FlowTable};
-use crate::host::{Emitted, EventBatch, PluginHost};
+use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::pipeline::Pipeline;
 use crate::plugin_dir;
 use crate::store::Sink;
@@ -47,6 +47,10 @@ impl Sink for NullSink {
     fn breach(&mut self, _: &Emitted) -> io::Result<()> {
         Ok(())
     }
+    fn incident(&mut self, _: &EmittedIncident) -> io::Result<()> {
+        Ok(())
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

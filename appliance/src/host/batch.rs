@@ -8,12 +8,13 @@ use vigil_plugin_sdk::{Event, EventClass, Subscriptions};
 /// its longest) is under 160 bytes.
 const MAX_EVENT_BYTES: usize = 192;
 
-/// Postcard-encoded events back to back, with each event's class, reused across batches so the
-/// hot path allocates nothing once the buffers have grown.
+/// Postcard-encoded events back to back, with each event's class (and, for a breach passed on,
+/// the index of the plugin that raised it), reused across batches so the hot path allocates
+/// nothing once the buffers have grown.
 #[derive(Debug, Default)]
 pub struct EventBatch {
     bytes: Vec<u8>,
-    entries: Vec<(EventClass, Range<usize>)>,
+    entries: Vec<(EventClass, Option<usize>, Range<usize>)>,
 }
 
 impl EventBatch {
@@ -23,6 +24,12 @@ impl EventBatch {
 
     /// Encodes `event` onto the end of the batch. Allocates only while the buffers grow.
     pub fn push(&mut self, event: &Event) {
+        self.push_from(event, None);
+    }
+
+    /// As [`EventBatch::push`], for an event that plugin number `origin` caused (its breach):
+    /// that plugin is not handed it back.
+    pub fn push_from(&mut self, event: &Event, origin: Option<usize>) {
         let start = self.bytes.len();
         // Encoding into a slice is several times faster than through `io::Write`; every event
         // fits in `MAX_EVENT_BYTES`, and one that somehow did not takes the slow path.
@@ -39,7 +46,8 @@ impl EventBatch {
             }
         };
         if written {
-            self.entries.push((event.class(), start..self.bytes.len()));
+            self.entries
+                .push((event.class(), origin, start..self.bytes.len()));
         } else {
             // Only an event postcard cannot encode gets here (a bug in the SDK's types): it is
             // dropped rather than half-written.
@@ -60,12 +68,18 @@ impl EventBatch {
         self.entries.clear();
     }
 
-    /// Copies the events of the subscribed classes into `out` (cleared first); returns how many.
-    pub fn select(&self, subscriptions: Subscriptions, out: &mut Vec<u8>) -> usize {
+    /// Copies the events of the subscribed classes into `out` (cleared first), except those
+    /// plugin number `reader` caused; returns how many.
+    pub fn select(
+        &self,
+        subscriptions: Subscriptions,
+        reader: Option<usize>,
+        out: &mut Vec<u8>,
+    ) -> usize {
         out.clear();
         let mut count = 0;
-        for (class, range) in &self.entries {
-            if subscriptions.contains(*class) {
+        for (class, origin, range) in &self.entries {
+            if subscriptions.contains(*class) && (origin.is_none() || *origin != reader) {
                 out.extend_from_slice(&self.bytes[range.clone()]);
                 count += 1;
             }
@@ -89,14 +103,52 @@ mod tests {
         batch.push(&flow_start(2.0, Transport::Udp, ip, ip, 53));
         let mut out = Vec::new();
         let flows = Subscriptions::NONE.with(EventClass::Flow);
-        assert_eq!(batch.select(flows, &mut out), 2);
+        assert_eq!(batch.select(flows, None, &mut out), 2);
         let (first, rest): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
         let (second, rest): (Event, &[u8]) = postcard::take_from_bytes(rest).expect("decodes");
         assert!(rest.is_empty());
         assert_eq!(first.proto, Transport::Tcp);
         assert_eq!(second.proto, Transport::Udp);
-        assert_eq!(batch.select(Subscriptions::NONE, &mut out), 0);
+        assert_eq!(batch.select(Subscriptions::NONE, None, &mut out), 0);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_breach_passed_on_never_returns_to_the_plugin_that_raised_it() {
+        use vigil_plugin_sdk::{Breach, Endpoint, Timestamp};
+        let device = Endpoint {
+            ip: std::net::IpAddr::from([10, 0, 0, 9]),
+            port: 0,
+            mac: [0; 6],
+        };
+        let breach = Breach {
+            model: "Device / Network Scan".into(),
+            ts: Timestamp::from_secs(5),
+            device,
+            dest: device,
+            proto: Transport::Tcp,
+            score: 60,
+            mitre: vec!["T1046".into()],
+            destinations: Vec::new(),
+            ports: vec![445],
+            evidence: Vec::new(),
+        };
+        let mut batch = EventBatch::new();
+        batch.push_from(&breach.to_event("network-scan", 0), Some(3));
+        let breaches = Subscriptions::NONE.with(EventClass::Breach);
+        let mut out = Vec::new();
+        assert_eq!(batch.select(breaches, Some(3), &mut out), 0);
+        assert_eq!(batch.select(breaches, Some(4), &mut out), 1);
+        let (event, _): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
+        assert_eq!(event.src, device);
+        assert!(matches!(
+            event.kind,
+            vigil_plugin_sdk::EventKind::Breach {
+                model: "Device / Network Scan",
+                hop: 0,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -129,7 +181,7 @@ mod tests {
         batch.push(&tick(1.0));
         let mut out = Vec::new();
         assert_eq!(
-            batch.select(Subscriptions::NONE.with(EventClass::Flow), &mut out),
+            batch.select(Subscriptions::NONE.with(EventClass::Flow), None, &mut out),
             1
         );
         assert_eq!(out, encoded);

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use vigil_plugin_sdk::abi::{self, Status};
-use vigil_plugin_sdk::{Breach, Manifest};
+use vigil_plugin_sdk::{Breach, Incident, Manifest};
 use wasmtime::{
     Caller, ExternType, InstancePre, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc, ValType, WasmBacktrace,
@@ -107,8 +107,9 @@ pub struct HostState {
     plugin: String,
     /// The guest's exported memory, set once instantiated.
     memory: Option<Memory>,
-    /// Breaches raised during the current call.
+    /// Breaches and incidents raised during the current call.
     breaches: Vec<Breach>,
+    incidents: Vec<Incident>,
     breach_bytes: usize,
     /// Breaches and log lines that could not be read during the current call.
     bad_output: u64,
@@ -120,34 +121,59 @@ pub struct HostState {
 pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(abi::IMPORT_MODULE, "emit_breach", emit_breach)?;
+    linker.func_wrap(abi::IMPORT_MODULE, "emit_incident", emit_incident)?;
     linker.func_wrap(abi::IMPORT_MODULE, "log", log)?;
     Ok(linker)
 }
 
-/// `vigil.emit_breach(ptr, len)`: a postcard `Breach` in guest memory. Decoded straight out of
-/// guest memory; anything unreadable or over the limits is counted in `bad_output` and dropped.
+/// Reads one postcard value a plugin hands over (a breach or an incident) straight out of guest
+/// memory, within the per-call limits; `None` when it is unreadable or over them.
+fn read_output<T: serde::de::DeserializeOwned>(
+    caller: &Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> Option<(T, usize)> {
+    let state = caller.data();
+    let memory = state.memory?;
+    let range = guest_range(ptr, len, MAX_BREACH_BYTES)?;
+    let outputs = state.breaches.len() + state.incidents.len();
+    if outputs >= MAX_BREACHES_PER_CALL
+        || state.breach_bytes + range.len() > MAX_BREACH_BYTES_PER_CALL
+    {
+        return None;
+    }
+    let size = range.len();
+    let bytes = memory.data(caller).get(range)?;
+    postcard::from_bytes::<T>(bytes)
+        .ok()
+        .map(|value| (value, size))
+}
+
+/// `vigil.emit_breach(ptr, len)`: a postcard `Breach` in guest memory. Anything unreadable or
+/// over the limits is counted in `bad_output` and dropped.
 fn emit_breach(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
     let mut caller = caller;
-    let state = caller.data();
-    let decoded = match (state.memory, guest_range(ptr, len, MAX_BREACH_BYTES)) {
-        (Some(memory), Some(range))
-            if state.breaches.len() < MAX_BREACHES_PER_CALL
-                && state.breach_bytes + range.len() <= MAX_BREACH_BYTES_PER_CALL =>
-        {
-            let size = range.len();
-            memory
-                .data(&caller)
-                .get(range)
-                .and_then(|bytes| postcard::from_bytes::<Breach>(bytes).ok())
-                .map(|breach| (breach, size))
-        }
-        _ => None,
-    };
+    let decoded = read_output::<Breach>(&caller, ptr, len);
     let state = caller.data_mut();
     match decoded {
         Some((breach, size)) => {
             state.breach_bytes += size;
             state.breaches.push(breach);
+        }
+        None => state.bad_output += 1,
+    }
+}
+
+/// `vigil.emit_incident(ptr, len)`: a postcard `Incident` from an analyst plugin, under the same
+/// limits as breaches.
+fn emit_incident(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
+    let mut caller = caller;
+    let decoded = read_output::<Incident>(&caller, ptr, len);
+    let state = caller.data_mut();
+    match decoded {
+        Some((incident, size)) => {
+            state.breach_bytes += size;
+            state.incidents.push(incident);
         }
         None => state.bad_output += 1,
     }
@@ -242,6 +268,7 @@ fn new_store(engine: &wasmtime::Engine, sandbox: Sandbox, plugin: &str) -> Store
             plugin: plugin.to_string(),
             memory: None,
             breaches: Vec::new(),
+            incidents: Vec::new(),
             breach_bytes: 0,
             bad_output: 0,
             logs: 0,
@@ -333,6 +360,7 @@ impl Instance {
         self.store.set_epoch_deadline(self.deadline_ticks);
         let state = self.store.data_mut();
         state.breaches.clear();
+        state.incidents.clear();
         state.breach_bytes = 0;
         state.bad_output = 0;
         state.logs = 0;
@@ -385,6 +413,11 @@ impl Instance {
     /// The breaches raised by the last call, leaving the buffer's capacity for the next.
     pub fn drain_breaches(&mut self) -> std::vec::Drain<'_, Breach> {
         self.store.data_mut().breaches.drain(..)
+    }
+
+    /// The incidents written by the last call.
+    pub fn drain_incidents(&mut self) -> std::vec::Drain<'_, Incident> {
+        self.store.data_mut().incidents.drain(..)
     }
 
     pub fn snapshot(&mut self) -> anyhow::Result<Vec<u8>> {

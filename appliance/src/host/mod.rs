@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_plugin_sdk::abi;
-use vigil_plugin_sdk::{Breach, Manifest, PluginKind};
+use vigil_plugin_sdk::{Breach, EventClass, Incident, Manifest, PluginKind};
 use wasmtime::{Engine, ExternType, InstancePre, Linker};
 
 pub use batch::EventBatch;
@@ -116,12 +116,27 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
 }
 
+/// Breaches are passed on to breach-consuming plugins at most this many times: a detector's
+/// breach to a meta model, the meta model's breach to the analyst. Bounds every chain.
+pub const MAX_BREACH_HOPS: u8 = 2;
+
 /// A breach and the plugin that raised it.
 #[derive(Debug, Clone)]
 pub struct Emitted {
     pub plugin: String,
     pub plugin_version: String,
+    pub origin: PluginId,
+    /// How many breaches led to this one (0: raised from traffic).
+    pub hop: u8,
     pub breach: Breach,
+}
+
+/// An incident (or a new version of one) and the analyst plugin that wrote it.
+#[derive(Debug, Clone)]
+pub struct EmittedIncident {
+    pub plugin: String,
+    pub plugin_version: String,
+    pub incident: Incident,
 }
 
 /// Why a module was not loaded. Each names the module's origin (its file path).
@@ -254,6 +269,7 @@ pub struct PluginHost {
     config: HostConfig,
     cache: cache::ModuleCache,
     plugins: Vec<Plugin>,
+    incidents: Vec<EmittedIncident>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -289,6 +305,7 @@ impl PluginHost {
             linker,
             config,
             plugins: Vec::new(),
+            incidents: Vec::new(),
             ticker_stop,
         })
     }
@@ -451,17 +468,45 @@ impl PluginHost {
             .collect()
     }
 
-    /// Hands each running plugin its subscribed share of `batch` (a plugin with no share is not
-    /// called); returns the breaches raised, plugin by plugin in load order. A failing plugin
-    /// loses this batch's breaches and may be quarantined; the others are unaffected.
+    /// Hands a batch to every plugin subscribed to its events, then passes the breaches they
+    /// raised on to the plugins that consume breaches (meta models, the analyst), hop by hop up
+    /// to [`MAX_BREACH_HOPS`]; a plugin never receives its own breaches. Returns every breach
+    /// raised, in order; incidents wait in [`PluginHost::take_incidents`].
     pub fn dispatch(&mut self, batch: &EventBatch) -> Vec<Emitted> {
         let mut emitted = Vec::new();
-        for plugin in &mut self.plugins {
+        self.dispatch_round(batch, 0, &mut emitted);
+        let mut fresh = 0..emitted.len();
+        for hop in 1..=MAX_BREACH_HOPS {
+            let consumers = self
+                .plugins
+                .iter()
+                .any(|p| !p.quarantined && p.manifest.subscriptions.contains(EventClass::Breach));
+            if fresh.is_empty() || !consumers {
+                break;
+            }
+            let mut chained = EventBatch::new();
+            for e in &emitted[fresh.clone()] {
+                chained.push_from(&e.breach.to_event(&e.plugin, e.hop), Some(e.origin.0));
+            }
+            let before = emitted.len();
+            self.dispatch_round(&chained, hop, &mut emitted);
+            fresh = before..emitted.len();
+        }
+        emitted
+    }
+
+    /// The incidents analyst plugins wrote since the last call.
+    pub fn take_incidents(&mut self) -> Vec<EmittedIncident> {
+        std::mem::take(&mut self.incidents)
+    }
+
+    fn dispatch_round(&mut self, batch: &EventBatch, hop: u8, emitted: &mut Vec<Emitted>) {
+        for (index, plugin) in self.plugins.iter_mut().enumerate() {
             if plugin.quarantined {
                 continue;
             }
             let mut events = std::mem::take(&mut plugin.filtered);
-            let count = batch.select(plugin.manifest.subscriptions, &mut events);
+            let count = batch.select(plugin.manifest.subscriptions, Some(index), &mut events);
             if count > 0 {
                 plugin.stats.batches += 1;
                 plugin.stats.events += count as u64;
@@ -475,9 +520,19 @@ impl PluginHost {
                             emitted.extend(instance.drain_breaches().map(|breach| Emitted {
                                 plugin: plugin.manifest.name.clone(),
                                 plugin_version: plugin.manifest.version.clone(),
+                                origin: PluginId(index),
+                                hop,
                                 breach,
                             }));
                             plugin.stats.breaches += (emitted.len() - before) as u64;
+                            self.incidents
+                                .extend(instance.drain_incidents().map(|incident| {
+                                    EmittedIncident {
+                                        plugin: plugin.manifest.name.clone(),
+                                        plugin_version: plugin.manifest.version.clone(),
+                                        incident,
+                                    }
+                                }));
                         }
                     }
                     // A refusal status is reported in `Ok`; an `Err` has already been counted.
@@ -486,7 +541,6 @@ impl PluginHost {
             }
             plugin.filtered = events;
         }
-        emitted
     }
 
     fn plugin_mut(&mut self, id: PluginId) -> anyhow::Result<&mut Plugin> {

@@ -9,13 +9,16 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use vigil_plugin_sdk::{Breach, Timestamp};
 
+use super::incidents::{incident_record, IncidentFile};
 use super::Sink;
-use crate::host::Emitted;
+use crate::host::{Emitted, EmittedIncident};
 
-/// Appends alerts to `DATA_DIR/eve.json`.
+/// Appends alerts (and incident updates, `event_type: "incident"`) to `DATA_DIR/eve.json`, and
+/// keeps `DATA_DIR/incidents.json` current.
 pub struct EveFile {
     path: PathBuf,
     out: BufWriter<File>,
+    incidents: IncidentFile,
 }
 
 impl EveFile {
@@ -26,6 +29,7 @@ impl EveFile {
         Ok(EveFile {
             path,
             out: BufWriter::new(file),
+            incidents: IncidentFile::open(data_dir)?,
         })
     }
 
@@ -41,9 +45,22 @@ impl Sink for EveFile {
         self.out.write_all(b"\n")
     }
 
+    fn incident(&mut self, emitted: &EmittedIncident) -> io::Result<()> {
+        self.incidents.update(emitted);
+        let record = json!({
+            "timestamp": eve_timestamp(emitted.incident.last),
+            "event_type": "incident",
+            "src_ip": emitted.incident.device.to_string(),
+            "incident": incident_record(emitted),
+        });
+        serde_json::to_writer(&mut self.out, &record)?;
+        self.out.write_all(b"\n")
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()
+        self.out.get_ref().sync_data()?;
+        self.incidents.flush()
     }
 }
 

@@ -1,0 +1,51 @@
+//! Incidents: what an analyst plugin makes of a device's breaches. One incident per device and
+//! episode, with the attack phases it covers, a timeline, a score and a written summary. The
+//! host keeps the latest version of each (by `id`) in `DATA_DIR/incidents.json`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::IpAddr;
+use serde::{Deserialize, Serialize};
+
+use crate::{Evidence, Timestamp};
+
+/// One attack phase (an ATT&CK tactic) and the techniques seen in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// e.g. `Discovery`.
+    pub name: String,
+    /// ATT&CK tactic id, e.g. `TA0007`.
+    pub tactic: String,
+    /// Technique ids seen in this phase, sorted.
+    pub techniques: Vec<String>,
+    pub first: Timestamp,
+}
+
+/// One breach on an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub ts: Timestamp,
+    pub model: String,
+    pub score: u8,
+    /// The phase it was put in.
+    pub phase: String,
+    pub destinations: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Stable across updates of the same incident.
+    pub id: u64,
+    pub device: IpAddr,
+    pub first: Timestamp,
+    pub last: Timestamp,
+    /// 0-100.
+    pub score: u8,
+    /// In the order the attack went through them.
+    pub phases: Vec<Phase>,
+    pub timeline: Vec<TimelineEntry>,
+    /// A few plain sentences written from the evidence.
+    pub summary: String,
+}
