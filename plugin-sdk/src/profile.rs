@@ -133,7 +133,7 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
         }
         let learning = now.since(known.first_seen) < config.learning_secs * 1_000_000;
         let mut recent: Vec<(&V, &Sighting)> = known.values.iter().collect();
-        recent.sort_by(|a, b| b.1.last.cmp(&a.1.last));
+        recent.sort_by_key(|(_, sighting)| core::cmp::Reverse(sighting.last));
         let previous: Vec<V> = recent.into_iter().map(|(v, _)| v.clone()).collect();
         if known.values.len() >= config.max_values.max(1) {
             if let Some(oldest) = previous.last().cloned() {

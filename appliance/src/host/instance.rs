@@ -16,8 +16,9 @@ use wasmtime::{
 
 /// The functions a plugin may import from module `vigil`, with their parameter types (none
 /// returns a value).
-pub const IMPORTS: [(&str, &[Num]); 2] = [
+pub const IMPORTS: [(&str, &[Num]); 3] = [
     ("emit_breach", &[Num::I32, Num::I32]),
+    ("emit_incident", &[Num::I32, Num::I32]),
     ("log", &[Num::I32, Num::I32, Num::I32]),
 ];
 
@@ -546,8 +547,8 @@ pub fn unsupported_import(module: &Module) -> Option<(String, String)> {
             None => {
                 return Some((
                     name,
-                    "Vigil provides only vigil.emit_breach and vigil.log to plugins \
-                     (no WASI, no clock, no I/O)"
+                    "Vigil provides only vigil.emit_breach, vigil.emit_incident and vigil.log \
+                     to plugins (no WASI, no clock, no I/O)"
                         .to_string(),
                 ))
             }
