@@ -93,6 +93,48 @@ pub fn committed_labs() -> Vec<String> {
     labs
 }
 
+/// Each step's `(begin, end)` in epoch seconds, from `attack-steps.tsv` (same clock as the pcap).
+pub fn step_windows(lab: &str) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let path = fixture(lab, "attack-steps.tsv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut windows = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (Some(step), Some(edge), Some(t)) = (f.first(), f.get(1), f.get(2)) else {
+            continue;
+        };
+        let Ok(t) = t.parse::<f64>() else { continue };
+        let entry = windows.entry(step.to_string()).or_insert((t, t));
+        match *edge {
+            "begin" => entry.0 = t,
+            _ => entry.1 = t,
+        }
+    }
+    windows
+}
+
+/// Epoch seconds of an EVE timestamp (`2026-11-28T04:42:33.304350+0000`, always UTC here).
+pub fn eve_epoch(ts: &str) -> f64 {
+    let field = |range: std::ops::Range<usize>| -> i64 {
+        ts.get(range)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("EVE timestamp {ts}"))
+    };
+    let (y, m, d) = (field(0..4), field(5..7), field(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs: f64 = ts
+        .get(17..26)
+        .and_then(|s| s.parse().ok())
+        .expect("seconds");
+    (days * 86_400 + field(11..13) * 3600 + field(14..16) * 60) as f64 + secs
+}
+
 pub fn ground_truth(lab: &str) -> Vec<Step> {
     let path = fixture(lab, "ground-truth.tsv");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -126,6 +168,15 @@ mod tests {
         assert_eq!(hosts.len(), 59);
         assert!(!hosts.contains(&IpAddr::from([10, 77, 0, 50])));
         assert_eq!(parse_destinations("10.77.0.10, 10.77.0.20").len(), 2);
+    }
+
+    #[test]
+    fn eve_timestamps_become_epoch_seconds() {
+        assert_eq!(eve_epoch("1970-01-01T00:00:01.500000+0000"), 1.5);
+        assert_eq!(
+            eve_epoch("2026-11-28T04:42:33.000000+0000"),
+            1_795_840_953.0
+        );
     }
 
     #[test]
