@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vigil_plugin_sdk::{Event, EventKind};
+use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 
 use super::summary::print_table;
 use crate::analyzer::Analyzer;
@@ -76,7 +76,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
     let decode_time = median(runs, || decode_and_flows(&path))?;
     let parse_time = median(runs, || decode_flows_and_parsers(&path))?;
-    let full_time = median(runs, || full_pipeline(&path, &files, &config))?;
+    let mut plugin_events = 0;
+    let full_time = median(runs, || {
+        let (time, events) = full_pipeline(&path, &files, &config)?;
+        plugin_events = events;
+        Ok(time)
+    })?;
+    let latencies = breach_latencies(&path, &files, &config)?;
     let events = flow_events(&path)?;
     let scan_plugin = files
         .iter()
@@ -102,6 +108,26 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "packets",
             full_time,
             Some(("decode + flows", decode_time)),
+        ),
+        row(
+            &format!("events into all {} plugins", files.len()),
+            plugin_events as usize,
+            "events",
+            full_time,
+            None,
+        ),
+        (
+            "breach latency (deciding packet -> breach)".into(),
+            match (latencies.get(latencies.len() / 2), latencies.last()) {
+                (Some(median), Some(max)) => format!(
+                    "median {:.2} ms, max {:.2} ms over {} breaches (batches of {})",
+                    median.as_secs_f64() * 1e3,
+                    max.as_secs_f64() * 1e3,
+                    latencies.len(),
+                    config.pipeline.batch_size
+                ),
+                _ => "no breaches".into(),
+            },
         ),
         row(
             "1 plugin, batches of 256",
@@ -219,26 +245,74 @@ fn decode_flows_and_parsers(path: &Path) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn full_pipeline(path: &Path, files: &[PathBuf], config: &Config) -> anyhow::Result<Duration> {
+fn bench_pipeline(files: &[PathBuf], config: &Config) -> anyhow::Result<Pipeline> {
     let data_dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
     let mut host = PluginHost::new(config.host_config(&data_dir))?;
     for file in files {
         let wasm = std::fs::read(file)?;
         host.load(&wasm, &file.display().to_string(), None)?;
     }
-    let mut pipeline = Pipeline::new(
+    Ok(Pipeline::new(
         FlowConfig::default(),
         Default::default(),
         host,
         config.pipeline.batch_size,
         Box::new(NullSink),
         None,
-    );
+    ))
+}
+
+/// The whole pipeline with every plugin: its time, and the events it handed to plugins.
+fn full_pipeline(
+    path: &Path,
+    files: &[PathBuf],
+    config: &Config,
+) -> anyhow::Result<(Duration, u64)> {
+    let mut pipeline = bench_pipeline(files, config)?;
     let mut source = PcapSource::open(path)?;
     let start = Instant::now();
     pipeline.run(&mut source, &AtomicBool::new(false), false, |_| {})?;
     pipeline.finish()?;
-    Ok(start.elapsed())
+    Ok((start.elapsed(), pipeline.stats().events))
+}
+
+/// Breach latency: wall-clock time from handling the packet whose time the breach carries (the
+/// deciding packet) to the breach leaving the plugin host.
+fn breach_latencies(
+    path: &Path,
+    files: &[PathBuf],
+    config: &Config,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut pipeline = bench_pipeline(files, config)?;
+    let mut source = PcapSource::open(path)?;
+    // (packet time, when it was handled), in capture order.
+    let mut handled: Vec<(Timestamp, Instant)> = Vec::new();
+    let mut latencies = Vec::new();
+    let collect = |pipeline: &Pipeline,
+                   handled: &[(Timestamp, Instant)],
+                   from: usize,
+                   into: &mut Vec<Duration>| {
+        let now = Instant::now();
+        for emitted in &pipeline.breaches()[from..] {
+            let at = handled.partition_point(|(ts, _)| *ts <= emitted.breach.ts);
+            if let Some((_, when)) = at.checked_sub(1).and_then(|i| handled.get(i)) {
+                into.push(now - *when);
+            }
+        }
+    };
+    let mut seen = 0;
+    while let Next::Packet(packet) = source.next_packet()? {
+        handled.push((packet.ts, Instant::now()));
+        pipeline.handle(&packet)?;
+        if pipeline.breaches().len() > seen {
+            collect(&pipeline, &handled, seen, &mut latencies);
+            seen = pipeline.breaches().len();
+        }
+    }
+    pipeline.finish()?;
+    collect(&pipeline, &handled, seen, &mut latencies);
+    latencies.sort();
+    Ok(latencies)
 }
 
 fn flow_events(path: &Path) -> anyhow::Result<Vec<Event<'static>>> {
