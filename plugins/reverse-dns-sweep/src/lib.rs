@@ -1,0 +1,507 @@
+//! `Device / Reverse DNS Sweep`: a device asks DNS for the names of many internal addresses (PTR
+//! lookups of `in-addr.arpa` / `ip6.arpa` names) within a few minutes. A client resolves the names
+//! of the handful of peers it deals with; walking an address range through the DNS server maps
+//! which hosts exist and what they are called without sending them a single packet.
+//!
+//! Counted per client device: the distinct internal addresses looked up in a sliding window. The
+//! breach says which range was walked, how much of it resolved, and through which DNS server.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::plugin::RestoreError;
+use vigil_plugin_sdk::scan::{is_internal, is_scannable};
+use vigil_plugin_sdk::window::{FanOut, FanOutConfig};
+use vigil_plugin_sdk::{
+    export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
+    Timestamp,
+};
+
+const MODEL: Model = Model {
+    name: "Device / Reverse DNS Sweep",
+    score: 50,
+    // Remote System Discovery; Gather Victim Network Information: DNS.
+    mitre: &["T1018", "T1590.002"],
+};
+
+/// DNS query type PTR.
+const PTR: u16 = 12;
+const NOERROR: u8 = 0;
+const NXDOMAIN: u8 = 3;
+/// Resolved names shown in the evidence.
+const NAMES_SHOWN: usize = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `threshold`: distinct internal addresses looked up that make a sweep. 32 is a /27 walked
+    /// address by address, far past the handful of peers a client resolves (its servers, a
+    /// printer, the odd `traceroute`), while any tool walking a subnet (`nmap -sL`, `dnsrecon -r`,
+    /// a `dig -x` loop) passes it within seconds.
+    /// `window_secs`: 5 minutes, so a sweep paced at one lookup every few seconds is still seen.
+    /// `rearm_quiet_secs`: a minute without a new address ends the episode; slower sweeps of the
+    /// same range stay one breach.
+    #[serde(flatten)]
+    pub fan_out: FanOutConfig,
+    /// Queries to these ports are multicast name resolution (mDNS service discovery, LLMNR),
+    /// not questions to a DNS server.
+    pub ignored_ports: Vec<u16>,
+    /// Outcomes remembered per device for the evidence; bounds memory during a huge sweep.
+    pub max_lookups_per_device: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fan_out: FanOutConfig {
+                window_secs: 300,
+                threshold: 32,
+                rearm_quiet_secs: 60,
+                max_devices: 4096,
+            },
+            ignored_ports: vec![5353, 5355],
+            max_lookups_per_device: 1024,
+        }
+    }
+}
+
+/// How one reverse lookup went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Lookup {
+    at: Timestamp,
+    server: IpAddr,
+    port: u16,
+    /// `None`: no answer came.
+    rcode: Option<u8>,
+    /// The first name the server gave.
+    name: Option<String>,
+}
+
+/// Everything carried across a restart: a sweep in progress must neither be lost nor fire twice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    /// Per client device, the distinct addresses it looked up.
+    sweeps: FanOut<IpAddr, IpAddr>,
+    /// Per client device, how each of those lookups went.
+    lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+}
+
+pub struct ReverseDnsSweep {
+    config: Config,
+    state: State,
+}
+
+impl Plugin for ReverseDnsSweep {
+    type Config = Config;
+    const NAME: &'static str = "reverse-dns-sweep";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const KIND: PluginKind = PluginKind::Detector;
+    const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
+        .with(EventClass::Dns)
+        .with(EventClass::Tick);
+
+    fn new(config: Config) -> Self {
+        ReverseDnsSweep {
+            config,
+            state: State {
+                sweeps: FanOut::new(),
+                lookups: BTreeMap::new(),
+            },
+        }
+    }
+
+    fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
+        match &event.kind {
+            EventKind::Tick => self.expire(event.ts),
+            EventKind::Dns {
+                query,
+                qtype: PTR,
+                rcode,
+                answers,
+            } => {
+                let asked_a_server = is_scannable(&event.dst.ip)
+                    && !self.config.ignored_ports.contains(&event.dst.port);
+                let Some(address) = reverse_address(query) else {
+                    return;
+                };
+                if !asked_a_server || !is_internal(&address) {
+                    return;
+                }
+                let lookup = Lookup {
+                    at: event.ts,
+                    server: event.dst.ip,
+                    port: event.dst.port,
+                    rcode: *rcode,
+                    name: answers.first().map(|name| name.to_string()),
+                };
+                if let Some(breach) = self.observe(event, address, lookup) {
+                    out.breach(breach);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&self.state).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        self.state = postcard::from_bytes(snapshot)
+            .map_err(|e| RestoreError(format!("reverse-dns-sweep state: {e}")))?;
+        Ok(())
+    }
+}
+
+impl ReverseDnsSweep {
+    fn observe(
+        &mut self,
+        event: &Event<'_>,
+        address: IpAddr,
+        lookup: Lookup,
+    ) -> Option<vigil_plugin_sdk::Breach> {
+        let device = event.src.ip;
+        self.remember(device, address, lookup);
+        let fan_out = &self.config.fan_out;
+        let targets = self
+            .state
+            .sweeps
+            .observe(fan_out, event.ts, device, address)?;
+        let known = self.state.lookups.get(&device);
+        let outcomes: Vec<&Lookup> = targets
+            .iter()
+            .filter_map(|target| known.and_then(|k| k.get(target)))
+            .collect();
+        let count = |wanted: Option<u8>| outcomes.iter().filter(|l| l.rcode == wanted).count();
+        let resolved = count(Some(NOERROR));
+        let nxdomain = count(Some(NXDOMAIN));
+        let names: Vec<String> = targets
+            .iter()
+            .filter_map(|target| {
+                let name = known?.get(target)?.name.as_deref()?;
+                Some(format!("{target} {name}"))
+            })
+            .collect();
+        let mut servers: Vec<IpAddr> = outcomes.iter().map(|l| l.server).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        // Targets come sorted, so the first and last are the ends of the walked range.
+        let lowest = targets.first()?;
+        let highest = targets.last()?;
+        let breach = MODEL
+            .breach(event)
+            .with_evidence("distinct_addresses", targets.len())
+            .with_evidence("range", format!("{lowest} - {highest}"))
+            .with_evidence("lowest_address", lowest)
+            .with_evidence("highest_address", highest)
+            .with_evidence("resolved", resolved)
+            .with_evidence("nxdomain", nxdomain)
+            .with_evidence("other_or_unanswered", outcomes.len() - resolved - nxdomain)
+            .with_evidence("names_found", shown(&names))
+            .with_evidence(
+                "dns_servers",
+                vigil_plugin_sdk::model::summarize(&servers, 4),
+            )
+            .with_evidence("window_secs", fan_out.window_secs)
+            .with_evidence("threshold", fan_out.threshold)
+            .with_destinations(servers)
+            .with_ports(outcomes.iter().map(|l| l.port));
+        // What this episode looked up has been reported; its outcomes need not be kept.
+        if let Some(known) = self.state.lookups.get_mut(&device) {
+            known.retain(|target, _| targets.binary_search(target).is_err());
+        }
+        Some(breach)
+    }
+
+    /// Keeps the latest outcome of `device`'s lookup of `address`, within the per-device bound.
+    fn remember(&mut self, device: IpAddr, address: IpAddr, lookup: Lookup) {
+        let limit = self.config.max_lookups_per_device.max(1);
+        let known = self.state.lookups.entry(device).or_default();
+        if !known.contains_key(&address) && known.len() >= limit {
+            let oldest = known
+                .iter()
+                .min_by_key(|(_, l)| l.at)
+                .map(|(address, _)| *address);
+            if let Some(oldest) = oldest {
+                known.remove(&oldest);
+            }
+        }
+        known.insert(address, lookup);
+    }
+
+    /// Forgets windows and outcomes that fell out of the window.
+    fn expire(&mut self, now: Timestamp) {
+        let fan_out = &self.config.fan_out;
+        self.state.sweeps.expire_all(fan_out, now);
+        let horizon = fan_out.window_secs * 1_000_000;
+        self.state.lookups.retain(|_, known| {
+            known.retain(|_, l| now.since(l.at) < horizon);
+            !known.is_empty()
+        });
+    }
+}
+
+fn shown(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(NAMES_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));
+    }
+    if text.is_empty() {
+        text.push_str("none");
+    }
+    text
+}
+
+/// The address a reverse-lookup name stands for: `4.3.2.1.in-addr.arpa` is 1.2.3.4, and 32
+/// nibble labels before `ip6.arpa` are an IPv6 address. Names of whole networks (fewer labels)
+/// and anything malformed are not addresses.
+fn reverse_address(name: &str) -> Option<IpAddr> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if let Some(labels) = strip_suffix_ignore_case(name, ".in-addr.arpa") {
+        let mut octets = [0u8; 4];
+        let mut labels = labels.split('.');
+        for octet in octets.iter_mut().rev() {
+            let label = labels.next()?;
+            if label.is_empty() || label.len() > 3 || !label.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *octet = label.parse().ok()?;
+        }
+        return match labels.next() {
+            None => Some(IpAddr::V4(Ipv4Addr::from(octets))),
+            Some(_) => None,
+        };
+    }
+    let labels = strip_suffix_ignore_case(name, ".ip6.arpa")?;
+    let mut value: u128 = 0;
+    let mut nibbles = 0u32;
+    for label in labels.split('.') {
+        let [digit] = label.as_bytes() else {
+            return None;
+        };
+        let nibble = char::from(*digit).to_digit(16)?;
+        if nibbles >= 32 {
+            return None;
+        }
+        // The first label is the lowest nibble.
+        value |= u128::from(nibble) << (4 * nibbles);
+        nibbles += 1;
+    }
+    (nibbles == 32).then(|| IpAddr::V6(Ipv6Addr::from(value)))
+}
+
+fn strip_suffix_ignore_case<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
+    let split = name.len().checked_sub(suffix.len())?;
+    let tail = name.get(split..)?;
+    tail.eq_ignore_ascii_case(suffix).then(|| &name[..split])
+}
+
+export_plugin!(ReverseDnsSweep);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_plugin_sdk::harness::{events::*, Harness};
+    use vigil_plugin_sdk::{Breach, Transport};
+
+    const CLIENT: [u8; 4] = [10, 77, 0, 50];
+    const SERVER: [u8; 4] = [10, 77, 0, 10];
+
+    /// A PTR lookup as the DNS analyzer reports it: the query, its rcode and answers.
+    fn ptr<'a>(
+        secs: f64,
+        client: [u8; 4],
+        port: u16,
+        query: &'a str,
+        rcode: Option<u8>,
+        answers: Vec<&'a str>,
+    ) -> Event<'a> {
+        Event {
+            ts: Timestamp((secs * 1e6).round() as u64),
+            flow: 0,
+            proto: Transport::Udp,
+            src: endpoint(IpAddr::from(client), 40000),
+            dst: endpoint(IpAddr::from(SERVER), port),
+            kind: EventKind::Dns {
+                query,
+                qtype: PTR,
+                rcode,
+                answers,
+            },
+        }
+    }
+
+    /// The lab's sweep: `dig -x 10.77.0.1 .. 10.77.0.60`, ~50 ms apart, where .1 and .60 have
+    /// names and the rest are NXDOMAIN.
+    fn lab_sweep(names: &[String], start: f64) -> Vec<Event<'_>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let host = i + 1;
+                let (rcode, answers) = match host {
+                    1 => (NOERROR, vec!["gw01.corp.local"]),
+                    30 => (NOERROR, vec!["web01.corp.local"]),
+                    _ => (NXDOMAIN, vec![]),
+                };
+                ptr(
+                    start + 0.05 * i as f64,
+                    CLIENT,
+                    53,
+                    name,
+                    Some(rcode),
+                    answers,
+                )
+            })
+            .collect()
+    }
+
+    fn names(count: u8) -> Vec<String> {
+        (1..=count)
+            .map(|host| format!("{host}.0.77.10.in-addr.arpa"))
+            .collect()
+    }
+
+    fn evidence<'b>(breach: &'b Breach, name: &str) -> &'b str {
+        breach.evidence(name).unwrap_or("<missing>")
+    }
+
+    #[test]
+    fn sixty_ptr_lookups_of_a_subnet_raise_one_reverse_dns_sweep() {
+        let names = names(60);
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        let breaches = h.feed_all(&lab_sweep(&names, 100.0));
+        assert_eq!(breaches.len(), 1);
+        let b = &breaches[0];
+        assert_eq!(b.model, "Device / Reverse DNS Sweep");
+        assert_eq!(b.device.ip, IpAddr::from(CLIENT));
+        assert_eq!(b.mitre, vec!["T1018".to_string(), "T1590.002".to_string()]);
+        assert_eq!(b.destinations, vec![IpAddr::from(SERVER)]);
+        assert_eq!(b.ports, vec![53]);
+        assert_eq!(evidence(b, "distinct_addresses"), "32");
+        assert_eq!(evidence(b, "range"), "10.77.0.1 - 10.77.0.32");
+        assert_eq!(evidence(b, "resolved"), "2");
+        assert_eq!(evidence(b, "nxdomain"), "30");
+        assert_eq!(evidence(b, "other_or_unanswered"), "0");
+        assert_eq!(
+            evidence(b, "names_found"),
+            "10.77.0.1 gw01.corp.local, 10.77.0.30 web01.corp.local"
+        );
+        assert_eq!(evidence(b, "dns_servers"), "10.77.0.10");
+        // Decided by the 32nd lookup.
+        assert_eq!(b.ts, Timestamp(101_550_000));
+    }
+
+    #[test]
+    fn a_handful_of_lookups_a_day_stays_quiet() {
+        let names = names(60);
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        // A client resolving a few peers, again and again, over hours.
+        let events: Vec<Event<'_>> = (0..500)
+            .map(|i| {
+                let name = &names[i % 5];
+                ptr(
+                    f64::from(i as u32) * 30.0,
+                    CLIENT,
+                    53,
+                    name,
+                    Some(0),
+                    vec![],
+                )
+            })
+            .collect();
+        assert!(h.feed_all(&events).is_empty());
+    }
+
+    #[test]
+    fn mdns_service_discovery_and_public_addresses_do_not_count() {
+        let names = names(60);
+        let public: Vec<String> = (1..=60)
+            .map(|host| format!("{host}.100.51.198.in-addr.arpa"))
+            .collect();
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        let mut events: Vec<Event<'_>> = names
+            .iter()
+            .map(|name| ptr(1.0, CLIENT, 5353, name, None, vec![]))
+            .collect();
+        events.extend(
+            public
+                .iter()
+                .map(|name| ptr(2.0, CLIENT, 53, name, Some(3), vec![])),
+        );
+        events.push(ptr(
+            3.0,
+            CLIENT,
+            5353,
+            "_services._dns-sd._udp.local",
+            None,
+            vec![],
+        ));
+        assert!(h.feed_all(&events).is_empty());
+    }
+
+    #[test]
+    fn a_second_sweep_after_a_quiet_minute_breaches_again() {
+        let first = names(40);
+        let second: Vec<String> = (1..=40)
+            .map(|host| format!("{host}.1.77.10.in-addr.arpa"))
+            .collect();
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        let mut events = lab_sweep(&first, 0.0);
+        events.extend(lab_sweep(&second, 120.0));
+        let breaches = h.feed_all(&events);
+        assert_eq!(breaches.len(), 2);
+        assert_eq!(evidence(&breaches[1], "range"), "10.77.1.1 - 10.77.1.32");
+    }
+
+    #[test]
+    fn a_sweep_cut_by_a_restart_breaches_once() {
+        let names = names(60);
+        let events = lab_sweep(&names, 0.0);
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        assert!(h.feed_all(&events[..20]).is_empty());
+        let mut h = h.restart().expect("state restores");
+        let breaches = h.feed_all(&events[20..]);
+        assert_eq!(breaches.len(), 1);
+        assert_eq!(evidence(&breaches[0], "nxdomain"), "30");
+    }
+
+    #[test]
+    fn threshold_comes_from_config() {
+        let names = names(60);
+        let mut h = Harness::<ReverseDnsSweep>::with_config_json(r#"{"threshold": 100}"#)
+            .expect("valid config");
+        assert!(h.feed_all(&lab_sweep(&names, 0.0)).is_empty());
+    }
+
+    #[test]
+    fn reverse_names_parse_to_addresses() {
+        let v4 = |s: &str| reverse_address(s);
+        assert_eq!(
+            v4("60.0.77.10.in-addr.arpa"),
+            Some(IpAddr::from([10, 77, 0, 60]))
+        );
+        assert_eq!(
+            v4("60.0.77.10.IN-ADDR.ARPA."),
+            Some(IpAddr::from([10, 77, 0, 60]))
+        );
+        assert_eq!(v4("0.77.10.in-addr.arpa"), None, "a network, not a host");
+        assert_eq!(v4("1.60.0.77.10.in-addr.arpa"), None);
+        assert_eq!(v4("256.0.77.10.in-addr.arpa"), None);
+        assert_eq!(v4("+1.0.77.10.in-addr.arpa"), None);
+        assert_eq!(v4("example.com"), None);
+        let ula = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(
+            reverse_address(ula),
+            Some(IpAddr::V6("fd00::1".parse().expect("literal")))
+        );
+        assert_eq!(reverse_address("0.d.f.ip6.arpa"), None);
+        assert_eq!(reverse_address("10.d.f.ip6.arpa"), None);
+    }
+}
