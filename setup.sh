@@ -21,6 +21,12 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup target add wasm32-unknown-unknown x86_64-unknown-linux-musl
 
+echo "==> cargo-fuzz"
+# The fuzz smoke test (tests/tests/fuzz_smoke.rs) runs every target in appliance/fuzz.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
 echo "==> Plugins (wasm32)"
 cargo build --profile plugin --target wasm32-unknown-unknown -p 'vigil-plugin-*'
 

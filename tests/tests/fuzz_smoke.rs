@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use vigil_tests::workspace::{root, target_dir, TempDir};
 
-/// Per target: nine targets then take about a minute and a half in all.
+/// Per target: the ten targets then take about a minute and a half in all.
 const SECONDS_PER_TARGET: u32 = 8;
 
 fn fuzz_dir() -> PathBuf {
@@ -41,6 +41,27 @@ fn text(bytes: &[u8]) -> String {
 fn tail(report: &str, lines: usize) -> String {
     let all: Vec<&str> = report.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A failed run's report from the panic or sanitizer error on (the mutation log before it says
+/// nothing), long lines cut: cargo-fuzz prints the whole input in `Debug` form.
+fn failure(report: &str) -> String {
+    const MAX_LINE: usize = 300;
+    let lines: Vec<&str> = report.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .position(|line| line.contains("panicked at") || line.contains("ERROR: "))
+    else {
+        return tail(report, 80);
+    };
+    lines[start..]
+        .iter()
+        .map(|line| match line.char_indices().nth(MAX_LINE) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// libFuzzer's `-print_final_stats` value for `name`.
@@ -141,7 +162,7 @@ fn every_fuzz_target_survives_a_short_run_on_its_seeds() {
                 "== fuzz target {target} failed ({}); the input is under \
                  appliance/fuzz/artifacts/{target}/:\n{}",
                 out.status,
-                tail(&report, 80)
+                failure(&report)
             ));
         }
     }

@@ -1,0 +1,124 @@
+//! The decode path as the pipeline runs it: Ethernet frames -> `decode` -> the flow table, with
+//! the flow clock ticking on packet time. The input is a small capture: records of
+//! `[time step: u8][frame length: u16 LE][frame]`, the last frame taking what is left.
+
+#![no_main]
+
+use std::collections::HashSet;
+
+use libfuzzer_sys::fuzz_target;
+use vigil::decode::{decode, Decoded, Transport};
+use vigil::flow::{FlowConfig, FlowTable};
+use vigil_plugin_sdk::{Event, EventKind, Timestamp};
+
+/// Two buckets: a handful of distinct flows already forces evictions.
+const CAPACITY: usize = 16;
+const SECOND: u64 = 1_000_000;
+
+/// Mostly small steps forward; two codes jump past every timeout, or back a second (capture
+/// clocks step back, merged captures interleave).
+fn step(now: Timestamp, code: u8) -> Timestamp {
+    match code {
+        0xff => Timestamp(now.0.saturating_sub(SECOND)),
+        0xfe => Timestamp(now.0 + 600 * SECOND),
+        n => Timestamp(now.0 + u64::from(n) * 20_000),
+    }
+}
+
+/// Every flow event the table emits, checked as it arrives: a flow starts once, ends once, and
+/// only after it started.
+#[derive(Default)]
+struct Ledger {
+    open: HashSet<u64>,
+    ended: HashSet<u64>,
+}
+
+impl Ledger {
+    fn record(&mut self, event: &Event<'_>) {
+        match event.kind {
+            EventKind::FlowStart => {
+                assert!(
+                    !self.ended.contains(&event.flow) && self.open.insert(event.flow),
+                    "flow {} started twice",
+                    event.flow
+                );
+            }
+            EventKind::FlowEnd { .. } => {
+                assert!(
+                    self.open.remove(&event.flow),
+                    "flow {} ended while not open",
+                    event.flow
+                );
+                self.ended.insert(event.flow);
+            }
+            _ => panic!("the flow table emitted {:?}", event.kind),
+        }
+    }
+
+    fn started(&self, flow: u64) -> bool {
+        self.open.contains(&flow) || self.ended.contains(&flow)
+    }
+}
+
+/// Every slice in a decoded frame borrows the frame.
+fn within(frame: &[u8], part: &[u8]) -> bool {
+    let span = frame.as_ptr_range();
+    let part = part.as_ptr_range();
+    span.start <= part.start && part.end <= span.end
+}
+
+fn check_decoded(frame: &[u8], decoded: &Decoded<'_>) {
+    match decoded.transport {
+        Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => {
+            assert!(within(frame, payload), "payload outside the frame");
+        }
+        Transport::Icmp { .. } | Transport::Other { .. } => {}
+    }
+    assert!(decoded.vlan.is_none_or(|vlan| vlan < 4096));
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut flows = FlowTable::new(FlowConfig {
+        capacity: CAPACITY,
+        ..FlowConfig::default()
+    });
+    let mut ledger = Ledger::default();
+    let mut now = Timestamp(1_700_000_000 * SECOND);
+    let mut next_tick: Option<Timestamp> = None;
+    let mut rest = data;
+    while let [code, lo, hi, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
+        let (frame, after) = tail.split_at(len);
+        rest = after;
+        now = step(now, *code);
+        // The pipeline's clock: flows expire once per second of packet time.
+        if next_tick.is_none_or(|next| now >= next) {
+            flows.expire(now, &mut |event| ledger.record(&event));
+            next_tick = Some(Timestamp((now.0 / SECOND + 1) * SECOND));
+        }
+        let Ok(decoded) = decode(frame) else {
+            continue;
+        };
+        check_decoded(frame, &decoded);
+        let observed = flows.observe(now, &decoded, &mut |event| ledger.record(&event));
+        if let Some(observed) = observed {
+            assert!(
+                ledger.started(observed.flow),
+                "packet of a flow never started"
+            );
+        }
+        let stats = flows.stats();
+        assert_eq!(stats.active, ledger.open.len() as u64);
+        assert!(stats.active <= flows.capacity() as u64);
+    }
+    flows.flush(&mut |event| ledger.record(&event));
+    assert!(
+        ledger.open.is_empty(),
+        "flush left {} flows open",
+        ledger.open.len()
+    );
+    let stats = flows.stats();
+    assert_eq!(stats.active, 0);
+    assert_eq!(stats.started, stats.ended);
+    assert_eq!(stats.started, ledger.ended.len() as u64);
+});
