@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod account;
 pub mod breach;
 pub mod event;
 mod export;
