@@ -475,6 +475,9 @@ impl PluginHost {
     pub fn dispatch(&mut self, batch: &EventBatch) -> Vec<Emitted> {
         let mut emitted = Vec::new();
         self.dispatch_round(batch, 0, &mut emitted);
+        // Plugins run one after another over the whole batch; putting their breaches back in
+        // packet-time order makes what consumers see independent of plugin and batch order.
+        emitted.sort_by_key(|e| e.breach.ts);
         let mut fresh = 0..emitted.len();
         for hop in 1..=MAX_BREACH_HOPS {
             let consumers = self
@@ -490,6 +493,7 @@ impl PluginHost {
             }
             let before = emitted.len();
             self.dispatch_round(&chained, hop, &mut emitted);
+            emitted[before..].sort_by_key(|e| e.breach.ts);
             fresh = before..emitted.len();
         }
         emitted
