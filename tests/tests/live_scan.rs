@@ -105,6 +105,10 @@ fn live_scan(mode: &str, subnet: u8) {
             &[
                 "-n",
                 "-Pn",
+                // AF_XDP takes the appliance end's ARP too: nmap must use the pinned neighbour
+                // through the kernel instead of resolving it on the wire itself.
+                "--send-ip",
+                "--disable-arp-ping",
                 "-sS",
                 "-T4",
                 "--max-retries",
@@ -124,7 +128,13 @@ fn live_scan(mode: &str, subnet: u8) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let alerts = network_scan_alerts(&eve, &attacker_ip);
-    assert_eq!(alerts.len(), 1, "one scan, one breach: {alerts:#?}");
+    log.extend(lines.try_iter());
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one scan, one breach: {alerts:#?}\neve.json: {}\nvigil: {log:#?}",
+        std::fs::read_to_string(&eve).unwrap_or_default()
+    );
     assert_eq!(alerts[0]["dest_ip"], target.as_str());
     assert_eq!(
         alerts[0]["vigil"]["destinations"],
