@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::DeviceConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
 use crate::stream::StreamConfig;
@@ -33,6 +34,8 @@ pub struct Config {
     pub stream: StreamConfig,
     pub host: HostSettings,
     pub pipeline: PipelineSettings,
+    /// Which addresses are devices, and how many to remember.
+    pub devices: DeviceConfig,
     /// Model config per plugin name.
     pub plugins: BTreeMap<String, toml::Table>,
 }

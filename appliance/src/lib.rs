@@ -5,12 +5,14 @@
 //! targets can build the parsing layers alone.
 
 pub mod analyzer;
+pub mod bundle;
 pub mod capture;
 #[cfg(feature = "plugin-host")]
 pub mod cli;
 #[cfg(feature = "plugin-host")]
 pub mod config;
 pub mod decode;
+pub mod devices;
 pub mod flow;
 #[cfg(feature = "plugin-host")]
 pub mod host;
@@ -19,6 +21,5 @@ pub mod pipeline;
 #[cfg(feature = "plugin-host")]
 pub mod plugin_dir;
 pub mod proto;
-#[cfg(feature = "plugin-host")]
 pub mod store;
 pub mod stream;

@@ -11,12 +11,16 @@ use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 use crate::analyzer::{Analyzer, ProtocolLogs};
 use crate::capture::{CaptureError, Next, Packet, Source};
-use crate::decode::{decode, SkipCounts};
+use crate::decode::{decode, SkipCounts, Transport as Layer4};
+use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
+/// DHCP's ports (RFC 2131): leases and host names for the device table.
+const DHCP_SERVER: u16 = 67;
+const DHCP_CLIENT: u16 = 68;
 /// Ticks (and flow expiry) run once per second of packet time.
 const TICK_MICROS: u64 = 1_000_000;
 /// Breaches kept in memory for the run's summary; all of them go to the sinks regardless.
@@ -47,6 +51,7 @@ pub struct Pipeline {
     /// Flows that ended during the current packet, for the analyzer to close (reused).
     ended: Vec<Event<'static>>,
     host: PluginHost,
+    devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
     sink: Box<dyn Sink>,
@@ -61,6 +66,7 @@ impl Pipeline {
         flow: FlowConfig,
         streams: StreamConfig,
         host: PluginHost,
+        devices: DeviceTable,
         batch_size: usize,
         sink: Box<dyn Sink>,
         logs: Option<ProtocolLogs>,
@@ -70,6 +76,7 @@ impl Pipeline {
             analyzer: Analyzer::new(streams, logs),
             ended: Vec::new(),
             host,
+            devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
             sink,
@@ -100,6 +107,10 @@ impl Pipeline {
         &mut self.host
     }
 
+    pub fn devices(&self) -> &DeviceTable {
+        &self.devices
+    }
+
     /// Breaches raised so far (the most recent [`RECENT_BREACHES`]).
     pub fn breaches(&self) -> &[Emitted] {
         &self.recent
@@ -115,11 +126,21 @@ impl Pipeline {
         match decode(packet.data) {
             Ok(decoded) => {
                 self.stats.decoded += 1;
+                if let Layer4::Udp {
+                    src_port: DHCP_SERVER | DHCP_CLIENT,
+                    dst_port: DHCP_SERVER | DHCP_CLIENT,
+                    payload,
+                } = decoded.transport
+                {
+                    self.devices.dhcp(packet.ts, payload);
+                }
                 let batch = &mut self.batch;
                 let events = &mut self.stats.events;
                 let ended = &mut self.ended;
+                let devices = &mut self.devices;
                 let observed = self.flows.observe(packet.ts, &decoded, &mut |event| {
                     *events += 1;
+                    devices.observe(&event);
                     batch.push(&event);
                     if matches!(event.kind, EventKind::FlowEnd { .. }) {
                         ended.push(event);
@@ -129,6 +150,7 @@ impl Pipeline {
                     self.analyzer
                         .packet(packet.ts, &decoded, &observed, &mut |event| {
                             *events += 1;
+                            devices.observe(event);
                             batch.push(event);
                         });
                 }
@@ -161,8 +183,10 @@ impl Pipeline {
         let batch = &mut self.batch;
         let events = &mut self.stats.events;
         let ended = &mut self.ended;
+        let devices = &mut self.devices;
         self.flows.expire(now, &mut |event| {
             *events += 1;
+            devices.observe(&event);
             batch.push(&event);
             ended.push(event);
         });
@@ -177,9 +201,11 @@ impl Pipeline {
     fn close_ended(&mut self, now: Timestamp) {
         let batch = &mut self.batch;
         let events = &mut self.stats.events;
+        let devices = &mut self.devices;
         for end in self.ended.drain(..) {
             self.analyzer.flow_ended(now, &end, &mut |event| {
                 *events += 1;
+                devices.observe(event);
                 batch.push(event);
             });
         }
@@ -196,7 +222,8 @@ impl Pipeline {
         let incidents = self.host.take_incidents();
         let any = !emitted.is_empty() || !incidents.is_empty();
         for breach in emitted {
-            self.sink.breach(&breach)?;
+            let device = self.devices.device_of(breach.breach.device.ip);
+            self.sink.breach(&breach, device)?;
             *self
                 .stats
                 .breaches_by_model
@@ -207,7 +234,8 @@ impl Pipeline {
             }
         }
         for incident in incidents {
-            self.sink.incident(&incident)?;
+            let device = self.devices.device_of(incident.incident.device);
+            self.sink.incident(&incident, device)?;
             if self.incidents.len() < RECENT_BREACHES
                 || self.incidents.contains_key(&incident.incident.id)
             {
@@ -265,8 +293,10 @@ impl Pipeline {
         let batch = &mut self.batch;
         let events = &mut self.stats.events;
         let ended = &mut self.ended;
+        let devices = &mut self.devices;
         self.flows.flush(&mut |event| {
             *events += 1;
+            devices.observe(&event);
             batch.push(&event);
             ended.push(event);
         });

@@ -13,6 +13,7 @@ extern crate alloc;
 pub mod abi;
 pub mod account;
 pub mod breach;
+pub mod dns;
 pub mod event;
 mod export;
 pub mod harness;

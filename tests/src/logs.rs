@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::workspace::{plugin_dir, vigil_bin, TempDir};
+use crate::workspace::{replay_with, TempDir};
 
 /// A replay with `--protocol-logs`: the data dir and what the run printed.
 pub struct Replay {
@@ -18,14 +18,7 @@ pub struct Replay {
 impl Replay {
     pub fn run(pcap: &Path) -> Replay {
         let data = TempDir::new("protologs");
-        let out = Command::new(vigil_bin())
-            .args(["replay", "--protocol-logs", "--data-dir"])
-            .arg(data.path())
-            .arg("--plugins")
-            .arg(plugin_dir())
-            .arg(pcap)
-            .output()
-            .expect("vigil runs");
+        let out = replay_with(data.path(), &["--protocol-logs"], &[pcap]);
         assert!(
             out.status.success(),
             "vigil replay {}: {}",

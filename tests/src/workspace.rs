@@ -1,8 +1,10 @@
 //! Finding what the set-up step built: the `vigil` binary and the compiled plugins.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use serde_json::Value;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -88,4 +90,44 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `vigil replay` of `pcaps`, in order as one capture, into `data_dir` with the built plugins:
+/// what it printed and how it exited, whatever the outcome.
+pub fn replay(data_dir: &Path, pcaps: &[&Path]) -> Output {
+    replay_with(data_dir, &[], pcaps)
+}
+
+/// [`replay`] with extra `vigil replay` options.
+pub fn replay_with(data_dir: &Path, options: &[&str], pcaps: &[&Path]) -> Output {
+    Command::new(vigil_bin())
+        .arg("replay")
+        .args(options)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--plugins")
+        .arg(plugin_dir())
+        .args(pcaps)
+        .output()
+        .expect("vigil runs")
+}
+
+/// [`replay`] that must succeed.
+pub fn replay_ok(data_dir: &Path, pcaps: &[&Path]) -> Output {
+    let out = replay(data_dir, pcaps);
+    assert!(
+        out.status.success(),
+        "vigil replay {pcaps:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every record of `DATA_DIR/eve.json` (none when it was never written).
+pub fn eve_records(data_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(data_dir.join("eve.json"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every eve.json line is JSON"))
+        .collect()
 }

@@ -2,21 +2,13 @@
 //! every good packet before the damage is still processed.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use vigil_tests::lab::fixture;
-use vigil_tests::workspace::{plugin_dir, vigil_bin, TempDir};
+use vigil_tests::workspace::{self, TempDir};
 
 fn replay(data_dir: &Path, pcap: &Path) -> Output {
-    Command::new(vigil_bin())
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--plugins")
-        .arg(plugin_dir())
-        .arg(pcap)
-        .output()
-        .expect("vigil runs")
+    workspace::replay(data_dir, &[pcap])
 }
 
 fn text(bytes: &[u8]) -> String {

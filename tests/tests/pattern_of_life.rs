@@ -9,39 +9,14 @@ use std::process::Command;
 
 use serde_json::Value;
 use vigil_tests::lab::{committed_labs, eve_epoch, fixture, ground_truth, step_windows};
-use vigil_tests::workspace::{plugin_dir, vigil_bin, TempDir};
+use vigil_tests::workspace::{eve_records, replay_ok, TempDir};
 
 /// Models decide on the packet that completes the pattern (or on the connection's end), so a
 /// breach falls inside its step; this allows for the lab's "about ±1 s" step offsets.
 const SLACK_S: f64 = 2.0;
 
-fn replay(data_dir: &Path, pcaps: &[&Path]) {
-    let out = Command::new(vigil_bin())
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--plugins")
-        .arg(plugin_dir())
-        .args(pcaps)
-        .output()
-        .expect("vigil runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn eve(data_dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(data_dir.join("eve.json"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
-
 fn alerts(data_dir: &Path) -> Vec<Value> {
-    eve(data_dir)
+    eve_records(data_dir)
         .into_iter()
         .filter(|r| r["event_type"] == "alert")
         .collect()
@@ -66,7 +41,7 @@ fn breach_set(data_dir: &Path) -> BTreeSet<(String, String, i64)> {
 fn after_the_baseline_every_ground_truth_model_fires_in_its_step_and_one_incident_holds_them() {
     for lab in committed_labs() {
         let data = TempDir::new("pol");
-        replay(
+        replay_ok(
             data.path(),
             &[
                 &fixture(&lab, "baseline.pcap"),
@@ -150,7 +125,7 @@ fn after_the_baseline_every_ground_truth_model_fires_in_its_step_and_one_inciden
 fn benign_traffic_and_another_normal_day_raise_nothing_after_the_baseline() {
     for lab in committed_labs() {
         let data = TempDir::new("pol-benign");
-        replay(
+        replay_ok(
             data.path(),
             &[
                 &fixture(&lab, "baseline.pcap"),
@@ -168,7 +143,7 @@ fn benign_traffic_and_another_normal_day_raise_nothing_after_the_baseline() {
             .status()
             .expect("editcap runs (./setup.sh installs tshark's tools)");
         assert!(status.success());
-        replay(data.path(), &[&later]);
+        replay_ok(data.path(), &[&later]);
         assert_eq!(alerts(data.path()), Vec::<Value>::new(), "{lab}: next week");
     }
 }
@@ -179,10 +154,10 @@ fn a_restart_between_baseline_and_attack_gives_the_same_breaches() {
         let baseline = fixture(&lab, "baseline.pcap");
         let attack = fixture(&lab, "attack.pcap");
         let once = TempDir::new("pol-once");
-        replay(once.path(), &[&baseline, &attack]);
+        replay_ok(once.path(), &[&baseline, &attack]);
         let twice = TempDir::new("pol-twice");
-        replay(twice.path(), &[&baseline]);
-        replay(twice.path(), &[&attack]);
+        replay_ok(twice.path(), &[&baseline]);
+        replay_ok(twice.path(), &[&attack]);
         assert_eq!(
             breach_set(twice.path()),
             breach_set(once.path()),
@@ -221,10 +196,10 @@ fn a_restart_in_the_middle_of_the_attack_gives_the_same_breaches() {
             assert!(status.success());
         }
         let once = TempDir::new("pol-whole");
-        replay(once.path(), &[&baseline, &attack]);
+        replay_ok(once.path(), &[&baseline, &attack]);
         let split = TempDir::new("pol-split");
-        replay(split.path(), &[&baseline, &first]);
-        replay(split.path(), &[&second]);
+        replay_ok(split.path(), &[&baseline, &first]);
+        replay_ok(split.path(), &[&second]);
         assert_eq!(
             breach_set(split.path()),
             breach_set(once.path()),
@@ -237,7 +212,7 @@ fn a_restart_in_the_middle_of_the_attack_gives_the_same_breaches() {
 fn without_the_baseline_no_hostname_change_is_claimed() {
     for lab in committed_labs() {
         let data = TempDir::new("pol-cold");
-        replay(data.path(), &[&fixture(&lab, "attack.pcap")]);
+        replay_ok(data.path(), &[&fixture(&lab, "attack.pcap")]);
         let claimed: Vec<Value> = alerts(data.path())
             .into_iter()
             .filter(|a| a["alert"]["signature"] == "Device / Unusual NTLM Hostname")

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use vigil_tests::lab::{committed_labs, fixture, ground_truth};
-use vigil_tests::workspace::{plugin_dir, vigil_bin, TempDir};
+use vigil_tests::workspace::{eve_records, replay, TempDir};
 
 /// The models this plugins provide; the rest of the ground truth belongs to later work.
 const SCAN_MODELS: [&str; 5] = [
@@ -22,26 +22,6 @@ const SCAN_MODELS: [&str; 5] = [
 /// A scan model decides on the packet that crosses its threshold, so it must fire before the
 /// step is over; this allows for the lab's "about ±1 s" offsets.
 const SLACK_S: f64 = 1.0;
-
-fn replay(data_dir: &Path, pcaps: &[&Path]) -> Output {
-    let output = Command::new(vigil_bin())
-        .arg("replay")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--plugins")
-        .arg(plugin_dir())
-        .args(pcaps)
-        .output()
-        .expect("vigil runs");
-    output
-}
-
-fn alerts(data_dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(data_dir.join("eve.json")).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every eve.json line is JSON"))
-        .collect()
-}
 
 fn first_packet_secs(pcap: &Path) -> f64 {
     let bytes = std::fs::read(pcap).expect("pcap");
@@ -88,7 +68,7 @@ fn check_lab(lab: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let alerts = alerts(data.path());
+    let alerts = eve_records(data.path());
     let start = first_packet_secs(&attack) % 86_400.0;
     let mut raised: BTreeSet<String> = BTreeSet::new();
     for step in ground_truth(lab) {
@@ -191,7 +171,7 @@ fn benign_noise_raises_nothing() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(alerts(data.path()), Vec::<Value>::new(), "{lab}");
+        assert_eq!(eve_records(data.path()), Vec::<Value>::new(), "{lab}");
     }
 }
 
@@ -205,6 +185,6 @@ fn baseline_week_raises_nothing() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(alerts(data.path()), Vec::<Value>::new(), "{lab}");
+        assert_eq!(eve_records(data.path()), Vec::<Value>::new(), "{lab}");
     }
 }

@@ -16,6 +16,7 @@ use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
 use crate::config::Config;
 use crate::decode::decode;
+use crate::devices::{Device, DeviceTable};
 use crate::flow::{FlowConfig, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::pipeline::Pipeline;
@@ -44,10 +45,10 @@ pub struct BenchArgs {
 struct NullSink;
 
 impl Sink for NullSink {
-    fn breach(&mut self, _: &Emitted) -> io::Result<()> {
+    fn breach(&mut self, _: &Emitted, _: Option<&Device>) -> io::Result<()> {
         Ok(())
     }
-    fn incident(&mut self, _: &EmittedIncident) -> io::Result<()> {
+    fn incident(&mut self, _: &EmittedIncident, _: Option<&Device>) -> io::Result<()> {
         Ok(())
     }
 
@@ -256,6 +257,7 @@ fn bench_pipeline(files: &[PathBuf], config: &Config) -> anyhow::Result<Pipeline
         FlowConfig::default(),
         Default::default(),
         host,
+        DeviceTable::new(config.devices.clone()).map_err(anyhow::Error::msg)?,
         config.pipeline.batch_size,
         Box::new(NullSink),
         None,

@@ -5,12 +5,13 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use super::save_learned;
 use super::{open_pipeline, summary};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
 use crate::config::Config;
+use crate::devices::Device;
 use crate::host::{Emitted, EmittedIncident};
-use crate::plugin_dir::save_state;
 use vigil_plugin_sdk::model::summarize;
 use vigil_plugin_sdk::Timestamp;
 
@@ -40,7 +41,7 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: Option<PathBuf>) -> anyhow::Resu
     let start = first_packet_time(ATTACK_PCAP)?;
     pipeline.run(&mut attack, &stop, false, |_| {})?;
     pipeline.finish()?;
-    save_state(pipeline.host_mut(), &data_dir)?;
+    save_learned(&mut pipeline, &data_dir)?;
     println!();
     println!("Breaches while learning the normal week: {learned}");
     println!("Model breaches during the attack, in packet time from its first packet:");
@@ -50,7 +51,8 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: Option<PathBuf>) -> anyhow::Resu
         println!("  {}", describe(emitted, start));
     }
     for incident in pipeline.incidents() {
-        print_incident(incident, start);
+        let device = pipeline.devices().device_of(incident.incident.device);
+        print_incident(incident, device, start);
     }
     summary::print(&pipeline, &loaded, &[]);
     println!(
@@ -92,7 +94,7 @@ fn first_packet_time(pcap: &'static [u8]) -> anyhow::Result<Timestamp> {
 }
 
 /// The incident as an analyst reads it: phases, timeline, summary.
-fn print_incident(emitted: &EmittedIncident, start: Timestamp) {
+fn print_incident(emitted: &EmittedIncident, device: Option<&Device>, start: Timestamp) {
     let i = &emitted.incident;
     let offset = |ts: Timestamp| ts.since(start) as f64 / 1e6;
     println!();
@@ -105,6 +107,19 @@ fn print_incident(emitted: &EmittedIncident, start: Timestamp) {
         offset(i.first),
         offset(i.last)
     );
+    if let Some(device) = device {
+        println!(
+            "  Device {}: host names {} (newest first), MACs {}",
+            device.id,
+            device.names().join(", "),
+            device
+                .macs
+                .iter()
+                .map(|m| m.value.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!("  Phases:");
     for phase in &i.phases {
         println!(

@@ -1,10 +1,13 @@
 //! The `vigil` command line.
 
 mod bench;
+mod bundle;
 mod demo;
+mod key;
 mod replay;
 mod run;
 mod summary;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +20,7 @@ use crate::config::Config;
 use crate::host::PluginHost;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::{self, Loaded};
-use crate::store::eve::EveFile;
+use crate::store::{self, eve::EveFile};
 
 #[derive(Parser)]
 #[command(name = "vigil", version, about = "Vigil network detection appliance")]
@@ -79,6 +82,15 @@ enum Command {
     },
     /// Measure throughput and print a table.
     Bench(bench::BenchArgs),
+    /// Generate signing keys (for bundles and delegations).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Build, sign, verify and inspect signed plugin bundles.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Root keys and the delegation of plugin-signing keys.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -98,6 +110,9 @@ pub fn main() -> ExitCode {
         } => run::run(&common, &iface, queue, mode),
         Command::Demo { data_dir, plugins } => demo::demo(data_dir, plugins),
         Command::Bench(args) => bench::bench(&args),
+        Command::Key(command) => key::run(command),
+        Command::Bundle(command) => bundle::run(command),
+        Command::Trust(command) => trust::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,10 +172,13 @@ pub(crate) fn open_pipeline(
     } else {
         None
     };
+    let devices = store::devices::load(data_dir, &config.devices)
+        .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
     let pipeline = Pipeline::new(
         config.flow.clone(),
         config.stream.clone(),
         host,
+        devices,
         config.pipeline.batch_size,
         Box::new(sink),
         logs,
@@ -174,4 +192,16 @@ impl Common {
         let plugin_dir = self.plugins.clone().unwrap_or_else(|| config.plugin_dir());
         Ok((config, plugin_dir))
     }
+}
+
+/// Keeps what the run learned: every plugin's state and the device table.
+pub(crate) fn save_learned(pipeline: &mut Pipeline, data_dir: &Path) -> anyhow::Result<()> {
+    plugin_dir::save_state(pipeline.host_mut(), data_dir)?;
+    let now = pipeline.stats().last_packet.unwrap_or_default();
+    store::devices::save(data_dir, pipeline.devices(), now).with_context(|| {
+        format!(
+            "saving {}",
+            store::devices::devices_path(data_dir).display()
+        )
+    })
 }

@@ -5,10 +5,10 @@ use std::sync::atomic::AtomicBool;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::save_learned;
 use super::{open_pipeline, summary, Common};
 use crate::capture::pcap::PcapSource;
 use crate::pipeline::Pipeline;
-use crate::plugin_dir::save_state;
 
 pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow::Result<()> {
     let (config, plugin_dir) = common.load()?;
@@ -16,7 +16,7 @@ pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow
         open_pipeline(&config, &common.data_dir, &plugin_dir, protocol_logs)?;
     let failures = replay_files(&mut pipeline, pcaps);
     pipeline.finish()?;
-    save_state(pipeline.host_mut(), &common.data_dir)?;
+    save_learned(&mut pipeline, &common.data_dir)?;
     summary::print(&pipeline, &loaded, &failures);
     println!("alerts: {}", common.data_dir.join("eve.json").display());
     // Everything readable was processed and saved; still fail so a script notices the damage.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::save_learned;
 use super::{open_pipeline, summary, Common};
 use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource};
-use crate::plugin_dir::save_state;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ModeArg {
@@ -48,7 +48,7 @@ pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::R
     let result = pipeline.run(&mut source, &stop, true, |_| {});
     // Whatever stopped us, keep what was learned and raised.
     pipeline.finish()?;
-    save_state(pipeline.host_mut(), &common.data_dir)?;
+    save_learned(&mut pipeline, &common.data_dir)?;
     tracing::info!("stopped; ring statistics: {:?}", source.stats());
     summary::print(&pipeline, &loaded, &[]);
     result.map_err(Into::into)

@@ -6,7 +6,7 @@ use crate::plugin_dir::Loaded;
 pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     let stats = pipeline.stats();
     let flows = pipeline.flow_stats();
-    let rows: Vec<(String, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         ("packets".into(), stats.packets.to_string()),
         ("bytes".into(), stats.bytes.to_string()),
         ("decoded".into(), stats.decoded.to_string()),
@@ -15,7 +15,21 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         ("flows evicted".into(), flows.evicted.to_string()),
         ("events".into(), stats.events.to_string()),
         ("breaches".into(), stats.breaches().to_string()),
+        (
+            "devices".into(),
+            pipeline.devices().stats().devices.to_string(),
+        ),
     ];
+    let devices = pipeline.devices().stats();
+    for (name, value) in [
+        ("devices not added (table full)", devices.refused),
+        ("dhcp messages", devices.dhcp_messages),
+        ("dhcp datagrams not dhcp", devices.dhcp_malformed),
+    ] {
+        if value > 0 {
+            rows.push((name.into(), value.to_string()));
+        }
+    }
     println!();
     print_table("capture", &rows);
     let models: Vec<(String, String)> = stats

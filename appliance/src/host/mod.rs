@@ -450,6 +450,12 @@ impl PluginHost {
             .map(PluginId)
     }
 
+    /// What a loaded plugin says about itself (as read at load; `vigil bundle build` puts it in
+    /// the bundle manifest).
+    pub fn manifest(&self, id: PluginId) -> Option<&Manifest> {
+        self.plugins.get(id.0).map(|p| &p.manifest)
+    }
+
     /// Every loaded plugin, in load order.
     pub fn plugins(&self) -> Vec<PluginStatus> {
         self.plugins

@@ -2,6 +2,7 @@
 //! stream layer below cuts TCP streams into messages).
 
 pub mod dcerpc;
+pub mod dhcp;
 pub mod dns;
 pub mod http;
 pub mod kerberos;

@@ -11,6 +11,7 @@ use vigil_plugin_sdk::{Breach, Timestamp};
 
 use super::incidents::{incident_record, IncidentFile};
 use super::Sink;
+use crate::devices::{format_mac, Device};
 use crate::host::{Emitted, EmittedIncident};
 
 /// Appends alerts (and incident updates, `event_type: "incident"`) to `DATA_DIR/eve.json`, and
@@ -39,19 +40,19 @@ impl EveFile {
 }
 
 impl Sink for EveFile {
-    fn breach(&mut self, emitted: &Emitted) -> io::Result<()> {
-        let record = alert_record(emitted);
+    fn breach(&mut self, emitted: &Emitted, device: Option<&Device>) -> io::Result<()> {
+        let record = alert_record(emitted, device);
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")
     }
 
-    fn incident(&mut self, emitted: &EmittedIncident) -> io::Result<()> {
-        self.incidents.update(emitted);
+    fn incident(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> io::Result<()> {
+        self.incidents.update(emitted, device);
         let record = json!({
             "timestamp": eve_timestamp(emitted.incident.last),
             "event_type": "incident",
             "src_ip": emitted.incident.device.to_string(),
-            "incident": incident_record(emitted),
+            "incident": incident_record(emitted, device),
         });
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")
@@ -72,15 +73,7 @@ fn signature_id(model: &str) -> u32 {
     1_000_000_000 + hash % 1_000_000_000
 }
 
-fn mac(bytes: [u8; 6]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-pub fn alert_record(emitted: &Emitted) -> Value {
+pub fn alert_record(emitted: &Emitted, device: Option<&Device>) -> Value {
     let b: &Breach = &emitted.breach;
     let evidence: BTreeMap<&str, &str> = b
         .evidence
@@ -96,7 +89,7 @@ pub fn alert_record(emitted: &Emitted) -> Value {
         "dest_ip": b.dest.ip.to_string(),
         "dest_port": b.dest.port,
         "proto": b.proto.name(),
-        "ether": { "src_mac": mac(b.device.mac), "dest_mac": mac(b.dest.mac) },
+        "ether": { "src_mac": format_mac(b.device.mac), "dest_mac": format_mac(b.dest.mac) },
         "alert": {
             "action": "allowed",
             "gid": 1,
@@ -116,8 +109,23 @@ pub fn alert_record(emitted: &Emitted) -> Value {
             "destinations": b.destinations.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
             "ports": b.ports,
             "evidence": evidence,
+            "identity": identity(device),
         },
     })
+}
+
+/// The device table's view of a device, for alerts and incidents: `null` when the address is
+/// not a device (outside the home networks).
+pub fn identity(device: Option<&Device>) -> Value {
+    match device {
+        Some(device) => json!({
+            "device_id": device.id,
+            "host_names": device.names(),
+            "macs": device.macs.iter().map(|m| m.value.as_str()).collect::<Vec<_>>(),
+            "first_seen": eve_timestamp(device.first_seen),
+        }),
+        None => Value::Null,
+    }
 }
 
 /// `2026-11-28T04:42:33.304350+0000`, as Suricata writes it (UTC).

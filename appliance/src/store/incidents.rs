@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::eve::eve_timestamp;
+use super::eve::{eve_timestamp, identity};
 use super::files::write_atomic;
+use crate::devices::Device;
 use crate::host::EmittedIncident;
 
 pub struct IncidentFile {
@@ -53,9 +54,9 @@ impl IncidentFile {
         })
     }
 
-    pub fn update(&mut self, emitted: &EmittedIncident) {
+    pub fn update(&mut self, emitted: &EmittedIncident, device: Option<&Device>) {
         self.incidents
-            .insert(emitted.incident.id, incident_record(emitted));
+            .insert(emitted.incident.id, incident_record(emitted, device));
         self.dirty = true;
     }
 
@@ -73,11 +74,12 @@ impl IncidentFile {
 }
 
 /// An incident as JSON, timestamps in EVE's format.
-pub fn incident_record(emitted: &EmittedIncident) -> Value {
+pub fn incident_record(emitted: &EmittedIncident, device: Option<&Device>) -> Value {
     let i = &emitted.incident;
     json!({
         "id": i.id,
         "device": i.device.to_string(),
+        "identity": identity(device),
         "first": eve_timestamp(i.first),
         "last": eve_timestamp(i.last),
         "score": i.score,

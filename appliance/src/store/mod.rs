@@ -1,18 +1,29 @@
 //! What the appliance keeps: alerts in `eve.json`, learned plugin state, all under one data dir.
 
+// Only `files` (plain std, which the bundle trust store uses) is built without the host.
+#[cfg(feature = "plugin-host")]
+pub mod devices;
+#[cfg(feature = "plugin-host")]
 pub mod eve;
 pub mod files;
+#[cfg(feature = "plugin-host")]
 pub mod incidents;
 
+#[cfg(feature = "plugin-host")]
 use std::io;
 
+#[cfg(feature = "plugin-host")]
+use crate::devices::Device;
+#[cfg(feature = "plugin-host")]
 use crate::host::{Emitted, EmittedIncident};
 
 /// Where breaches and incidents go. The file sink is the only one today; a broker sink (Kafka, NATS) for a
 /// fleet plugs in here without touching the pipeline.
+#[cfg(feature = "plugin-host")]
 pub trait Sink {
-    fn breach(&mut self, emitted: &Emitted) -> io::Result<()>;
+    /// A breach, with what the device table knows of the breaching device.
+    fn breach(&mut self, emitted: &Emitted, device: Option<&Device>) -> io::Result<()>;
     /// A new incident or a new version of one.
-    fn incident(&mut self, emitted: &EmittedIncident) -> io::Result<()>;
+    fn incident(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }

@@ -1,0 +1,43 @@
+//! `DATA_DIR/devices.json`: the device table, saved atomically with the plugins' learned state
+//! and read back at start, so identity (ids, MACs, host names) carries across restarts.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use vigil_plugin_sdk::Timestamp;
+
+use super::files::write_atomic;
+use crate::devices::{DeviceConfig, DeviceTable, SavedDevices};
+
+pub fn devices_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("devices.json")
+}
+
+/// The saved table, or a fresh one. A file that cannot be read is kept aside, not lost.
+pub fn load(data_dir: &Path, config: &DeviceConfig) -> anyhow::Result<DeviceTable> {
+    let path = devices_path(data_dir);
+    let saved = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<SavedDevices>(&bytes) {
+            Ok(saved) => saved,
+            Err(err) => {
+                let aside = path.with_extension("json.unreadable");
+                tracing::warn!(
+                    "{}: {err}; kept as {} and starting afresh",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(&path, &aside)?;
+                SavedDevices::default()
+            }
+        },
+        Err(err) if err.kind() == io::ErrorKind::NotFound => SavedDevices::default(),
+        Err(err) => return Err(err.into()),
+    };
+    DeviceTable::restore(config.clone(), saved).map_err(anyhow::Error::msg)
+}
+
+pub fn save(data_dir: &Path, table: &DeviceTable, now: Timestamp) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(&table.to_saved(now))?;
+    bytes.push(b'\n');
+    write_atomic(&devices_path(data_dir), &bytes)
+}

@@ -1,0 +1,232 @@
+//! Device identity in `DATA_DIR/devices.json`: a real DHCP exchange (dnsmasq and ISC dhclient in
+//! namespaces this test makes) names a device by its MAC and lease; in the lab's captures the
+//! attacker's static VPN address carries both workstation names NTLM revealed, and the alerts
+//! and incident say so.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::lab::{committed_labs, fixture, ground_truth};
+use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
+use vigil_tests::workspace::{eve_records, replay_ok, TempDir};
+
+fn devices(data_dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(data_dir.join("devices.json")).expect("devices.json");
+    let saved: Value = serde_json::from_str(&text).expect("JSON");
+    saved["devices"].as_array().cloned().unwrap_or_default()
+}
+
+fn holding<'a>(devices: &'a [Value], address: &str) -> Vec<&'a Value> {
+    devices
+        .iter()
+        .filter(|d| {
+            d["addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| s["value"] == address))
+        })
+        .collect()
+}
+
+fn names(device: &Value, source: &str) -> Vec<String> {
+    device["host_names"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["source"] == source)
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// `KEY=value` from the lab's parameter file.
+fn lab_param(lab: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(fixture(lab, "lab-params.env")).expect("lab-params.env");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{lab}: no {key}"))
+        .to_string()
+}
+
+fn available(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
+    if skip_without_root() {
+        return;
+    }
+    for program in ["dnsmasq", "dhclient", "tcpdump"] {
+        assert!(available(program), "{program} missing: run ./setup.sh");
+    }
+    const HOST_NAME: &str = "WS-DHCP-07";
+    let server = Netns::unique().expect("namespace");
+    let client = Netns::unique().expect("namespace");
+    let (if_server, if_client) = (unique_name(), unique_name());
+    let pair = VethPair::new(
+        &server,
+        &if_server,
+        &client,
+        &if_client,
+        "10.204.7.1/24",
+        "10.204.7.2/24",
+    )
+    .expect("veth pair");
+    // The client starts without an address: DHCP gives it one.
+    client
+        .run("ip", &["addr", "flush", "dev", &if_client])
+        .expect("flush");
+    let work = TempDir::new("dhcp");
+    let pcap = work.path().join("dhcp.pcap");
+    let conf = work.path().join("dhclient.conf");
+    std::fs::write(&conf, format!("send host-name \"{HOST_NAME}\";\n")).expect("conf");
+    // Packet-buffered (-U): every frame is on disk as soon as it is captured.
+    let mut capture = Command::new("ip")
+        .args(["netns", "exec", server.name(), "tcpdump", "-i", &if_server])
+        .args(["-U", "-w"])
+        .arg(&pcap)
+        .args(["udp", "port", "67", "or", "udp", "port", "68"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let leases = work.path().join("leases");
+    let pid = work.path().join("dnsmasq.pid");
+    server
+        .spawn(
+            "dnsmasq",
+            &[
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                &format!("--interface={if_server}"),
+                "--bind-interfaces",
+                "--dhcp-range=10.204.7.50,10.204.7.60,255.255.255.0,1h",
+                &format!("--dhcp-leasefile={}", leases.display()),
+                &format!("--pid-file={}", pid.display()),
+            ],
+        )
+        .expect("dnsmasq");
+    let lease = work.path().join("dhclient.leases");
+    let client_pid = work.path().join("dhclient.pid");
+    // Foreground (-d), once (-1), no script: the address is not configured, only leased.
+    client
+        .spawn(
+            "dhclient",
+            &[
+                "-4",
+                "-d",
+                "-1",
+                "-sf",
+                "/bin/true",
+                "-cf",
+                &conf.display().to_string(),
+                "-lf",
+                &lease.display().to_string(),
+                "-pf",
+                &client_pid.display().to_string(),
+                &if_client,
+            ],
+        )
+        .expect("dhclient");
+    // dnsmasq writes the lease when it sends the ACK.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let granted = loop {
+        let granted = std::fs::read_to_string(&leases).unwrap_or_default();
+        if !granted.trim().is_empty() || Instant::now() > deadline {
+            break granted;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = capture.kill();
+    let _ = capture.wait();
+    // "<expiry> <mac> <ip> <hostname> <client-id>"
+    let fields: Vec<&str> = granted.split_whitespace().collect();
+    assert!(fields.len() >= 4, "lease file: {granted:?}");
+    let (mac, address) = (fields[1], fields[2]);
+    let expected_mac = pair
+        .mac_b()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_eq!(mac, expected_mac);
+
+    let data = TempDir::new("dhcp-data");
+    replay_ok(data.path(), &[&pcap]);
+    let table = devices(data.path());
+    let device = holding(&table, address);
+    assert_eq!(device.len(), 1, "one device holds {address}: {table:#?}");
+    let device = device[0];
+    assert_eq!(names(device, "dhcp"), [HOST_NAME], "{device:#}");
+    assert!(
+        device["macs"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|s| s["value"] == mac)),
+        "{device:#}"
+    );
+}
+
+#[test]
+fn the_attackers_static_address_carries_both_workstation_names() {
+    for lab in committed_labs() {
+        let attacker = ground_truth(&lab)[0].source.to_string();
+        let (legit, attack) = (lab_param(&lab, "LEGIT_WS"), lab_param(&lab, "ATTACK_WS"));
+        let data = TempDir::new("identity");
+        replay_ok(
+            data.path(),
+            &[
+                &fixture(&lab, "baseline.pcap"),
+                &fixture(&lab, "attack.pcap"),
+            ],
+        );
+        let table = devices(data.path());
+        let device = holding(&table, &attacker);
+        assert_eq!(device.len(), 1, "{lab}: {table:#?}");
+        let mut ntlm = names(device[0], "ntlm");
+        ntlm.sort();
+        let mut expected = vec![legit.clone(), attack.clone()];
+        expected.sort();
+        assert_eq!(ntlm, expected, "{lab}");
+        // The DNS server's PTR answers name the servers the sweep asked about.
+        let dc = format!(
+            "{}.{}",
+            lab_param(&lab, "DC_NAME").to_lowercase(),
+            lab_param(&lab, "LAB_DOMAIN")
+        );
+        assert!(
+            table
+                .iter()
+                .any(|d| names(d, "dns").iter().any(|n| n.eq_ignore_ascii_case(&dc))),
+            "{lab}: no device named {dc} by DNS"
+        );
+        // Alerts and the incident carry the identity, newest name first.
+        let records = eve_records(data.path());
+        let alert = records
+            .iter()
+            .find(|r| {
+                r["event_type"] == "alert"
+                    && r["src_ip"] == attacker.as_str()
+                    && r["alert"]["signature"] == "Device / Unusual NTLM Hostname"
+            })
+            .expect("the attacker's NTLM hostname alert");
+        assert_eq!(
+            alert["vigil"]["identity"]["host_names"][0], attack,
+            "{lab}: {alert:#}"
+        );
+        let incidents: Value = serde_json::from_str(
+            &std::fs::read_to_string(data.path().join("incidents.json")).expect("incidents"),
+        )
+        .expect("JSON");
+        assert_eq!(
+            incidents[0]["identity"]["device_id"], device[0]["id"],
+            "{lab}"
+        );
+    }
+}
