@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use vigil_tests::lab::{committed_labs, fixture, ground_truth};

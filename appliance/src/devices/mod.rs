@@ -95,9 +95,15 @@ pub struct Device {
 impl Device {
     /// Host names, most recently seen first, without repeats.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&HostName> = self.host_names.iter().collect();
-        names.sort_by(|a, b| b.last.cmp(&a.last));
-        names.iter().map(|n| n.name.as_str()).collect()
+        let mut by_recency: Vec<&HostName> = self.host_names.iter().collect();
+        by_recency.sort_by_key(|n| std::cmp::Reverse(n.last));
+        let mut names: Vec<&str> = Vec::new();
+        for name in by_recency {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&name.name)) {
+                names.push(&name.name);
+            }
+        }
+        names
     }
 }
 
