@@ -190,6 +190,43 @@ struct Plugin {
     last_error: Option<String>,
     /// This plugin's share of a batch, reused between batches.
     filtered: Vec<u8>,
+    /// The version this one replaced, while the new one is on probation.
+    previous: Option<Box<Previous>>,
+}
+
+/// A replaced plugin, frozen with its state at the moment of the swap.
+struct Previous {
+    plugin: Plugin,
+    good_batches: u32,
+}
+
+/// Good batches after which a swapped-in version is trusted and its predecessor dropped.
+pub const PROBATION_BATCHES: u32 = 64;
+
+/// A plugin put back to its previous version.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    pub plugin: String,
+    pub failed_version: String,
+    pub restored_version: String,
+    pub reason: String,
+}
+
+/// Why a swap or model update did not happen; the running plugin is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("no such plugin is running")]
+    NoSuchPlugin,
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the new module is plugin `{offered}`, not `{running}`")]
+    OtherPlugin { running: String, offered: String },
+    #[error("the running plugin could not hand over its state: {0}")]
+    Snapshot(String),
+    #[error("the new version could not take over the learned state: {0}")]
+    Restore(String),
+    #[error("the plugin refused the new config: {0}")]
+    Refused(String),
 }
 
 impl Plugin {
@@ -243,6 +280,42 @@ impl Plugin {
         Ok(())
     }
 
+    /// Counts a good batch of a swapped-in version; past probation its predecessor goes.
+    fn probation_passed(&mut self) {
+        if let Some(previous) = self.previous.as_mut() {
+            previous.good_batches += 1;
+            if previous.good_batches >= PROBATION_BATCHES {
+                self.previous = None;
+            }
+        }
+    }
+
+    /// A swapped-in version that keeps failing gives way to the one it replaced.
+    fn roll_back_if_due(&mut self, config: &HostConfig) -> Option<Rollback> {
+        if self.consecutive_failures < config.max_consecutive_traps {
+            return None;
+        }
+        let previous = self.previous.take()?;
+        let failed = std::mem::replace(self, previous.plugin);
+        self.stats = failed.stats;
+        let rollback = Rollback {
+            plugin: self.manifest.name.clone(),
+            failed_version: failed.manifest.version,
+            restored_version: self.manifest.version.clone(),
+            reason: failed.last_error.unwrap_or_else(|| "failures".into()),
+        };
+        tracing::error!(
+            "PLUGIN ROLLED BACK: {} {} failed {} batches in a row ({}); {} is running again \
+             with the state it had",
+            rollback.plugin,
+            rollback.failed_version,
+            failed.consecutive_failures,
+            rollback.reason,
+            rollback.restored_version
+        );
+        Some(rollback)
+    }
+
     fn quarantine_if_due(&mut self, config: &HostConfig) {
         if self.quarantined || self.consecutive_failures < config.max_consecutive_traps {
             return;
@@ -270,6 +343,7 @@ pub struct PluginHost {
     cache: cache::ModuleCache,
     plugins: Vec<Plugin>,
     incidents: Vec<EmittedIncident>,
+    rollbacks: Vec<Rollback>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -306,6 +380,7 @@ impl PluginHost {
             config,
             plugins: Vec::new(),
             incidents: Vec::new(),
+            rollbacks: Vec::new(),
             ticker_stop,
         })
     }
@@ -328,6 +403,30 @@ impl PluginHost {
         origin: &str,
         config_json: Option<&str>,
     ) -> Result<PluginId, LoadError> {
+        let plugin = self.prepare(wasm, origin, config_json)?;
+        if self.find(&plugin.manifest.name).is_some() {
+            return Err(LoadError::Duplicate {
+                origin: origin.to_string(),
+                name: plugin.manifest.name,
+            });
+        }
+        tracing::info!(
+            "loaded plugin {} {} ({:?}) from {origin}",
+            plugin.manifest.name,
+            plugin.manifest.version,
+            plugin.manifest.kind
+        );
+        self.plugins.push(plugin);
+        Ok(PluginId(self.plugins.len() - 1))
+    }
+
+    /// Compiles, checks and initialises a module without running it yet.
+    fn prepare(
+        &mut self,
+        wasm: &[u8],
+        origin: &str,
+        config_json: Option<&str>,
+    ) -> Result<Plugin, LoadError> {
         let origin_s = || origin.to_string();
         if !wasm.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm { origin: origin_s() });
@@ -413,22 +512,10 @@ impl PluginHost {
             origin: origin_s(),
             reason,
         })?;
-        if self.find(&manifest.name).is_some() {
-            return Err(LoadError::Duplicate {
-                origin: origin_s(),
-                name: manifest.name,
-            });
-        }
         instance.rename(&manifest.name);
         let config_json = config_json.unwrap_or("").to_string();
         instance.init(&config_json).map_err(init_failed)?;
-        tracing::info!(
-            "loaded plugin {} {} ({:?}) from {origin}",
-            manifest.name,
-            manifest.version,
-            manifest.kind
-        );
-        self.plugins.push(Plugin {
+        Ok(Plugin {
             manifest,
             origin: origin_s(),
             config_json,
@@ -439,8 +526,99 @@ impl PluginHost {
             quarantined: false,
             last_error: None,
             filtered: Vec::new(),
-        });
-        Ok(PluginId(self.plugins.len() - 1))
+            previous: None,
+        })
+    }
+
+    /// Replaces a running plugin with a new module of the same name, between batches: the old
+    /// instance's learned state is restored into the new one, which receives every event from
+    /// the next batch on. On any error nothing changes. The old version is kept, frozen with
+    /// its state, until the new one has run [`PROBATION_BATCHES`] good batches: if the new one
+    /// fails [`HostConfig::max_consecutive_traps`] batches in a row before that, the old one
+    /// comes back instead of a quarantine (see [`PluginHost::take_rollbacks`]).
+    pub fn swap(
+        &mut self,
+        id: PluginId,
+        wasm: &[u8],
+        origin: &str,
+        config_json: Option<&str>,
+    ) -> Result<(), SwapError> {
+        let replacement = self.prepare(wasm, origin, config_json)?;
+        self.replace(id, replacement)
+    }
+
+    /// A model update: the same module with new config, taking over the learned state like
+    /// [`PluginHost::swap`] (and rolled back the same way if the config makes it fail).
+    pub fn reconfigure(&mut self, id: PluginId, config_json: &str) -> Result<(), SwapError> {
+        let current = self.plugins.get(id.0).ok_or(SwapError::NoSuchPlugin)?;
+        let sandbox = self.config.sandbox();
+        let mut instance = Instance::new(&current.pre, sandbox, &current.manifest.name)
+            .and_then(|mut instance| instance.init(config_json).map(|()| instance))
+            .map_err(|err| SwapError::Refused(instance::describe_failure(&err, &sandbox)))?;
+        instance.rename(&current.manifest.name);
+        let replacement = Plugin {
+            manifest: current.manifest.clone(),
+            origin: current.origin.clone(),
+            config_json: config_json.to_string(),
+            pre: current.pre.clone(),
+            instance: Some(instance),
+            stats: PluginStats::default(),
+            consecutive_failures: 0,
+            quarantined: false,
+            last_error: None,
+            filtered: Vec::new(),
+            previous: None,
+        };
+        self.replace(id, replacement)
+    }
+
+    fn replace(&mut self, id: PluginId, mut replacement: Plugin) -> Result<(), SwapError> {
+        let config = self.config.clone();
+        let current = self.plugins.get_mut(id.0).ok_or(SwapError::NoSuchPlugin)?;
+        if replacement.manifest.name != current.manifest.name {
+            return Err(SwapError::OtherPlugin {
+                running: current.manifest.name.clone(),
+                offered: replacement.manifest.name,
+            });
+        }
+        // A quarantined plugin has no state left to carry over.
+        if !current.quarantined {
+            let state = current
+                .call(&config, Instance::snapshot)
+                .map_err(|err| SwapError::Snapshot(describe_err(&err, &config)))?;
+            replacement
+                .call(&config, |instance| instance.restore(&state))
+                .map_err(|err| SwapError::Restore(describe_err(&err, &config)))?;
+        }
+        replacement.stats = current.stats;
+        let mut previous = std::mem::replace(current, replacement);
+        // The old version's own fallback is not kept: one step back is what an operator expects.
+        previous.previous = None;
+        tracing::info!(
+            "plugin {} swapped: {} -> {} (state carried over)",
+            current.manifest.name,
+            previous.manifest.version,
+            current.manifest.version
+        );
+        current.previous = Some(Box::new(Previous {
+            plugin: previous,
+            good_batches: 0,
+        }));
+        Ok(())
+    }
+
+    /// Plugins put back to their previous version since the last call, because the new one kept
+    /// failing.
+    pub fn take_rollbacks(&mut self) -> Vec<Rollback> {
+        std::mem::take(&mut self.rollbacks)
+    }
+
+    /// Shows `version` for the plugin (in alerts and listings): a bundle's version, which may
+    /// differ from the module's own (a config-only update has its own).
+    pub fn set_version(&mut self, id: PluginId, version: &str) {
+        if let Some(plugin) = self.plugins.get_mut(id.0) {
+            plugin.manifest.version = version.to_string();
+        }
     }
 
     pub fn find(&self, name: &str) -> Option<PluginId> {
@@ -524,6 +702,7 @@ impl PluginHost {
                 match result {
                     Ok(report) => {
                         plugin.consecutive_failures = 0;
+                        plugin.probation_passed();
                         plugin.stats.bad_output += report.bad_output;
                         if let Some(instance) = plugin.instance.as_mut() {
                             let before = emitted.len();
@@ -546,7 +725,12 @@ impl PluginHost {
                         }
                     }
                     // A refusal status is reported in `Ok`; an `Err` has already been counted.
-                    Err(_) => plugin.quarantine_if_due(&self.config),
+                    Err(_) => {
+                        if let Some(rollback) = plugin.roll_back_if_due(&self.config) {
+                            self.rollbacks.push(rollback);
+                        }
+                        plugin.quarantine_if_due(&self.config);
+                    }
                 }
             }
             plugin.filtered = events;
@@ -594,12 +778,16 @@ impl Drop for PluginHost {
     }
 }
 
-fn describe(plugin: &str, what: &str, err: &anyhow::Error, config: &HostConfig) -> anyhow::Error {
-    let reason = if instance::is_failure(err) {
+fn describe_err(err: &anyhow::Error, config: &HostConfig) -> String {
+    if instance::is_failure(err) {
         instance::describe_failure(err, &config.sandbox())
     } else {
         err.to_string()
-    };
+    }
+}
+
+fn describe(plugin: &str, what: &str, err: &anyhow::Error, config: &HostConfig) -> anyhow::Error {
+    let reason = describe_err(err, config);
     anyhow::anyhow!("plugin {plugin}: {what} failed: {reason}")
 }
 

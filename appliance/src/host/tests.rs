@@ -407,3 +407,91 @@ fn host_can_move_to_the_pipeline_thread() {
     assert_send::<PluginHost>();
     assert_send::<EventBatch>();
 }
+
+#[test]
+fn a_swap_carries_the_state_over_between_batches_and_counts_every_event_once() {
+    let mut host = host();
+    let id = host
+        .load(&Guest::new("counter").wasm(), "v1.wasm", Some("{}"))
+        .expect("loads");
+    for _ in 0..3 {
+        host.dispatch(&flows(2));
+    }
+    let mut v2 = Guest::new("counter");
+    v2.manifest.version = "1.3.0".into();
+    host.swap(id, &v2.wasm(), "v2.wasm", Some("{}"))
+        .expect("swaps");
+    for _ in 0..2 {
+        host.dispatch(&flows(2));
+    }
+    // The guest's own count of batches went on from 3: no batch lost, none seen twice.
+    assert_eq!(host.snapshot(id).expect("snapshot"), 5i32.to_le_bytes());
+    let s = status(&host, id);
+    assert_eq!((s.version.as_str(), s.stats.events), ("1.3.0", 10));
+    // Another plugin's module is refused and the running one is untouched.
+    let err = host
+        .swap(id, &Guest::new("other").wasm(), "o.wasm", None)
+        .expect_err("refused");
+    assert!(matches!(err, SwapError::OtherPlugin { .. }), "{err}");
+    assert_eq!(status(&host, id).version, "1.3.0");
+}
+
+#[test]
+fn a_new_version_that_keeps_trapping_gives_way_to_the_old_one_with_its_state() {
+    let mut host = host();
+    let id = host
+        .load(&Guest::new("counter").wasm(), "v1.wasm", Some("{}"))
+        .expect("loads");
+    for _ in 0..4 {
+        host.dispatch(&flows(1));
+    }
+    let mut faulty = Guest::new("counter");
+    faulty.manifest.version = "2.0.0".into();
+    faulty.on_batch = "(unreachable)".into();
+    host.swap(id, &faulty.wasm(), "v2.wasm", Some("{}"))
+        .expect("swaps");
+    for _ in 0..HostConfig::default().max_consecutive_traps {
+        host.dispatch(&flows(1));
+    }
+    let rollbacks = host.take_rollbacks();
+    assert_eq!(rollbacks.len(), 1);
+    assert_eq!(rollbacks[0].failed_version, "2.0.0");
+    assert_eq!(rollbacks[0].restored_version, "1.2.3");
+    assert!(rollbacks[0].reason.contains("unreachable"), "{rollbacks:?}");
+    let s = status(&host, id);
+    assert!(!s.quarantined);
+    assert_eq!(s.version, "1.2.3");
+    // The old version kept the state it had at the swap, and runs again.
+    host.dispatch(&flows(1));
+    assert_eq!(host.snapshot(id).expect("snapshot"), 5i32.to_le_bytes());
+}
+
+#[test]
+fn a_model_update_changes_the_config_live_and_keeps_the_state() {
+    let mut host = host();
+    // Unconfigured (empty config): no breaches.
+    let id = host
+        .load(&Guest::new("counter").wasm(), "c.wasm", None)
+        .expect("loads");
+    assert!(host.dispatch(&flows(1)).is_empty());
+    host.reconfigure(id, "{}").expect("reconfigured");
+    assert_eq!(
+        host.dispatch(&flows(1)).len(),
+        1,
+        "the new config is in force"
+    );
+    assert_eq!(host.snapshot(id).expect("snapshot"), 2i32.to_le_bytes());
+    // A config the plugin refuses changes nothing.
+    let mut picky = Guest::new("picky");
+    picky.init = "(if (i32.eq (local.get $l) (i32.const 2)) (then (return (i32.const 0)))) \
+                  (i32.const 2)"
+        .into();
+    let picky_id = host
+        .load(&picky.wasm(), "p.wasm", Some("{}"))
+        .expect("loads");
+    let err = host
+        .reconfigure(picky_id, "{\"x\":1}")
+        .expect_err("refused");
+    assert!(matches!(err, SwapError::Refused(_)), "{err}");
+    assert_eq!(host.dispatch(&flows(1)).len(), 1);
+}
