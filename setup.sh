@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine (as root) to build, run and test Vigil, then builds everything:
-# the `vigil` appliance (release) and every plugin (wasm32, signed bundles come later).
+# the `vigil` appliance (release) and every plugin (wasm32), signed into bundles with a
+# development key made here (see plugins/sign-dev.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,5 +34,8 @@ cargo build --profile plugin --target wasm32-unknown-unknown -p 'vigil-plugin-*'
 
 echo "==> Appliance (release)"
 cargo build --release -p appliance
+
+echo "==> Signed plugin bundles (development key)"
+./plugins/sign-dev.sh
 
 echo "Done. Try: cargo run --release -p appliance -- demo"

@@ -27,8 +27,12 @@ use crate::stream::StreamConfig;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where compiled plugins (`*.wasm`) are loaded from; see [`default_plugin_dir`].
+    /// Where the factory plugin bundles (`*.vbundle`) are loaded from; see
+    /// [`default_plugin_dir`].
     pub plugin_dir: Option<PathBuf>,
+    /// The trust store: root keys and the delegation naming the plugin-signing keys; see
+    /// [`default_trust_dir`].
+    pub trust_dir: Option<PathBuf>,
     pub flow: FlowConfig,
     /// TCP reassembly bounds.
     pub stream: StreamConfig,
@@ -109,20 +113,41 @@ impl Config {
             .or_else(|| std::env::var_os("VIGIL_PLUGIN_DIR").map(PathBuf::from))
             .unwrap_or_else(default_plugin_dir)
     }
+
+    /// The trust dir in force: the config's, `$VIGIL_TRUST_DIR`, or the default.
+    pub fn trust_dir(&self) -> PathBuf {
+        self.trust_dir
+            .clone()
+            .or_else(|| std::env::var_os("VIGIL_TRUST_DIR").map(PathBuf::from))
+            .unwrap_or_else(default_trust_dir)
+    }
 }
 
-/// Where plugins are found without the operator copying files: beside a cargo build of `vigil`
-/// (`target/release/vigil` -> `target/wasm32-unknown-unknown/plugin/`), else the image's
-/// `/usr/lib/vigil/plugins`.
+/// A directory beside a cargo build of `vigil` (`target/release/vigil`, or
+/// `target/<profile>/deps/<test>` for tests), if there is one.
+fn beside_build(relative: &Path) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .map(|dir| dir.join(relative))
+        .find(|dir| dir.is_dir())
+}
+
+/// Where the factory bundles are without the operator copying files: the ones `./setup.sh`
+/// signed beside a cargo build (`target/bundles/`), else the image's `/usr/lib/vigil/plugins`.
 pub fn default_plugin_dir() -> PathBuf {
-    let installed = PathBuf::from("/usr/lib/vigil/plugins");
-    let beside_build = std::env::current_exe().ok().and_then(|exe| {
-        // target/<profile>/vigil, or target/<profile>/deps/<test> for tests.
-        exe.ancestors()
-            .map(|dir| dir.join("wasm32-unknown-unknown").join("plugin"))
-            .find(|dir| dir.is_dir())
-    });
-    beside_build.unwrap_or(installed)
+    beside_build(Path::new("bundles")).unwrap_or_else(|| PathBuf::from("/usr/lib/vigil/plugins"))
+}
+
+/// The trust store: the development one `./setup.sh` made beside a cargo build
+/// (`target/dev-trust/`), else the appliance's `/etc/vigil/trust`.
+pub fn default_trust_dir() -> PathBuf {
+    beside_build(Path::new("dev-trust")).unwrap_or_else(|| PathBuf::from("/etc/vigil/trust"))
+}
+
+/// The compiled (unsigned) plugin modules of a cargo build, for benchmarks and development.
+pub fn default_module_dir() -> PathBuf {
+    let relative = Path::new("wasm32-unknown-unknown").join("plugin");
+    beside_build(&relative).unwrap_or(relative)
 }
 
 #[cfg(test)]

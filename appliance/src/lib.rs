@@ -17,6 +17,8 @@ pub mod flow;
 #[cfg(feature = "plugin-host")]
 pub mod host;
 #[cfg(feature = "plugin-host")]
+pub mod installed;
+#[cfg(feature = "plugin-host")]
 pub mod pipeline;
 #[cfg(feature = "plugin-host")]
 pub mod plugin_dir;

@@ -15,6 +15,7 @@ use crate::decode::{decode, SkipCounts, Transport as Layer4};
 use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
+use crate::installed::{apply, BundleStore, InstallError, Installation};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -51,6 +52,8 @@ pub struct Pipeline {
     /// Flows that ended during the current packet, for the analyzer to close (reused).
     ended: Vec<Event<'static>>,
     host: PluginHost,
+    /// Installed bundles, for installs while running and the host's rollbacks.
+    store: Option<BundleStore>,
     devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
@@ -76,6 +79,7 @@ impl Pipeline {
             analyzer: Analyzer::new(streams, logs),
             ended: Vec::new(),
             host,
+            store: None,
             devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
@@ -109,6 +113,24 @@ impl Pipeline {
 
     pub fn devices(&self) -> &DeviceTable {
         &self.devices
+    }
+
+    /// Lets the pipeline install bundles while it runs ([`Pipeline::install`]).
+    pub fn attach_store(&mut self, store: BundleStore) {
+        self.store = Some(store);
+    }
+
+    /// Installs a signed bundle while running, between batches: the events before it went to
+    /// the old version, every later one goes to the new one, which took over the learned state.
+    /// A refused bundle changes nothing, running or on disk.
+    pub fn install(&mut self, bytes: &[u8]) -> Result<Installation, InstallError> {
+        self.dispatch()
+            .map_err(|err| InstallError::NotApplied(format!("writing output first: {err}")))?;
+        let store = self.store.as_mut().ok_or_else(|| {
+            InstallError::NotApplied("no trust store: bundles cannot be verified".into())
+        })?;
+        let host = &mut self.host;
+        store.install(bytes, |bundle| apply(host, bundle))
     }
 
     /// Breaches raised so far (the most recent [`RECENT_BREACHES`]).
@@ -219,6 +241,13 @@ impl Pipeline {
         self.stats.batches += 1;
         let emitted = self.host.dispatch(&self.batch);
         self.batch.clear();
+        for rollback in self.host.take_rollbacks() {
+            if let Some(store) = self.store.as_mut() {
+                if let Err(err) = store.revert(&rollback.plugin, &rollback.failed_version) {
+                    tracing::error!("recording the rollback of {}: {err}", rollback.plugin);
+                }
+            }
+        }
         let incidents = self.host.take_incidents();
         let any = !emitted.is_empty() || !incidents.is_empty();
         for breach in emitted {

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use vigil_tests::workspace::{plugin_dir, vigil_bin, TempDir};
+use vigil_tests::workspace::{module_dir, vigil_bin, TempDir};
 
 fn vigil(args: &[&str]) -> Output {
     Command::new(vigil_bin())
@@ -50,7 +50,7 @@ fn s(path: &Path) -> &str {
 }
 
 fn network_scan_wasm() -> PathBuf {
-    plugin_dir().join("vigil_plugin_network_scan.wasm")
+    module_dir().join("vigil_plugin_network_scan.wasm")
 }
 
 /// Keys for a root and a vendor, a trust dir with the root, and delegation v1 letting the

@@ -59,7 +59,10 @@ impl Sink for NullSink {
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let config = Config::default();
-    let plugin_dir = args.plugins.clone().unwrap_or_else(|| config.plugin_dir());
+    let plugin_dir = args
+        .plugins
+        .clone()
+        .unwrap_or_else(crate::config::default_module_dir);
     let path = args
         .out
         .clone()

@@ -66,9 +66,10 @@ pub struct BuildArgs {
     /// Without it a plugin bundle carries the plugin's own defaults.
     #[arg(long, value_name = "JSON_FILE")]
     config: Option<PathBuf>,
-    /// With --config-update: its version, MAJOR.MINOR.PATCH, above every version of the plugin
-    /// installed so far.
-    #[arg(long = "version", value_name = "X.Y.Z", requires = "config_update")]
+    /// The bundle's version, MAJOR.MINOR.PATCH, above every version of the plugin installed so
+    /// far: required for a config update; for a plugin it defaults to the module's own (a
+    /// vendor may re-release the same code under a new version).
+    #[arg(long = "version", value_name = "X.Y.Z")]
     version: Option<String>,
     /// Memory cap of the plugin's instance in MiB [default: 64, or the --for bundle's].
     #[arg(long, value_name = "MIB")]
@@ -192,10 +193,11 @@ fn build_plugin(
     let wasm = read_bounded(wasm_path)?;
     let limits = limits(args, Limits::default())?;
     let plugin = plugin_manifest(&wasm, wasm_path, limits, config.as_deref())?;
-    let version: Version = plugin.version.parse().with_context(|| {
+    let version_text = args.version.as_deref().unwrap_or(&plugin.version);
+    let version: Version = version_text.parse().with_context(|| {
         format!(
-            "plugin {} reports version {:?}; a bundle needs MAJOR.MINOR.PATCH",
-            plugin.name, plugin.version
+            "version {version_text:?} of plugin {}: a bundle needs MAJOR.MINOR.PATCH",
+            plugin.name
         )
     })?;
     let manifest = BundleManifest {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::save_learned;
-use super::{open_pipeline, summary};
+use super::{open_pipeline, open_store, summary, PluginArgs};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
 use crate::config::Config;
@@ -19,12 +19,13 @@ use vigil_plugin_sdk::Timestamp;
 const BASELINE_PCAP: &[u8] = include_bytes!("../../../tests/fixtures/lab/baseline.pcap");
 const ATTACK_PCAP: &[u8] = include_bytes!("../../../tests/fixtures/lab/attack.pcap");
 
-pub fn demo(data_dir: Option<PathBuf>, plugins: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn demo(data_dir: Option<PathBuf>, plugins: PluginArgs) -> anyhow::Result<()> {
     let data_dir = data_dir
         .unwrap_or_else(|| std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id())));
     let config = Config::default();
-    let plugin_dir = plugins.unwrap_or_else(|| config.plugin_dir());
-    let (mut pipeline, loaded) = open_pipeline(&config, &data_dir, &plugin_dir, false)?;
+    let source = plugins.resolve(&config);
+    let store = open_store(&source, &data_dir)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &data_dir, &source, store, false)?;
     println!(
         "Learning the lab's normal week ({} bytes of capture), then replaying the attack ({} \
          bytes): a phished VPN user's address logs in from a new machine, enumerates the \

@@ -4,6 +4,7 @@ mod bench;
 mod bundle;
 mod demo;
 mod key;
+mod plugins;
 mod replay;
 mod run;
 mod summary;
@@ -16,8 +17,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::analyzer::ProtocolLogs;
+use crate::bundle::TrustStore;
 use crate::config::Config;
 use crate::host::PluginHost;
+use crate::installed::BundleStore;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::{self, Loaded};
 use crate::store::{self, eve::EveFile};
@@ -39,9 +42,59 @@ pub struct Common {
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Directory of compiled plugins (*.wasm); overrides the config file.
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+/// Where plugins come from and what vouches for them.
+#[derive(clap::Args, Clone, Default)]
+pub struct PluginArgs {
+    /// Directory of factory plugin bundles (*.vbundle); overrides the config file.
     #[arg(long)]
     plugins: Option<PathBuf>,
+    /// Trust dir (root keys and delegation) that bundles are verified against; overrides the
+    /// config file.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: also load unsigned modules (*.wasm) from the plugin dir.
+    #[arg(long)]
+    allow_unsigned: bool,
+}
+
+/// [`PluginArgs`] resolved against the config file.
+pub(crate) struct PluginSource {
+    pub dir: PathBuf,
+    pub trust_dir: PathBuf,
+    pub allow_unsigned: bool,
+}
+
+impl PluginArgs {
+    pub(crate) fn resolve(&self, config: &Config) -> PluginSource {
+        PluginSource {
+            dir: self.plugins.clone().unwrap_or_else(|| config.plugin_dir()),
+            trust_dir: self.trust.clone().unwrap_or_else(|| config.trust_dir()),
+            allow_unsigned: self.allow_unsigned,
+        }
+    }
+}
+
+/// The installed bundles and the trust store. Without a trust store only unsigned development
+/// plugins can run, so that is an error unless they are allowed.
+pub(crate) fn open_store(
+    source: &PluginSource,
+    data_dir: &Path,
+) -> anyhow::Result<Option<BundleStore>> {
+    match TrustStore::open(&source.trust_dir) {
+        Ok(trust) => Ok(Some(BundleStore::open(data_dir, trust)?)),
+        Err(err) if source.allow_unsigned => {
+            tracing::warn!("no trust store ({err}): only unsigned plugins can load");
+            Ok(None)
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!(
+            "opening the trust store {} (run ./setup.sh, or `vigil trust init`)",
+            source.trust_dir.display()
+        ))),
+    }
 }
 
 #[derive(Subcommand)]
@@ -76,9 +129,8 @@ enum Command {
         /// Data directory (a fresh temporary one by default).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Directory of compiled plugins (*.wasm).
-        #[arg(long)]
-        plugins: Option<PathBuf>,
+        #[command(flatten)]
+        plugins: PluginArgs,
     },
     /// Measure throughput and print a table.
     Bench(bench::BenchArgs),
@@ -91,6 +143,9 @@ enum Command {
     /// Root keys and the delegation of plugin-signing keys.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
+    /// Installed plugins: list, install a signed bundle, roll back.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -113,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Key(command) => key::run(command),
         Command::Bundle(command) => bundle::run(command),
         Command::Trust(command) => trust::run(command),
+        Command::Plugins(command) => plugins::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,29 +194,42 @@ fn init_logging() {
 pub(crate) fn open_pipeline(
     config: &Config,
     data_dir: &Path,
-    plugin_dir: &Path,
+    source: &PluginSource,
+    mut store: Option<BundleStore>,
     protocol_logs: bool,
 ) -> anyhow::Result<(Pipeline, Vec<Loaded>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let mut host = PluginHost::new(config.host_config(data_dir))?;
-    let files = plugin_dir::plugin_files(plugin_dir).with_context(|| {
-        format!(
-            "reading plugin dir {} (run ./setup.sh to build the plugins)",
-            plugin_dir.display()
-        )
-    })?;
-    if files.is_empty() {
-        anyhow::bail!(
-            "no plugins (*.wasm) in {} (run ./setup.sh to build them)",
-            plugin_dir.display()
+    if source.allow_unsigned {
+        tracing::warn!(
+            "DEVELOPMENT MODE: unsigned plugins are allowed; do not run an appliance like this"
         );
     }
-    let loaded = plugin_dir::load_all(&mut host, &files, config, data_dir);
+    let mut host = PluginHost::new(config.host_config(data_dir))?;
+    let loaded = plugin_dir::load_all(
+        &mut host,
+        &source.dir,
+        store.as_mut(),
+        source.allow_unsigned,
+        config,
+        data_dir,
+    )
+    .with_context(|| {
+        format!(
+            "reading plugin dir {} (run ./setup.sh to build and sign the plugins)",
+            source.dir.display()
+        )
+    })?;
     for plugin in &loaded {
         if let Err(err) = &plugin.result {
             tracing::error!("plugin not loaded: {err}");
         }
+    }
+    if !loaded.iter().any(|p| p.result.is_ok()) {
+        anyhow::bail!(
+            "no plugin could be loaded from {} (run ./setup.sh to build and sign them)",
+            source.dir.display()
+        );
     }
     let sink = EveFile::open(data_dir)
         .with_context(|| format!("opening {}/eve.json", data_dir.display()))?;
@@ -174,7 +243,7 @@ pub(crate) fn open_pipeline(
     };
     let devices = store::devices::load(data_dir, &config.devices)
         .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         config.flow.clone(),
         config.stream.clone(),
         host,
@@ -183,14 +252,17 @@ pub(crate) fn open_pipeline(
         Box::new(sink),
         logs,
     );
+    if let Some(store) = store {
+        pipeline.attach_store(store);
+    }
     Ok((pipeline, loaded))
 }
 
 impl Common {
-    fn load(&self) -> anyhow::Result<(Config, PathBuf)> {
+    fn load(&self) -> anyhow::Result<(Config, PluginSource)> {
         let config = Config::load(self.config.as_deref())?;
-        let plugin_dir = self.plugins.clone().unwrap_or_else(|| config.plugin_dir());
-        Ok((config, plugin_dir))
+        let source = self.plugins.resolve(&config);
+        Ok((config, source))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::save_learned;
-use super::{open_pipeline, summary, Common};
+use super::{open_pipeline, open_store, summary, Common};
 use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -27,8 +27,9 @@ impl From<ModeArg> for XdpMode {
 }
 
 pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::Result<()> {
-    let (config, plugin_dir) = common.load()?;
-    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &plugin_dir, false)?;
+    let (config, source) = common.load()?;
+    let store = open_store(&source, &common.data_dir)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, store, false)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -403,7 +403,23 @@ impl PluginHost {
         origin: &str,
         config_json: Option<&str>,
     ) -> Result<PluginId, LoadError> {
+        self.load_checked(wasm, origin, config_json, |_| Ok(()))
+    }
+
+    /// [`PluginHost::load`], refusing the module unless `check` accepts what it says about
+    /// itself (a signed bundle's manifest must agree with the module's own).
+    pub fn load_checked(
+        &mut self,
+        wasm: &[u8],
+        origin: &str,
+        config_json: Option<&str>,
+        check: impl FnOnce(&Manifest) -> Result<(), String>,
+    ) -> Result<PluginId, LoadError> {
         let plugin = self.prepare(wasm, origin, config_json)?;
+        check(&plugin.manifest).map_err(|reason| LoadError::BadManifest {
+            origin: origin.to_string(),
+            reason,
+        })?;
         if self.find(&plugin.manifest.name).is_some() {
             return Err(LoadError::Duplicate {
                 origin: origin.to_string(),
@@ -542,8 +558,18 @@ impl PluginHost {
         wasm: &[u8],
         origin: &str,
         config_json: Option<&str>,
+        check: impl FnOnce(&Manifest) -> Result<(), String>,
     ) -> Result<(), SwapError> {
-        let replacement = self.prepare(wasm, origin, config_json)?;
+        let running = self.plugins.get(id.0).ok_or(SwapError::NoSuchPlugin)?;
+        // Without a new config the new version runs with the one in force (the operator's).
+        let config_json = config_json
+            .map(str::to_string)
+            .unwrap_or_else(|| running.config_json.clone());
+        let replacement = self.prepare(wasm, origin, Some(&config_json))?;
+        check(&replacement.manifest).map_err(|reason| LoadError::BadManifest {
+            origin: origin.to_string(),
+            reason,
+        })?;
         self.replace(id, replacement)
     }
 

@@ -419,7 +419,7 @@ fn a_swap_carries_the_state_over_between_batches_and_counts_every_event_once() {
     }
     let mut v2 = Guest::new("counter");
     v2.manifest.version = "1.3.0".into();
-    host.swap(id, &v2.wasm(), "v2.wasm", Some("{}"))
+    host.swap(id, &v2.wasm(), "v2.wasm", Some("{}"), |_| Ok(()))
         .expect("swaps");
     for _ in 0..2 {
         host.dispatch(&flows(2));
@@ -430,7 +430,7 @@ fn a_swap_carries_the_state_over_between_batches_and_counts_every_event_once() {
     assert_eq!((s.version.as_str(), s.stats.events), ("1.3.0", 10));
     // Another plugin's module is refused and the running one is untouched.
     let err = host
-        .swap(id, &Guest::new("other").wasm(), "o.wasm", None)
+        .swap(id, &Guest::new("other").wasm(), "o.wasm", None, |_| Ok(()))
         .expect_err("refused");
     assert!(matches!(err, SwapError::OtherPlugin { .. }), "{err}");
     assert_eq!(status(&host, id).version, "1.3.0");
@@ -448,7 +448,7 @@ fn a_new_version_that_keeps_trapping_gives_way_to_the_old_one_with_its_state() {
     let mut faulty = Guest::new("counter");
     faulty.manifest.version = "2.0.0".into();
     faulty.on_batch = "(unreachable)".into();
-    host.swap(id, &faulty.wasm(), "v2.wasm", Some("{}"))
+    host.swap(id, &faulty.wasm(), "v2.wasm", Some("{}"), |_| Ok(()))
         .expect("swaps");
     for _ in 0..HostConfig::default().max_consecutive_traps {
         host.dispatch(&flows(1));

@@ -1,0 +1,169 @@
+//! `vigil plugins`: what runs, installing a signed bundle, rolling one back. These work on the
+//! data dir of an appliance that is not running; a running one takes bundles by `vigil push`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::summary::print_table;
+use super::{open_store, PluginArgs};
+use crate::bundle::{format::read_limited, BundleManifest, DEFAULT_MAX_BUNDLE_BYTES};
+use crate::config::Config;
+use crate::host::{HostConfig, PluginHost};
+use crate::installed::{module_agrees, BundleStore, Installation};
+
+#[derive(Subcommand)]
+pub enum PluginsCommand {
+    /// The plugins the appliance would run, where each comes from and who signed it.
+    List {
+        #[arg(long, default_value = "vigil-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Verify a signed bundle (plugin or model update) and install it into the data dir; the
+    /// previous version is kept for `rollback`. Refused bundles change nothing.
+    Install {
+        #[arg(long, default_value = "vigil-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        plugins: PluginArgs,
+        bundle: PathBuf,
+    },
+    /// Put the previous installed version of a plugin back.
+    Rollback {
+        #[arg(long, default_value = "vigil-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        plugins: PluginArgs,
+        name: String,
+    },
+}
+
+pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
+    match command {
+        PluginsCommand::List {
+            data_dir,
+            config,
+            plugins,
+        } => list(&data_dir, config.as_deref(), &plugins),
+        PluginsCommand::Install {
+            data_dir,
+            config,
+            plugins,
+            bundle,
+        } => {
+            let mut store = store(&data_dir, config.as_deref(), &plugins)?;
+            let bytes = read_limited(&bundle, DEFAULT_MAX_BUNDLE_BYTES)
+                .with_context(|| format!("reading {}", bundle.display()))?;
+            let installed = store
+                .install(&bytes, |bundle| {
+                    check_module(&bundle.manifest, &bundle.wasm)
+                })
+                .with_context(|| format!("{}", bundle.display()))?;
+            println!("{}", describe(&installed));
+            Ok(())
+        }
+        PluginsCommand::Rollback {
+            data_dir,
+            config,
+            plugins,
+            name,
+        } => {
+            let mut store = store(&data_dir, config.as_deref(), &plugins)?;
+            let bundle = store.rollback(&name)?;
+            println!(
+                "{name} rolled back to {}; it runs from the next start",
+                bundle.manifest.version
+            );
+            Ok(())
+        }
+    }
+}
+
+fn store(data_dir: &Path, config: Option<&Path>, args: &PluginArgs) -> anyhow::Result<BundleStore> {
+    let config = Config::load(config)?;
+    let source = args.resolve(&config);
+    open_store(&source, data_dir)?.context("no trust store: bundles cannot be verified")
+}
+
+/// Loads the module in a scratch host: it must be a working plugin whose own manifest agrees
+/// with the signed one.
+fn check_module(manifest: &BundleManifest, wasm: &[u8]) -> Result<(), String> {
+    if manifest.payload.is_config_update() {
+        // Its wasm is the one installed; the plugin checks the config when it takes it.
+        return Ok(());
+    }
+    let mut host = PluginHost::new(HostConfig::default()).map_err(|err| err.to_string())?;
+    host.load_checked(wasm, &manifest.name, None, |module| {
+        module_agrees(manifest, module)
+    })
+    .map(|_| ())
+    .map_err(|err| err.to_string())
+}
+
+pub(crate) fn describe(installed: &Installation) -> String {
+    let manifest = &installed.bundle.manifest;
+    let what = if installed.config.is_some() {
+        "model update"
+    } else {
+        "plugin"
+    };
+    format!(
+        "installed {what} {} {} (signed by {}, delegation v{})",
+        manifest.name,
+        manifest.version,
+        installed.bundle.signer.name,
+        installed.bundle.signer.delegation_version
+    )
+}
+
+fn list(data_dir: &Path, config: Option<&Path>, args: &PluginArgs) -> anyhow::Result<()> {
+    let config_file = Config::load(config)?;
+    let source = args.resolve(&config_file);
+    let store = store(data_dir, config, args)?;
+    let mut rows = Vec::new();
+    for path in crate::plugin_dir::bundle_files(&source.dir)? {
+        let row = match store.verify_file(&path) {
+            Ok(b) => format!(
+                "{} factory, signed by {}",
+                b.manifest.version, b.signer.name
+            ),
+            Err(err) => format!("REFUSED: {err}"),
+        };
+        rows.push((path.display().to_string(), row));
+    }
+    for (path, bundle) in store.installed() {
+        rows.push((
+            path.display().to_string(),
+            format!(
+                "{} installed, signed by {}",
+                bundle.manifest.version, bundle.signer.name
+            ),
+        ));
+    }
+    print_table("plugin bundles", &rows);
+    let versions: Vec<(String, String)> = store
+        .versions()
+        .iter()
+        .map(|(name, highest, installed)| {
+            let running = installed.map_or("-".to_string(), |i| i.version.to_string());
+            let highest = highest.map_or("-".to_string(), |v| v.to_string());
+            (
+                name.to_string(),
+                format!("running {running}, highest ever {highest}"),
+            )
+        })
+        .collect();
+    if !versions.is_empty() {
+        print_table("versions (rollback guard)", &versions);
+    }
+    Ok(())
+}
