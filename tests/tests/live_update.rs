@@ -2,7 +2,8 @@
 //! the signed plugin bundles, and new versions and a model update are installed between packets.
 //! Compared with a run without updates: no event lost or seen twice (same events per plugin,
 //! same breaches at the same packet times), learned state kept (the NTLM hostname model still
-//! knows the baseline after its swap), and a model update's threshold is in force at once.
+//! knows the baseline after its swap), a model update's threshold is in force at once, and a
+//! new version that traps on every batch gives way to the one it replaced.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,10 +13,12 @@ use vigil::capture::pcap::PcapSource;
 use vigil::capture::{Next, Source};
 use vigil::config::Config;
 use vigil::devices::{Device, DeviceConfig, DeviceTable};
-use vigil::host::{Emitted, EmittedIncident, PluginHost};
+use vigil::bundle::{Bundle, InstalledVersions, SecretKey, DEFAULT_MAX_BUNDLE_BYTES};
+use vigil::host::{Emitted, EmittedIncident, HostConfig, PluginHost};
 use vigil::installed::BundleStore;
 use vigil::pipeline::Pipeline;
 use vigil::store::Sink;
+use vigil_tests::guest;
 use vigil_tests::lab::{committed_labs, fixture};
 use vigil_tests::workspace::{module_dir, plugin_dir, target_dir, vigil_bin, TempDir};
 
@@ -187,7 +190,7 @@ fn swapping_detectors_under_traffic_loses_nothing_and_keeps_what_they_learned() 
         assert_eq!(plugin.version, expected, "{}", plugin.name);
     }
     // The swaps are on disk: the next start runs the new versions.
-    let installed = vigil::bundle::InstalledVersions::open(
+    let installed = InstalledVersions::open(
         &data.path().join("bundles").join("versions.json"),
     )
     .expect("versions");
@@ -255,4 +258,62 @@ fn a_model_update_changes_the_threshold_live() {
         .find(|p| p.name == "network-scan")
         .map(|p| p.version);
     assert_eq!(version.as_deref(), Some("0.1.1"));
+}
+
+#[test]
+fn a_new_version_that_traps_on_every_batch_is_rolled_back_to_the_previous_one() {
+    let lab = committed_labs().into_iter().next().expect("a committed lab");
+    let (baseline, attack) = (fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap"));
+    // A module claiming to be network-scan 0.3.0 (the real manifest) whose every batch traps,
+    // signed by the vendor's key: the signature is good, the code is not.
+    let factory_path = plugin_dir().join("network-scan.vbundle");
+    let factory = Bundle::decode(
+        &std::fs::read(&factory_path).expect("factory bundle"),
+        DEFAULT_MAX_BUNDLE_BYTES,
+    )
+    .expect("decodes");
+    let mut host = PluginHost::new(HostConfig::default()).expect("host");
+    let id = host.load(&factory.wasm, "network-scan", None).expect("loads");
+    let module_manifest = host.manifest(id).expect("manifest").clone();
+    let faulty =
+        guest::trapping_on_every_batch(&postcard::to_allocvec(&module_manifest).expect("encodes"));
+    let mut manifest = factory.manifest.clone();
+    manifest.version = "0.3.0".parse().expect("version");
+    let mut bundle = Bundle::plugin(manifest, faulty);
+    let signer = SecretKey::read(&target_dir().join("dev-keys").join("signer.key")).expect("key");
+    bundle.sign(&signer).expect("signs");
+    let bytes = bundle.encode().expect("encodes");
+
+    let seen = Seen::default();
+    let data = TempDir::new("faulty");
+    let mut pipeline = pipeline(data.path(), &seen);
+    feed(&mut pipeline, &baseline, 0, None);
+    pipeline.install(&bytes).expect("a well-signed module installs");
+    feed(&mut pipeline, &attack, 0, None);
+    pipeline.finish().expect("finish");
+
+    let scan = pipeline
+        .host()
+        .plugins()
+        .into_iter()
+        .find(|p| p.name == "network-scan")
+        .expect("still listed");
+    assert_eq!(scan.version, "0.1.0", "the previous version runs again");
+    assert!(!scan.quarantined);
+    assert!(scan.stats.traps >= u64::from(HostConfig::default().max_consecutive_traps));
+    assert!(
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|(model, ..)| model == "Device / Network Scan"),
+        "the restored version goes on detecting the attack's scans"
+    );
+    // On disk too: the factory bundle runs at the next start, and 0.3.0 can never come back.
+    let dir = data.path().join("bundles");
+    assert!(!dir.join("network-scan").join("current.vbundle").exists());
+    let versions = InstalledVersions::open(&dir.join("versions.json")).expect("versions");
+    assert_eq!(
+        versions.highest("network-scan").map(|v| v.to_string()),
+        Some("0.3.0".to_string())
+    );
 }
