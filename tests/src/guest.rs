@@ -36,7 +36,13 @@ pub fn module(manifest: &[u8], imports: &str, abi_body: &str, on_batch: &str) ->
 /// A module with this manifest that takes over any learned state and then traps on every batch:
 /// a new version of a real plugin that is broken.
 pub fn trapping_on_every_batch(manifest: &[u8]) -> Vec<u8> {
-    build(manifest, "", "(i32.const 0x10000)", "unreachable", "(i32.const 0)")
+    build(
+        manifest,
+        "",
+        "(i32.const 0x10000)",
+        "unreachable",
+        "(i32.const 0)",
+    )
 }
 
 fn build(manifest: &[u8], imports: &str, abi_body: &str, on_batch: &str, restore: &str) -> Vec<u8> {

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use vigil::bundle::{Bundle, InstalledVersions, SecretKey, DEFAULT_MAX_BUNDLE_BYTES};
 use vigil::capture::pcap::PcapSource;
 use vigil::capture::{Next, Source};
 use vigil::config::Config;
 use vigil::devices::{Device, DeviceConfig, DeviceTable};
-use vigil::bundle::{Bundle, InstalledVersions, SecretKey, DEFAULT_MAX_BUNDLE_BYTES};
 use vigil::host::{Emitted, EmittedIncident, HostConfig, PluginHost};
 use vigil::installed::BundleStore;
 use vigil::pipeline::Pipeline;
@@ -104,7 +104,9 @@ fn signed_bundle(dir: &Path, plugin: &str, version: &str, config: Option<&str>) 
     let wasm = module_dir().join(format!("vigil_plugin_{}.wasm", plugin.replace('-', "_")));
     let out = dir.join(format!("{plugin}-{version}.vbundle"));
     let mut build = Command::new(vigil_bin());
-    build.env("VIGIL_LOG", "warn").args(["bundle", "build", "--version", version]);
+    build
+        .env("VIGIL_LOG", "warn")
+        .args(["bundle", "build", "--version", version]);
     match config {
         Some(json) => {
             let file = dir.join(format!("{plugin}-{version}.json"));
@@ -141,12 +143,20 @@ fn events_per_plugin(pipeline: &Pipeline) -> Vec<(String, u64)> {
 
 #[test]
 fn swapping_detectors_under_traffic_loses_nothing_and_keeps_what_they_learned() {
-    let lab = committed_labs().into_iter().next().expect("a committed lab");
+    let lab = committed_labs()
+        .into_iter()
+        .next()
+        .expect("a committed lab");
     let (baseline, attack) = (fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap"));
     let bundles = TempDir::new("live-bundles");
     let updates: Vec<(String, Vec<u8>)> = ["ntlm-hostname", "network-scan", "ldap-activity"]
         .iter()
-        .map(|p| (p.to_string(), signed_bundle(bundles.path(), p, "0.2.0", None)))
+        .map(|p| {
+            (
+                p.to_string(),
+                signed_bundle(bundles.path(), p, "0.2.0", None),
+            )
+        })
         .collect();
 
     let reference_seen = Seen::default();
@@ -179,7 +189,10 @@ fn swapping_detectors_under_traffic_loses_nothing_and_keeps_what_they_learned() 
             .any(|(model, ..)| model == "Device / Unusual NTLM Hostname"),
         "the reference run raises the hostname model"
     );
-    assert_eq!(swapped_breaches, reference_breaches, "same breaches, same times");
+    assert_eq!(
+        swapped_breaches, reference_breaches,
+        "same breaches, same times"
+    );
     assert_eq!(events_per_plugin(&swapped), events_per_plugin(&reference));
     for plugin in swapped.host().plugins() {
         let expected = if updates.iter().any(|(name, _)| *name == plugin.name) {
@@ -190,19 +203,22 @@ fn swapping_detectors_under_traffic_loses_nothing_and_keeps_what_they_learned() 
         assert_eq!(plugin.version, expected, "{}", plugin.name);
     }
     // The swaps are on disk: the next start runs the new versions.
-    let installed = InstalledVersions::open(
-        &data.path().join("bundles").join("versions.json"),
-    )
-    .expect("versions");
+    let installed = InstalledVersions::open(&data.path().join("bundles").join("versions.json"))
+        .expect("versions");
     assert_eq!(
-        installed.installed("ntlm-hostname").map(|i| i.version.to_string()),
+        installed
+            .installed("ntlm-hostname")
+            .map(|i| i.version.to_string()),
         Some("0.2.0".to_string())
     );
 }
 
 #[test]
 fn a_model_update_changes_the_threshold_live() {
-    let lab = committed_labs().into_iter().next().expect("a committed lab");
+    let lab = committed_labs()
+        .into_iter()
+        .next()
+        .expect("a committed lab");
     let (baseline, attack) = (fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap"));
     let bundles = TempDir::new("update-bundles");
     let scan_breaches = |seen: &Seen| {
@@ -241,7 +257,11 @@ fn a_model_update_changes_the_threshold_live() {
     assert!(status.success());
     feed(&mut pipeline, &shifted, 0, None);
     pipeline.finish().expect("finish");
-    assert_eq!(scan_breaches(&seen), before, "no network scan breach past the new threshold");
+    assert_eq!(
+        scan_breaches(&seen),
+        before,
+        "no network scan breach past the new threshold"
+    );
     // Control: without the update the second day's attack does raise it again.
     let control_seen = Seen::default();
     let control_data = TempDir::new("model-update-control");
@@ -262,7 +282,10 @@ fn a_model_update_changes_the_threshold_live() {
 
 #[test]
 fn a_new_version_that_traps_on_every_batch_is_rolled_back_to_the_previous_one() {
-    let lab = committed_labs().into_iter().next().expect("a committed lab");
+    let lab = committed_labs()
+        .into_iter()
+        .next()
+        .expect("a committed lab");
     let (baseline, attack) = (fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap"));
     // A module claiming to be network-scan 0.3.0 (the real manifest) whose every batch traps,
     // signed by the vendor's key: the signature is good, the code is not.
@@ -273,7 +296,9 @@ fn a_new_version_that_traps_on_every_batch_is_rolled_back_to_the_previous_one() 
     )
     .expect("decodes");
     let mut host = PluginHost::new(HostConfig::default()).expect("host");
-    let id = host.load(&factory.wasm, "network-scan", None).expect("loads");
+    let id = host
+        .load(&factory.wasm, "network-scan", None)
+        .expect("loads");
     let module_manifest = host.manifest(id).expect("manifest").clone();
     let faulty =
         guest::trapping_on_every_batch(&postcard::to_allocvec(&module_manifest).expect("encodes"));
@@ -288,7 +313,9 @@ fn a_new_version_that_traps_on_every_batch_is_rolled_back_to_the_previous_one() 
     let data = TempDir::new("faulty");
     let mut pipeline = pipeline(data.path(), &seen);
     feed(&mut pipeline, &baseline, 0, None);
-    pipeline.install(&bytes).expect("a well-signed module installs");
+    pipeline
+        .install(&bytes)
+        .expect("a well-signed module installs");
     feed(&mut pipeline, &attack, 0, None);
     pipeline.finish().expect("finish");
 
