@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::api::ApiConfig;
 use crate::devices::DeviceConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
@@ -40,6 +41,8 @@ pub struct Config {
     pub pipeline: PipelineSettings,
     /// Which addresses are devices, and how many to remember.
     pub devices: DeviceConfig,
+    /// The management API (off unless `listen` and `token` are set).
+    pub api: ApiConfig,
     /// Model config per plugin name.
     pub plugins: BTreeMap<String, toml::Table>,
 }

@@ -56,6 +56,25 @@ pub struct Installation {
     pub config: Option<String>,
 }
 
+impl Installation {
+    /// One line for the operator: what, which version, signed by whom.
+    pub fn describe(&self) -> String {
+        let manifest = &self.bundle.manifest;
+        let what = if self.config.is_some() {
+            "model update"
+        } else {
+            "plugin"
+        };
+        format!(
+            "installed {what} {} {} (signed by {}, delegation v{})",
+            manifest.name,
+            manifest.version,
+            self.bundle.signer.name,
+            self.bundle.signer.delegation_version
+        )
+    }
+}
+
 pub struct BundleStore {
     dir: PathBuf,
     trust: TrustStore,

@@ -5,6 +5,8 @@
 //! targets can build the parsing layers alone.
 
 pub mod analyzer;
+#[cfg(feature = "plugin-host")]
+pub mod api;
 pub mod bundle;
 pub mod capture;
 #[cfg(feature = "plugin-host")]

@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 use crate::analyzer::{Analyzer, ProtocolLogs};
+use crate::api::{Answer, Control, Request};
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::{decode, SkipCounts, Transport as Layer4};
 use crate::devices::DeviceTable;
@@ -54,6 +56,8 @@ pub struct Pipeline {
     host: PluginHost,
     /// Installed bundles, for installs while running and the host's rollbacks.
     store: Option<BundleStore>,
+    /// Requests from the management API, answered between packets.
+    control: Option<mpsc::Receiver<Control>>,
     devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
@@ -80,6 +84,7 @@ impl Pipeline {
             ended: Vec::new(),
             host,
             store: None,
+            control: None,
             devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
@@ -118,6 +123,62 @@ impl Pipeline {
     /// Lets the pipeline install bundles while it runs ([`Pipeline::install`]).
     pub fn attach_store(&mut self, store: BundleStore) {
         self.store = Some(store);
+    }
+
+    /// Takes requests from the management API while running ([`Pipeline::run`]).
+    pub fn attach_control(&mut self, control: mpsc::Receiver<Control>) {
+        self.control = Some(control);
+    }
+
+    /// Answers what the management API asked since the last call.
+    fn serve_control(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        while let Ok(Control { request, reply }) = control.try_recv() {
+            let answer = match request {
+                Request::Install(bytes) => match self.install(&bytes) {
+                    Ok(installed) => Answer {
+                        status: 200,
+                        body: serde_json::json!({ "installed": installed.describe() }),
+                    },
+                    Err(err) => {
+                        tracing::warn!("bundle pushed through the API refused: {err}");
+                        let status = match err {
+                            InstallError::Store(_) | InstallError::Io { .. } => 500,
+                            _ => 422,
+                        };
+                        Answer {
+                            status,
+                            body: serde_json::json!({ "error": err.to_string() }),
+                        }
+                    }
+                },
+                Request::ListPlugins => Answer {
+                    status: 200,
+                    body: serde_json::Value::Array(
+                        self.host
+                            .plugins()
+                            .into_iter()
+                            .map(|p| {
+                                serde_json::json!({
+                                    "name": p.name,
+                                    "version": p.version,
+                                    "kind": format!("{:?}", p.kind),
+                                    "events": p.stats.events,
+                                    "breaches": p.stats.breaches,
+                                    "traps": p.stats.traps,
+                                    "quarantined": p.quarantined,
+                                })
+                            })
+                            .collect(),
+                    ),
+                },
+            };
+            // The client may have gone; the work is done either way.
+            let _ = reply.send(answer);
+        }
+        self.control = Some(control);
     }
 
     /// Installs a signed bundle while running, between batches: the events before it went to
@@ -299,6 +360,9 @@ impl Pipeline {
                 Next::Packet(packet) => {
                     self.handle(&packet)?;
                     since_progress += 1;
+                    if since_progress % 64 == 0 {
+                        self.serve_control();
+                    }
                     if since_progress == 4096 {
                         since_progress = 0;
                         progress(&self.stats);
@@ -308,6 +372,7 @@ impl Pipeline {
                     if live {
                         self.idle(wall_clock())?;
                     }
+                    self.serve_control();
                 }
                 Next::End => break,
             }

@@ -2,6 +2,7 @@
 
 pub mod guest;
 pub mod lab;
+pub mod live;
 pub mod logs;
 pub mod netns;
 pub mod workspace;

@@ -5,6 +5,7 @@ mod bundle;
 mod demo;
 mod key;
 mod plugins;
+mod push;
 mod replay;
 mod run;
 mod summary;
@@ -146,6 +147,8 @@ enum Command {
     /// Installed plugins: list, install a signed bundle, roll back.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Install a signed bundle on a running appliance through its management API.
+    Push(push::PushArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -169,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Bundle(command) => bundle::run(command),
         Command::Trust(command) => trust::run(command),
         Command::Plugins(command) => plugins::run(command),
+        Command::Push(args) => push::push(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

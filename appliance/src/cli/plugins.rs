@@ -11,7 +11,7 @@ use super::{open_store, PluginArgs};
 use crate::bundle::{format::read_limited, BundleManifest, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::config::Config;
 use crate::host::{HostConfig, PluginHost};
-use crate::installed::{module_agrees, BundleStore, Installation};
+use crate::installed::{module_agrees, BundleStore};
 
 #[derive(Subcommand)]
 pub enum PluginsCommand {
@@ -68,7 +68,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
                     check_module(&bundle.manifest, &bundle.wasm)
                 })
                 .with_context(|| format!("{}", bundle.display()))?;
-            println!("{}", describe(&installed));
+            println!("{}", installed.describe());
             Ok(())
         }
         PluginsCommand::Rollback {
@@ -107,22 +107,6 @@ fn check_module(manifest: &BundleManifest, wasm: &[u8]) -> Result<(), String> {
     })
     .map(|_| ())
     .map_err(|err| err.to_string())
-}
-
-pub(crate) fn describe(installed: &Installation) -> String {
-    let manifest = &installed.bundle.manifest;
-    let what = if installed.config.is_some() {
-        "model update"
-    } else {
-        "plugin"
-    };
-    format!(
-        "installed {what} {} {} (signed by {}, delegation v{})",
-        manifest.name,
-        manifest.version,
-        installed.bundle.signer.name,
-        installed.bundle.signer.delegation_version
-    )
 }
 
 fn list(data_dir: &Path, config: Option<&Path>, args: &PluginArgs) -> anyhow::Result<()> {

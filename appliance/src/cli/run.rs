@@ -30,6 +30,9 @@ pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::R
     let (config, source) = common.load()?;
     let store = open_store(&source, &common.data_dir)?;
     let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, store, false)?;
+    if let Some(control) = crate::api::start(&config.api)? {
+        pipeline.attach_control(control);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -1,0 +1,156 @@
+//! `vigil run` as an operator starts it, inside a namespace a test made: started until it
+//! reports capturing, its log kept for failure messages, stopped with SIGTERM (and killed if the
+//! test ends first). Plus a real nmap scan to feed it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+use crate::workspace::vigil_bin;
+
+pub struct LiveVigil {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    /// The line that said which XDP mode it captures in.
+    pub capturing: String,
+}
+
+impl LiveVigil {
+    /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.
+    pub fn start(ns: &Netns, args: &[&str]) -> LiveVigil {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(vigil_bin())
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vigil starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut vigil = LiveVigil {
+            child,
+            lines,
+            log: Vec::new(),
+            capturing: String::new(),
+        };
+        let started = Instant::now();
+        loop {
+            match vigil.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    let found = line.contains("capturing on");
+                    vigil.log.push(line.clone());
+                    if found {
+                        vigil.capturing = line;
+                        return vigil;
+                    }
+                }
+                Err(_) => panic!("vigil did not start capturing: {:#?}", vigil.log),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{:#?}",
+                vigil.log
+            );
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&mut self) -> &[String] {
+        self.log.extend(self.lines.try_iter());
+        &self.log
+    }
+
+    /// SIGTERM, then waits (up to 20 s) for it to save its state and exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "vigil ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LiveVigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn nmap_available() -> bool {
+    Command::new("nmap")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A real TCP SYN scan of `ports` on `target` from `ns`; returns nmap's report.
+pub fn syn_scan(ns: &Netns, target: &str, ports: &str) -> String {
+    let report = ns
+        .run(
+            "nmap",
+            &[
+                "-n",
+                "-Pn",
+                // AF_XDP takes the appliance end's ARP too: nmap must use the pinned neighbour
+                // through the kernel instead of resolving it on the wire itself.
+                "--send-ip",
+                "--disable-arp-ping",
+                "-sS",
+                "-T4",
+                "--max-retries",
+                "0",
+                "-p",
+                ports,
+                target,
+            ],
+        )
+        .expect("nmap runs");
+    assert!(report.contains("Nmap done"), "{report}");
+    report
+}
+
+/// The alerts of `model` from `source` in `eve`, waiting up to `wait` for at least one.
+pub fn wait_for_alerts(
+    eve: &Path,
+    model: &str,
+    source: &str,
+    wait: Duration,
+) -> Vec<serde_json::Value> {
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(eve)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|a| a["alert"]["signature"] == model && a["src_ip"] == source)
+            .collect()
+    };
+    let deadline = Instant::now() + wait;
+    while read().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    read()
+}
