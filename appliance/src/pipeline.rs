@@ -360,7 +360,7 @@ impl Pipeline {
                 Next::Packet(packet) => {
                     self.handle(&packet)?;
                     since_progress += 1;
-                    if since_progress % 64 == 0 {
+                    if since_progress.is_multiple_of(64) {
                         self.serve_control();
                     }
                     if since_progress == 4096 {
@@ -402,7 +402,8 @@ impl Pipeline {
     }
 }
 
-fn tick(now: Timestamp) -> Event<'static> {
+/// The packet-time heartbeat event.
+pub fn tick(now: Timestamp) -> Event<'static> {
     let nowhere = Endpoint {
         ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         port: 0,

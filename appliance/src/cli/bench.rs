@@ -148,6 +148,18 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             Some(("batched", batched)),
         ),
     ];
+    rows.push(super::bench_updates::hot_swap(
+        bench_pipeline(&files, &config)?,
+        &path,
+        runs,
+    )?);
+    match super::bench_updates::verification(runs) {
+        Ok(row) => rows.push(row),
+        Err(err) => rows.push((
+            "signature verification, per bundle".into(),
+            format!("not run: {err:#} (run ./setup.sh to sign the bundles)"),
+        )),
+    }
     match tshark {
         Some(t) => {
             rows.push(row("tshark -r FILE -q", packets, "packets", t, None));
@@ -193,7 +205,7 @@ fn row(
     (name.to_string(), text)
 }
 
-fn median(
+pub(super) fn median(
     runs: u32,
     mut measure: impl FnMut() -> anyhow::Result<Duration>,
 ) -> anyhow::Result<Duration> {

@@ -1,6 +1,7 @@
 //! The `vigil` command line.
 
 mod bench;
+mod bench_updates;
 mod bundle;
 mod demo;
 mod key;
