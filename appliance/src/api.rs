@@ -22,8 +22,6 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::bundle::DEFAULT_MAX_BUNDLE_BYTES;
-
 /// `[api]` in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,7 +59,10 @@ struct Shared {
 }
 
 /// Starts the API on a thread of its own; returns the receiving end the pipeline polls.
-pub fn start(config: &ApiConfig) -> anyhow::Result<Option<mpsc::Receiver<Control>>> {
+pub fn start(
+    config: &ApiConfig,
+    max_bundle_bytes: u64,
+) -> anyhow::Result<Option<mpsc::Receiver<Control>>> {
     let Some(listen) = config.listen else {
         return Ok(None);
     };
@@ -81,7 +82,10 @@ pub fn start(config: &ApiConfig) -> anyhow::Result<Option<mpsc::Receiver<Control
     tracing::info!("management API on http://{listen}/api/v1/");
     let app = Router::new()
         .route("/api/v1/plugins", get(list_plugins).post(install))
-        .layer(DefaultBodyLimit::max(DEFAULT_MAX_BUNDLE_BYTES as usize + 1))
+        // One byte over the limit still arrives, so the verifier refuses it by name.
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(max_bundle_bytes.saturating_add(1)).unwrap_or(usize::MAX),
+        ))
         .with_state(shared);
     std::thread::Builder::new()
         .name("vigil-api".into())
@@ -169,9 +173,11 @@ mod tests {
     fn no_api_without_a_long_enough_token() {
         let listen = Some("127.0.0.1:0".parse().expect("address"));
         for token in [None, Some("short".to_string())] {
-            let err = start(&ApiConfig { listen, token }).expect_err("refused");
+            let err = start(&ApiConfig { listen, token }, 1024).expect_err("refused");
             assert!(err.to_string().contains("api.token"), "{err}");
         }
-        assert!(start(&ApiConfig::default()).expect("no API").is_none());
+        assert!(start(&ApiConfig::default(), 1024)
+            .expect("no API")
+            .is_none());
     }
 }

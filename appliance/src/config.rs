@@ -43,6 +43,8 @@ pub struct Config {
     pub devices: DeviceConfig,
     /// The management API (off unless `listen` and `token` are set).
     pub api: ApiConfig,
+    /// What plugin bundles may be.
+    pub bundles: BundleSettings,
     /// Model config per plugin name.
     pub plugins: BTreeMap<String, toml::Table>,
 }
@@ -65,6 +67,29 @@ impl Default for HostSettings {
             memory_limit_mb: defaults.memory_limit_bytes / (1024 * 1024),
             batch_deadline_ms: defaults.batch_deadline_ms,
             max_consecutive_traps: defaults.max_consecutive_traps,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BundleSettings {
+    /// Largest bundle file accepted (install, push, start); larger ones are refused unread.
+    pub max_bytes: u64,
+}
+
+impl Default for BundleSettings {
+    fn default() -> Self {
+        BundleSettings {
+            max_bytes: crate::bundle::DEFAULT_MAX_BUNDLE_BYTES,
+        }
+    }
+}
+
+impl BundleSettings {
+    pub fn limits(&self) -> crate::bundle::VerifyLimits {
+        crate::bundle::VerifyLimits {
+            max_bundle_bytes: self.max_bytes,
         }
     }
 }

@@ -83,7 +83,11 @@ pub struct BundleStore {
 }
 
 impl BundleStore {
-    pub fn open(data_dir: &Path, trust: TrustStore) -> Result<BundleStore, InstallError> {
+    pub fn open(
+        data_dir: &Path,
+        trust: TrustStore,
+        limits: VerifyLimits,
+    ) -> Result<BundleStore, InstallError> {
         let dir = data_dir.join("bundles");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let versions = InstalledVersions::open(&dir.join("versions.json"))?;
@@ -91,8 +95,12 @@ impl BundleStore {
             dir,
             trust,
             versions,
-            limits: VerifyLimits::default(),
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> VerifyLimits {
+        self.limits
     }
 
     pub fn trust(&self) -> &TrustStore {

@@ -109,8 +109,13 @@ impl Appliance {
     }
 
     fn install(&self, bundle: &Path) -> Output {
+        self.install_with(bundle, &[])
+    }
+
+    fn install_with(&self, bundle: &Path, options: &[&str]) -> Output {
         let mut args: Vec<String> = vec!["plugins".into(), "install".into()];
         args.extend(self.plugin_args());
+        args.extend(options.iter().map(|o| o.to_string()));
         args.push(bundle.display().to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         vigil(&args)
@@ -329,7 +334,7 @@ fn every_bad_bundle_is_refused_with_its_reason_and_changes_nothing() {
     let file = std::fs::File::create(&huge).expect("create");
     file.set_len(DEFAULT_MAX_BUNDLE_BYTES + 1)
         .expect("sparse file");
-    cases.push(("too large", huge, "over the"));
+    cases.push(("too large for the default limit", huge, "over the"));
 
     let garbage = a.path("garbage.vbundle");
     std::fs::write(&garbage, b"VIGILBND but not really a bundle at all").expect("write");
@@ -345,6 +350,15 @@ fn every_bad_bundle_is_refused_with_its_reason_and_changes_nothing() {
             "{case}: something changed on the appliance"
         );
     }
+
+    // A good bundle over the operator's configured size limit.
+    let config = a.path("small-bundles.toml");
+    std::fs::write(&config, "[bundles]\nmax_bytes = 100000\n").expect("config");
+    let out = a.install_with(&good, &["--config", s(&config)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "too large: installed");
+    assert!(stderr.contains("over the 100000-byte limit"), "{stderr}");
+    assert!(a.state() == before, "too large: something changed");
 
     // A replayed older delegation (v1 named the revoked key) is refused too.
     let out = vigil(&[

@@ -51,7 +51,7 @@ fn pipeline(data: &Path, seen: &Seen) -> Pipeline {
     let config = Config::default();
     let mut host = PluginHost::new(config.host_config(data)).expect("host");
     let trust = vigil::bundle::TrustStore::open(&trust_dir()).expect("dev trust store");
-    let mut store = BundleStore::open(data, trust).expect("bundle store");
+    let mut store = BundleStore::open(data, trust, config.bundles.limits()).expect("bundle store");
     let loaded = vigil::plugin_dir::load_all(
         &mut host,
         &plugin_dir(),

@@ -66,6 +66,7 @@ pub struct PluginArgs {
 /// [`PluginArgs`] resolved against the config file.
 pub(crate) struct PluginSource {
     pub dir: PathBuf,
+    pub bundle_limits: crate::bundle::VerifyLimits,
     pub trust_dir: PathBuf,
     pub allow_unsigned: bool,
 }
@@ -74,6 +75,7 @@ impl PluginArgs {
     pub(crate) fn resolve(&self, config: &Config) -> PluginSource {
         PluginSource {
             dir: self.plugins.clone().unwrap_or_else(|| config.plugin_dir()),
+            bundle_limits: config.bundles.limits(),
             trust_dir: self.trust.clone().unwrap_or_else(|| config.trust_dir()),
             allow_unsigned: self.allow_unsigned,
         }
@@ -87,7 +89,11 @@ pub(crate) fn open_store(
     data_dir: &Path,
 ) -> anyhow::Result<Option<BundleStore>> {
     match TrustStore::open(&source.trust_dir) {
-        Ok(trust) => Ok(Some(BundleStore::open(data_dir, trust)?)),
+        Ok(trust) => Ok(Some(BundleStore::open(
+            data_dir,
+            trust,
+            source.bundle_limits,
+        )?)),
         Err(err) if source.allow_unsigned => {
             tracing::warn!("no trust store ({err}): only unsigned plugins can load");
             Ok(None)

@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use super::summary::print_table;
 use super::{open_store, PluginArgs};
-use crate::bundle::{format::read_limited, BundleManifest, DEFAULT_MAX_BUNDLE_BYTES};
+use crate::bundle::{format::read_limited, BundleManifest};
 use crate::config::Config;
 use crate::host::{HostConfig, PluginHost};
 use crate::installed::{module_agrees, BundleStore};
@@ -61,7 +61,7 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
             bundle,
         } => {
             let mut store = store(&data_dir, config.as_deref(), &plugins)?;
-            let bytes = read_limited(&bundle, DEFAULT_MAX_BUNDLE_BYTES)
+            let bytes = read_limited(&bundle, store.limits().max_bundle_bytes)
                 .with_context(|| format!("reading {}", bundle.display()))?;
             let installed = store
                 .install(&bytes, |bundle| {

@@ -30,7 +30,7 @@ pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::R
     let (config, source) = common.load()?;
     let store = open_store(&source, &common.data_dir)?;
     let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, store, false)?;
-    if let Some(control) = crate::api::start(&config.api)? {
+    if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
         pipeline.attach_control(control);
     }
     let stop = Arc::new(AtomicBool::new(false));
