@@ -25,5 +25,7 @@ pub mod pipeline;
 #[cfg(feature = "plugin-host")]
 pub mod plugin_dir;
 pub mod proto;
+#[cfg(feature = "plugin-host")]
+pub mod respond;
 pub mod store;
 pub mod stream;

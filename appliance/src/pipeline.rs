@@ -18,6 +18,7 @@ use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
+use crate::respond::Actions;
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -37,6 +38,8 @@ pub struct PipelineStats {
     pub skipped: SkipCounts,
     pub events: u64,
     pub batches: u64,
+    /// Packets the responses in force drop (inline) or would drop (on a mirror port).
+    pub enforced: u64,
     pub breaches_by_model: BTreeMap<String, u64>,
     pub first_packet: Option<Timestamp>,
     pub last_packet: Option<Timestamp>,
@@ -58,6 +61,8 @@ pub struct Pipeline {
     store: Option<BundleStore>,
     /// Requests from the management API, answered between packets.
     control: Option<mpsc::Receiver<Control>>,
+    /// The responses requested and in force (`DATA_DIR/actions.json`).
+    actions: Option<Actions>,
     devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
@@ -85,6 +90,7 @@ impl Pipeline {
             host,
             store: None,
             control: None,
+            actions: None,
             devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
@@ -123,6 +129,15 @@ impl Pipeline {
     /// Lets the pipeline install bundles while it runs ([`Pipeline::install`]).
     pub fn attach_store(&mut self, store: BundleStore) {
         self.store = Some(store);
+    }
+
+    /// Records responder plugins' actions and enforces those in force.
+    pub fn attach_actions(&mut self, actions: Actions) {
+        self.actions = Some(actions);
+    }
+
+    pub fn actions(&self) -> Option<&Actions> {
+        self.actions.as_ref()
     }
 
     /// Takes requests from the management API while running ([`Pipeline::run`]).
@@ -209,6 +224,20 @@ impl Pipeline {
         match decode(packet.data) {
             Ok(decoded) => {
                 self.stats.decoded += 1;
+                if let Some(actions) = &self.actions {
+                    let port = match decoded.transport {
+                        Layer4::Tcp { dst_port, .. } | Layer4::Udp { dst_port, .. } => {
+                            Some(dst_port)
+                        }
+                        _ => None,
+                    };
+                    if actions
+                        .table()
+                        .drops(decoded.src, port, packet.ts.micros() / 1_000_000)
+                    {
+                        self.stats.enforced += 1;
+                    }
+                }
                 if let Layer4::Udp {
                     src_port: DHCP_SERVER | DHCP_CLIENT,
                     dst_port: DHCP_SERVER | DHCP_CLIENT,
@@ -274,6 +303,11 @@ impl Pipeline {
             ended.push(event);
         });
         self.close_ended(now);
+        if let Some(actions) = self.actions.as_mut() {
+            if let Err(err) = actions.expire(now.micros() / 1_000_000) {
+                tracing::error!("recording expired actions: {err}");
+            }
+        }
         self.batch.push(&tick(now));
         self.stats.events += 1;
         self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
@@ -302,6 +336,21 @@ impl Pipeline {
         self.stats.batches += 1;
         let emitted = self.host.dispatch(&self.batch);
         self.batch.clear();
+        for emitted in self.host.take_actions() {
+            let Some(actions) = self.actions.as_mut() else {
+                continue;
+            };
+            let by = format!("{} {}", emitted.plugin, emitted.plugin_version);
+            match actions.request(&emitted.action, &by, emitted.action.ts.micros() / 1_000_000) {
+                Ok(id) => tracing::info!(
+                    "action {id}: {:?} on {} ({})",
+                    emitted.action.response,
+                    emitted.action.device,
+                    emitted.action.reason
+                ),
+                Err(err) => tracing::error!("recording an action: {err}"),
+            }
+        }
         for rollback in self.host.take_rollbacks() {
             if let Some(store) = self.store.as_mut() {
                 if let Err(err) = store.revert(&rollback.plugin, &rollback.failed_version) {

@@ -14,6 +14,7 @@
 //!
 //! Imports (module `vigil`): `emit_breach(ptr, len)` (a postcard [`crate::Breach`]),
 //! `emit_incident(ptr, len)` (a postcard [`crate::Incident`], from analyst plugins),
+//! `request_action(ptr, len)` (a postcard [`crate::ActionRequest`], from responder plugins only),
 //! `log(level, ptr, len)` (UTF-8). No WASI, no clock, no I/O: a plugin is a pure function of its
 //! events, which is what makes replay deterministic.
 

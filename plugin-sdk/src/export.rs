@@ -64,6 +64,7 @@ pub mod guest {
     extern "C" {
         fn emit_breach(ptr: *const u8, len: usize);
         fn emit_incident(ptr: *const u8, len: usize);
+        fn request_action(ptr: *const u8, len: usize);
         fn log(level: i32, ptr: *const u8, len: usize);
     }
 
@@ -197,6 +198,12 @@ pub mod guest {
                 if let Ok(bytes) = postcard::to_allocvec(&incident) {
                     // SAFETY: the pointer and length describe a live, initialised buffer.
                     unsafe { emit_incident(bytes.as_ptr(), bytes.len()) };
+                }
+            }
+            for action in output.take_actions() {
+                if let Ok(bytes) = postcard::to_allocvec(&action) {
+                    // SAFETY: the pointer and length describe a live, initialised buffer.
+                    unsafe { request_action(bytes.as_ptr(), bytes.len()) };
                 }
             }
             for (level, message) in output.take_logs() {

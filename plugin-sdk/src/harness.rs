@@ -10,7 +10,8 @@ use core::net::IpAddr;
 
 use crate::plugin::{parse_config, RestoreError};
 use crate::{
-    Breach, Endpoint, Event, EventKind, FlowState, Incident, Output, Plugin, Timestamp, Transport,
+    ActionRequest, Breach, Endpoint, Event, EventKind, FlowState, Incident, Output, Plugin,
+    Timestamp, Transport,
 };
 
 pub struct Harness<P: Plugin> {
@@ -18,6 +19,7 @@ pub struct Harness<P: Plugin> {
     output: Output,
     breaches: Vec<Breach>,
     incidents: Vec<Incident>,
+    actions: Vec<ActionRequest>,
 }
 
 impl<P: Plugin> Harness<P> {
@@ -39,6 +41,7 @@ impl<P: Plugin> Harness<P> {
             output: Output::default(),
             breaches: Vec::new(),
             incidents: Vec::new(),
+            actions: Vec::new(),
         }
     }
 
@@ -64,7 +67,18 @@ impl<P: Plugin> Harness<P> {
             self.incidents
                 .push(postcard::from_bytes(&wire).expect("incidents always decode"));
         }
+        for action in self.output.take_actions() {
+            let wire = postcard::to_allocvec(&action).expect("actions always encode");
+            self.actions
+                .push(postcard::from_bytes(&wire).expect("actions always decode"));
+        }
         raised
+    }
+
+    /// Every action the plugin requested so far, in order. (The harness does not enforce the
+    /// plugin kind; the host does.)
+    pub fn actions(&self) -> &[ActionRequest] {
+        &self.actions
     }
 
     /// Every incident (and incident update) written so far, in order.

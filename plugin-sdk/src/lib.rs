@@ -12,6 +12,7 @@ extern crate alloc;
 
 pub mod abi;
 pub mod account;
+pub mod action;
 pub mod breach;
 pub mod dns;
 pub mod event;
@@ -26,6 +27,7 @@ pub mod scan;
 pub mod time;
 pub mod window;
 
+pub use action::{ActionRequest, Response};
 pub use breach::{Breach, Evidence};
 pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, Transport};
 pub use incident::Incident;

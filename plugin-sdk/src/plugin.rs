@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Breach, Event, Incident, Manifest, PluginKind, Subscriptions};
+use crate::{ActionRequest, Breach, Event, Incident, Manifest, PluginKind, Subscriptions};
 
 /// A Vigil plugin. Implement this on a struct and call [`crate::export_plugin!`] on it.
 ///
@@ -67,6 +67,7 @@ pub fn parse_config<P: Plugin>(json: &[u8]) -> Result<P::Config, serde_json::Err
 pub struct Output {
     pub(crate) breaches: Vec<Breach>,
     pub(crate) incidents: Vec<Incident>,
+    pub(crate) actions: Vec<ActionRequest>,
     pub(crate) logs: Vec<(i32, String)>,
 }
 
@@ -78,6 +79,16 @@ impl Output {
     /// A new incident, or a new version of one (same `id`), from an analyst plugin.
     pub fn incident(&mut self, incident: Incident) {
         self.incidents.push(incident);
+    }
+
+    /// Asks the core to enforce a response (responder plugins only: the host refuses and counts
+    /// the requests of any other kind).
+    pub fn request_action(&mut self, action: ActionRequest) {
+        self.actions.push(action);
+    }
+
+    pub fn take_actions(&mut self) -> Vec<ActionRequest> {
+        core::mem::take(&mut self.actions)
     }
 
     pub fn take_incidents(&mut self) -> Vec<Incident> {

@@ -55,6 +55,20 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: PluginArgs) -> anyhow::Result<()
         let device = pipeline.devices().device_of(incident.incident.device);
         print_incident(incident, device, start);
     }
+    if let Some(actions) = pipeline.actions() {
+        println!();
+        println!("Responses (autonomous mode; `vigil actions list --data-dir DIR`):");
+        for action in actions.list() {
+            println!(
+                "  {:>3}  {:<20} on {}  for {} s  ({})",
+                action.id,
+                format!("{:?}", action.response),
+                action.device,
+                action.duration_secs,
+                action.reason
+            );
+        }
+    }
     summary::print(&pipeline, &loaded, &[]);
     println!(
         "alerts (Suricata EVE JSON): {}",

@@ -1,5 +1,6 @@
 //! The `vigil` command line.
 
+mod actions;
 mod bench;
 mod bench_updates;
 mod bundle;
@@ -156,6 +157,9 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Install a signed bundle on a running appliance through its management API.
     Push(push::PushArgs),
+    /// Responses requested by the responder: list, confirm (human mode), clear.
+    #[command(subcommand)]
+    Actions(actions::ActionsCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -180,6 +184,7 @@ pub fn main() -> ExitCode {
         Command::Trust(command) => trust::run(command),
         Command::Plugins(command) => plugins::run(command),
         Command::Push(args) => push::push(&args),
+        Command::Actions(command) => actions::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -266,6 +271,13 @@ pub(crate) fn open_pipeline(
     if let Some(store) = store {
         pipeline.attach_store(store);
     }
+    let actions = crate::respond::Actions::open(data_dir).with_context(|| {
+        format!(
+            "reading {}",
+            crate::respond::Actions::path(data_dir).display()
+        )
+    })?;
+    pipeline.attach_actions(actions);
     Ok((pipeline, loaded))
 }
 

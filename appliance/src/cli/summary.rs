@@ -19,6 +19,10 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
             "devices".into(),
             pipeline.devices().stats().devices.to_string(),
         ),
+        (
+            "packets blocked by responses".into(),
+            stats.enforced.to_string(),
+        ),
     ];
     let devices = pipeline.devices().stats();
     for (name, value) in [

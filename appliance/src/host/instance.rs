@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use vigil_plugin_sdk::abi::{self, Status};
-use vigil_plugin_sdk::{Breach, Incident, Manifest};
+use vigil_plugin_sdk::{ActionRequest, Breach, Incident, Manifest};
 use wasmtime::{
     Caller, ExternType, InstancePre, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc, ValType, WasmBacktrace,
@@ -16,9 +16,10 @@ use wasmtime::{
 
 /// The functions a plugin may import from module `vigil`, with their parameter types (none
 /// returns a value).
-pub const IMPORTS: [(&str, &[Num]); 3] = [
+pub const IMPORTS: [(&str, &[Num]); 4] = [
     ("emit_breach", &[Num::I32, Num::I32]),
     ("emit_incident", &[Num::I32, Num::I32]),
+    ("request_action", &[Num::I32, Num::I32]),
     ("log", &[Num::I32, Num::I32, Num::I32]),
 ];
 
@@ -111,6 +112,8 @@ pub struct HostState {
     /// Breaches and incidents raised during the current call.
     breaches: Vec<Breach>,
     incidents: Vec<Incident>,
+    /// Action requests of the current call; the host decides whether the plugin may make them.
+    actions: Vec<ActionRequest>,
     breach_bytes: usize,
     /// Breaches and log lines that could not be read during the current call.
     bad_output: u64,
@@ -123,6 +126,7 @@ pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(abi::IMPORT_MODULE, "emit_breach", emit_breach)?;
     linker.func_wrap(abi::IMPORT_MODULE, "emit_incident", emit_incident)?;
+    linker.func_wrap(abi::IMPORT_MODULE, "request_action", request_action)?;
     linker.func_wrap(abi::IMPORT_MODULE, "log", log)?;
     Ok(linker)
 }
@@ -137,7 +141,7 @@ fn read_output<T: serde::de::DeserializeOwned>(
     let state = caller.data();
     let memory = state.memory?;
     let range = guest_range(ptr, len, MAX_BREACH_BYTES)?;
-    let outputs = state.breaches.len() + state.incidents.len();
+    let outputs = state.breaches.len() + state.incidents.len() + state.actions.len();
     if outputs >= MAX_BREACHES_PER_CALL
         || state.breach_bytes + range.len() > MAX_BREACH_BYTES_PER_CALL
     {
@@ -175,6 +179,20 @@ fn emit_incident(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
         Some((incident, size)) => {
             state.breach_bytes += size;
             state.incidents.push(incident);
+        }
+        None => state.bad_output += 1,
+    }
+}
+
+/// `vigil.request_action(ptr, len)`: a postcard `ActionRequest`, under the same limits.
+fn request_action(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
+    let mut caller = caller;
+    let decoded = read_output::<ActionRequest>(&caller, ptr, len);
+    let state = caller.data_mut();
+    match decoded {
+        Some((action, size)) => {
+            state.breach_bytes += size;
+            state.actions.push(action);
         }
         None => state.bad_output += 1,
     }
@@ -270,6 +288,7 @@ fn new_store(engine: &wasmtime::Engine, sandbox: Sandbox, plugin: &str) -> Store
             memory: None,
             breaches: Vec::new(),
             incidents: Vec::new(),
+            actions: Vec::new(),
             breach_bytes: 0,
             bad_output: 0,
             logs: 0,
@@ -362,6 +381,7 @@ impl Instance {
         let state = self.store.data_mut();
         state.breaches.clear();
         state.incidents.clear();
+        state.actions.clear();
         state.breach_bytes = 0;
         state.bad_output = 0;
         state.logs = 0;
@@ -414,6 +434,11 @@ impl Instance {
     /// The breaches raised by the last call, leaving the buffer's capacity for the next.
     pub fn drain_breaches(&mut self) -> std::vec::Drain<'_, Breach> {
         self.store.data_mut().breaches.drain(..)
+    }
+
+    /// The actions requested by the last call.
+    pub fn drain_actions(&mut self) -> std::vec::Drain<'_, ActionRequest> {
+        self.store.data_mut().actions.drain(..)
     }
 
     /// The incidents written by the last call.

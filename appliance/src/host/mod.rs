@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_plugin_sdk::abi;
-use vigil_plugin_sdk::{Breach, EventClass, Incident, Manifest, PluginKind};
+use vigil_plugin_sdk::{ActionRequest, Breach, EventClass, Incident, Manifest, PluginKind};
 use wasmtime::{Engine, ExternType, InstancePre, Linker};
 
 pub use batch::EventBatch;
@@ -99,6 +99,8 @@ pub struct PluginStats {
     /// Breaches or log lines the plugin handed over that could not be read (bad pointer, bad
     /// encoding, over a size limit), and batches it refused with a status.
     pub bad_output: u64,
+    /// Action requests refused because the plugin is not a responder.
+    pub actions_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +131,14 @@ pub struct Emitted {
     /// How many breaches led to this one (0: raised from traffic).
     pub hop: u8,
     pub breach: Breach,
+}
+
+/// An action a responder plugin requested.
+#[derive(Debug, Clone)]
+pub struct EmittedAction {
+    pub plugin: String,
+    pub plugin_version: String,
+    pub action: ActionRequest,
 }
 
 /// An incident (or a new version of one) and the analyst plugin that wrote it.
@@ -343,6 +353,7 @@ pub struct PluginHost {
     cache: cache::ModuleCache,
     plugins: Vec<Plugin>,
     incidents: Vec<EmittedIncident>,
+    actions: Vec<EmittedAction>,
     rollbacks: Vec<Rollback>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -380,6 +391,7 @@ impl PluginHost {
             config,
             plugins: Vec::new(),
             incidents: Vec::new(),
+            actions: Vec::new(),
             rollbacks: Vec::new(),
             ticker_stop,
         })
@@ -709,6 +721,11 @@ impl PluginHost {
         emitted
     }
 
+    /// The actions responder plugins requested since the last call.
+    pub fn take_actions(&mut self) -> Vec<EmittedAction> {
+        std::mem::take(&mut self.actions)
+    }
+
     /// The incidents analyst plugins wrote since the last call.
     pub fn take_incidents(&mut self) -> Vec<EmittedIncident> {
         std::mem::take(&mut self.incidents)
@@ -748,6 +765,25 @@ impl PluginHost {
                                         incident,
                                     }
                                 }));
+                            let requested: Vec<ActionRequest> = instance.drain_actions().collect();
+                            if plugin.manifest.kind == PluginKind::Responder {
+                                self.actions.extend(requested.into_iter().map(|action| {
+                                    EmittedAction {
+                                        plugin: plugin.manifest.name.clone(),
+                                        plugin_version: plugin.manifest.version.clone(),
+                                        action,
+                                    }
+                                }));
+                            } else if !requested.is_empty() {
+                                plugin.stats.actions_refused += requested.len() as u64;
+                                tracing::warn!(
+                                    "plugin {} ({:?}) requested {} action(s): refused, only a \
+                                     responder may",
+                                    plugin.manifest.name,
+                                    plugin.manifest.kind,
+                                    requested.len()
+                                );
+                            }
                         }
                     }
                     // A refusal status is reported in `Ok`; an `Err` has already been counted.

@@ -14,6 +14,7 @@ use super::*;
 const MANIFEST_AT: u32 = 1024;
 const BREACH_AT: u32 = 4096;
 const INBOX_AT: u32 = 65536;
+const ACTION_AT: u32 = 16384;
 
 /// Bodies of a module's functions; the defaults make a well-behaved plugin that raises one
 /// breach per batch once configured, and keeps an `i32` of state it snapshots.
@@ -57,6 +58,18 @@ fn breach() -> Breach {
     }
 }
 
+fn action() -> vigil_plugin_sdk::ActionRequest {
+    vigil_plugin_sdk::ActionRequest {
+        response: vigil_plugin_sdk::Response::BlockPort(445),
+        device: IpAddr::from([10, 0, 0, 1]),
+        ts: Timestamp(1_000_000),
+        reason: "test".into(),
+        incident: None,
+        duration_secs: 60,
+        needs_confirmation: false,
+    }
+}
+
 fn wat_bytes(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("\\{b:02x}")).collect()
 }
@@ -85,10 +98,12 @@ impl Guest {
     fn wasm(&self) -> Vec<u8> {
         let manifest = postcard::to_allocvec(&self.manifest).expect("manifest encodes");
         let breach = postcard::to_allocvec(&breach()).expect("breach encodes");
+        let action = postcard::to_allocvec(&action()).expect("action encodes");
         let wat = format!(
             r#"(module
   (import "vigil" "emit_breach" (func $emit_breach (param i32 i32)))
   (import "vigil" "log" (func $log (param i32 i32 i32)))
+  (import "vigil" "request_action" (func $request_action (param i32 i32)))
   (memory (export "memory") {pages})
   (global $configured (mut i32) (i32.const 0))
   (global $state (mut i32) (i32.const 0))
@@ -96,7 +111,10 @@ impl Guest {
   (data (i32.const {BREACH_AT}) "{breach_data}")
   (data (i32.const 8192) "bad config: want {{}}")
   (data (i32.const 12300) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+  (data (i32.const {ACTION_AT}) "{action_data}")
   (func $emit_breach_ok (call $emit_breach (i32.const {BREACH_AT}) (i32.const {breach_len})))
+  (func $request_action_ok
+    (call $request_action (i32.const {ACTION_AT}) (i32.const {action_len})))
   (func (export "vigil_abi") (result i32) (i32.const 0x10000))
   (func (export "vigil_alloc") (param $len i32) (result i32) {alloc})
   (func (export "vigil_manifest") (result i64)
@@ -116,6 +134,8 @@ impl Guest {
             manifest_data = wat_bytes(&manifest),
             breach_data = wat_bytes(&breach),
             breach_len = breach.len(),
+            action_data = wat_bytes(&action),
+            action_len = action.len(),
             alloc = self.alloc,
             init = self.init,
             on_batch = self.on_batch,
@@ -172,7 +192,8 @@ fn well_behaved_module_raises_its_breach_and_is_listed() {
             events: 5,
             breaches: 1,
             traps: 0,
-            bad_output: 0
+            bad_output: 0,
+            actions_refused: 0,
         }
     );
     assert!(!s.quarantined);
@@ -494,4 +515,30 @@ fn a_model_update_changes_the_config_live_and_keeps_the_state() {
         .expect_err("refused");
     assert!(matches!(err, SwapError::Refused(_)), "{err}");
     assert_eq!(host.dispatch(&flows(1)).len(), 1);
+}
+
+#[test]
+fn only_a_responder_may_request_actions_and_a_detector_is_refused_and_counted() {
+    let mut host = host();
+    let mut detector = Guest::new("pushy-detector");
+    detector.on_batch = "(call $request_action_ok) (i32.const 0)".into();
+    let mut responder = Guest::new("responder");
+    responder.manifest.kind = PluginKind::Responder;
+    responder.on_batch = "(call $request_action_ok) (i32.const 0)".into();
+    let detector_id = host
+        .load(&detector.wasm(), "d.wasm", Some("{}"))
+        .expect("loads");
+    let responder_id = host
+        .load(&responder.wasm(), "r.wasm", Some("{}"))
+        .expect("loads");
+    host.dispatch(&flows(1));
+    let actions = host.take_actions();
+    assert_eq!(actions.len(), 1, "the responder's request only");
+    assert_eq!(actions[0].plugin, "responder");
+    assert_eq!(actions[0].action, action());
+    assert_eq!(status(&host, detector_id).stats.actions_refused, 1);
+    assert_eq!(status(&host, responder_id).stats.actions_refused, 0);
+    // The refusal is no failure: the detector keeps running.
+    let d = status(&host, detector_id);
+    assert!(!d.quarantined && d.stats.traps == 0);
 }

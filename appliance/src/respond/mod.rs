@@ -1,0 +1,258 @@
+//! Responses: the actions responder plugins request, their audit trail in
+//! `DATA_DIR/actions.json`, and the enforcement table built from those in force.
+//!
+//! An action is `pending` (human mode: waiting for `vigil actions confirm ID`), `active` (in the
+//! table until its end), `cleared` by an operator, or `expired`. Every change is recorded with
+//! who made it and when, and the file is rewritten atomically, so after a restart exactly the
+//! actions in force are enforced again until they end.
+
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::Response;
+
+use crate::store::files::write_atomic;
+pub use table::{EnforcementTable, Secs};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Status {
+    Pending,
+    Active { since: Secs, until: Secs },
+    Cleared { at: Secs },
+    Expired { at: Secs },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Secs,
+    pub who: String,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: u64,
+    pub response: Response,
+    pub device: IpAddr,
+    pub reason: String,
+    pub incident: Option<u64>,
+    pub duration_secs: u64,
+    /// `plugin version`.
+    pub requested_by: String,
+    pub requested_at: Secs,
+    pub status: Status,
+    pub audit: Vec<AuditEntry>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedActions {
+    actions: Vec<Action>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no action {0}")]
+    NoSuchAction(u64),
+    #[error("action {id} is {state}, not pending")]
+    NotPending { id: u64, state: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: damaged: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+pub struct Actions {
+    path: PathBuf,
+    actions: BTreeMap<u64, Action>,
+    table: EnforcementTable,
+}
+
+impl Actions {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("actions.json")
+    }
+
+    /// The data dir's actions; those in force go back into the table.
+    pub fn open(data_dir: &Path) -> Result<Actions, ActionError> {
+        let path = Actions::path(data_dir);
+        let saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<SavedActions>(&bytes).map_err(|err| {
+                ActionError::Corrupt {
+                    path: path.clone(),
+                    reason: err.to_string(),
+                }
+            })?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => SavedActions::default(),
+            Err(source) => return Err(ActionError::Io { path, source }),
+        };
+        let mut actions = Actions {
+            path,
+            actions: saved.actions.into_iter().map(|a| (a.id, a)).collect(),
+            table: EnforcementTable::new(),
+        };
+        actions.rebuild();
+        Ok(actions)
+    }
+
+    fn rebuild(&mut self) {
+        self.table.clear();
+        for action in self.actions.values() {
+            if let Status::Active { until, .. } = action.status {
+                self.table.enforce(action.device, action.response, until);
+            }
+        }
+    }
+
+    pub fn table(&self) -> &EnforcementTable {
+        &self.table
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &Action> {
+        self.actions.values()
+    }
+
+    /// Records a responder's request: in force at once, or pending an operator's confirmation.
+    pub fn request(
+        &mut self,
+        request: &vigil_plugin_sdk::ActionRequest,
+        requested_by: &str,
+        now: Secs,
+    ) -> Result<u64, ActionError> {
+        // One request per device, response and incident: a responder repeating itself on every
+        // breach of an incident does not pile up actions.
+        let duplicate = self.actions.values().find(|a| {
+            a.device == request.device
+                && a.response == request.response
+                && a.incident == request.incident
+                && matches!(a.status, Status::Pending | Status::Active { .. })
+        });
+        if let Some(existing) = duplicate {
+            return Ok(existing.id);
+        }
+        let id = self.actions.keys().next_back().map_or(1, |last| last + 1);
+        let mut action = Action {
+            id,
+            response: request.response,
+            device: request.device,
+            reason: request.reason.clone(),
+            incident: request.incident,
+            duration_secs: request.duration_secs,
+            requested_by: requested_by.to_string(),
+            requested_at: now,
+            status: Status::Pending,
+            audit: vec![AuditEntry {
+                at: now,
+                who: requested_by.to_string(),
+                what: format!("requested: {}", request.reason),
+            }],
+        };
+        if !request.needs_confirmation {
+            activate(&mut action, &mut self.table, requested_by, now);
+        }
+        self.actions.insert(id, action);
+        self.save()?;
+        Ok(id)
+    }
+
+    /// An operator confirms a pending action: it is in force from now for its duration.
+    pub fn confirm(&mut self, id: u64, who: &str, now: Secs) -> Result<&Action, ActionError> {
+        let action = self
+            .actions
+            .get_mut(&id)
+            .ok_or(ActionError::NoSuchAction(id))?;
+        if action.status != Status::Pending {
+            return Err(ActionError::NotPending {
+                id,
+                state: state_name(&action.status).into(),
+            });
+        }
+        activate(action, &mut self.table, who, now);
+        self.save()?;
+        self.actions.get(&id).ok_or(ActionError::NoSuchAction(id))
+    }
+
+    /// An operator lifts an action, pending or in force.
+    pub fn clear(&mut self, id: u64, who: &str, now: Secs) -> Result<&Action, ActionError> {
+        let action = self
+            .actions
+            .get_mut(&id)
+            .ok_or(ActionError::NoSuchAction(id))?;
+        action.status = Status::Cleared { at: now };
+        action.audit.push(AuditEntry {
+            at: now,
+            who: who.to_string(),
+            what: "cleared".into(),
+        });
+        self.rebuild();
+        self.save()?;
+        self.actions.get(&id).ok_or(ActionError::NoSuchAction(id))
+    }
+
+    /// Marks actions past their end as expired (the table already stopped enforcing them).
+    pub fn expire(&mut self, now: Secs) -> Result<usize, ActionError> {
+        let mut expired = 0;
+        for action in self.actions.values_mut() {
+            if let Status::Active { until, .. } = action.status {
+                if now >= until {
+                    action.status = Status::Expired { at: until };
+                    action.audit.push(AuditEntry {
+                        at: until,
+                        who: "vigil".into(),
+                        what: "expired".into(),
+                    });
+                    expired += 1;
+                }
+            }
+        }
+        if expired > 0 {
+            self.rebuild();
+            self.save()?;
+        }
+        Ok(expired)
+    }
+
+    fn save(&self) -> Result<(), ActionError> {
+        let saved = SavedActions {
+            actions: self.actions.values().cloned().collect(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&saved).map_err(|err| ActionError::Corrupt {
+            path: self.path.clone(),
+            reason: err.to_string(),
+        })?;
+        bytes.push(b'\n');
+        write_atomic(&self.path, &bytes).map_err(|source| ActionError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn activate(action: &mut Action, table: &mut EnforcementTable, who: &str, now: Secs) {
+    let until = now.saturating_add(action.duration_secs);
+    let enforced = table.enforce(action.device, action.response, until);
+    action.status = Status::Active { since: now, until };
+    action.audit.push(AuditEntry {
+        at: now,
+        who: who.to_string(),
+        what: if enforced {
+            format!("in force until {until}")
+        } else {
+            "in force (recorded; this response is not enforced by the table yet)".into()
+        },
+    });
+}
+
+pub fn state_name(status: &Status) -> &'static str {
+    match status {
+        Status::Pending => "pending",
+        Status::Active { .. } => "active",
+        Status::Cleared { .. } => "cleared",
+        Status::Expired { .. } => "expired",
+    }
+}

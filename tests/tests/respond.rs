@@ -1,0 +1,182 @@
+//! Responses end to end, through the real binary and the signed responder plugin: after the
+//! lab's attack the attacker (and only the attacker) has its egress and ports 445 and 9401
+//! blocked, recorded in `actions.json`; benign traffic asks for nothing; in human mode nothing
+//! is enforced until an operator confirms, and clearing lifts it; actions in force survive a
+//! restart until they end.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use vigil::respond::Actions;
+use vigil_tests::lab::{committed_labs, fixture, ground_truth};
+use vigil_tests::workspace::{replay_ok, replay_with, vigil_bin, TempDir};
+
+fn actions(data: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(data.join("actions.json")).unwrap_or_default();
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let saved: Value = serde_json::from_str(&text).expect("JSON");
+    saved["actions"].as_array().cloned().unwrap_or_default()
+}
+
+fn responses(actions: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = actions.iter().map(|a| a["response"].to_string()).collect();
+    names.sort();
+    names
+}
+
+/// "packets blocked by responses  N" from the run's summary.
+fn blocked(stdout: &[u8]) -> u64 {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("packets blocked by responses"))
+        .and_then(|rest| rest.trim().parse().ok())
+        .expect("summary line")
+}
+
+fn shifted(pcap: &Path, secs: u64, out: &Path) {
+    let status = Command::new("editcap")
+        .args(["-t", &secs.to_string()])
+        .arg(pcap)
+        .arg(out)
+        .status()
+        .expect("editcap");
+    assert!(status.success());
+}
+
+#[test]
+fn the_attacker_is_blocked_and_nobody_else() {
+    for lab in committed_labs() {
+        let attacker = ground_truth(&lab)[0].source.to_string();
+        let data = TempDir::new("respond");
+        let out = replay_ok(
+            data.path(),
+            &[
+                &fixture(&lab, "baseline.pcap"),
+                &fixture(&lab, "attack.pcap"),
+            ],
+        );
+        let recorded = actions(data.path());
+        assert!(
+            recorded.iter().all(|a| a["device"] == attacker.as_str()),
+            "{lab}: {recorded:#?}"
+        );
+        assert!(
+            recorded.iter().all(|a| a["status"]["state"] == "active"),
+            "{lab}: {recorded:#?}"
+        );
+        assert_eq!(
+            responses(&recorded),
+            [
+                r#""BlockEgress""#,
+                r#"{"BlockPort":445}"#,
+                r#"{"BlockPort":9401}"#
+            ],
+            "{lab}"
+        );
+        assert!(blocked(&out.stdout) > 0, "{lab}: nothing enforced");
+
+        // Restart ten minutes later: still in force, the attacker's traffic still dropped.
+        let later = TempDir::new("respond-later");
+        let attack_later = later.path().join("attack-later.pcap");
+        shifted(&fixture(&lab, "attack.pcap"), 600, &attack_later);
+        let again = replay_ok(data.path(), &[&attack_later]);
+        assert!(
+            blocked(&again.stdout) > 0,
+            "{lab}: not enforced after a restart"
+        );
+        // A day later every action has ended.
+        let next_day = later.path().join("attack-next-day.pcap");
+        shifted(&fixture(&lab, "benign-noise.pcap"), 86_400 * 2, &next_day);
+        let quiet = replay_ok(data.path(), &[&next_day]);
+        assert_eq!(blocked(&quiet.stdout), 0, "{lab}");
+        assert!(
+            actions(data.path())
+                .iter()
+                .filter(|a| a["response"] == "BlockEgress")
+                .all(|a| a["status"]["state"] == "expired"),
+            "{lab}: {:#?}",
+            actions(data.path())
+        );
+    }
+}
+
+#[test]
+fn benign_traffic_asks_for_nothing() {
+    for lab in committed_labs() {
+        let data = TempDir::new("respond-benign");
+        replay_ok(
+            data.path(),
+            &[
+                &fixture(&lab, "baseline.pcap"),
+                &fixture(&lab, "benign-noise.pcap"),
+            ],
+        );
+        assert!(actions(data.path()).is_empty(), "{lab}");
+    }
+}
+
+#[test]
+fn human_mode_enforces_only_what_an_operator_confirms() {
+    let lab = committed_labs().into_iter().next().expect("a lab");
+    let data = TempDir::new("respond-human");
+    let config = data.path().join("vigil.toml");
+    std::fs::write(&config, "[plugins.responder]\nmode = \"human\"\n").expect("config");
+    let out = replay_with(
+        data.path(),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            &fixture(&lab, "baseline.pcap"),
+            &fixture(&lab, "attack.pcap"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(blocked(&out.stdout), 0, "nothing before confirmation");
+    let pending = actions(data.path());
+    assert!(!pending.is_empty());
+    assert!(pending.iter().all(|a| a["status"]["state"] == "pending"));
+    let attacker: std::net::IpAddr = pending[0]["device"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok())
+        .expect("device");
+    let id = pending[0]["id"].as_u64().expect("id").to_string();
+    let now = vigil::bundle::text::unix_now();
+    let vigil = |args: &[&str]| {
+        let out = Command::new(vigil_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("vigil runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let confirmed = vigil(&["actions", "confirm", "--by", "alice-soc", &id]);
+    assert!(confirmed.contains("active until"), "{confirmed}");
+    let table = Actions::open(data.path()).expect("actions");
+    let response = &pending[0]["response"];
+    let port = response["BlockPort"].as_u64().map(|p| p as u16);
+    assert!(table.table().drops(attacker, port.or(Some(445)), now + 1));
+    let record = actions(data.path());
+    let audit = &record[0]["audit"];
+    assert!(
+        audit
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["who"] == "alice-soc")),
+        "{audit:#}"
+    );
+    vigil(&["actions", "clear", "--by", "alice-soc", &id]);
+    let table = Actions::open(data.path()).expect("actions");
+    assert!(!table.table().drops(attacker, port.or(Some(445)), now + 1));
+    assert_eq!(actions(data.path())[0]["status"]["state"], "cleared");
+}
