@@ -10,10 +10,11 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # iproute2/ethtool: the namespaces and veth pairs of the live tests; nmap: real scans in them;
 # tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries;
-# dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test.
+# dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test; socat: the
+# servers and connections of the inline test.
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
-    musl-tools dnsmasq-base isc-dhcp-client \
+    musl-tools dnsmasq-base isc-dhcp-client socat \
     >/dev/null
 
 echo "==> Rust toolchain and targets"

@@ -214,8 +214,10 @@ impl Pipeline {
         &self.recent
     }
 
-    /// Handles one frame. No allocation happens here once the batch buffer has grown.
-    pub fn handle(&mut self, packet: &Packet<'_>) -> io::Result<()> {
+    /// Handles one frame; true when the responses in force drop it (an inline bridge then does
+    /// not forward it). No allocation happens here once the batch buffer has grown.
+    pub fn handle(&mut self, packet: &Packet<'_>) -> io::Result<bool> {
+        let mut dropped = false;
         self.stats.packets += 1;
         self.stats.bytes += u64::from(packet.wire_len);
         self.stats.first_packet.get_or_insert(packet.ts);
@@ -236,6 +238,7 @@ impl Pipeline {
                         .drops(decoded.src, port, packet.ts.micros() / 1_000_000)
                     {
                         self.stats.enforced += 1;
+                        dropped = true;
                     }
                 }
                 if let Layer4::Udp {
@@ -273,14 +276,16 @@ impl Pipeline {
         if self.batch.len() >= self.batch_size {
             self.dispatch()?;
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// Lets time pass without traffic (live capture on a quiet link): ticks, expires flows and
     /// hands plugins what is waiting.
     pub fn idle(&mut self, now: Timestamp) -> io::Result<()> {
         self.advance_clock(now)?;
-        self.dispatch()
+        self.dispatch()?;
+        self.serve_control();
+        Ok(())
     }
 
     fn advance_clock(&mut self, now: Timestamp) -> io::Result<()> {
@@ -407,6 +412,7 @@ impl Pipeline {
         while !stop.load(Ordering::Relaxed) {
             match source.next_packet()? {
                 Next::Packet(packet) => {
+                    // On a mirror port a drop can only be counted (see `stats.enforced`).
                     self.handle(&packet)?;
                     since_progress += 1;
                     if since_progress.is_multiple_of(64) {
@@ -420,8 +426,9 @@ impl Pipeline {
                 Next::Idle => {
                     if live {
                         self.idle(wall_clock())?;
+                    } else {
+                        self.serve_control();
                     }
-                    self.serve_control();
                 }
                 Next::End => break,
             }

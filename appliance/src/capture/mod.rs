@@ -1,5 +1,6 @@
 //! Where packets come from: pcap/pcapng files and live AF_XDP sockets, behind one [`Source`] trait.
 
+pub mod bridge;
 pub mod pcap;
 pub mod xdp;
 

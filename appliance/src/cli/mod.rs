@@ -123,9 +123,13 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Interface to capture on.
-        #[arg(long)]
-        iface: String,
+        /// Interface to capture on (a mirror port).
+        #[arg(long, required_unless_present = "inline", conflicts_with = "inline")]
+        iface: Option<String>,
+        /// Inline mode: bridge these two ports, forwarding every frame both ways except what
+        /// the responses in force drop.
+        #[arg(long, value_name = "IF_A,IF_B", value_delimiter = ',')]
+        inline: Option<Vec<String>>,
         /// NIC queue to bind.
         #[arg(long, default_value_t = 0)]
         queue: u32,
@@ -174,9 +178,14 @@ pub fn main() -> ExitCode {
         Command::Run {
             common,
             iface,
+            inline,
             queue,
             mode,
-        } => run::run(&common, &iface, queue, mode),
+        } => match (iface, inline) {
+            (Some(iface), _) => run::run(&common, &iface, queue, mode),
+            (None, Some(ports)) => run::run_inline(&common, &ports, queue, mode),
+            (None, None) => Err(anyhow::anyhow!("give --iface or --inline")),
+        },
         Command::Demo { data_dir, plugins } => demo::demo(data_dir, plugins),
         Command::Bench(args) => bench::bench(&args),
         Command::Key(command) => key::run(command),

@@ -1,13 +1,15 @@
 //! `vigil run`: live capture with AF_XDP until SIGINT or SIGTERM.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::save_learned;
 use super::{open_pipeline, open_store, summary, Common};
-use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource};
+use crate::capture::bridge::Bridge;
+use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS};
+use crate::pipeline::wall_clock;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ModeArg {
@@ -56,4 +58,70 @@ pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::R
     tracing::info!("stopped; ring statistics: {:?}", source.stats());
     summary::print(&pipeline, &loaded, &[]);
     result.map_err(Into::into)
+}
+
+/// `vigil run --inline A,B`: bridges two ports, analysing every frame and dropping what the
+/// responses in force block, until SIGINT or SIGTERM.
+pub fn run_inline(
+    common: &Common,
+    ports: &[String],
+    queue: u32,
+    mode: ModeArg,
+) -> anyhow::Result<()> {
+    let [port_a, port_b] = ports else {
+        anyhow::bail!("--inline takes two interfaces: IF_A,IF_B");
+    };
+    let (config, source) = common.load()?;
+    let store = open_store(&source, &common.data_dir)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, store, false)?;
+    if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
+        pipeline.attach_control(control);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let side = |iface: &str| XdpConfig {
+        iface: iface.to_string(),
+        queue,
+        mode: mode.into(),
+        ..XdpConfig::default()
+    };
+    let mut bridge = Bridge::open(side(port_a), side(port_b))?;
+    tracing::info!(
+        "capturing on {port_a} <-> {port_b} inline ({:?} mode); alerts to {}",
+        bridge.sides().0.attached_mode(),
+        common.data_dir.join("eve.json").display()
+    );
+    let mut result = Ok(());
+    while !stop.load(Ordering::Relaxed) {
+        match bridge.step(&mut |packet| pipeline.handle(packet)) {
+            Ok(0) => {
+                if let Err(err) = bridge.wait(POLL_TIMEOUT_MS) {
+                    result = Err(anyhow::Error::from(err));
+                    break;
+                }
+                pipeline.idle(wall_clock())?;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                result = Err(anyhow::anyhow!("{err}"));
+                break;
+            }
+        }
+    }
+    pipeline.finish()?;
+    save_learned(&mut pipeline, &common.data_dir)?;
+    let stats = bridge.stats();
+    tracing::info!(
+        "stopped; forwarded {} + {} frames, dropped {} + {}, {} lost to full TX rings",
+        stats.forwarded[0],
+        stats.forwarded[1],
+        stats.dropped[0],
+        stats.dropped[1],
+        stats.tx_full
+    );
+    summary::print(&pipeline, &loaded, &[]);
+    result
 }

@@ -112,6 +112,8 @@ pub struct XdpSource {
     received: u64,
     sent: u64,
     bad_descs: u64,
+    /// How long `next_packet` waits on an empty ring; 0 for a caller that polls several.
+    poll_timeout_ms: i32,
 }
 
 impl XdpSource {
@@ -180,7 +182,14 @@ impl XdpSource {
             received: 0,
             sent: 0,
             bad_descs: 0,
+            poll_timeout_ms: POLL_TIMEOUT_MS,
         })
+    }
+
+    /// How long `next_packet` waits for a frame before [`Next::Idle`]; 0 returns at once (an
+    /// inline bridge polls both of its sockets with [`wait_any`] instead).
+    pub fn set_poll_timeout(&mut self, ms: i32) {
+        self.poll_timeout_ms = ms;
     }
 
     /// The mode the program actually runs in: `Native` or `Generic`, never `Auto`.
@@ -232,9 +241,9 @@ impl XdpSource {
         self.next = 0;
         self.xsk.refill();
         let mut n = self.xsk.receive(&mut self.batch);
-        if n == 0 {
+        if n == 0 && self.poll_timeout_ms > 0 {
             self.xsk
-                .wait_readable(POLL_TIMEOUT_MS)
+                .wait_readable(self.poll_timeout_ms)
                 .map_err(|e| CaptureError::Xdp {
                     source: self.name.clone(),
                     reason: format!("waiting for frames: {e}"),
@@ -244,6 +253,27 @@ impl XdpSource {
         self.batch_len = n;
         Ok(())
     }
+}
+
+/// Waits up to `timeout_ms` until one of `sources` has frames to read.
+pub fn wait_any(sources: &[&XdpSource], timeout_ms: i32) -> std::io::Result<()> {
+    let mut fds: Vec<libc::pollfd> = sources
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.xsk.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of pollfds that outlives the call.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ret < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 fn now() -> Timestamp {

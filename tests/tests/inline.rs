@@ -1,0 +1,231 @@
+//! Inline mode on real traffic: three namespaces (attacker, the appliance bridging two veth
+//! pairs with AF_XDP, a server). Ordinary traffic crosses the bridge (ARP, ping with MTU-sized
+//! frames, TCP); after a real nmap scan the responder's actions stop the attacker's new
+//! connections to 445 and 9401 (or, with an egress policy, everything it sends) while a benign
+//! address next to it still gets through; when the actions end the attacker gets through again.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::live::{nmap_available, syn_scan, LiveVigil};
+use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
+use vigil_tests::workspace::{plugin_dir, TempDir};
+
+const SERVER: &str = "10.210.0.1";
+const ATTACKER: &str = "10.210.0.2";
+const BENIGN: &str = "10.210.0.3";
+
+struct Lab {
+    attacker: Netns,
+    appliance: Netns,
+    /// Runs the listeners; kept for the test's lifetime.
+    _server: Netns,
+    _pairs: [VethPair; 2],
+    appliance_ports: [String; 2],
+}
+
+impl Lab {
+    fn new(subnet: u8) -> Lab {
+        let attacker = Netns::unique().expect("namespace");
+        let appliance = Netns::unique().expect("namespace");
+        let server = Netns::unique().expect("namespace");
+        let names: Vec<String> = (0..4).map(|_| unique_name()).collect();
+        // The appliance's ends get addresses of their own subnets; the bridged hosts never see
+        // them (AF_XDP takes every frame).
+        let west = VethPair::new(
+            &attacker,
+            &names[0],
+            &appliance,
+            &names[1],
+            &format!("{ATTACKER}/24"),
+            &format!("10.211.{subnet}.1/30"),
+        )
+        .expect("veth");
+        let east = VethPair::new(
+            &appliance,
+            &names[2],
+            &server,
+            &names[3],
+            &format!("10.211.{subnet}.5/30"),
+            &format!("{SERVER}/24"),
+        )
+        .expect("veth");
+        attacker
+            .run(
+                "ip",
+                &["addr", "add", &format!("{BENIGN}/24"), "dev", &names[0]],
+            )
+            .expect("benign address");
+        for port in ["445", "9401", "8080"] {
+            server
+                .spawn(
+                    "socat",
+                    &[
+                        &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+                        "EXEC:/bin/true",
+                    ],
+                )
+                .expect("listener");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Lab {
+            attacker,
+            appliance,
+            _server: server,
+            _pairs: [west, east],
+            appliance_ports: [names[1].clone(), names[2].clone()],
+        }
+    }
+
+    /// A real TCP connection from `source` to the server's `port` (2 s to connect).
+    fn connects(&self, source: &str, port: u16) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.attacker.name(),
+                "socat",
+                "-u",
+                "OPEN:/dev/null",
+            ])
+            .arg(format!(
+                "TCP:{SERVER}:{port},bind={source},connect-timeout=2"
+            ))
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    fn start(&self, data: &Path, config: &Path) -> LiveVigil {
+        let plugins = plugin_dir();
+        LiveVigil::start(
+            &self.appliance,
+            &[
+                "--inline",
+                &format!("{},{}", self.appliance_ports[0], self.appliance_ports[1]),
+                "--mode",
+                "generic",
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+                "--plugins",
+                plugins.to_str().expect("utf-8"),
+                "--config",
+                config.to_str().expect("utf-8"),
+            ],
+        )
+    }
+}
+
+fn active_actions(data: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(data.join("actions.json")).unwrap_or_default();
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["actions"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["status"]["state"] == "active" && a["device"] == ATTACKER)
+        .collect()
+}
+
+fn wait_until(what: &str, wait: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn skip() -> bool {
+    if skip_without_root() || !nmap_available() {
+        eprintln!("skipping: needs root, iproute2, nmap and socat (./setup.sh installs them)");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn blocked_ports_stop_the_attacker_only_and_heal_at_expiry() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let work = TempDir::new("inline-ports");
+    let config = work.path().join("vigil.toml");
+    // The default policy (Network Scan -> block 445 and 9401), for 15 seconds.
+    std::fs::write(&config, "[plugins.responder]\nduration_secs = 15\n").expect("config");
+    let data = work.path().join("data");
+    let vigil = lab.start(&data, &config);
+
+    // Ordinary traffic crosses: ARP (nothing is pinned), ICMP with MTU-sized frames, TCP.
+    let ping = lab
+        .attacker
+        .run(
+            "ping",
+            &["-c", "2", "-W", "2", "-M", "do", "-s", "1472", SERVER],
+        )
+        .expect("an MTU-sized ping crosses the bridge");
+    assert!(ping.contains("2 received"), "{ping}");
+    for port in [445, 9401, 8080] {
+        assert!(
+            lab.connects(ATTACKER, port),
+            "before the attack, port {port}"
+        );
+    }
+    assert!(lab.connects(BENIGN, 445));
+
+    syn_scan(&lab.attacker, SERVER, "1-1000");
+    wait_until("the responder's actions", Duration::from_secs(20), || {
+        active_actions(&data).len() >= 2
+    });
+    assert!(
+        !lab.connects(ATTACKER, 445),
+        "445 still open to the attacker"
+    );
+    assert!(
+        !lab.connects(ATTACKER, 9401),
+        "9401 still open to the attacker"
+    );
+    assert!(
+        lab.connects(ATTACKER, 8080),
+        "only the blocked ports are closed"
+    );
+    assert!(lab.connects(BENIGN, 445), "the benign host is not touched");
+
+    // After the 15 s the attacker gets through again.
+    wait_until("the actions to end", Duration::from_secs(30), || {
+        lab.connects(ATTACKER, 445)
+    });
+    let exit = vigil.stop();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn blocked_egress_stops_everything_the_attacker_sends() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let work = TempDir::new("inline-egress");
+    let config = work.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        "[plugins.responder]\nduration_secs = 600\n\
+         rules = [{ models = [\"Device / Network Scan\"], responses = [\"BlockEgress\"] }]\n",
+    )
+    .expect("config");
+    let data = work.path().join("data");
+    let vigil = lab.start(&data, &config);
+    assert!(lab.connects(ATTACKER, 8080));
+    syn_scan(&lab.attacker, SERVER, "1-1000");
+    wait_until("the egress block", Duration::from_secs(20), || {
+        !active_actions(&data).is_empty()
+    });
+    assert!(!lab.connects(ATTACKER, 8080), "the attacker still gets out");
+    let ping = lab
+        .attacker
+        .run("ping", &["-c", "1", "-W", "1", "-I", ATTACKER, SERVER]);
+    assert!(ping.is_err() || ping.is_ok_and(|p| p.contains("0 received")));
+    assert!(lab.connects(BENIGN, 8080), "the benign host is not touched");
+    assert!(vigil.stop().success());
+}
