@@ -18,7 +18,7 @@ use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
-use crate::respond::Actions;
+use crate::respond::{reset, Actions};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -40,6 +40,8 @@ pub struct PipelineStats {
     pub batches: u64,
     /// Packets the responses in force drop (inline) or would drop (on a mirror port).
     pub enforced: u64,
+    /// TCP resets injected on a mirror port for blocked connections.
+    pub resets_sent: u64,
     pub breaches_by_model: BTreeMap<String, u64>,
     pub first_packet: Option<Timestamp>,
     pub last_packet: Option<Timestamp>,
@@ -63,6 +65,8 @@ pub struct Pipeline {
     control: Option<mpsc::Receiver<Control>>,
     /// The responses requested and in force (`DATA_DIR/actions.json`).
     actions: Option<Actions>,
+    /// On a live mirror port: reset blocked TCP connections through the source.
+    tap_resets: bool,
     devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
@@ -91,6 +95,7 @@ impl Pipeline {
             store: None,
             control: None,
             actions: None,
+            tap_resets: false,
             devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
@@ -134,6 +139,11 @@ impl Pipeline {
     /// Records responder plugins' actions and enforces those in force.
     pub fn attach_actions(&mut self, actions: Actions) {
         self.actions = Some(actions);
+    }
+
+    /// Tears blocked TCP connections down with injected resets (tap mode on a live port).
+    pub fn enable_tap_resets(&mut self) {
+        self.tap_resets = true;
     }
 
     pub fn actions(&self) -> Option<&Actions> {
@@ -409,11 +419,14 @@ impl Pipeline {
         mut progress: impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
         let mut since_progress = 0u32;
+        let mut resets = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             match source.next_packet()? {
                 Next::Packet(packet) => {
-                    // On a mirror port a drop can only be counted (see `stats.enforced`).
-                    self.handle(&packet)?;
+                    // A mirror port cannot drop: a blocked TCP connection is reset instead.
+                    if self.handle(&packet)? && self.tap_resets {
+                        resets = reset::resets(packet.data);
+                    }
                     since_progress += 1;
                     if since_progress.is_multiple_of(64) {
                         self.serve_control();
@@ -431,6 +444,11 @@ impl Pipeline {
                     }
                 }
                 Next::End => break,
+            }
+            for frame in resets.drain(..) {
+                if source.inject(&frame)? {
+                    self.stats.resets_sent += 1;
+                }
             }
         }
         progress(&self.stats);

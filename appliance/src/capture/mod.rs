@@ -35,6 +35,12 @@ pub trait Source {
 
     /// A short human-readable name: the file path or `iface:queue`.
     fn describe(&self) -> String;
+
+    /// Sends a frame out where the source captures (TCP resets in tap mode). `Ok(false)` when it
+    /// was not sent: a file cannot, a live port whose TX frames are all in flight did not.
+    fn inject(&mut self, _frame: &[u8]) -> Result<bool, CaptureError> {
+        Ok(false)
+    }
 }
 
 /// Why a source could not go on. Input faults (the file) and system faults (the kernel) are kept

@@ -35,6 +35,7 @@ pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::R
     if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
         pipeline.attach_control(control);
     }
+    pipeline.enable_tap_resets();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -23,6 +23,7 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
             "packets blocked by responses".into(),
             stats.enforced.to_string(),
         ),
+        ("tcp resets sent".into(), stats.resets_sent.to_string()),
     ];
     let devices = pipeline.devices().stats();
     for (name, value) in [

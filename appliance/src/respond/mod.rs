@@ -6,6 +6,7 @@
 //! who made it and when, and the file is rewritten atomically, so after a restart exactly the
 //! actions in force are enforced again until they end.
 
+pub mod reset;
 pub mod table;
 
 use std::collections::BTreeMap;

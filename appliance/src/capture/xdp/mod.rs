@@ -318,6 +318,10 @@ impl Source for XdpSource {
     fn describe(&self) -> String {
         self.name.clone()
     }
+
+    fn inject(&mut self, frame: &[u8]) -> Result<bool, CaptureError> {
+        self.send(frame)
+    }
 }
 
 #[cfg(test)]
