@@ -153,6 +153,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         &path,
         runs,
     )?);
+    rows.push(super::bench_respond::lookups(runs)?);
+    rows.push(super::bench_respond::breach_to_block(
+        bench_pipeline(&files, &config)?,
+        &path,
+    )?);
     match super::bench_updates::verification(runs) {
         Ok(row) => rows.push(row),
         Err(err) => rows.push((

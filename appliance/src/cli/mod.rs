@@ -2,6 +2,7 @@
 
 mod actions;
 mod bench;
+mod bench_respond;
 mod bench_updates;
 mod bundle;
 mod demo;

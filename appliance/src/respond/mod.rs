@@ -47,6 +47,9 @@ pub struct Action {
     /// `plugin version`.
     pub requested_by: String,
     pub requested_at: Secs,
+    /// Packet time of the breach that decided it.
+    #[serde(default)]
+    pub decided_at: vigil_plugin_sdk::Timestamp,
     pub status: Status,
     pub audit: Vec<AuditEntry>,
 }
@@ -146,6 +149,7 @@ impl Actions {
             duration_secs: request.duration_secs,
             requested_by: requested_by.to_string(),
             requested_at: now,
+            decided_at: request.ts,
             status: Status::Pending,
             audit: vec![AuditEntry {
                 at: now,
