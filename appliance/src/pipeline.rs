@@ -22,6 +22,9 @@ use crate::respond::{reset, Actions};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
+/// What counts as a device's pattern of life when it is enforced: services it used at least this
+/// long before the decision, so the attack's own connections are not among them.
+const PATTERN_HORIZON_MICROS: u64 = 3600 * 1_000_000;
 /// DHCP's ports (RFC 2131): leases and host names for the device table.
 const DHCP_SERVER: u16 = 67;
 const DHCP_CLIENT: u16 = 68;
@@ -243,10 +246,12 @@ impl Pipeline {
                         }
                         _ => None,
                     };
-                    if actions
-                        .table()
-                        .drops(decoded.src, port, packet.ts.micros() / 1_000_000)
-                    {
+                    if actions.table().drops(
+                        decoded.src,
+                        decoded.dst,
+                        port,
+                        packet.ts.micros() / 1_000_000,
+                    ) {
                         self.stats.enforced += 1;
                         dropped = true;
                     }
@@ -356,7 +361,22 @@ impl Pipeline {
                 continue;
             };
             let by = format!("{} {}", emitted.plugin, emitted.plugin_version);
-            match actions.request(&emitted.action, &by, emitted.action.ts.micros() / 1_000_000) {
+            // The pattern of life as it was before the incident: an hour before the decision.
+            let allowed = match emitted.action.response {
+                vigil_plugin_sdk::Response::EnforcePatternOfLife => self.devices.services_before(
+                    emitted.action.device,
+                    Timestamp(
+                        emitted
+                            .action
+                            .ts
+                            .micros()
+                            .saturating_sub(PATTERN_HORIZON_MICROS),
+                    ),
+                ),
+                _ => Vec::new(),
+            };
+            let at = emitted.action.ts.micros() / 1_000_000;
+            match actions.request(&emitted.action, &by, at, allowed) {
                 Ok(id) => tracing::info!(
                     "action {id}: {:?} on {} ({})",
                     emitted.action.response,

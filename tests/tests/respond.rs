@@ -147,6 +147,7 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
         .expect("device");
     let id = pending[0]["id"].as_u64().expect("id").to_string();
     let now = vigil::bundle::text::unix_now();
+    let any_peer = std::net::IpAddr::from([10, 0, 0, 1]);
     let vigil = |args: &[&str]| {
         let out = Command::new(vigil_bin())
             .args(args)
@@ -166,7 +167,9 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
     let table = Actions::open(data.path()).expect("actions");
     let response = &pending[0]["response"];
     let port = response["BlockPort"].as_u64().map(|p| p as u16);
-    assert!(table.table().drops(attacker, port.or(Some(445)), now + 1));
+    assert!(table
+        .table()
+        .drops(attacker, any_peer, port.or(Some(445)), now + 1));
     let record = actions(data.path());
     let audit = &record[0]["audit"];
     assert!(
@@ -177,6 +180,65 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
     );
     vigil(&["actions", "clear", "--by", "alice-soc", &id]);
     let table = Actions::open(data.path()).expect("actions");
-    assert!(!table.table().drops(attacker, port.or(Some(445)), now + 1));
+    assert!(!table
+        .table()
+        .drops(attacker, any_peer, port.or(Some(445)), now + 1));
     assert_eq!(actions(data.path())[0]["status"]["state"], "cleared");
+}
+
+#[test]
+fn enforcing_the_pattern_of_life_keeps_what_the_device_used_before() {
+    let lab = committed_labs().into_iter().next().expect("a lab");
+    let data = TempDir::new("respond-pattern");
+    let config = data.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        "[plugins.responder]\n\
+         rules = [{ models = [\"Device / Network Scan\"], responses = [\"EnforcePatternOfLife\"] }]\n",
+    )
+    .expect("config");
+    let out = replay_with(
+        data.path(),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            &fixture(&lab, "baseline.pcap"),
+            &fixture(&lab, "attack.pcap"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded = actions(data.path());
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    let allowed = recorded[0]["allowed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !allowed.is_empty(),
+        "the normal week's services are kept: {recorded:#?}"
+    );
+    // The scan's targets were not part of the normal week; its later traffic is blocked.
+    assert!(blocked(&out.stdout) > 0);
+    // What the device did in its normal week is what passes: every kept service was used then
+    // (TCP and UDP by port; ICMP flows carry the code where a port would be).
+    let device = recorded[0]["device"].as_str().expect("device");
+    let baseline_services = vigil_tests::logs::tshark_fields(
+        &fixture(&lab, "baseline.pcap"),
+        &format!(
+            "ip.src == {device} && ((tcp.flags.syn == 1 && tcp.flags.ack == 0) || udp || icmp)"
+        ),
+        &["ip.dst", "tcp.dstport", "udp.dstport", "icmp.code"],
+    );
+    for service in &allowed {
+        let (peer, port) = (service[0].as_str().expect("peer"), service[1].to_string());
+        assert!(
+            baseline_services
+                .iter()
+                .any(|f| f[0] == peer && f[1..].iter().any(|p| *p == port)),
+            "{peer}:{port} was not used in the normal week"
+        );
+    }
 }

@@ -29,6 +29,8 @@ pub use reveal::NameSource;
 const MAX_NAMES: usize = 16;
 const MAX_ADDRESSES: usize = 16;
 const MAX_MACS: usize = 8;
+/// Services (peer and port) a device's pattern of life keeps; the least recently used go first.
+const MAX_SERVICES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +92,10 @@ pub struct Device {
     /// `aa:bb:cc:dd:ee:ff`, including MACs later found to be a router's.
     pub macs: Vec<Seen<String>>,
     pub host_names: Vec<HostName>,
+    /// The services it reached (peer, port) over answered connections it opened: what
+    /// "enforce its pattern of life" lets through.
+    #[serde(default)]
+    pub services: Vec<Seen<(IpAddr, u16)>>,
 }
 
 impl Device {
@@ -222,8 +228,32 @@ impl DeviceTable {
         self.by_address.get(&address).map(|&i| &self.devices[i])
     }
 
+    /// The services `address`'s device reached, first seen before `before`: its pattern of life
+    /// as it was then.
+    pub fn services_before(&self, address: IpAddr, before: Timestamp) -> Vec<(IpAddr, u16)> {
+        self.device_of(address)
+            .map(|d| {
+                d.services
+                    .iter()
+                    .filter(|s| s.first < before)
+                    .map(|s| s.value)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Learns from one event: who sent and answered, and what names the protocols revealed.
     pub fn observe(&mut self, event: &Event<'_>) {
+        if let Some(service) = reveal::service(event) {
+            if let Some(&index) = self.by_address.get(&event.src.ip) {
+                touch(
+                    &mut self.devices[index].services,
+                    service,
+                    event.ts,
+                    MAX_SERVICES,
+                );
+            }
+        }
         for (address, mac) in reveal::present(event) {
             self.sighting(event.ts, address, mac);
         }
@@ -396,6 +426,7 @@ impl DeviceTable {
             addresses: Vec::new(),
             macs: Vec::new(),
             host_names: Vec::new(),
+            services: Vec::new(),
         });
         Some(index)
     }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
-use vigil_plugin_sdk::{Event, EventKind};
+use vigil_plugin_sdk::{Event, EventKind, FlowState};
 
 /// DNS query types A and AAAA.
 const A: u16 = 1;
@@ -36,6 +36,17 @@ pub fn present(event: &Event<'_>) -> impl Iterator<Item = (IpAddr, [u8; 6])> {
     let src = originator.then_some((event.src.ip, event.src.mac));
     let dst = responder.then_some((event.dst.ip, event.dst.mac));
     src.into_iter().chain(dst)
+}
+
+/// The service (responder address and port) an answered flow's originator reached.
+pub fn service(event: &Event<'_>) -> Option<(IpAddr, u16)> {
+    match event.kind {
+        EventKind::FlowEnd {
+            state: FlowState::Established | FlowState::Reset,
+            ..
+        } => Some((event.dst.ip, event.dst.port)),
+        _ => None,
+    }
 }
 
 /// Host names the event ties to addresses.

@@ -50,6 +50,10 @@ pub struct Action {
     /// Packet time of the breach that decided it.
     #[serde(default)]
     pub decided_at: vigil_plugin_sdk::Timestamp,
+    /// For a pattern of life: the services (peer, port) the device used before, which alone
+    /// pass while the action is in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<(IpAddr, u16)>,
     pub status: Status,
     pub audit: Vec<AuditEntry>,
 }
@@ -108,7 +112,7 @@ impl Actions {
         self.table.clear();
         for action in self.actions.values() {
             if let Status::Active { until, .. } = action.status {
-                self.table.enforce(action.device, action.response, until);
+                enforce(&mut self.table, action, until);
             }
         }
     }
@@ -122,11 +126,13 @@ impl Actions {
     }
 
     /// Records a responder's request: in force at once, or pending an operator's confirmation.
+    /// `allowed` is the device's learned pattern of life, for that response.
     pub fn request(
         &mut self,
         request: &vigil_plugin_sdk::ActionRequest,
         requested_by: &str,
         now: Secs,
+        allowed: Vec<(IpAddr, u16)>,
     ) -> Result<u64, ActionError> {
         // One request per device, response and incident: a responder repeating itself on every
         // breach of an incident does not pile up actions.
@@ -150,6 +156,7 @@ impl Actions {
             requested_by: requested_by.to_string(),
             requested_at: now,
             decided_at: request.ts,
+            allowed,
             status: Status::Pending,
             audit: vec![AuditEntry {
                 at: now,
@@ -238,9 +245,19 @@ impl Actions {
     }
 }
 
+fn enforce(table: &mut EnforcementTable, action: &Action, until: Secs) -> bool {
+    match action.response {
+        Response::EnforcePatternOfLife => {
+            table.enforce_pattern(action.device, &action.allowed, until);
+            true
+        }
+        response => table.enforce(action.device, response, until),
+    }
+}
+
 fn activate(action: &mut Action, table: &mut EnforcementTable, who: &str, now: Secs) {
     let until = now.saturating_add(action.duration_secs);
-    let enforced = table.enforce(action.device, action.response, until);
+    let enforced = enforce(table, action, until);
     action.status = Status::Active { since: now, until };
     action.audit.push(AuditEntry {
         at: now,

@@ -5,7 +5,7 @@
 //! blocked ports). Expiry is by time: a rule past its end no longer drops anything and is swept
 //! out when the table is rebuilt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use vigil_plugin_sdk::Response;
@@ -18,6 +18,9 @@ struct DeviceRules {
     egress_until: Option<Secs>,
     /// (port, until).
     ports: Vec<(u16, Secs)>,
+    /// Pattern of life: only these services (peer, port) pass, until then. ICMP passes to the
+    /// peers alone.
+    pattern: Option<(HashSet<(IpAddr, u16)>, HashSet<IpAddr>, Secs)>,
 }
 
 #[derive(Debug, Default)]
@@ -30,8 +33,15 @@ impl EnforcementTable {
         EnforcementTable::default()
     }
 
+    /// Lets only `services` (peer, port) through from `device` until `until`.
+    pub fn enforce_pattern(&mut self, device: IpAddr, services: &[(IpAddr, u16)], until: Secs) {
+        let rules = self.devices.entry(device).or_default();
+        let peers = services.iter().map(|(peer, _)| *peer).collect();
+        rules.pattern = Some((services.iter().copied().collect(), peers, until));
+    }
+
     /// Puts a response in force for `device` until `until`. Returns false for a response this
-    /// table cannot enforce.
+    /// table cannot enforce (a pattern of life needs [`EnforcementTable::enforce_pattern`]).
     pub fn enforce(&mut self, device: IpAddr, response: Response, until: Secs) -> bool {
         let rules = self.devices.entry(device).or_default();
         match response {
@@ -54,13 +64,22 @@ impl EnforcementTable {
         self.devices.clear();
     }
 
-    /// Whether a packet from `src` to `dst_port` is dropped at `now`.
-    pub fn drops(&self, src: IpAddr, dst_port: Option<u16>, now: Secs) -> bool {
+    /// Whether a packet from `src` to `dst` (`dst_port` for TCP and UDP) is dropped at `now`.
+    pub fn drops(&self, src: IpAddr, dst: IpAddr, dst_port: Option<u16>, now: Secs) -> bool {
         let Some(rules) = self.devices.get(&src) else {
             return false;
         };
         if rules.egress_until.is_some_and(|until| now < until) {
             return true;
+        }
+        if let Some((services, peers, until)) = &rules.pattern {
+            let known = match dst_port {
+                Some(port) => services.contains(&(dst, port)),
+                None => peers.contains(&dst),
+            };
+            if now < *until && !known {
+                return true;
+            }
         }
         match dst_port {
             Some(port) => rules
@@ -93,20 +112,36 @@ mod tests {
     fn a_blocked_port_drops_only_that_port_of_that_device_until_expiry() {
         let mut table = EnforcementTable::new();
         assert!(table.enforce(ip(50), Response::BlockPort(445), 100));
-        assert!(table.drops(ip(50), Some(445), 99));
-        assert!(!table.drops(ip(50), Some(443), 99));
-        assert!(!table.drops(ip(51), Some(445), 99), "another device");
-        assert!(!table.drops(ip(50), Some(445), 100), "expired");
+        assert!(table.drops(ip(50), ip(1), Some(445), 99));
+        assert!(!table.drops(ip(50), ip(1), Some(443), 99));
+        assert!(!table.drops(ip(51), ip(1), Some(445), 99), "another device");
+        assert!(!table.drops(ip(50), ip(1), Some(445), 100), "expired");
     }
 
     #[test]
     fn blocked_egress_drops_everything_the_device_sends() {
         let mut table = EnforcementTable::new();
         table.enforce(ip(50), Response::BlockEgress, 100);
-        assert!(table.drops(ip(50), None, 10));
-        assert!(table.drops(ip(50), Some(53), 10));
+        assert!(table.drops(ip(50), ip(1), None, 10));
+        assert!(table.drops(ip(50), ip(1), Some(53), 10));
         // A shorter second request does not cut the first short.
         table.enforce(ip(50), Response::BlockEgress, 20);
-        assert!(table.drops(ip(50), None, 50));
+        assert!(table.drops(ip(50), ip(1), None, 50));
+    }
+
+    #[test]
+    fn a_pattern_of_life_lets_only_the_learned_services_through() {
+        let mut table = EnforcementTable::new();
+        table.enforce_pattern(ip(50), &[(ip(10), 445), (ip(10), 389)], 100);
+        assert!(!table.drops(ip(50), ip(10), Some(445), 10));
+        assert!(!table.drops(ip(50), ip(10), Some(389), 10));
+        assert!(table.drops(ip(50), ip(10), Some(3389), 10), "a new port");
+        assert!(table.drops(ip(50), ip(20), Some(445), 10), "a new peer");
+        assert!(
+            !table.drops(ip(50), ip(10), None, 10),
+            "ICMP to a known peer"
+        );
+        assert!(table.drops(ip(50), ip(20), None, 10));
+        assert!(!table.drops(ip(50), ip(20), Some(445), 100), "expired");
     }
 }
