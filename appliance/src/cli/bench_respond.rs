@@ -59,10 +59,7 @@ pub fn breach_to_block(mut pipeline: Pipeline, capture: &Path) -> anyhow::Result
     let mut handled: Vec<(Timestamp, Instant)> = Vec::new();
     let mut latencies: Vec<Duration> = Vec::new();
     let mut known = 0;
-    loop {
-        let Next::Packet(packet) = source.next_packet()? else {
-            break;
-        };
+    while let Next::Packet(packet) = source.next_packet()? {
         handled.push((packet.ts, Instant::now()));
         pipeline.handle(&packet)?;
         let actions: Vec<Timestamp> = pipeline

@@ -18,9 +18,16 @@ struct DeviceRules {
     egress_until: Option<Secs>,
     /// (port, until).
     ports: Vec<(u16, Secs)>,
-    /// Pattern of life: only these services (peer, port) pass, until then. ICMP passes to the
-    /// peers alone.
-    pattern: Option<(HashSet<(IpAddr, u16)>, HashSet<IpAddr>, Secs)>,
+    pattern: Option<Pattern>,
+}
+
+/// Pattern of life: only these services (peer, port) pass until `until`; ICMP passes to the
+/// peers alone.
+#[derive(Debug, Clone)]
+struct Pattern {
+    services: HashSet<(IpAddr, u16)>,
+    peers: HashSet<IpAddr>,
+    until: Secs,
 }
 
 #[derive(Debug, Default)]
@@ -36,8 +43,11 @@ impl EnforcementTable {
     /// Lets only `services` (peer, port) through from `device` until `until`.
     pub fn enforce_pattern(&mut self, device: IpAddr, services: &[(IpAddr, u16)], until: Secs) {
         let rules = self.devices.entry(device).or_default();
-        let peers = services.iter().map(|(peer, _)| *peer).collect();
-        rules.pattern = Some((services.iter().copied().collect(), peers, until));
+        rules.pattern = Some(Pattern {
+            services: services.iter().copied().collect(),
+            peers: services.iter().map(|(peer, _)| *peer).collect(),
+            until,
+        });
     }
 
     /// Puts a response in force for `device` until `until`. Returns false for a response this
@@ -72,12 +82,12 @@ impl EnforcementTable {
         if rules.egress_until.is_some_and(|until| now < until) {
             return true;
         }
-        if let Some((services, peers, until)) = &rules.pattern {
+        if let Some(pattern) = &rules.pattern {
             let known = match dst_port {
-                Some(port) => services.contains(&(dst, port)),
-                None => peers.contains(&dst),
+                Some(port) => pattern.services.contains(&(dst, port)),
+                None => pattern.peers.contains(&dst),
             };
-            if now < *until && !known {
+            if now < pattern.until && !known {
                 return true;
             }
         }
