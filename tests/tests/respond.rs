@@ -237,7 +237,7 @@ fn enforcing_the_pattern_of_life_keeps_what_the_device_used_before() {
         assert!(
             baseline_services
                 .iter()
-                .any(|f| f[0] == peer && f[1..].iter().any(|p| *p == port)),
+                .any(|f| f[0] == peer && f[1..].contains(&port)),
             "{peer}:{port} was not used in the normal week"
         );
     }
