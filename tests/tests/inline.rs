@@ -1,6 +1,6 @@
 //! Inline mode on real traffic: three namespaces (attacker, the appliance bridging two veth
 //! pairs with AF_XDP, a server). Ordinary traffic crosses the bridge (ARP, ping with MTU-sized
-//! frames, TCP); after a real nmap scan the responder's actions stop the attacker's new
+//! frames, UDP, TCP); after a real nmap scan the responder's actions stop the attacker's new
 //! connections to 445 and 9401 (or, with an egress policy, everything it sends) while a benign
 //! address next to it still gets through; when the actions end the attacker gets through again.
 
@@ -69,6 +69,9 @@ impl Lab {
                 )
                 .expect("listener");
         }
+        server
+            .spawn("socat", &["UDP-LISTEN:5353,fork,reuseaddr", "EXEC:cat"])
+            .expect("UDP echo");
         std::thread::sleep(Duration::from_millis(300));
         Lab {
             attacker,
@@ -77,6 +80,15 @@ impl Lab {
             _pairs: [west, east],
             appliance_ports: [names[1].clone(), names[2].clone()],
         }
+    }
+
+    /// A UDP datagram to the server's echo service and its answer back, through the bridge.
+    fn udp_echo(&self) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", self.attacker.name(), "sh", "-c"])
+            .arg(format!("echo across | socat -T2 - UDP:{SERVER}:5353"))
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("across"))
     }
 
     /// A real TCP connection from `source` to the server's `port` (2 s to connect).
@@ -157,7 +169,7 @@ fn blocked_ports_stop_the_attacker_only_and_heal_at_expiry() {
     let data = work.path().join("data");
     let vigil = lab.start(&data, &config);
 
-    // Ordinary traffic crosses: ARP (nothing is pinned), ICMP with MTU-sized frames, TCP.
+    // Ordinary traffic crosses: ARP (nothing is pinned), ICMP with MTU-sized frames, UDP, TCP.
     let ping = lab
         .attacker
         .run(
@@ -166,6 +178,7 @@ fn blocked_ports_stop_the_attacker_only_and_heal_at_expiry() {
         )
         .expect("an MTU-sized ping crosses the bridge");
     assert!(ping.contains("2 received"), "{ping}");
+    assert!(lab.udp_echo(), "a UDP exchange crosses the bridge");
     for port in [445, 9401, 8080] {
         assert!(
             lab.connects(ATTACKER, port),
