@@ -150,6 +150,15 @@ pub enum EventKind<'a> {
         evidence: alloc::vec::Vec<(&'a str, &'a str)>,
         hop: u8,
     },
+    /// An analyst's incident (each new version of it), for responder plugins. `src` is the
+    /// device; `phases` are the ATT&CK tactic names it covers so far.
+    Incident {
+        id: u64,
+        score: u8,
+        #[serde(borrow)]
+        phases: alloc::vec::Vec<&'a str>,
+        breaches: u32,
+    },
 }
 
 /// Classes a plugin subscribes to; bit positions in [`crate::Subscriptions`].
@@ -166,6 +175,7 @@ pub enum EventClass {
     Kerberos = 7,
     Rdp = 8,
     Breach = 9,
+    Incident = 10,
 }
 
 impl EventKind<'_> {
@@ -181,6 +191,7 @@ impl EventKind<'_> {
             EventKind::Kerberos { .. } => EventClass::Kerberos,
             EventKind::Rdp { .. } => EventClass::Rdp,
             EventKind::Breach { .. } => EventClass::Breach,
+            EventKind::Incident { .. } => EventClass::Incident,
         }
     }
 }

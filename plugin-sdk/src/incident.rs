@@ -49,3 +49,27 @@ pub struct Incident {
     /// A few plain sentences written from the evidence.
     pub summary: String,
 }
+
+impl Incident {
+    /// This version of the incident as an event for responder plugins.
+    pub fn to_event(&self) -> crate::Event<'_> {
+        let device = crate::Endpoint {
+            ip: self.device,
+            port: 0,
+            mac: [0; 6],
+        };
+        crate::Event {
+            ts: self.last,
+            flow: 0,
+            proto: crate::Transport::Other(0),
+            src: device,
+            dst: device,
+            kind: crate::EventKind::Incident {
+                id: self.id,
+                score: self.score,
+                phases: self.phases.iter().map(|p| p.name.as_str()).collect(),
+                breaches: u32::try_from(self.timeline.len()).unwrap_or(u32::MAX),
+            },
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Responses end to end, through the real binary and the signed responder plugin: after the
-//! lab's attack the attacker (and only the attacker) has its egress and ports 445 and 9401
-//! blocked, recorded in `actions.json`; benign traffic asks for nothing; in human mode nothing
+//! lab's attack the attacker (and only the attacker) has ports 445 and 9401 blocked on the scan
+//! and SMB models and its egress blocked in answer to the analyst's incident, recorded in
+//! `actions.json`; benign traffic asks for nothing; in human mode nothing
 //! is enforced until an operator confirms, and clearing lifts it; actions in force survive a
 //! restart until they end.
 
@@ -77,6 +78,16 @@ fn the_attacker_is_blocked_and_nobody_else() {
             "{lab}"
         );
         assert!(blocked(&out.stdout) > 0, "{lab}: nothing enforced");
+        // Cutting the device off answers the analyst's incident, by its id.
+        let incidents: Value = serde_json::from_str(
+            &std::fs::read_to_string(data.path().join("incidents.json")).expect("incidents"),
+        )
+        .expect("JSON");
+        let egress = recorded
+            .iter()
+            .find(|a| a["response"] == "BlockEgress")
+            .expect("egress blocked");
+        assert_eq!(egress["incident"], incidents[0]["id"], "{lab}: {egress:#}");
 
         // Restart ten minutes later: still in force, the attacker's traffic still dropped.
         let later = TempDir::new("respond-later");
@@ -194,6 +205,7 @@ fn enforcing_the_pattern_of_life_keeps_what_the_device_used_before() {
     std::fs::write(
         &config,
         "[plugins.responder]\n\
+         incident_rules = []\n\
          rules = [{ models = [\"Device / Network Scan\"], responses = [\"EnforcePatternOfLife\"] }]\n",
     )
     .expect("config");

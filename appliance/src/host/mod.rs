@@ -696,6 +696,7 @@ impl PluginHost {
     /// raised, in order; incidents wait in [`PluginHost::take_incidents`].
     pub fn dispatch(&mut self, batch: &EventBatch) -> Vec<Emitted> {
         let mut emitted = Vec::new();
+        let incidents_before = self.incidents.len();
         self.dispatch_round(batch, 0, &mut emitted);
         // Plugins run one after another over the whole batch; putting their breaches back in
         // packet-time order makes what consumers see independent of plugin and batch order.
@@ -718,7 +719,37 @@ impl PluginHost {
             emitted[before..].sort_by_key(|e| e.breach.ts);
             fresh = before..emitted.len();
         }
+        self.pass_on_incidents(incidents_before, &mut emitted);
         emitted
+    }
+
+    /// Hands the incidents written during this dispatch to the plugins that subscribed to
+    /// incidents (responders), once, in packet-time order; never back to the analyst that wrote
+    /// them.
+    fn pass_on_incidents(&mut self, from: usize, emitted: &mut Vec<Emitted>) {
+        let consumers = self
+            .plugins
+            .iter()
+            .any(|p| !p.quarantined && p.manifest.subscriptions.contains(EventClass::Incident));
+        if !consumers || self.incidents.len() <= from {
+            return;
+        }
+        let mut written: Vec<(Incident, Option<usize>)> = self.incidents[from..]
+            .iter()
+            .map(|e| {
+                let origin = self
+                    .plugins
+                    .iter()
+                    .position(|p| p.manifest.name == e.plugin);
+                (e.incident.clone(), origin)
+            })
+            .collect();
+        written.sort_by_key(|(incident, _)| incident.last);
+        let mut batch = EventBatch::new();
+        for (incident, origin) in &written {
+            batch.push_from(&incident.to_event(), *origin);
+        }
+        self.dispatch_round(&batch, MAX_BREACH_HOPS + 1, emitted);
     }
 
     /// The actions responder plugins requested since the last call.

@@ -1,8 +1,10 @@
-//! The responder: turns model breaches into enforcement actions by the policy in its config.
+//! The responder: turns model breaches and incidents into enforcement actions by the policy in
+//! its config.
 //!
 //! Each rule names models (or a minimum score) and the responses they call for; a breach that
 //! matches a rule asks the core to enforce those responses on the breaching device for
-//! `duration_secs`. In `autonomous` mode the core enforces at once; in `human` mode each action
+//! `duration_secs`. Incident rules do the same for an analyst's incident once its score and the
+//! number of attack phases it covers reach theirs; those actions name the incident they answer. In `autonomous` mode the core enforces at once; in `human` mode each action
 //! waits for an operator's `vigil actions confirm ID`. The core de-duplicates repeated requests,
 //! so the responder keeps no state of its own: a model update of the policy applies from the
 //! next breach.
@@ -30,13 +32,26 @@ pub struct Rule {
     pub responses: Vec<Response>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IncidentRule {
+    /// The incident's score (0-100) from which the rule applies.
+    pub min_score: u8,
+    /// Attack phases (ATT&CK tactics) the incident must cover.
+    pub min_phases: usize,
+    pub responses: Vec<Response>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub mode: Mode,
     /// How long an action lasts once in force.
     pub duration_secs: u64,
+    /// Rules on model breaches.
     pub rules: Vec<Rule>,
+    /// Rules on incidents.
+    pub incident_rules: Vec<IncidentRule>,
 }
 
 impl Default for Config {
@@ -47,17 +62,14 @@ impl Default for Config {
             // An hour: long enough for an analyst to look, short enough that a false alarm heals
             // itself.
             duration_secs: 3600,
+            // An incident that went from one phase to the next with a high score is an intrusion
+            // in progress: cut the device off.
+            incident_rules: vec![IncidentRule {
+                min_score: 80,
+                min_phases: 2,
+                responses: vec![Response::BlockEgress],
+            }],
             rules: vec![
-                // The meta models: one device breaching many models, or several lateral
-                // movement models, is an intrusion in progress: cut the device off.
-                Rule {
-                    models: models(&[
-                        "Device / Large Number of Model Breaches",
-                        "Device / Multiple Lateral Movement Model Breaches",
-                    ]),
-                    min_score: 0,
-                    responses: vec![Response::BlockEgress],
-                },
                 // SMB abuse and the scans that look for it: close file sharing and the
                 // management port the case's attacker probed.
                 Rule {
@@ -84,13 +96,37 @@ impl Plugin for Responder {
     const NAME: &'static str = "responder";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Responder;
-    const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Breach);
+    const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
+        .with(EventClass::Breach)
+        .with(EventClass::Incident);
 
     fn new(config: Config) -> Self {
         Responder { config }
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
+        if let EventKind::Incident {
+            id, score, phases, ..
+        } = &event.kind
+        {
+            for rule in &self.config.incident_rules {
+                if *score >= rule.min_score && phases.len() >= rule.min_phases {
+                    for response in &rule.responses {
+                        out.request_action(self.request(
+                            event,
+                            *response,
+                            format!(
+                                "incident {id} (score {score}, phases: {}) on {}",
+                                phases.join(", "),
+                                event.src.ip
+                            ),
+                            Some(*id),
+                        ));
+                    }
+                }
+            }
+            return;
+        }
         let EventKind::Breach { model, score, .. } = &event.kind else {
             return;
         };
@@ -100,16 +136,29 @@ impl Plugin for Responder {
                 continue;
             }
             for response in &rule.responses {
-                out.request_action(ActionRequest {
-                    response: *response,
-                    device: event.src.ip,
-                    ts: event.ts,
-                    reason: format!("{model} (score {score}) by {}", event.src.ip),
-                    incident: None,
-                    duration_secs: self.config.duration_secs,
-                    needs_confirmation: self.config.mode == Mode::Human,
-                });
+                let reason = format!("{model} (score {score}) by {}", event.src.ip);
+                out.request_action(self.request(event, *response, reason, None));
             }
+        }
+    }
+}
+
+impl Responder {
+    fn request(
+        &self,
+        event: &Event<'_>,
+        response: Response,
+        reason: String,
+        incident: Option<u64>,
+    ) -> ActionRequest {
+        ActionRequest {
+            response,
+            device: event.src.ip,
+            ts: event.ts,
+            reason,
+            incident,
+            duration_secs: self.config.duration_secs,
+            needs_confirmation: self.config.mode == Mode::Human,
         }
     }
 }
@@ -149,6 +198,7 @@ mod tests {
 
     #[test]
     fn smb_brute_force_blocks_445_and_9401_and_an_intrusion_blocks_everything() {
+        use vigil_plugin_sdk::incident::Phase;
         let mut h = Harness::<Responder>::new();
         feed(&mut h, "Device / SMB Session Brute Force (Admin)", 80);
         let responses: Vec<Response> = h.actions().iter().map(|a| a.response).collect();
@@ -156,8 +206,33 @@ mod tests {
             responses,
             [Response::BlockPort(445), Response::BlockPort(9401)]
         );
-        feed(&mut h, "Device / Large Number of Model Breaches", 75);
+        let phase = |name: &str| Phase {
+            name: name.into(),
+            tactic: String::new(),
+            techniques: Vec::new(),
+            first: Timestamp::from_secs(100),
+        };
+        let mut incident = vigil_plugin_sdk::Incident {
+            id: 7,
+            device: IpAddr::from([10, 77, 0, 50]),
+            first: Timestamp::from_secs(100),
+            last: Timestamp::from_secs(160),
+            score: 60,
+            phases: vec![phase("Initial Access")],
+            timeline: Vec::new(),
+            summary: String::new(),
+        };
+        h.feed(&incident.to_event());
+        assert_eq!(
+            h.actions().len(),
+            2,
+            "an incident still small asks for nothing"
+        );
+        incident.score = 95;
+        incident.phases.push(phase("Discovery"));
+        h.feed(&incident.to_event());
         assert_eq!(h.actions()[2].response, Response::BlockEgress);
+        assert_eq!(h.actions()[2].incident, Some(7));
         assert!(h.actions().iter().all(|a| !a.needs_confirmation));
         assert!(h
             .actions()
