@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::save_learned;
-use super::{open_pipeline, open_store, summary, PluginArgs};
+use super::{open_pipeline, summary, PluginArgs};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
 use crate::config::Config;
@@ -24,8 +24,7 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: PluginArgs) -> anyhow::Result<()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id())));
     let config = Config::default();
     let source = plugins.resolve(&config);
-    let store = open_store(&source, &data_dir)?;
-    let (mut pipeline, loaded) = open_pipeline(&config, &data_dir, &source, store, false)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &data_dir, &source, false)?;
     println!(
         "Learning the lab's normal week ({} bytes of capture), then replaying the attack ({} \
          bytes): a phished VPN user's address logs in from a new machine, enumerates the \

@@ -215,17 +215,17 @@ fn init_logging() {
         .init();
 }
 
-/// A pipeline over the data dir with every plugin of the plugin dir loaded (and their learned
-/// state restored). Plugins that fail to load are reported, not fatal.
+/// A pipeline over the data dir with every plugin of the plugin dir and the installed bundles
+/// loaded (and their learned state restored). Plugins that fail to load are reported, not fatal.
 pub(crate) fn open_pipeline(
     config: &Config,
     data_dir: &Path,
     source: &PluginSource,
-    mut store: Option<BundleStore>,
     protocol_logs: bool,
 ) -> anyhow::Result<(Pipeline, Vec<Loaded>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let mut store = open_store(source, data_dir)?;
     if source.allow_unsigned {
         tracing::warn!(
             "DEVELOPMENT MODE: unsigned plugins are allowed; do not run an appliance like this"

@@ -1,15 +1,14 @@
 //! `vigil plugins`: what runs, installing a signed bundle, rolling one back. These work on the
 //! data dir of an appliance that is not running; a running one takes bundles by `vigil push`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
 
 use super::summary::print_table;
-use super::{open_store, PluginArgs};
+use super::{open_store, Common, PluginSource};
 use crate::bundle::{format::read_limited, BundleManifest};
-use crate::config::Config;
 use crate::host::{HostConfig, PluginHost};
 use crate::installed::{module_agrees, BundleStore};
 
@@ -17,50 +16,30 @@ use crate::installed::{module_agrees, BundleStore};
 pub enum PluginsCommand {
     /// The plugins the appliance would run, where each comes from and who signed it.
     List {
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[command(flatten)]
-        plugins: PluginArgs,
+        common: Common,
     },
     /// Verify a signed bundle (plugin or model update) and install it into the data dir; the
     /// previous version is kept for `rollback`. Refused bundles change nothing.
     Install {
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[command(flatten)]
-        plugins: PluginArgs,
+        common: Common,
         bundle: PathBuf,
     },
     /// Put the previous installed version of a plugin back.
     Rollback {
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[command(flatten)]
-        plugins: PluginArgs,
+        common: Common,
         name: String,
     },
 }
 
 pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
     match command {
-        PluginsCommand::List {
-            data_dir,
-            config,
-            plugins,
-        } => list(&data_dir, config.as_deref(), &plugins),
-        PluginsCommand::Install {
-            data_dir,
-            config,
-            plugins,
-            bundle,
-        } => {
-            let mut store = store(&data_dir, config.as_deref(), &plugins)?;
+        PluginsCommand::List { common } => list(&common),
+        PluginsCommand::Install { common, bundle } => {
+            let (_, source) = common.load()?;
+            let mut store = store(&common, &source)?;
             let bytes = read_limited(&bundle, store.limits().max_bundle_bytes)
                 .with_context(|| format!("reading {}", bundle.display()))?;
             let installed = store
@@ -71,13 +50,9 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
             println!("{}", installed.describe());
             Ok(())
         }
-        PluginsCommand::Rollback {
-            data_dir,
-            config,
-            plugins,
-            name,
-        } => {
-            let mut store = store(&data_dir, config.as_deref(), &plugins)?;
+        PluginsCommand::Rollback { common, name } => {
+            let (_, source) = common.load()?;
+            let mut store = store(&common, &source)?;
             let bundle = store.rollback(&name)?;
             println!(
                 "{name} rolled back to {}; it runs from the next start",
@@ -88,10 +63,8 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn store(data_dir: &Path, config: Option<&Path>, args: &PluginArgs) -> anyhow::Result<BundleStore> {
-    let config = Config::load(config)?;
-    let source = args.resolve(&config);
-    open_store(&source, data_dir)?.context("no trust store: bundles cannot be verified")
+fn store(common: &Common, source: &PluginSource) -> anyhow::Result<BundleStore> {
+    open_store(source, &common.data_dir)?.context("no trust store: bundles cannot be verified")
 }
 
 /// Loads the module in a scratch host: it must be a working plugin whose own manifest agrees
@@ -109,10 +82,9 @@ fn check_module(manifest: &BundleManifest, wasm: &[u8]) -> Result<(), String> {
     .map_err(|err| err.to_string())
 }
 
-fn list(data_dir: &Path, config: Option<&Path>, args: &PluginArgs) -> anyhow::Result<()> {
-    let config_file = Config::load(config)?;
-    let source = args.resolve(&config_file);
-    let store = store(data_dir, config, args)?;
+fn list(common: &Common) -> anyhow::Result<()> {
+    let (_, source) = common.load()?;
+    let store = store(common, &source)?;
     let mut rows = Vec::new();
     for path in crate::plugin_dir::bundle_files(&source.dir)? {
         let row = match store.verify_file(&path) {

@@ -6,15 +6,13 @@ use std::sync::atomic::AtomicBool;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::save_learned;
-use super::{open_pipeline, open_store, summary, Common};
+use super::{open_pipeline, summary, Common};
 use crate::capture::pcap::PcapSource;
 use crate::pipeline::Pipeline;
 
 pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow::Result<()> {
     let (config, source) = common.load()?;
-    let store = open_store(&source, &common.data_dir)?;
-    let (mut pipeline, loaded) =
-        open_pipeline(&config, &common.data_dir, &source, store, protocol_logs)?;
+    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, protocol_logs)?;
     let failures = replay_files(&mut pipeline, pcaps);
     pipeline.finish()?;
     save_learned(&mut pipeline, &common.data_dir)?;

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::save_learned;
-use super::{open_pipeline, open_store, summary, Common};
+use super::{open_pipeline, summary, Common};
 use crate::capture::bridge::Bridge;
 use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS};
 use crate::pipeline::wall_clock;
+use crate::pipeline::Pipeline;
+use crate::plugin_dir::Loaded;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ModeArg {
@@ -28,19 +30,41 @@ impl From<ModeArg> for XdpMode {
     }
 }
 
+/// What both live modes start with: the pipeline (with the management API if configured) and a
+/// stop flag set by SIGINT or SIGTERM.
+struct Live {
+    pipeline: Pipeline,
+    loaded: Vec<Loaded>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Live {
+    fn start(common: &Common) -> anyhow::Result<Live> {
+        let (config, source) = common.load()?;
+        let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, false)?;
+        if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
+            pipeline.attach_control(control);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&stop))
+                .context("installing signal handlers")?;
+        }
+        Ok(Live {
+            pipeline,
+            loaded,
+            stop,
+        })
+    }
+}
+
 pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::Result<()> {
-    let (config, source) = common.load()?;
-    let store = open_store(&source, &common.data_dir)?;
-    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, store, false)?;
-    if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
-        pipeline.attach_control(control);
-    }
+    let Live {
+        mut pipeline,
+        loaded,
+        stop,
+    } = Live::start(common)?;
     pipeline.enable_tap_resets();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
     let mut source = XdpSource::open(XdpConfig {
         iface: iface.to_string(),
         queue,
@@ -72,17 +96,11 @@ pub fn run_inline(
     let [port_a, port_b] = ports else {
         anyhow::bail!("--inline takes two interfaces: IF_A,IF_B");
     };
-    let (config, source) = common.load()?;
-    let store = open_store(&source, &common.data_dir)?;
-    let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, store, false)?;
-    if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
-        pipeline.attach_control(control);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let Live {
+        mut pipeline,
+        loaded,
+        stop,
+    } = Live::start(common)?;
     let side = |iface: &str| XdpConfig {
         iface: iface.to_string(),
         queue,
