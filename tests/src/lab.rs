@@ -1,7 +1,7 @@
 //! The attack lab's captures and ground truth (tests/fixtures/lab*, made by run-lab.sh).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::workspace::root;
 
@@ -156,6 +156,18 @@ pub fn ground_truth(lab: &str) -> Vec<Step> {
             }
         })
         .collect()
+}
+
+/// `pcap` with every packet `secs` later, written to `out` (editcap): the same traffic on
+/// another day.
+pub fn shifted(pcap: &Path, secs: u64, out: &Path) {
+    let status = std::process::Command::new("editcap")
+        .args(["-t", &secs.to_string()])
+        .arg(pcap)
+        .arg(out)
+        .status()
+        .expect("editcap runs (./setup.sh installs tshark's tools)");
+    assert!(status.success(), "editcap -t {secs} {}", pcap.display());
 }
 
 #[cfg(test)]

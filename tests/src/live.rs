@@ -99,6 +99,16 @@ impl Drop for LiveVigil {
     }
 }
 
+/// True (with the reason printed) when this machine cannot run the live tests: they need root
+/// and the network tools `./setup.sh` installs.
+pub fn skip_live() -> bool {
+    if crate::netns::skip_without_root() || !nmap_available() {
+        eprintln!("skipping: needs root, iproute2, nmap and socat (./setup.sh installs them)");
+        return true;
+    }
+    false
+}
+
 pub fn nmap_available() -> bool {
     Command::new("nmap")
         .arg("--version")

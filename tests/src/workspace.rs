@@ -152,3 +152,73 @@ pub fn eve_records(data_dir: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("every eve.json line is JSON"))
         .collect()
 }
+
+/// `vigil ARGS` (warnings only on stderr): how it exited and what it printed.
+pub fn vigil(args: &[&str]) -> Output {
+    Command::new(vigil_bin())
+        .args(args)
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .expect("vigil runs")
+}
+
+/// `vigil ARGS`, which must succeed; its standard output.
+pub fn vigil_ok(args: &[&str]) -> String {
+    let out = vigil(args);
+    assert!(
+        out.status.success(),
+        "vigil {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The actions recorded in `DATA_DIR/actions.json` (none when there is no file yet).
+pub fn saved_actions(data_dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(data_dir.join("actions.json")).unwrap_or_default();
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|saved| saved["actions"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The built (unsigned) module of `plugin`: `network-scan` -> `vigil_plugin_network_scan.wasm`.
+pub fn plugin_module(plugin: &str) -> PathBuf {
+    module_dir().join(format!("vigil_plugin_{}.wasm", plugin.replace('-', "_")))
+}
+
+/// The plugin-signing key `plugins/sign-dev.sh` made, which the development trust dir trusts.
+pub fn dev_signer_key() -> PathBuf {
+    plugin_dir();
+    target_dir().join("dev-keys").join("signer.key")
+}
+
+/// `vigil bundle build` of the built `plugin` as `version` into `out`, then `vigil bundle sign`
+/// with each of `keys` (none: left unsigned).
+pub fn build_bundle(plugin: &str, version: &str, keys: &[&Path], out: &Path) {
+    let text = |path: &Path| path.to_str().expect("utf-8 path").to_string();
+    let wasm = text(&plugin_module(plugin));
+    vigil_ok(&[
+        "bundle",
+        "build",
+        "--wasm",
+        &wasm,
+        "--version",
+        version,
+        "--out",
+        &text(out),
+    ]);
+    for key in keys {
+        vigil_ok(&["bundle", "sign", "--key", &text(key), &text(out)]);
+    }
+}
+
+/// Flips one byte of the wasm inside the bundle file at `path` (the wasm sits between the
+/// manifest and the signatures at the end), writing the result to `out`.
+pub fn tamper_wasm(path: &Path, out: &Path) {
+    let mut bytes = std::fs::read(path).expect("bundle");
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0x01;
+    std::fs::write(out, &bytes).expect("write the tampered bundle");
+}

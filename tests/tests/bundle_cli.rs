@@ -5,32 +5,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use vigil_tests::workspace::{module_dir, vigil_bin, TempDir};
-
-fn vigil(args: &[&str]) -> Output {
-    Command::new(vigil_bin())
-        .args(args)
-        .env("VIGIL_LOG", "warn")
-        .output()
-        .expect("vigil runs")
-}
+use vigil_tests::workspace::{module_dir, vigil, vigil_ok, TempDir};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `vigil ARGS`, which must succeed; its standard output.
-fn ok(args: &[&str]) -> String {
-    let out = vigil(args);
-    assert!(
-        out.status.success(),
-        "vigil {args:?} failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// Runs `vigil ARGS`, which must fail; its standard error.
@@ -63,9 +43,9 @@ impl Vendor {
     fn new(tag: &str) -> Vendor {
         let dir = TempDir::new(tag);
         let vendor = Vendor { dir };
-        ok(&["key", "generate", "--out", s(&vendor.path("root"))]);
-        ok(&["key", "generate", "--out", s(&vendor.path("acme"))]);
-        ok(&[
+        vigil_ok(&["key", "generate", "--out", s(&vendor.path("root"))]);
+        vigil_ok(&["key", "generate", "--out", s(&vendor.path("acme"))]);
+        vigil_ok(&[
             "trust",
             "init",
             "--trust",
@@ -98,12 +78,12 @@ impl Vendor {
         for (key, pub_file) in keys.chunks(3).zip(&pubs) {
             args.extend(["--key", s(pub_file), "--name", key[1], "--plugins", key[2]]);
         }
-        ok(&args);
-        ok(&["trust", "install", "--trust", s(&self.trust()), s(&out)])
+        vigil_ok(&args);
+        vigil_ok(&["trust", "install", "--trust", s(&self.trust()), s(&out)])
     }
 
     fn build(&self, out: &Path) -> String {
-        ok(&[
+        vigil_ok(&[
             "bundle",
             "build",
             "--wasm",
@@ -114,7 +94,7 @@ impl Vendor {
     }
 
     fn sign(&self, key: &str, bundle: &Path) -> String {
-        ok(&["bundle", "sign", "--key", s(&self.path(key)), s(bundle)])
+        vigil_ok(&["bundle", "sign", "--key", s(&self.path(key)), s(bundle)])
     }
 
     fn verify(&self, bundle: &Path) -> Output {
@@ -163,7 +143,7 @@ fn signed_plugin_bundle_verifies_and_a_flipped_wasm_byte_is_refused() {
         )
     );
 
-    let inspected = ok(&["bundle", "inspect", s(&bundle)]);
+    let inspected = vigil_ok(&["bundle", "inspect", s(&bundle)]);
     assert!(
         inspected.starts_with("network-scan 0.1.0 (plugin)\n"),
         "{inspected}"
@@ -195,7 +175,7 @@ fn signed_plugin_bundle_verifies_and_a_flipped_wasm_byte_is_refused() {
         stderr.contains("REFUSED: the wasm was changed after signing"),
         "{stderr}"
     );
-    let inspected = ok(&["bundle", "inspect", s(&tampered)]);
+    let inspected = vigil_ok(&["bundle", "inspect", s(&tampered)]);
     assert!(
         inspected.contains("DOES NOT MATCH the manifest"),
         "{inspected}"
@@ -217,7 +197,7 @@ fn signed_plugin_bundle_verifies_and_a_flipped_wasm_byte_is_refused() {
 #[test]
 fn revoked_key_and_config_update_for_code_not_installed_are_refused() {
     let vendor = Vendor::new("bundle-cli-revoke");
-    ok(&["key", "generate", "--out", s(&vendor.path("acme2"))]);
+    vigil_ok(&["key", "generate", "--out", s(&vendor.path("acme2"))]);
     let bundle = vendor.path("network-scan.vbundle");
     vendor.build(&bundle);
     vendor.sign("acme", &bundle);
@@ -226,7 +206,7 @@ fn revoked_key_and_config_update_for_code_not_installed_are_refused() {
     let config = vendor.path("config.json");
     std::fs::write(&config, r#"{"threshold": 50}"#).expect("config");
     let update = vendor.path("network-scan-config.vbundle");
-    let built = ok(&[
+    let built = vigil_ok(&[
         "bundle",
         "build",
         "--config-update",
@@ -244,7 +224,7 @@ fn revoked_key_and_config_update_for_code_not_installed_are_refused() {
         "{built}"
     );
     vendor.sign("acme", &update);
-    let inspected = ok(&["bundle", "inspect", s(&update)]);
+    let inspected = vigil_ok(&["bundle", "inspect", s(&update)]);
     assert!(
         inspected.contains(r#"config         {"threshold": 50}"#),
         "{inspected}"
@@ -288,7 +268,7 @@ fn revoked_key_and_config_update_for_code_not_installed_are_refused() {
         "{replay}"
     );
 
-    let shown = ok(&["trust", "show", "--trust", s(&vendor.trust())]);
+    let shown = vigil_ok(&["trust", "show", "--trust", s(&vendor.trust())]);
     assert!(shown.contains("delegation v2, expires"), "{shown}");
     assert!(shown.contains("acme 2027"), "{shown}");
     assert!(shown.contains("acme release ("), "{shown}");

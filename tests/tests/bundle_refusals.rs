@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use vigil::bundle::text::unix_now;
 use vigil::bundle::{
@@ -15,26 +15,7 @@ use vigil::bundle::{
     DEFAULT_MAX_BUNDLE_BYTES,
 };
 use vigil_tests::lab::{committed_labs, fixture};
-use vigil_tests::workspace::{module_dir, vigil_bin, TempDir};
-
-fn vigil(args: &[&str]) -> Output {
-    Command::new(vigil_bin())
-        .args(args)
-        .env("VIGIL_LOG", "warn")
-        .output()
-        .expect("vigil runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vigil(args);
-    assert!(
-        out.status.success(),
-        "vigil {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use vigil_tests::workspace::{build_bundle, plugin_module, tamper_wasm, vigil, vigil_ok, TempDir};
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
@@ -90,21 +71,10 @@ impl Appliance {
 
     /// `vigil bundle build` of a built plugin at `version`, signed by `signers`.
     fn bundle(&self, plugin: &str, version: &str, signers: &[&str]) -> PathBuf {
-        let wasm = module_dir().join(format!("vigil_plugin_{}.wasm", plugin.replace('-', "_")));
         let out = self.path(&format!("{plugin}-{version}-{}.vbundle", signers.join("+")));
-        ok(&[
-            "bundle",
-            "build",
-            "--wasm",
-            s(&wasm),
-            "--version",
-            version,
-            "--out",
-            s(&out),
-        ]);
-        for signer in signers {
-            ok(&["bundle", "sign", "--key", s(&self.key(signer)), s(&out)]);
-        }
+        let keys: Vec<PathBuf> = signers.iter().map(|signer| self.key(signer)).collect();
+        let keys: Vec<&Path> = keys.iter().map(PathBuf::as_path).collect();
+        build_bundle(plugin, version, &keys, &out);
         out
     }
 
@@ -137,10 +107,10 @@ impl Appliance {
         for name in [
             "root", "signer", "stranger", "smb-only", "departed", "lapsed",
         ] {
-            ok(&["key", "generate", "--out", s(&a.key(name))]);
+            vigil_ok(&["key", "generate", "--out", s(&a.key(name))]);
         }
         let trust = a.path("trust");
-        ok(&[
+        vigil_ok(&[
             "trust",
             "init",
             "--trust",
@@ -175,12 +145,12 @@ impl Appliance {
                 ]);
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ok(&args);
+            vigil_ok(&args);
             out
         };
         let everyone = [("signer", "*"), ("smb-only", "smb-scan"), ("departed", "*")];
         let first = delegate("1", &everyone);
-        ok(&["trust", "install", "--trust", s(&trust), s(&first)]);
+        vigil_ok(&["trust", "install", "--trust", s(&trust), s(&first)]);
         // Version 2 revokes `departed`; `lapsed` is named with an expiry already past (a
         // delegation the CLI cannot write, so it is signed here with the library).
         let root = SecretKey::read(&a.key("root")).expect("root key");
@@ -211,7 +181,7 @@ impl Appliance {
         .expect("signs");
         let second_path = a.path("delegation-2.vdlg");
         std::fs::write(&second_path, second.encode().expect("encodes")).expect("write");
-        ok(&["trust", "install", "--trust", s(&trust), s(&second_path)]);
+        vigil_ok(&["trust", "install", "--trust", s(&trust), s(&second_path)]);
 
         // The factory set, signed by the vendor, and a normal week learned with it.
         let factory = a.path("factory");
@@ -225,7 +195,7 @@ impl Appliance {
         args.extend(a.plugin_args());
         args.push(fixture(&lab, "baseline.pcap").display().to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ok(&args);
+        vigil_ok(&args);
         let update = a.bundle("network-scan", "0.2.0", &["signer"]);
         assert!(
             a.install(&update).status.success(),
@@ -269,11 +239,7 @@ fn every_bad_bundle_is_refused_with_its_reason_and_changes_nothing() {
     ));
 
     let tampered_wasm = a.path("tampered-wasm.vbundle");
-    let mut bytes = std::fs::read(&good).expect("bundle");
-    // The wasm sits between the manifest and the signatures at the end.
-    let at = bytes.len() - 1000;
-    bytes[at] ^= 0x01;
-    std::fs::write(&tampered_wasm, &bytes).expect("write");
+    tamper_wasm(&good, &tampered_wasm);
     cases.push((
         "tampered wasm",
         tampered_wasm,
@@ -377,7 +343,7 @@ fn every_bad_bundle_is_refused_with_its_reason_and_changes_nothing() {
     args.extend(a.plugin_args());
     args.push("network-scan".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&args);
+    vigil_ok(&args);
     let after_rollback = a.state();
     let again = a.install(&good);
     assert!(!again.status.success());
@@ -394,18 +360,15 @@ fn the_appliance_runs_only_what_verifies() {
     let a = Appliance::new();
     // A factory bundle whose wasm was altered on disk is not run; the others are.
     let factory = a.path("factory").join("ntlm-hostname.vbundle");
-    let mut bytes = std::fs::read(&factory).expect("bundle");
-    let at = bytes.len() - 1000;
-    bytes[at] ^= 0x01;
-    std::fs::write(&factory, &bytes).expect("write");
+    tamper_wasm(&factory, &factory);
     let unsigned = a.path("factory").join("vigil_plugin_rdp_scan.wasm");
-    std::fs::copy(module_dir().join("vigil_plugin_rdp_scan.wasm"), &unsigned).expect("copy");
+    std::fs::copy(plugin_module("rdp-scan"), &unsigned).expect("copy");
     let lab = committed_labs().into_iter().next().expect("a lab");
     let mut args: Vec<String> = vec!["replay".into()];
     args.extend(a.plugin_args());
     args.push(fixture(&lab, "benign-noise.pcap").display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = ok(&args);
+    let out = vigil_ok(&args);
     assert!(out.contains("network-scan 0.2.0"), "{out}");
     assert!(!out.contains("ntlm-hostname 0.1.0 "), "{out}");
     assert!(out.contains("the wasm was changed after signing"), "{out}");

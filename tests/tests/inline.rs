@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::live::{nmap_available, syn_scan, LiveVigil};
-use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
-use vigil_tests::workspace::{plugin_dir, TempDir};
+use vigil_tests::live::{skip_live, syn_scan, LiveVigil};
+use vigil_tests::netns::{unique_name, Netns, VethPair};
+use vigil_tests::workspace::{plugin_dir, saved_actions, TempDir};
 
 const SERVER: &str = "10.210.0.1";
 const ATTACKER: &str = "10.210.0.2";
@@ -130,11 +130,7 @@ impl Lab {
 }
 
 fn active_actions(data: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(data.join("actions.json")).unwrap_or_default();
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["actions"].as_array().cloned())
-        .unwrap_or_default()
+    saved_actions(data)
         .into_iter()
         .filter(|a| a["status"]["state"] == "active" && a["device"] == ATTACKER)
         .collect()
@@ -148,17 +144,9 @@ fn wait_until(what: &str, wait: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn skip() -> bool {
-    if skip_without_root() || !nmap_available() {
-        eprintln!("skipping: needs root, iproute2, nmap and socat (./setup.sh installs them)");
-        return true;
-    }
-    false
-}
-
 #[test]
 fn blocked_ports_stop_the_attacker_only_and_heal_at_expiry() {
-    if skip() {
+    if skip_live() {
         return;
     }
     let lab = Lab::new(1);
@@ -215,7 +203,7 @@ fn blocked_ports_stop_the_attacker_only_and_heal_at_expiry() {
 
 #[test]
 fn blocked_egress_stops_everything_the_attacker_sends() {
-    if skip() {
+    if skip_live() {
         return;
     }
     let lab = Lab::new(2);

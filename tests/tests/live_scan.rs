@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use vigil_tests::live::{nmap_available, syn_scan, wait_for_alerts, LiveVigil};
-use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
+use vigil_tests::live::{skip_live, syn_scan, wait_for_alerts, LiveVigil};
+use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{plugin_dir, TempDir};
 
 fn live_scan(mode: &str, subnet: u8) {
@@ -82,8 +82,7 @@ fn live_scan(mode: &str, subnet: u8) {
 
 #[test]
 fn live_nmap_scan_is_caught_in_native_mode() {
-    if skip_without_root() || !nmap_available() {
-        eprintln!("skipping: needs root, iproute2 and nmap (./setup.sh installs them)");
+    if skip_live() {
         return;
     }
     live_scan("native", 1);
@@ -91,8 +90,7 @@ fn live_nmap_scan_is_caught_in_native_mode() {
 
 #[test]
 fn live_nmap_scan_is_caught_in_generic_mode() {
-    if skip_without_root() || !nmap_available() {
-        eprintln!("skipping: needs root, iproute2 and nmap (./setup.sh installs them)");
+    if skip_live() {
         return;
     }
     live_scan("generic", 2);

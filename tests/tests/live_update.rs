@@ -6,7 +6,6 @@
 //! new version that traps on every batch gives way to the one it replaced.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use vigil::bundle::{Bundle, InstalledVersions, SecretKey, DEFAULT_MAX_BUNDLE_BYTES};
@@ -19,8 +18,10 @@ use vigil::installed::BundleStore;
 use vigil::pipeline::Pipeline;
 use vigil::store::Sink;
 use vigil_tests::guest;
-use vigil_tests::lab::{committed_labs, fixture};
-use vigil_tests::workspace::{module_dir, plugin_dir, target_dir, vigil_bin, TempDir};
+use vigil_tests::lab::{self, committed_labs, fixture};
+use vigil_tests::workspace::{
+    build_bundle, dev_signer_key, plugin_dir, plugin_module, target_dir, vigil_ok, TempDir,
+};
 
 /// (model, device, packet time) of every breach.
 type Seen = Arc<Mutex<Vec<(String, String, u64)>>>;
@@ -101,34 +102,30 @@ fn packet_count(pcap: &Path) -> usize {
 
 /// A signed bundle of the built `plugin` under another version, or a model update for it.
 fn signed_bundle(dir: &Path, plugin: &str, version: &str, config: Option<&str>) -> Vec<u8> {
-    let wasm = module_dir().join(format!("vigil_plugin_{}.wasm", plugin.replace('-', "_")));
     let out = dir.join(format!("{plugin}-{version}.vbundle"));
-    let mut build = Command::new(vigil_bin());
-    build
-        .env("VIGIL_LOG", "warn")
-        .args(["bundle", "build", "--version", version]);
+    let key = dev_signer_key();
     match config {
         Some(json) => {
             let file = dir.join(format!("{plugin}-{version}.json"));
             std::fs::write(&file, json).expect("config file");
-            build
-                .args(["--config-update", "--for"])
-                .arg(&wasm)
-                .arg("--config")
-                .arg(&file)
+            let text = |path: &Path| path.to_str().expect("utf-8").to_string();
+            vigil_ok(&[
+                "bundle",
+                "build",
+                "--config-update",
+                "--for",
+                &text(&plugin_module(plugin)),
+                "--config",
+                &text(&file),
+                "--version",
+                version,
+                "--out",
+                &text(&out),
+            ]);
+            vigil_ok(&["bundle", "sign", "--key", &text(&key), &text(&out)]);
         }
-        None => build.arg("--wasm").arg(&wasm),
-    };
-    let status = build.arg("--out").arg(&out).status().expect("vigil runs");
-    assert!(status.success(), "bundle build");
-    let status = Command::new(vigil_bin())
-        .env("VIGIL_LOG", "warn")
-        .args(["bundle", "sign", "--key"])
-        .arg(target_dir().join("dev-keys").join("signer.key"))
-        .arg(&out)
-        .status()
-        .expect("vigil runs");
-    assert!(status.success(), "bundle sign");
+        None => build_bundle(plugin, version, &[&key], &out),
+    }
     std::fs::read(&out).expect("bundle")
 }
 
@@ -248,13 +245,7 @@ fn a_model_update_changes_the_threshold_live() {
     // The same attack again, a day later (new episodes for every model).
     let later = TempDir::new("model-update-pcap");
     let shifted = later.path().join("attack-next-day.pcap");
-    let status = Command::new("editcap")
-        .args(["-t", "86400"])
-        .arg(&attack)
-        .arg(&shifted)
-        .status()
-        .expect("editcap");
-    assert!(status.success());
+    lab::shifted(&attack, 86_400, &shifted);
     feed(&mut pipeline, &shifted, 0, None);
     pipeline.finish().expect("finish");
     assert_eq!(
@@ -305,7 +296,7 @@ fn a_new_version_that_traps_on_every_batch_is_rolled_back_to_the_previous_one() 
     let mut manifest = factory.manifest.clone();
     manifest.version = "0.3.0".parse().expect("version");
     let mut bundle = Bundle::plugin(manifest, faulty);
-    let signer = SecretKey::read(&target_dir().join("dev-keys").join("signer.key")).expect("key");
+    let signer = SecretKey::read(&dev_signer_key()).expect("key");
     bundle.sign(&signer).expect("signs");
     let bytes = bundle.encode().expect("encodes");
 

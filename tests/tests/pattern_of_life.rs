@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use vigil_tests::lab::{committed_labs, eve_epoch, fixture, ground_truth, step_windows};
+use vigil_tests::lab::{committed_labs, eve_epoch, fixture, ground_truth, shifted, step_windows};
 use vigil_tests::workspace::{eve_records, replay_ok, TempDir};
 
 /// Models decide on the packet that completes the pattern (or on the connection's end), so a
@@ -136,13 +136,7 @@ fn benign_traffic_and_another_normal_day_raise_nothing_after_the_baseline() {
         // Another normal week after the learned one (the same traffic a week later): the
         // models know it and stay quiet.
         let later = data.path().join("next-week.pcap");
-        let status = Command::new("editcap")
-            .args(["-t", "604800"])
-            .arg(fixture(&lab, "baseline.pcap"))
-            .arg(&later)
-            .status()
-            .expect("editcap runs (./setup.sh installs tshark's tools)");
-        assert!(status.success());
+        shifted(&fixture(&lab, "baseline.pcap"), 604_800, &later);
         replay_ok(data.path(), &[&later]);
         assert_eq!(alerts(data.path()), Vec::<Value>::new(), "{lab}: next week");
     }

@@ -5,9 +5,11 @@
 use std::process::Output;
 use std::time::Duration;
 
-use vigil_tests::live::{nmap_available, syn_scan, wait_for_alerts, LiveVigil};
-use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
-use vigil_tests::workspace::{module_dir, plugin_dir, target_dir, vigil_bin, TempDir};
+use vigil_tests::live::{skip_live, syn_scan, wait_for_alerts, LiveVigil};
+use vigil_tests::netns::{unique_name, Netns, VethPair};
+use vigil_tests::workspace::{
+    build_bundle, dev_signer_key, plugin_dir, tamper_wasm, vigil_bin, TempDir,
+};
 
 const TOKEN: &str = "push-test-token-7f3a9c";
 
@@ -32,8 +34,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn a_bundle_pushed_while_traffic_flows_takes_over_and_bad_pushes_change_nothing() {
-    if skip_without_root() || !nmap_available() {
-        eprintln!("skipping: needs root, iproute2 and nmap (./setup.sh installs them)");
+    if skip_live() {
         return;
     }
     let appliance = Netns::unique().expect("namespace");
@@ -80,35 +81,9 @@ fn a_bundle_pushed_while_traffic_flows_takes_over_and_bad_pushes_change_nothing(
         .expect("ping");
 
     let bundle = work.path().join("network-scan-0.2.0.vbundle");
-    let wasm = module_dir().join("vigil_plugin_network_scan.wasm");
-    let key = target_dir().join("dev-keys").join("signer.key");
-    for args in [
-        vec![
-            "bundle",
-            "build",
-            "--wasm",
-            wasm.to_str().expect("utf-8"),
-            "--version",
-            "0.2.0",
-            "--out",
-            bundle.to_str().expect("utf-8"),
-        ],
-        vec![
-            "bundle",
-            "sign",
-            "--key",
-            key.to_str().expect("utf-8"),
-            bundle.to_str().expect("utf-8"),
-        ],
-    ] {
-        let out = vigil_in(&appliance, &args);
-        assert!(out.status.success(), "{}", text(&out));
-    }
+    build_bundle("network-scan", "0.2.0", &[&dev_signer_key()], &bundle);
     let tampered = work.path().join("tampered.vbundle");
-    let mut bytes = std::fs::read(&bundle).expect("bundle");
-    let at = bytes.len() - 1000;
-    bytes[at] ^= 1;
-    std::fs::write(&tampered, bytes).expect("write");
+    tamper_wasm(&bundle, &tampered);
 
     let url = "http://127.0.0.1:8470";
     let push = |token: &str, file: &std::path::Path| {

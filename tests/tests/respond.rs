@@ -5,22 +5,10 @@
 //! is enforced until an operator confirms, and clearing lifts it; actions in force survive a
 //! restart until they end.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::Value;
 use vigil::respond::Actions;
-use vigil_tests::lab::{committed_labs, fixture, ground_truth};
-use vigil_tests::workspace::{replay_ok, replay_with, vigil_bin, TempDir};
-
-fn actions(data: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(data.join("actions.json")).unwrap_or_default();
-    if text.is_empty() {
-        return Vec::new();
-    }
-    let saved: Value = serde_json::from_str(&text).expect("JSON");
-    saved["actions"].as_array().cloned().unwrap_or_default()
-}
+use vigil_tests::lab::{committed_labs, fixture, ground_truth, shifted};
+use vigil_tests::workspace::{replay_ok, replay_with, saved_actions, vigil_ok, TempDir};
 
 fn responses(actions: &[Value]) -> Vec<String> {
     let mut names: Vec<String> = actions.iter().map(|a| a["response"].to_string()).collect();
@@ -37,16 +25,6 @@ fn blocked(stdout: &[u8]) -> u64 {
         .expect("summary line")
 }
 
-fn shifted(pcap: &Path, secs: u64, out: &Path) {
-    let status = Command::new("editcap")
-        .args(["-t", &secs.to_string()])
-        .arg(pcap)
-        .arg(out)
-        .status()
-        .expect("editcap");
-    assert!(status.success());
-}
-
 #[test]
 fn the_attacker_is_blocked_and_nobody_else() {
     for lab in committed_labs() {
@@ -59,7 +37,7 @@ fn the_attacker_is_blocked_and_nobody_else() {
                 &fixture(&lab, "attack.pcap"),
             ],
         );
-        let recorded = actions(data.path());
+        let recorded = saved_actions(data.path());
         assert!(
             recorded.iter().all(|a| a["device"] == attacker.as_str()),
             "{lab}: {recorded:#?}"
@@ -104,12 +82,12 @@ fn the_attacker_is_blocked_and_nobody_else() {
         let quiet = replay_ok(data.path(), &[&next_day]);
         assert_eq!(blocked(&quiet.stdout), 0, "{lab}");
         assert!(
-            actions(data.path())
+            saved_actions(data.path())
                 .iter()
                 .filter(|a| a["response"] == "BlockEgress")
                 .all(|a| a["status"]["state"] == "expired"),
             "{lab}: {:#?}",
-            actions(data.path())
+            saved_actions(data.path())
         );
     }
 }
@@ -125,7 +103,7 @@ fn benign_traffic_asks_for_nothing() {
                 &fixture(&lab, "benign-noise.pcap"),
             ],
         );
-        assert!(actions(data.path()).is_empty(), "{lab}");
+        assert!(saved_actions(data.path()).is_empty(), "{lab}");
     }
 }
 
@@ -149,7 +127,7 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(blocked(&out.stdout), 0, "nothing before confirmation");
-    let pending = actions(data.path());
+    let pending = saved_actions(data.path());
     assert!(!pending.is_empty());
     assert!(pending.iter().all(|a| a["status"]["state"] == "pending"));
     let attacker: std::net::IpAddr = pending[0]["device"]
@@ -159,21 +137,16 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
     let id = pending[0]["id"].as_u64().expect("id").to_string();
     let now = vigil::bundle::text::unix_now();
     let any_peer = std::net::IpAddr::from([10, 0, 0, 1]);
-    let vigil = |args: &[&str]| {
-        let out = Command::new(vigil_bin())
-            .args(args)
-            .arg("--data-dir")
-            .arg(data.path())
-            .output()
-            .expect("vigil runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let confirmed = vigil(&["actions", "confirm", "--by", "alice-soc", &id]);
+    let data_dir = data.path().to_str().expect("utf-8");
+    let confirmed = vigil_ok(&[
+        "actions",
+        "confirm",
+        "--by",
+        "alice-soc",
+        "--data-dir",
+        data_dir,
+        &id,
+    ]);
     assert!(confirmed.contains("active until"), "{confirmed}");
     let table = Actions::open(data.path()).expect("actions");
     let response = &pending[0]["response"];
@@ -181,7 +154,7 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
     assert!(table
         .table()
         .drops(attacker, any_peer, port.or(Some(445)), now + 1));
-    let record = actions(data.path());
+    let record = saved_actions(data.path());
     let audit = &record[0]["audit"];
     assert!(
         audit
@@ -189,12 +162,20 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
             .is_some_and(|a| a.iter().any(|e| e["who"] == "alice-soc")),
         "{audit:#}"
     );
-    vigil(&["actions", "clear", "--by", "alice-soc", &id]);
+    vigil_ok(&[
+        "actions",
+        "clear",
+        "--by",
+        "alice-soc",
+        "--data-dir",
+        data_dir,
+        &id,
+    ]);
     let table = Actions::open(data.path()).expect("actions");
     assert!(!table
         .table()
         .drops(attacker, any_peer, port.or(Some(445)), now + 1));
-    assert_eq!(actions(data.path())[0]["status"]["state"], "cleared");
+    assert_eq!(saved_actions(data.path())[0]["status"]["state"], "cleared");
 }
 
 #[test]
@@ -222,7 +203,7 @@ fn enforcing_the_pattern_of_life_keeps_what_the_device_used_before() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recorded = actions(data.path());
+    let recorded = saved_actions(data.path());
     assert_eq!(recorded.len(), 1, "{recorded:#?}");
     let allowed = recorded[0]["allowed"]
         .as_array()

@@ -9,19 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::live::{nmap_available, syn_scan, LiveVigil};
-use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
-use vigil_tests::workspace::{plugin_dir, TempDir};
+use vigil_tests::live::{skip_live, syn_scan, LiveVigil};
+use vigil_tests::netns::{unique_name, Netns, VethPair};
+use vigil_tests::workspace::{plugin_dir, saved_actions, TempDir};
 
 const SERVER: &str = "10.213.0.1";
 const ATTACKER: &str = "10.213.0.2";
 
 fn active_actions(data: &std::path::Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(data.join("actions.json")).unwrap_or_default();
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["actions"].as_array().cloned())
-        .unwrap_or_default()
+    saved_actions(data)
         .into_iter()
         .filter(|a| a["status"]["state"] == "active")
         .collect()
@@ -29,8 +25,7 @@ fn active_actions(data: &std::path::Path) -> Vec<Value> {
 
 #[test]
 fn a_blocked_connection_is_torn_down_by_injected_resets() {
-    if skip_without_root() || !nmap_available() {
-        eprintln!("skipping: needs root, iproute2, nmap and socat (./setup.sh installs them)");
+    if skip_live() {
         return;
     }
     let hub = Netns::unique().expect("namespace");
