@@ -251,8 +251,8 @@ impl BundleStore {
         if !previous.is_file() {
             return Err(InstallError::NoPrevious(name.to_string()));
         }
-        let bundle = self.verify_file(&previous)?;
-        let bytes = std::fs::read(&previous).map_err(io(&previous))?;
+        let bytes = read_limited(&previous, self.limits.max_bundle_bytes).map_err(io(&previous))?;
+        let bundle = verify_signed(&bytes, &self.trust, &self.limits, unix_now())?;
         write_atomic(&dir.join(CURRENT), &bytes).map_err(io(&dir))?;
         std::fs::remove_file(&previous).map_err(io(&previous))?;
         let _ = std::fs::remove_file(dir.join(CONFIG));

@@ -151,6 +151,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     rows.push(super::bench_updates::hot_swap(
         bench_pipeline(&files, &config)?,
         &path,
+        packets,
         runs,
     )?);
     rows.push(super::bench_respond::lookups(runs)?);

@@ -55,16 +55,9 @@ pub fn verification(runs: u32) -> anyhow::Result<(String, String)> {
 pub fn hot_swap(
     mut pipeline: Pipeline,
     capture: &Path,
+    packets: usize,
     runs: u32,
 ) -> anyhow::Result<(String, String)> {
-    let packets = {
-        let mut source = PcapSource::open(capture)?;
-        let mut count = 0usize;
-        while let Next::Packet(_) = source.next_packet()? {
-            count += 1;
-        }
-        count
-    };
     let mut source = PcapSource::open(capture)?;
     let mut handled = 0;
     while handled < packets / 2 {

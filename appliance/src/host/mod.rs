@@ -240,6 +240,29 @@ pub enum SwapError {
 }
 
 impl Plugin {
+    /// A plugin with a ready instance and nothing counted yet.
+    fn fresh(
+        manifest: Manifest,
+        origin: String,
+        config_json: String,
+        pre: InstancePre<HostState>,
+        instance: Instance,
+    ) -> Plugin {
+        Plugin {
+            manifest,
+            origin,
+            config_json,
+            pre,
+            instance: Some(instance),
+            stats: PluginStats::default(),
+            consecutive_failures: 0,
+            quarantined: false,
+            last_error: None,
+            filtered: Vec::new(),
+            previous: None,
+        }
+    }
+
     /// Runs `call` on the plugin's instance, re-instantiating it first if a failure dropped it.
     /// A failure (anything but a refusal status) drops the instance and is counted; quarantine is
     /// the caller's decision.
@@ -543,19 +566,13 @@ impl PluginHost {
         instance.rename(&manifest.name);
         let config_json = config_json.unwrap_or("").to_string();
         instance.init(&config_json).map_err(init_failed)?;
-        Ok(Plugin {
+        Ok(Plugin::fresh(
             manifest,
-            origin: origin_s(),
+            origin_s(),
             config_json,
             pre,
-            instance: Some(instance),
-            stats: PluginStats::default(),
-            consecutive_failures: 0,
-            quarantined: false,
-            last_error: None,
-            filtered: Vec::new(),
-            previous: None,
-        })
+            instance,
+        ))
     }
 
     /// Replaces a running plugin with a new module of the same name, between batches: the old
@@ -594,19 +611,13 @@ impl PluginHost {
             .and_then(|mut instance| instance.init(config_json).map(|()| instance))
             .map_err(|err| SwapError::Refused(instance::describe_failure(&err, &sandbox)))?;
         instance.rename(&current.manifest.name);
-        let replacement = Plugin {
-            manifest: current.manifest.clone(),
-            origin: current.origin.clone(),
-            config_json: config_json.to_string(),
-            pre: current.pre.clone(),
-            instance: Some(instance),
-            stats: PluginStats::default(),
-            consecutive_failures: 0,
-            quarantined: false,
-            last_error: None,
-            filtered: Vec::new(),
-            previous: None,
-        };
+        let replacement = Plugin::fresh(
+            current.manifest.clone(),
+            current.origin.clone(),
+            config_json.to_string(),
+            current.pre.clone(),
+            instance,
+        );
         self.replace(id, replacement)
     }
 
