@@ -4,23 +4,31 @@
 //! |---|---|
 //! | `GET /api/v1/plugins` | the running plugins as JSON |
 //! | `POST /api/v1/plugins` | body: a signed bundle; installed live, between batches |
+//! | `GET /api/v1/alerts` | the newest alerts (up to 500) from eve.json |
+//! | `GET /api/v1/status` | core version, booted slot, root mount and verity, capture bound |
+//! | `POST /api/v1/image` | body: a signed core update; written to the slot not booted, then reboot |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
 //! is no API without one. Requests reach the capture loop through [`Control`], which the
 //! pipeline polls between packets, so the API never touches plugins from another thread and the
-//! signature check is exactly the one `vigil plugins install` makes.
+//! signature check is exactly the one `vigil plugins install` makes. Core updates and status
+//! touch no plugin and are served on the API's own thread.
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+use crate::image::slots::{InstallError, SystemPaths};
+use crate::image::update::MAX_UPDATE_BYTES;
 
 /// `[api]` in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -52,16 +60,27 @@ pub struct Control {
     pub reply: oneshot::Sender<Answer>,
 }
 
+/// What the API needs to know of the appliance besides the capture loop.
+pub struct ApiContext {
+    pub max_bundle_bytes: u64,
+    pub data_dir: PathBuf,
+    pub trust_dir: PathBuf,
+    /// Where `vigil run --ready-file` reported the capture bound.
+    pub ready_file: Option<PathBuf>,
+    pub system: SystemPaths,
+}
+
 #[derive(Clone)]
 struct Shared {
     token: String,
     to_pipeline: mpsc::SyncSender<Control>,
+    context: Arc<ApiContext>,
 }
 
 /// Starts the API on a thread of its own; returns the receiving end the pipeline polls.
 pub fn start(
     config: &ApiConfig,
-    max_bundle_bytes: u64,
+    context: ApiContext,
 ) -> anyhow::Result<Option<mpsc::Receiver<Control>>> {
     let Some(listen) = config.listen else {
         return Ok(None);
@@ -74,7 +93,12 @@ pub fn start(
         ),
     };
     let (to_pipeline, from_api) = mpsc::sync_channel(16);
-    let shared = Shared { token, to_pipeline };
+    let max_bundle_bytes = context.max_bundle_bytes;
+    let shared = Shared {
+        token,
+        to_pipeline,
+        context: Arc::new(context),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -86,6 +110,14 @@ pub fn start(
         .layer(DefaultBodyLimit::max(
             usize::try_from(max_bundle_bytes.saturating_add(1)).unwrap_or(usize::MAX),
         ))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/status", get(status))
+        .route(
+            "/api/v1/image",
+            post(apply_image).layer(DefaultBodyLimit::max(
+                usize::try_from(MAX_UPDATE_BYTES.saturating_add(1)).unwrap_or(usize::MAX),
+            )),
+        )
         .with_state(shared);
     std::thread::Builder::new()
         .name("vigil-api".into())
@@ -121,13 +153,20 @@ fn json(status: u16, body: serde_json::Value) -> Response {
         .into_response()
 }
 
+fn refuse_unauthorised(headers: &HeaderMap, shared: &Shared) -> Option<Response> {
+    if authorised(headers, shared) {
+        return None;
+    }
+    tracing::warn!("management API: request without a valid bearer token refused");
+    Some(json(
+        401,
+        serde_json::json!({"error": "a valid bearer token is required"}),
+    ))
+}
+
 async fn ask(shared: &Shared, headers: &HeaderMap, request: Request) -> Response {
-    if !authorised(headers, shared) {
-        tracing::warn!("management API: request without a valid bearer token refused");
-        return json(
-            401,
-            serde_json::json!({"error": "a valid bearer token is required"}),
-        );
+    if let Some(refusal) = refuse_unauthorised(headers, shared) {
+        return refusal;
     }
     let (reply, answer) = oneshot::channel();
     if shared
@@ -154,6 +193,110 @@ async fn install(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     ask(&shared, &headers, Request::Install(body.to_vec())).await
 }
 
+/// The newest alerts in eve.json, oldest first.
+async fn alerts(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
+        return refusal;
+    }
+    const NEWEST: usize = 500;
+    let path = shared.context.data_dir.join("eve.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => {
+            return json(
+                500,
+                serde_json::json!({"error": format!("{}: {err}", path.display())}),
+            )
+        }
+    };
+    let mut alerts: Vec<serde_json::Value> = text
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record["event_type"] == "alert")
+        .take(NEWEST)
+        .collect();
+    alerts.reverse();
+    json(200, serde_json::Value::Array(alerts))
+}
+
+async fn status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
+        return refusal;
+    }
+    let context = &shared.context;
+    let capture = context
+        .ready_file
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let system = crate::image::status::read(&context.system);
+    json(
+        200,
+        serde_json::json!({
+            "vigil": env!("CARGO_PKG_VERSION"),
+            "system": system,
+            "capture": capture,
+        }),
+    )
+}
+
+/// Verifies and installs a core update into the slot not booted, then asks vigil-init to
+/// reboot (a moment later, so this answer gets out first).
+async fn apply_image(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
+        return refusal;
+    }
+    let context = Arc::clone(&shared.context);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let trust = crate::bundle::TrustStore::open(&context.trust_dir)
+            .map_err(|err| (500, err.to_string()))?;
+        let versions = context.data_dir.join("bundles").join("versions.json");
+        crate::image::slots::install(
+            &body,
+            &trust,
+            &versions,
+            &context.system,
+            crate::bundle::text::unix_now(),
+        )
+        .map_err(|err| {
+            let status = match err {
+                InstallError::Refused(_) => 422,
+                _ => 500,
+            };
+            (status, err.to_string())
+        })
+    })
+    .await;
+    match outcome {
+        Ok(Ok(installed)) => {
+            let message = format!(
+                "vigil-core {} written to slot {} ({}); rebooting into it on trial",
+                installed.version,
+                installed.slot,
+                installed.entry.display()
+            );
+            tracing::info!("{message}");
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                if let Err(err) = std::fs::write(REBOOT_REQUEST, b"core update\n") {
+                    tracing::error!("could not ask for a reboot ({REBOOT_REQUEST}): {err}");
+                }
+            });
+            json(200, serde_json::json!({"installed": message}))
+        }
+        Ok(Err((status, error))) => {
+            tracing::warn!("core update refused: {error}");
+            json(status, serde_json::json!({"error": error}))
+        }
+        Err(err) => json(500, serde_json::json!({"error": err.to_string()})),
+    }
+}
+
+/// Where vigil-init looks for a reboot request (its supervise::REBOOT_FILE).
+const REBOOT_REQUEST: &str = "/run/vigil/reboot";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,14 +312,24 @@ mod tests {
         assert!(!same_token("", "correct horse battery"));
     }
 
+    fn context() -> ApiContext {
+        ApiContext {
+            max_bundle_bytes: 1024,
+            data_dir: PathBuf::from("unused"),
+            trust_dir: PathBuf::from("unused"),
+            ready_file: None,
+            system: SystemPaths::appliance(),
+        }
+    }
+
     #[test]
     fn no_api_without_a_long_enough_token() {
         let listen = Some("127.0.0.1:0".parse().expect("address"));
         for token in [None, Some("short".to_string())] {
-            let err = start(&ApiConfig { listen, token }, 1024).expect_err("refused");
+            let err = start(&ApiConfig { listen, token }, context()).expect_err("refused");
             assert!(err.to_string().contains("api.token"), "{err}");
         }
-        assert!(start(&ApiConfig::default(), 1024)
+        assert!(start(&ApiConfig::default(), context())
             .expect("no API")
             .is_none());
     }

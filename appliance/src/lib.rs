@@ -18,6 +18,7 @@ pub mod devices;
 pub mod flow;
 #[cfg(feature = "plugin-host")]
 pub mod host;
+pub mod image;
 #[cfg(feature = "plugin-host")]
 pub mod installed;
 #[cfg(feature = "plugin-host")]

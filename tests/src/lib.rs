@@ -5,4 +5,5 @@ pub mod lab;
 pub mod live;
 pub mod logs;
 pub mod netns;
+pub mod vm;
 pub mod workspace;

@@ -38,6 +38,9 @@ const DELEGATION_FILE: &str = "delegation.bin";
 const RETIRED_FILE: &str = "retired.json";
 const VERSIONS_FILE: &str = "versions.json";
 
+/// What core updates are signed as (see `image::update`).
+pub const CORE_NAME: &str = "vigil-core";
+
 /// The plugin-signing keys the roots trust.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delegation {
@@ -64,9 +67,12 @@ impl DelegatedKey {
         PublicKey::from_bytes(self.public)
     }
 
-    /// Whether this key may sign plugin `name`.
+    /// Whether this key may sign plugin `name`. A `*` key signs any plugin but never the core:
+    /// a key that may replace the whole appliance must be delegated for it by name.
     pub fn allows(&self, name: &str) -> bool {
-        self.plugins.iter().any(|p| p == "*" || p == name)
+        self.plugins
+            .iter()
+            .any(|p| p == name || (p == "*" && name != CORE_NAME))
     }
 }
 

@@ -227,7 +227,7 @@ pub fn verify_signed(
 }
 
 /// The trust store's word on `key` signing plugin `name` at `now`.
-fn authorize(
+pub(crate) fn authorize(
     trust: &TrustStore,
     key: &PublicKey,
     name: &str,

@@ -117,6 +117,13 @@ impl InstalledVersions {
         self.save()
     }
 
+    /// Raises the high-water mark of `name` (a core update, which has no wasm) to `version`.
+    pub fn record_highest(&mut self, name: &str, version: Version) -> Result<(), StoreError> {
+        let record = self.plugins.entry(name.to_string()).or_default();
+        record.highest = record.highest.max(Some(version));
+        self.save()
+    }
+
     /// Records that `name` was removed; its high-water mark stays.
     pub fn record_removal(&mut self, name: &str) -> Result<(), StoreError> {
         if let Some(record) = self.plugins.get_mut(name) {

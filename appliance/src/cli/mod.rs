@@ -6,6 +6,7 @@ mod bench_respond;
 mod bench_updates;
 mod bundle;
 mod demo;
+mod image;
 mod key;
 mod plugins;
 mod push;
@@ -137,6 +138,10 @@ enum Command {
         /// XDP attach mode: auto tries native (driver) mode, then generic (SKB) mode.
         #[arg(long, value_enum, default_value_t = run::ModeArg::Auto)]
         mode: run::ModeArg,
+        /// Once capture is bound, write what was bound (JSON) to this file: how vigil-init
+        /// learns the appliance came up healthy.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Replay the bundled attack capture and show what Vigil finds.
     Demo {
@@ -165,6 +170,9 @@ enum Command {
     /// Responses requested by the responder: list, confirm (human mode), clear.
     #[command(subcommand)]
     Actions(actions::ActionsCommand),
+    /// Signed core updates of the appliance image: pack, inspect, verify, apply, status.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -182,9 +190,12 @@ pub fn main() -> ExitCode {
             inline,
             queue,
             mode,
+            ready_file,
         } => match (iface, inline) {
-            (Some(iface), _) => run::run(&common, &iface, queue, mode),
-            (None, Some(ports)) => run::run_inline(&common, &ports, queue, mode),
+            (Some(iface), _) => run::run(&common, &iface, queue, mode, ready_file.as_deref()),
+            (None, Some(ports)) => {
+                run::run_inline(&common, &ports, queue, mode, ready_file.as_deref())
+            }
             (None, None) => Err(anyhow::anyhow!("give --iface or --inline")),
         },
         Command::Demo { data_dir, plugins } => demo::demo(data_dir, plugins),
@@ -195,6 +206,7 @@ pub fn main() -> ExitCode {
         Command::Plugins(command) => plugins::run(command),
         Command::Push(args) => push::push(&args),
         Command::Actions(command) => actions::run(command),
+        Command::Image(command) => image::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

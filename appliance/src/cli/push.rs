@@ -1,67 +1,108 @@
 //! `vigil push`: hands a signed bundle to a running appliance's management API, which verifies
-//! it exactly as `vigil plugins install` does and swaps it in between batches.
+//! it exactly as `vigil plugins install` does and swaps it in between batches. The connection
+//! options and the request are shared with `vigil image apply|status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::bundle::{format::read_limited, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::config::Config;
 
+/// Which appliance to talk to and with what token.
 #[derive(clap::Args)]
-pub struct PushArgs {
+pub struct Remote {
     /// The appliance's API, e.g. `http://10.0.0.5:8470`.
     #[arg(long)]
-    to: String,
+    pub to: String,
     /// Bearer token; else `$VIGIL_API_TOKEN`, else `api.token` of --config.
     #[arg(long)]
-    token: Option<String>,
+    pub token: Option<String>,
     /// Config file to take the token from.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    remote: Remote,
     /// The signed bundle (plugin or model update).
     bundle: PathBuf,
 }
 
-pub fn push(args: &PushArgs) -> anyhow::Result<()> {
-    let token = match (&args.token, std::env::var("VIGIL_API_TOKEN").ok()) {
-        (Some(token), _) => token.clone(),
-        (None, Some(token)) => token,
-        (None, None) => Config::load(args.config.as_deref())?
-            .api
-            .token
-            .context("no token: give --token, set VIGIL_API_TOKEN, or --config with api.token")?,
-    };
-    let bytes = read_limited(&args.bundle, DEFAULT_MAX_BUNDLE_BYTES)
-        .with_context(|| format!("reading {}", args.bundle.display()))?;
-    let url = format!("{}/api/v1/plugins", args.to.trim_end_matches('/'));
-    let answer = ureq::post(&url)
-        .set("Authorization", &format!("Bearer {token}"))
-        .set("Content-Type", "application/octet-stream")
-        .send_bytes(&bytes);
-    match answer {
-        Ok(response) => {
-            let body: serde_json::Value = serde_json::from_str(&response.into_string()?)?;
-            println!(
-                "{}: {}",
-                args.to,
-                body["installed"].as_str().unwrap_or("installed")
-            );
-            Ok(())
+impl Remote {
+    fn token(&self) -> anyhow::Result<String> {
+        match (&self.token, std::env::var("VIGIL_API_TOKEN").ok()) {
+            (Some(token), _) => Ok(token.clone()),
+            (None, Some(token)) => Ok(token),
+            (None, None) => Config::load(self.config.as_deref())?
+                .api
+                .token
+                .context("no token: give --token, set VIGIL_API_TOKEN, or --config with api.token"),
         }
-        Err(ureq::Error::Status(status, response)) => {
-            let body: serde_json::Value = response
-                .into_string()
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .unwrap_or_default();
-            anyhow::bail!(
-                "{} refused {} (HTTP {status}): {}",
-                args.to,
-                args.bundle.display(),
-                body["error"].as_str().unwrap_or("no reason given")
-            )
-        }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("reaching {url}"))),
     }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.to.trim_end_matches('/'))
+    }
+
+    /// POSTs `file` (at most `max_bytes`) to `path`; the JSON answer, or the refusal's reason.
+    pub fn post_file(
+        &self,
+        path: &str,
+        file: &Path,
+        max_bytes: u64,
+    ) -> anyhow::Result<serde_json::Value> {
+        let bytes =
+            read_limited(file, max_bytes).with_context(|| format!("reading {}", file.display()))?;
+        let request = ureq::post(&self.url(path))
+            .set("Authorization", &format!("Bearer {}", self.token()?))
+            .set("Content-Type", "application/octet-stream");
+        self.answer(request.send_bytes(&bytes), path)
+            .with_context(|| format!("{} refused {}", self.to, file.display()))
+    }
+
+    /// GETs `path`.
+    pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let request =
+            ureq::get(&self.url(path)).set("Authorization", &format!("Bearer {}", self.token()?));
+        self.answer(request.call(), path)
+    }
+
+    fn answer(
+        &self,
+        answer: Result<ureq::Response, ureq::Error>,
+        path: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        match answer {
+            Ok(response) => Ok(serde_json::from_str(&response.into_string()?)?),
+            Err(ureq::Error::Status(status, response)) => {
+                let body: serde_json::Value = response
+                    .into_string()
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "HTTP {status}: {}",
+                    body["error"].as_str().unwrap_or("no reason given")
+                )
+            }
+            Err(err) => {
+                Err(anyhow::Error::new(err).context(format!("reaching {}", self.url(path))))
+            }
+        }
+    }
+}
+
+pub fn push(args: &PushArgs) -> anyhow::Result<()> {
+    let body = args
+        .remote
+        .post_file("/api/v1/plugins", &args.bundle, DEFAULT_MAX_BUNDLE_BYTES)?;
+    println!(
+        "{}: {}",
+        args.remote.to,
+        body["installed"].as_str().unwrap_or("installed")
+    );
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `vigil run`: live capture with AF_XDP until SIGINT or SIGTERM.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -39,10 +40,17 @@ struct Live {
 }
 
 impl Live {
-    fn start(common: &Common) -> anyhow::Result<Live> {
+    fn start(common: &Common, ready_file: Option<&Path>) -> anyhow::Result<Live> {
         let (config, source) = common.load()?;
         let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, false)?;
-        if let Some(control) = crate::api::start(&config.api, config.bundles.max_bytes)? {
+        let context = crate::api::ApiContext {
+            max_bundle_bytes: config.bundles.max_bytes,
+            data_dir: common.data_dir.clone(),
+            trust_dir: source.trust_dir.clone(),
+            ready_file: ready_file.map(Path::to_path_buf),
+            system: crate::image::slots::SystemPaths::appliance(),
+        };
+        if let Some(control) = crate::api::start(&config.api, context)? {
             pipeline.attach_control(control);
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -58,12 +66,35 @@ impl Live {
     }
 }
 
-pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::Result<()> {
+/// Tells whoever watches `ready_file` (vigil-init) that capture is bound, and how.
+fn report_ready(ready_file: Option<&Path>, ports: &[&str], mode: XdpMode) -> anyhow::Result<()> {
+    let Some(path) = ready_file else {
+        return Ok(());
+    };
+    let ready = serde_json::json!({
+        "pid": std::process::id(),
+        "ports": ports,
+        "xdp_mode": format!("{mode:?}"),
+        // Copy mode is what the sockets bind (see capture/xdp/socket.rs).
+        "bind": "copy",
+        "since": crate::bundle::text::unix_now(),
+    });
+    std::fs::write(path, ready.to_string())
+        .with_context(|| format!("writing the ready file {}", path.display()))
+}
+
+pub fn run(
+    common: &Common,
+    iface: &str,
+    queue: u32,
+    mode: ModeArg,
+    ready_file: Option<&Path>,
+) -> anyhow::Result<()> {
     let Live {
         mut pipeline,
         loaded,
         stop,
-    } = Live::start(common)?;
+    } = Live::start(common, ready_file)?;
     pipeline.enable_tap_resets();
     let mut source = XdpSource::open(XdpConfig {
         iface: iface.to_string(),
@@ -76,6 +107,7 @@ pub fn run(common: &Common, iface: &str, queue: u32, mode: ModeArg) -> anyhow::R
         source.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
+    report_ready(ready_file, &[iface], source.attached_mode())?;
     let result = pipeline.run(&mut source, &stop, true, |_| {});
     // Whatever stopped us, keep what was learned and raised.
     pipeline.finish()?;
@@ -92,6 +124,7 @@ pub fn run_inline(
     ports: &[String],
     queue: u32,
     mode: ModeArg,
+    ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let [port_a, port_b] = ports else {
         anyhow::bail!("--inline takes two interfaces: IF_A,IF_B");
@@ -100,7 +133,7 @@ pub fn run_inline(
         mut pipeline,
         loaded,
         stop,
-    } = Live::start(common)?;
+    } = Live::start(common, ready_file)?;
     let side = |iface: &str| XdpConfig {
         iface: iface.to_string(),
         queue,
@@ -113,6 +146,11 @@ pub fn run_inline(
         bridge.sides().0.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
+    report_ready(
+        ready_file,
+        &[port_a.as_str(), port_b.as_str()],
+        bridge.sides().0.attached_mode(),
+    )?;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
         match bridge.step(&mut |packet| pipeline.handle(packet)) {
