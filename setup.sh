@@ -11,10 +11,14 @@ apt-get update -qq
 # iproute2/ethtool: the namespaces and veth pairs of the live tests; nmap: real scans in them;
 # tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries;
 # dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test; socat: the
-# servers and connections of the inline test.
+# servers and connections of the inline test. The rest builds the flashable image (image/build.sh:
+# kmod for module dependencies, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
+# stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware).
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
     musl-tools dnsmasq-base isc-dhcp-client socat \
+    kmod cpio zstd erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
+    systemd-boot-efi sbsigntool qemu-system-x86 ovmf \
     >/dev/null
 
 echo "==> Rust toolchain and targets"
@@ -38,5 +42,15 @@ cargo build --release -p appliance
 
 echo "==> Signed plugin bundles (development key)"
 ./plugins/sign-dev.sh
+
+echo "==> Static vigil and vigil-init (musl) for the appliance image"
+cargo build --release --target x86_64-unknown-linux-musl -p appliance -p vigil-init
+
+echo "==> Debian kernel package for the image (cached; image/build.sh then works offline)"
+CACHE="${VIGIL_IMAGE_CACHE:-/var/cache/vigil-image}"
+mkdir -p "$CACHE"
+if ! ls "$CACHE/$(cat image/kernel-package)"_*.deb >/dev/null 2>&1; then
+    (cd "$CACHE" && apt-get download -q "$(cat image/kernel-package)")
+fi
 
 echo "Done. Try: cargo run --release -p appliance -- demo"

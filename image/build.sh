@@ -183,9 +183,12 @@ iface = "$MGMT_IF"
 address = "$MGMT_ADDR"
 TOML
 cat >"$DATA_DIR/vigil.toml" <<TOML
-# The appliance's settings (vigil run --config).
-plugin_dir = "/usr/lib/vigil/plugins"
-trust_dir = "/etc/vigil/trust"
+# The appliance's settings (vigil run --config). Plugins and trust always come from the
+# verified root (vigil-init passes --plugins and --trust).
+
+[host]
+# This partition is not verified and is mounted noexec: no compiled code is kept here.
+cache_modules = false
 
 [api]
 listen = "${MGMT_ADDR%/*}:8470"

@@ -58,6 +58,10 @@ pub struct HostSettings {
     pub batch_deadline_ms: u64,
     /// Consecutive failing batches after which a plugin is quarantined.
     pub max_consecutive_traps: u32,
+    /// Keep compiled modules in `DATA_DIR/cache` across restarts. The appliance image turns it
+    /// off: its data partition is neither verified nor executable, so code runs only from
+    /// modules compiled from verified bundles in this run.
+    pub cache_modules: bool,
 }
 
 impl Default for HostSettings {
@@ -67,6 +71,7 @@ impl Default for HostSettings {
             memory_limit_mb: defaults.memory_limit_bytes / (1024 * 1024),
             batch_deadline_ms: defaults.batch_deadline_ms,
             max_consecutive_traps: defaults.max_consecutive_traps,
+            cache_modules: true,
         }
     }
 }
@@ -123,7 +128,7 @@ impl Config {
             memory_limit_bytes: self.host.memory_limit_mb * 1024 * 1024,
             batch_deadline_ms: self.host.batch_deadline_ms,
             max_consecutive_traps: self.host.max_consecutive_traps,
-            cache_dir: Some(data_dir.join("cache")),
+            cache_dir: self.host.cache_modules.then(|| data_dir.join("cache")),
         }
     }
 

@@ -167,6 +167,8 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Install a signed bundle on a running appliance through its management API.
     Push(push::PushArgs),
+    /// The newest alerts of a running appliance (JSON lines), through its management API.
+    Alerts(push::Remote),
     /// Responses requested by the responder: list, confirm (human mode), clear.
     #[command(subcommand)]
     Actions(actions::ActionsCommand),
@@ -205,6 +207,7 @@ pub fn main() -> ExitCode {
         Command::Trust(command) => trust::run(command),
         Command::Plugins(command) => plugins::run(command),
         Command::Push(args) => push::push(&args),
+        Command::Alerts(remote) => push::alerts(&remote),
         Command::Actions(command) => actions::run(command),
         Command::Image(command) => image::run(command),
     };

@@ -106,3 +106,12 @@ pub fn push(args: &PushArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `vigil alerts --to URL`: the newest alerts of a running appliance, one JSON record per line.
+pub fn alerts(remote: &Remote) -> anyhow::Result<()> {
+    let body = remote.get("/api/v1/alerts")?;
+    for alert in body.as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!("{alert}");
+    }
+    Ok(())
+}

@@ -128,6 +128,11 @@ fn boot() -> Result<Infallible, String> {
             DATA_DIR,
             "--config",
             &format!("{DATA_DIR}/vigil.toml"),
+            // From the verified root, whatever the (unverified) data partition's config says.
+            "--plugins",
+            "/usr/lib/vigil/plugins",
+            "--trust",
+            "/etc/vigil/trust",
             "--ready-file",
             supervise::READY_FILE,
         ]

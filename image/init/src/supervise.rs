@@ -87,6 +87,8 @@ fn spawn(daemon: &Daemon) -> io::Result<i32> {
         .env_clear()
         .env("PATH", "/usr/bin")
         .env("RUST_LOG", "info")
+        // The console is a serial line, not a terminal.
+        .env("NO_COLOR", "1")
         .current_dir("/var/lib/vigil");
     // SAFETY: init is single-threaded, so the forked child may allocate; the closure only
     // changes the child's own credentials before exec.

@@ -1,0 +1,426 @@
+//! The flashable image (issue 7), built by `image/build.sh` and booted in qemu under software
+//! emulation with UEFI firmware: twice-built bytes are identical; the appliance boots from a
+//! dm-verity-checked read-only root, captures a real nmap scan on its virtio port in AF_XDP copy
+//! mode and serves the breach over its management API; refused core updates write nothing; an
+//! update that never comes up healthy falls back to slot A on the next boot; a good one boots
+//! from slot B; a root with one byte flipped never starts anything. Each boot takes 1-3 minutes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::live::{nmap_available, syn_scan};
+use vigil_tests::netns::{skip_without_root, Netns};
+use vigil_tests::vm::{self, qemu_available, Vm, APPLIANCE_MGMT, SCANNED};
+use vigil_tests::workspace::{root, target_dir, vigil_bin};
+
+const TOKEN: &str = "image-test-token-0123456789";
+/// Fixed, so that two builds can be compared byte for byte.
+const SOURCE_DATE_EPOCH: &str = "1790000000";
+const BOOT: Duration = Duration::from_secs(600);
+
+fn skip() -> bool {
+    if skip_without_root() || !qemu_available() || !nmap_available() {
+        eprintln!(
+            "skipping: needs root, qemu-system-x86, ovmf and nmap (./setup.sh installs them)"
+        );
+        return true;
+    }
+    false
+}
+
+/// `image/build.sh` into `out`; returns how long it took.
+fn build(out: &Path, version: &str, extra: &[&str]) -> Duration {
+    let started = Instant::now();
+    let output = Command::new(root().join("image/build.sh"))
+        .args(["--out", &out.display().to_string(), "--version", version])
+        .args(["--api-token", TOKEN])
+        .args(extra)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        .output()
+        .expect("build.sh runs");
+    assert!(
+        output.status.success(),
+        "build.sh {version} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    started.elapsed()
+}
+
+struct Builds {
+    base: PathBuf,
+    /// 0.2.0: its daemon cannot start (a dynamically linked program where the static one
+    /// belongs, as a broken vendor build would be).
+    broken: PathBuf,
+    good: PathBuf,
+}
+
+/// The three builds the boot tests share, made once per test binary.
+fn builds() -> &'static Builds {
+    static BUILDS: OnceLock<Builds> = OnceLock::new();
+    BUILDS.get_or_init(|| {
+        let dir = target_dir().join("image-test");
+        let builds = Builds {
+            base: dir.join("0.1.0"),
+            broken: dir.join("0.2.0-broken"),
+            good: dir.join("0.3.0"),
+        };
+        let took = build(&builds.base, "0.1.0", &[]);
+        eprintln!("image build: {:.1} s", took.as_secs_f64());
+        build(&builds.broken, "0.2.0", &["--vigil", "/bin/false"]);
+        build(&builds.good, "0.3.0", &[]);
+        builds
+    })
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn two_builds_from_the_same_inputs_are_byte_identical() {
+    if skip() {
+        return;
+    }
+    let dir = target_dir().join("image-repro");
+    let first = build(&dir.join("one"), "0.1.0", &[]);
+    let second = build(&dir.join("two"), "0.1.0", &[]);
+    for file in ["vigil-appliance.img", "vigil-core-0.1.0.vupdate"] {
+        let (a, b) = (dir.join("one").join(file), dir.join("two").join(file));
+        assert_eq!(sha256(&a), sha256(&b), "{file} differs between two builds");
+    }
+    let size = std::fs::metadata(dir.join("one/vigil-appliance.img"))
+        .expect("image")
+        .len();
+    eprintln!(
+        "image: {} MiB; builds took {:.1} s and {:.1} s",
+        size >> 20,
+        first.as_secs_f64(),
+        second.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A partition of the disk image: (byte offset, byte length), from its GPT.
+fn partition(disk: &Path, name: &str) -> (u64, u64) {
+    let out = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .expect("sfdisk");
+    let table: Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    let part = parts
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no partition {name}"));
+    let sectors = |key: &str| part[key].as_u64().expect("sectors") * 512;
+    (sectors("start"), sectors("size"))
+}
+
+/// The file names in the ESP's EFI/Linux, read from the disk file with mtools.
+fn boot_entries(disk: &Path) -> Vec<String> {
+    let (offset, _) = partition(disk, "esp");
+    let out = Command::new("mdir")
+        .args([
+            "-b",
+            "-i",
+            &format!("{}@@{offset}", disk.display()),
+            "::/EFI/Linux",
+        ])
+        .output()
+        .expect("mdir");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.rsplit('/').next().map(str::to_string))
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether every byte of a slot is still zero (never written).
+fn slot_untouched(disk: &Path, name: &str) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let (offset, len) = partition(disk, name);
+    let mut file = std::fs::File::open(disk).expect("disk");
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..n]).expect("read");
+        if buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        left -= n as u64;
+    }
+    true
+}
+
+fn vigil_in(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(vigil_bin())
+        .args(args)
+        .args([
+            "--to",
+            &format!("http://{APPLIANCE_MGMT}:8470"),
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .expect("vigil runs")
+}
+
+fn status(ns: &Netns) -> Value {
+    let out = vigil_in(ns, &["image", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+fn apply(ns: &Netns, update: &Path) -> Output {
+    vigil_in(ns, &["image", "apply", &update.display().to_string()])
+}
+
+/// Scans from the namespace until the appliance reports a Network Scan breach from it.
+fn scan_until_breach(ns: &Netns, wait: Duration) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        syn_scan(ns, SCANNED, "1-200");
+        let out = vigil_in(ns, &["alerts"]);
+        let breach = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|alert| alert["vigil"]["model"] == "Device / Network Scan");
+        if let Some(breach) = breach {
+            return breach;
+        }
+        assert!(Instant::now() < deadline, "no breach over the API");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+fn assert_verified_root(status: &Value, slot: &str, partition: &str, version: &str) {
+    let system = &status["system"];
+    assert_eq!(system["slot"], slot, "{status}");
+    assert_eq!(system["version"], version, "{status}");
+    let root = &system["root"];
+    assert_eq!(root["read_only"], true, "{status}");
+    assert_eq!(root["fstype"], "erofs", "{status}");
+    assert_eq!(root["mapper"], "vigil-root", "{status}");
+    assert_eq!(root["over"], serde_json::json!([partition]), "{status}");
+    assert_eq!(status["capture"]["bind"], "copy", "{status}");
+    assert_eq!(
+        status["capture"]["ports"],
+        serde_json::json!(["eth0"]),
+        "{status}"
+    );
+}
+
+#[test]
+fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
+    if skip() {
+        return;
+    }
+    let builds = builds();
+    let work = target_dir().join("image-test/boot");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+    let disk = work.join("disk.img");
+    let copy = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(builds.base.join("vigil-appliance.img"))
+        .arg(&disk)
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    let ns = Netns::unique().expect("namespace");
+    vm::wire(&ns);
+    let mut vm = Vm::boot(&ns, &disk, &work);
+
+    // Boot 1: slot A.
+    let up = vm.wait_for("vigil reports healthy", 1, BOOT);
+    eprintln!("power-on to capturing (slot A): {:.0} s", up.as_secs_f64());
+    let console = vm.console();
+    assert!(
+        console.contains("vigil-init: slot a verified by dm-verity"),
+        "{console}"
+    );
+    assert!(console.contains("started vigil (pid"), "{console}");
+    assert!(console.contains("without root"), "{console}");
+    assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
+    let breach = scan_until_breach(&ns, Duration::from_secs(120));
+    assert_eq!(breach["src_ip"], "10.88.0.1", "{breach}");
+
+    // Refused: unsigned, older, tampered. Nothing is written.
+    let root_of = |build: &Path, file: &str| {
+        std::fs::read(build.join("work").join(file)).expect("build part")
+    };
+    let unsigned = appliance::image::update::pack(
+        "0.4.0".parse().expect("version"),
+        "1,1,00,00",
+        &root_of(&builds.good, "slot.img"),
+        [
+            &root_of(&builds.good, "uki-a.efi"),
+            &root_of(&builds.good, "uki-b.efi"),
+        ],
+        &[],
+    )
+    .expect("pack");
+    let unsigned_path = work.join("unsigned.vupdate");
+    std::fs::write(&unsigned_path, unsigned).expect("write");
+    let older = work.join("older.vupdate");
+    let pack = Command::new(vigil_bin())
+        .args([
+            "image",
+            "pack",
+            "--version",
+            "0.0.9",
+            "--verity",
+            "1,1,00,00",
+        ])
+        .arg("--root")
+        .arg(builds.base.join("work/slot.img"))
+        .arg("--uki-a")
+        .arg(builds.base.join("work/uki-a.efi"))
+        .arg("--uki-b")
+        .arg(builds.base.join("work/uki-b.efi"))
+        .arg("--key")
+        .arg(target_dir().join("dev-keys/core.key"))
+        .arg("--out")
+        .arg(&older)
+        .output()
+        .expect("pack");
+    assert!(
+        pack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pack.stderr)
+    );
+    let tampered = work.join("tampered.vupdate");
+    let mut bytes = std::fs::read(builds.good.join("vigil-core-0.3.0.vupdate")).expect("update");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&tampered, bytes).expect("write");
+    let entries_before = boot_entries(&disk);
+    assert_eq!(entries_before, ["vigil-a.efi"]);
+    for (update, reason) in [
+        (&unsigned_path, "unsigned"),
+        (&older, "not newer than 0.1.0"),
+        (&tampered, "altered"),
+    ] {
+        let out = apply(&ns, update);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} was accepted", update.display());
+        assert!(
+            stderr.contains("HTTP 422") && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        boot_entries(&disk),
+        entries_before,
+        "a refused update wrote a boot entry"
+    );
+    assert!(
+        slot_untouched(&disk, "vigil-root-b"),
+        "a refused update wrote slot B"
+    );
+
+    // A signed update whose daemon never comes up: tried once in slot B, then back to A.
+    let out = apply(&ns, &builds.broken.join("vigil-core-0.2.0.vupdate"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vm.wait_for("slot b is on trial", 1, BOOT);
+    vm.wait_for("rebooting into the previous slot", 1, BOOT);
+    vm.wait_for("vigil reports healthy", 2, BOOT);
+    assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
+
+    // A good update boots from slot B, is blessed, and captures.
+    let out = apply(&ns, &builds.good.join("vigil-core-0.3.0.vupdate"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vm.wait_for("slot b is on trial", 2, BOOT);
+    vm.wait_for("vigil reports healthy", 3, BOOT);
+    vm.wait_for("slot b blessed", 1, Duration::from_secs(30));
+    assert_verified_root(&status(&ns), "b", "vda3", "0.3.0");
+    let before = String::from_utf8_lossy(&vigil_in(&ns, &["alerts"]).stdout)
+        .lines()
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        syn_scan(&ns, SCANNED, "201-400");
+        let now = String::from_utf8_lossy(&vigil_in(&ns, &["alerts"]).stdout)
+            .lines()
+            .count();
+        if now > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot B raised no breach");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    drop(vm);
+    // systemd-boot counted the broken entry down to no tries; slot B's good entry is blessed.
+    assert_eq!(boot_entries(&disk), ["vigil-a.efi", "vigil-b.efi"]);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn a_flipped_byte_in_the_root_stops_the_boot_before_anything_runs() {
+    if skip() {
+        return;
+    }
+    let builds = builds();
+    let work = target_dir().join("image-test/tampered");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+    let disk = work.join("disk.img");
+    let mut bytes = std::fs::read(builds.base.join("vigil-appliance.img")).expect("image");
+    // A byte in the middle of slot A's root filesystem (its hash tree follows it).
+    let (offset, _) = partition(&builds.base.join("vigil-appliance.img"), "vigil-root-a");
+    let root_bytes = std::fs::metadata(builds.base.join("work/root.erofs"))
+        .expect("root")
+        .len();
+    let target = (offset + root_bytes / 2) as usize;
+    bytes[target] ^= 0x01;
+    std::fs::write(&disk, bytes).expect("write");
+    let ns = Netns::unique().expect("namespace");
+    vm::wire(&ns);
+    let mut vm = Vm::boot(&ns, &disk, &work);
+    vm.wait_for("BOOT STOPPED", 1, BOOT);
+    // Give a runaway boot the chance to prove itself wrong.
+    std::thread::sleep(Duration::from_secs(5));
+    let console = vm.console();
+    assert!(
+        console.contains("root slot a (/dev/vda2) failed dm-verity verification"),
+        "{console}"
+    );
+    assert!(!console.contains("root mounted"), "{console}");
+    assert!(!console.contains("started vigil"), "{console}");
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&work);
+}
