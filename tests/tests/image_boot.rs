@@ -275,7 +275,7 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     let root_of = |build: &Path, file: &str| {
         std::fs::read(build.join("work").join(file)).expect("build part")
     };
-    let unsigned = appliance::image::update::pack(
+    let unsigned = vigil::image::update::pack(
         "0.4.0".parse().expect("version"),
         "1,1,00,00",
         &root_of(&builds.good, "slot.img"),

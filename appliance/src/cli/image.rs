@@ -2,7 +2,7 @@
 //! every build); an operator checks it and applies it to a running appliance, which writes the
 //! slot not booted and reboots into it on trial (image/README.md).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -56,7 +56,7 @@ pub enum ImageCommand {
     },
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     crate::bundle::format::read_limited(path, MAX_UPDATE_BYTES)
         .with_context(|| format!("reading {}", path.display()))
 }

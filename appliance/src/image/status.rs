@@ -39,8 +39,7 @@ fn root(system: &SystemPaths) -> Option<RootStatus> {
     // The last mount on `/` is the one in force.
     let line = mounts
         .lines()
-        .filter(|line| line.split_whitespace().nth(1) == Some("/"))
-        .last()?;
+        .rfind(|line| line.split_whitespace().nth(1) == Some("/"))?;
     let fields: Vec<&str> = line.split_whitespace().collect();
     let (device, fstype, options) = (fields.first()?, fields.get(2)?, fields.get(3)?);
     let dm = Path::new(device)

@@ -174,7 +174,11 @@ fn refused_updates_write_nothing() {
         ("older", update("0.0.9", &key(2)), "not newer than 0.1.0"),
         ("same", update("0.1.0", &key(2)), "not newer"),
         ("wildcard key", update("0.2.0", &key(3)), "vigil-core"),
-        ("unknown key", update("0.2.0", &key(9)), "unknown"),
+        (
+            "unknown key",
+            update("0.2.0", &key(9)),
+            "not in the installed delegation",
+        ),
         (
             "garbage",
             b"VIGILUPD\xff\xff\xff\xff".to_vec(),
