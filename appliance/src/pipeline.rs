@@ -70,6 +70,8 @@ pub struct Pipeline {
     actions: Option<Actions>,
     /// On a live mirror port: reset blocked TCP connections through the source.
     tap_resets: bool,
+    /// RST frames waiting to go out through the source ([`Pipeline::take_resets`]).
+    resets: Vec<Vec<u8>>,
     devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
@@ -99,6 +101,7 @@ impl Pipeline {
             control: None,
             actions: None,
             tap_resets: false,
+            resets: Vec::new(),
             devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
@@ -144,9 +147,49 @@ impl Pipeline {
         self.actions = Some(actions);
     }
 
-    /// Tears blocked TCP connections down with injected resets (tap mode on a live port).
+    /// Tears blocked TCP connections down with injected resets (tap mode on a live port): every
+    /// established one the moment an action comes in force, and any that sends a blocked segment
+    /// afterwards.
     pub fn enable_tap_resets(&mut self) {
         self.tap_resets = true;
+    }
+
+    /// The RST frames decided since the last call, for the caller to inject.
+    pub fn take_resets(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.resets.drain(..)
+    }
+
+    /// Queues resets for the established TCP connections of `device` that the responses in force
+    /// at `now` (Unix seconds) block, in either direction.
+    fn reset_connections_of(&mut self, device: std::net::IpAddr, now: u64) {
+        let (true, Some(actions)) = (self.tap_resets, self.actions.as_ref()) else {
+            return;
+        };
+        let table = actions.table();
+        for connection in self.flows.tcp_connections_of(device) {
+            let ((orig, orig_port), (resp, resp_port)) = (connection.orig, connection.resp);
+            if table.drops(orig, resp, Some(resp_port), now)
+                || table.drops(resp, orig, Some(orig_port), now)
+            {
+                self.resets.extend(reset::connection_resets(&connection));
+            }
+        }
+    }
+
+    /// Takes in an operator's confirmations and clearings made while running, resetting what a
+    /// confirmed action blocks.
+    fn take_in_operator_changes(&mut self, now: Timestamp) {
+        let Some(actions) = self.actions.as_mut() else {
+            return;
+        };
+        match actions.reload_if_changed() {
+            Ok(activated) => {
+                for device in activated {
+                    self.reset_connections_of(device, now.micros() / 1_000_000);
+                }
+            }
+            Err(err) => tracing::error!("reading the operator's changes to actions: {err}"),
+        }
     }
 
     pub fn actions(&self) -> Option<&Actions> {
@@ -323,6 +366,7 @@ impl Pipeline {
             ended.push(event);
         });
         self.close_ended(now);
+        self.take_in_operator_changes(now);
         if let Some(actions) = self.actions.as_mut() {
             if let Err(err) = actions.expire(now.micros() / 1_000_000) {
                 tracing::error!("recording expired actions: {err}");
@@ -356,7 +400,12 @@ impl Pipeline {
         self.stats.batches += 1;
         let emitted = self.host.dispatch(&self.batch);
         self.batch.clear();
-        for emitted in self.host.take_actions() {
+        let requests = self.host.take_actions();
+        if let (Some(first), true) = (requests.first(), self.actions.is_some()) {
+            // An operator's change must not be overwritten by the file written below.
+            self.take_in_operator_changes(first.action.ts);
+        }
+        for emitted in requests {
             let Some(actions) = self.actions.as_mut() else {
                 continue;
             };
@@ -377,12 +426,18 @@ impl Pipeline {
             };
             let at = emitted.action.ts.micros() / 1_000_000;
             match actions.request(&emitted.action, &by, at, allowed) {
-                Ok(id) => tracing::info!(
-                    "action {id}: {:?} on {} ({})",
-                    emitted.action.response,
-                    emitted.action.device,
-                    emitted.action.reason
-                ),
+                Ok(requested) => {
+                    tracing::info!(
+                        "action {}: {:?} on {} ({})",
+                        requested.id,
+                        emitted.action.response,
+                        emitted.action.device,
+                        emitted.action.reason
+                    );
+                    if requested.activated {
+                        self.reset_connections_of(emitted.action.device, at);
+                    }
+                }
                 Err(err) => tracing::error!("recording an action: {err}"),
             }
         }
@@ -439,13 +494,12 @@ impl Pipeline {
         mut progress: impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
         let mut since_progress = 0u32;
-        let mut resets = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             match source.next_packet()? {
                 Next::Packet(packet) => {
                     // A mirror port cannot drop: a blocked TCP connection is reset instead.
                     if self.handle(&packet)? && self.tap_resets {
-                        resets = reset::resets(packet.data);
+                        self.resets.extend(reset::resets(packet.data));
                     }
                     since_progress += 1;
                     if since_progress.is_multiple_of(64) {
@@ -465,7 +519,7 @@ impl Pipeline {
                 }
                 Next::End => break,
             }
-            for frame in resets.drain(..) {
+            for frame in self.resets.drain(..) {
                 if source.inject(&frame)? {
                     self.stats.resets_sent += 1;
                 }

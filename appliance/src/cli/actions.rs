@@ -1,6 +1,7 @@
 //! `vigil actions`: the responses responder plugins requested, confirming those waiting for an
 //! operator (human mode) and lifting any, each recorded in `DATA_DIR/actions.json` with who and
-//! when. The appliance enforces what is in force there from its next start.
+//! when. A running appliance takes the change in within a second (and resets the TCP connections
+//! a confirmed action blocks, in tap mode).
 
 use std::path::PathBuf;
 

@@ -91,6 +91,8 @@ pub struct Decoded<'a> {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
     pub vlan: Option<u16>,
+    /// How many 802.1Q/802.1ad tags the frame carries (`vlan` is the innermost's VLAN id).
+    pub vlan_tags: u8,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub transport: Transport<'a>,
@@ -195,10 +197,10 @@ pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
     let mut ethertype = u16::from(eth.ethertype());
     let mut payload = eth.payload();
     let mut vlan = None;
-    let mut tags = 0;
+    let mut tags = 0u8;
     while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
         tags += 1;
-        if tags > MAX_VLAN_TAGS {
+        if usize::from(tags) > MAX_VLAN_TAGS {
             return Err(Skip::TooManyVlanTags);
         }
         let tag = payload.get(..VLAN_TAG_LEN).ok_or(Skip::TruncatedVlan)?;
@@ -216,6 +218,7 @@ pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
         src_mac,
         dst_mac,
         vlan,
+        vlan_tags: tags,
         src,
         dst,
         transport,

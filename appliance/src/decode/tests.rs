@@ -76,6 +76,7 @@ fn tcp_syn_decodes_with_addresses_ports_and_flags() {
     assert_eq!(d.dst, IpAddr::from([10, 0, 0, 2]));
     assert_eq!(d.src_mac, MAC_A);
     assert_eq!(d.vlan, None);
+    assert_eq!(d.vlan_tags, 0);
     match d.transport {
         Transport::Tcp {
             src_port,
@@ -99,6 +100,7 @@ fn vlan_and_qinq_tags_are_followed() {
     let frame = ethernet(0x88a8, &tagged);
     let d = decode(&frame).expect("QinQ frame");
     assert_eq!(d.vlan, Some(7));
+    assert_eq!(d.vlan_tags, 2);
     assert!(matches!(
         d.transport,
         Transport::Udp {

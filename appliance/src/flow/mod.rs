@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, FlowState, Timestamp, Transport};
 
 use crate::decode::{Decoded, IcmpKind, Quoted, TcpFlags, Transport as Wire};
+pub use tcp::segment_end;
 use tcp::TcpState;
 
 /// Slots per bucket: small enough to scan in one cache line or two, large enough that collisions
@@ -102,6 +103,31 @@ struct Flow {
     phase: Phase,
     /// Set by an ICMP unreachable about this flow.
     refused: bool,
+    /// TCP: what each side (originator, responder) sent last, for resets built when an action
+    /// comes in force rather than at the connection's next segment.
+    sent: [Option<Sent>; 2],
+}
+
+/// The link layer of the frames one side of a TCP connection sends, and how far into sequence
+/// space it has sent: what a reset in that side's name needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// The VLAN id of the one 802.1Q tag its frames carry; `None` when untagged.
+    pub vlan: Option<u16>,
+    /// The sequence number after the furthest byte (SYN and FIN count one) it has sent.
+    pub next_seq: u32,
+}
+
+/// An open TCP connection both of whose sides have been seen, as [`FlowTable::tcp_connections_of`]
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConnection {
+    pub orig: (IpAddr, u16),
+    pub resp: (IpAddr, u16),
+    pub from_orig: Sent,
+    pub from_resp: Sent,
 }
 
 /// Which way a packet went within its flow.
@@ -109,6 +135,15 @@ struct Flow {
 pub enum Direction {
     FromOriginator,
     FromResponder,
+}
+
+impl Direction {
+    const fn index(self) -> usize {
+        match self {
+            Direction::FromOriginator => 0,
+            Direction::FromResponder => 1,
+        }
+    }
 }
 
 /// What the table knows about the flow a packet belongs to, for the parsers above it.
@@ -237,6 +272,18 @@ impl FlowTable {
                 }
             }
         }
+        if let Wire::Tcp { seq, payload, .. } = packet.transport {
+            // Stacked tags (QinQ) are not rebuilt in resets: such flows get none at decision time.
+            if packet.vlan_tags <= 1 {
+                note_sent(
+                    &mut flow.sent[direction.index()],
+                    packet,
+                    seq,
+                    flags,
+                    payload.len(),
+                );
+            }
+        }
         if transport == Transport::Tcp && flow.phase == Phase::Open {
             flow.tcp = flow.tcp.advance(direction, flags);
             if let Some(state) = flow.tcp.final_state() {
@@ -251,6 +298,28 @@ impl FlowTable {
             resp: flow.resp,
             transport: flow.transport,
             direction,
+        })
+    }
+
+    /// The open TCP connections `device` is an end of, both of whose sides have been seen. Walks
+    /// the whole table: for the moment an action comes in force, never per packet.
+    pub fn tcp_connections_of(&self, device: IpAddr) -> impl Iterator<Item = TcpConnection> + '_ {
+        self.slots.iter().flatten().filter_map(move |flow| {
+            if flow.transport != Transport::Tcp
+                || flow.phase != Phase::Open
+                || (flow.orig.ip != device && flow.resp.ip != device)
+            {
+                return None;
+            }
+            let [Some(from_orig), Some(from_resp)] = flow.sent else {
+                return None;
+            };
+            Some(TcpConnection {
+                orig: (flow.orig.ip, flow.orig.port),
+                resp: (flow.resp.ip, flow.resp.port),
+                from_orig,
+                from_resp,
+            })
         })
     }
 
@@ -405,6 +474,7 @@ impl FlowTable {
             tcp: TcpState::initial(sender_is_orig, flags),
             phase: Phase::Open,
             refused: false,
+            sent: [None; 2],
         }
     }
 
@@ -457,6 +527,23 @@ impl FlowTable {
             stored.phase = Phase::Closed;
         }
     }
+}
+
+/// Records a TCP segment in its side's [`Sent`]: the frame's link layer, and its end in sequence
+/// space unless a retransmission or reordering puts it behind what the side already sent.
+fn note_sent(sent: &mut Option<Sent>, packet: &Decoded<'_>, seq: u32, flags: TcpFlags, len: usize) {
+    let end = segment_end(seq, flags, len);
+    let next_seq = match sent {
+        // Serial number arithmetic (RFC 1982): behind means a negative distance.
+        Some(previous) if (end.wrapping_sub(previous.next_seq) as i32) < 0 => previous.next_seq,
+        _ => end,
+    };
+    *sent = Some(Sent {
+        src_mac: packet.src_mac,
+        dst_mac: packet.dst_mac,
+        vlan: packet.vlan,
+        next_seq,
+    });
 }
 
 fn request_type_for_reply(reply: u8) -> u8 {

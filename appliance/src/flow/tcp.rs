@@ -23,6 +23,14 @@ pub(super) enum TcpState {
     Closed(FlowState),
 }
 
+/// The sequence number after a segment: its payload, plus one for SYN and one for FIN.
+pub fn segment_end(seq: u32, flags: TcpFlags, payload_len: usize) -> u32 {
+    // Sequence numbers wrap; a frame's payload is far below 4 GiB, so the cast keeps it whole.
+    seq.wrapping_add(payload_len as u32)
+        .wrapping_add(u32::from(flags.has(TcpFlags::SYN)))
+        .wrapping_add(u32::from(flags.has(TcpFlags::FIN)))
+}
+
 /// Who opened the connection, judged from the first packet seen of it.
 pub(super) fn sender_is_originator(flags: TcpFlags, src_port: u16, dst_port: u16) -> bool {
     if flags.has(TcpFlags::SYN) {

@@ -12,7 +12,9 @@ pub mod table;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::Response;
@@ -79,6 +81,18 @@ pub struct Actions {
     path: PathBuf,
     actions: BTreeMap<u64, Action>,
     table: EnforcementTable,
+    /// The file as we last read or wrote it: any other is an operator's change (`vigil actions
+    /// confirm|clear` while the appliance runs).
+    seen: Option<FileStamp>,
+}
+
+/// What a responder's request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requested {
+    pub id: u64,
+    /// It came in force with this request (a new autonomous action), rather than waiting for an
+    /// operator or repeating one already recorded.
+    pub activated: bool,
 }
 
 impl Actions {
@@ -89,23 +103,43 @@ impl Actions {
     /// The data dir's actions; those in force go back into the table.
     pub fn open(data_dir: &Path) -> Result<Actions, ActionError> {
         let path = Actions::path(data_dir);
-        let saved = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<SavedActions>(&bytes).map_err(|err| {
-                ActionError::Corrupt {
-                    path: path.clone(),
-                    reason: err.to_string(),
-                }
-            })?,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => SavedActions::default(),
-            Err(source) => return Err(ActionError::Io { path, source }),
-        };
+        let seen = stamp(&path);
+        let saved = load(&path)?;
         let mut actions = Actions {
             path,
             actions: saved.actions.into_iter().map(|a| (a.id, a)).collect(),
             table: EnforcementTable::new(),
+            seen,
         };
         actions.rebuild();
         Ok(actions)
+    }
+
+    /// Takes in what an operator changed in the file since we last read or wrote it, so a
+    /// running appliance enforces a confirmation and lifts a cleared action. Returns the devices
+    /// of the actions that came in force by that change. One `stat` when nothing changed.
+    pub fn reload_if_changed(&mut self) -> Result<Vec<IpAddr>, ActionError> {
+        let now = stamp(&self.path);
+        if now == self.seen {
+            return Ok(Vec::new());
+        }
+        let saved = load(&self.path)?;
+        self.seen = now;
+        let activated = saved
+            .actions
+            .iter()
+            .filter(|a| matches!(a.status, Status::Active { .. }))
+            .filter(|a| {
+                !self
+                    .actions
+                    .get(&a.id)
+                    .is_some_and(|old| matches!(old.status, Status::Active { .. }))
+            })
+            .map(|a| a.device)
+            .collect();
+        self.actions = saved.actions.into_iter().map(|a| (a.id, a)).collect();
+        self.rebuild();
+        Ok(activated)
     }
 
     fn rebuild(&mut self) {
@@ -125,6 +159,10 @@ impl Actions {
         self.actions.values()
     }
 
+    pub fn get(&self, id: u64) -> Option<&Action> {
+        self.actions.get(&id)
+    }
+
     /// Records a responder's request: in force at once, or pending an operator's confirmation.
     /// `allowed` is the device's learned pattern of life, for that response.
     pub fn request(
@@ -133,7 +171,7 @@ impl Actions {
         requested_by: &str,
         now: Secs,
         allowed: Vec<(IpAddr, u16)>,
-    ) -> Result<u64, ActionError> {
+    ) -> Result<Requested, ActionError> {
         // One request per device, response and incident: a responder repeating itself on every
         // breach of an incident does not pile up actions.
         let duplicate = self.actions.values().find(|a| {
@@ -143,7 +181,10 @@ impl Actions {
                 && matches!(a.status, Status::Pending | Status::Active { .. })
         });
         if let Some(existing) = duplicate {
-            return Ok(existing.id);
+            return Ok(Requested {
+                id: existing.id,
+                activated: false,
+            });
         }
         let id = self.actions.keys().next_back().map_or(1, |last| last + 1);
         let mut action = Action {
@@ -164,12 +205,13 @@ impl Actions {
                 what: format!("requested: {}", request.reason),
             }],
         };
-        if !request.needs_confirmation {
+        let activated = !request.needs_confirmation;
+        if activated {
             activate(&mut action, &mut self.table, requested_by, now);
         }
         self.actions.insert(id, action);
         self.save()?;
-        Ok(id)
+        Ok(Requested { id, activated })
     }
 
     /// An operator confirms a pending action: it is in force from now for its duration.
@@ -229,7 +271,7 @@ impl Actions {
         Ok(expired)
     }
 
-    fn save(&self) -> Result<(), ActionError> {
+    fn save(&mut self) -> Result<(), ActionError> {
         let saved = SavedActions {
             actions: self.actions.values().cloned().collect(),
         };
@@ -241,8 +283,46 @@ impl Actions {
         write_atomic(&self.path, &bytes).map_err(|source| ActionError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.seen = stamp(&self.path);
+        Ok(())
     }
+}
+
+fn load(path: &Path) -> Result<SavedActions, ActionError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice::<SavedActions>(&bytes).map_err(|err| ActionError::Corrupt {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            })
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(SavedActions::default()),
+        Err(source) => Err(ActionError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// What tells one version of the file from another without reading it. Modification times are
+/// as coarse as the kernel's tick, so two writes within one share theirs; every atomic write is a
+/// new inode, though.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    inode: u64,
+    len: u64,
+}
+
+/// `None` while there is no file.
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: meta.modified().ok()?,
+        inode: meta.ino(),
+        len: meta.len(),
+    })
 }
 
 fn enforce(table: &mut EnforcementTable, action: &Action, until: Secs) -> bool {
@@ -276,5 +356,53 @@ pub fn state_name(status: &Status) -> &'static str {
         Status::Active { .. } => "active",
         Status::Cleared { .. } => "cleared",
         Status::Expired { .. } => "expired",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_appliance_takes_in_a_confirmation_and_a_clearing_made_beside_it() {
+        let dir = std::env::temp_dir().join(format!("vigil-actions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let device = IpAddr::from([10, 0, 0, 50]);
+        let request = vigil_plugin_sdk::ActionRequest {
+            response: Response::BlockPort(445),
+            device,
+            ts: vigil_plugin_sdk::Timestamp::from_secs(1_000),
+            reason: "scan".into(),
+            incident: None,
+            duration_secs: 60,
+            needs_confirmation: true,
+        };
+        let mut running = Actions::open(&dir).expect("open");
+        let requested = running
+            .request(&request, "responder 1", 1_000, Vec::new())
+            .expect("request");
+        assert!(!requested.activated, "human mode waits");
+        assert!(running.reload_if_changed().expect("reload").is_empty());
+        assert!(!running.table().drops(device, device, Some(445), 1_001));
+
+        // `vigil actions confirm`, another process on the same file.
+        Actions::open(&dir)
+            .expect("open")
+            .confirm(requested.id, "analyst", 1_001)
+            .expect("confirm");
+        assert_eq!(running.reload_if_changed().expect("reload"), vec![device]);
+        assert!(running.table().drops(device, device, Some(445), 1_002));
+        assert!(
+            running.reload_if_changed().expect("reload").is_empty(),
+            "once"
+        );
+
+        Actions::open(&dir)
+            .expect("open")
+            .clear(requested.id, "analyst", 1_003)
+            .expect("clear");
+        assert!(running.reload_if_changed().expect("reload").is_empty());
+        assert!(!running.table().drops(device, device, Some(445), 1_004));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,7 +2,13 @@
 //! packets, so it tears the connection down instead, with a RST to each end that each end
 //! accepts: the one to the responder as if from the blocked device, carrying the device's next
 //! sequence number; the one to the device as if from the responder, carrying the sequence
-//! number the device acknowledged. Frames are built with `smoltcp::wire`, checksums included.
+//! number the device acknowledged. Frames are built with `smoltcp::wire`, checksums included,
+//! and carry the 802.1Q tag of the frames they answer.
+//!
+//! Two moments: when an action comes in force, every established connection it blocks is reset
+//! at once from what the flow table last saw of each side ([`connection_resets`]); a connection
+//! whose numbers moved on since (or that the table could not follow) is reset again from its next
+//! blocked segment ([`resets`]).
 
 use std::net::IpAddr;
 
@@ -13,21 +19,37 @@ use smoltcp::wire::{
 };
 
 use crate::decode::{decode, TcpFlags, Transport};
+use crate::flow::{segment_end, Sent, TcpConnection};
 
 const TCP_HEADER: usize = 20;
 const ETHERNET_HEADER: usize = 14;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const VLAN_TAG: usize = 4;
 const TTL: u8 = 64;
 
 /// The RST frames that end the TCP connection `frame` belongs to: to the responder, then (when
-/// the segment acknowledges something) to the sender. Empty for anything but an untagged TCP
-/// segment, or one that is itself a RST.
+/// the segment acknowledges something) to the sender. Empty for anything but a TCP segment
+/// untagged or with one 802.1Q tag, or one that is itself a RST.
 pub fn resets(frame: &[u8]) -> Vec<Vec<u8>> {
     resets_of(frame).unwrap_or_default()
 }
 
+/// The RST frames that end `connection` now, without waiting for its next segment: one to each
+/// end in the other's name, each carrying what the other end sent last (its link layer and the
+/// sequence number after its furthest byte, which is what the receiver expects next).
+pub fn connection_resets(connection: &TcpConnection) -> Vec<Vec<u8>> {
+    [
+        segment(&connection.from_orig, connection.orig, connection.resp),
+        segment(&connection.from_resp, connection.resp, connection.orig),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     let decoded = decode(frame).ok()?;
-    if decoded.vlan.is_some() {
+    if decoded.vlan_tags > 1 {
         return None;
     }
     let Transport::Tcp {
@@ -44,34 +66,35 @@ fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     if flags.has(TcpFlags::RST) {
         return None;
     }
-    // The sequence space a segment takes: its payload, plus one for SYN and for FIN.
-    let length = payload.len() as u32
-        + u32::from(flags.has(TcpFlags::SYN))
-        + u32::from(flags.has(TcpFlags::FIN));
-    let onward = segment(
-        (decoded.src_mac, decoded.src, src_port),
-        (decoded.dst_mac, decoded.dst, dst_port),
-        seq.wrapping_add(length),
-    )?;
-    let mut frames = vec![onward];
+    let (sender, receiver) = ((decoded.src, src_port), (decoded.dst, dst_port));
+    let onward = Sent {
+        src_mac: decoded.src_mac,
+        dst_mac: decoded.dst_mac,
+        vlan: decoded.vlan,
+        next_seq: segment_end(seq, flags, payload.len()),
+    };
+    let mut frames = vec![segment(&onward, sender, receiver)?];
     // Without an ACK (a bare SYN) the sender has acknowledged nothing to answer to.
     if flags.has(TcpFlags::ACK) {
-        frames.push(segment(
-            (decoded.dst_mac, decoded.dst, dst_port),
-            (decoded.src_mac, decoded.src, src_port),
-            ack,
-        )?);
+        let back = Sent {
+            src_mac: decoded.dst_mac,
+            dst_mac: decoded.src_mac,
+            vlan: decoded.vlan,
+            next_seq: ack,
+        };
+        frames.push(segment(&back, receiver, sender)?);
     }
     Some(frames)
 }
 
-/// One RST segment from `from` to `to` with sequence number `seq`, as an Ethernet frame.
-fn segment(from: ([u8; 6], IpAddr, u16), to: ([u8; 6], IpAddr, u16), seq: u32) -> Option<Vec<u8>> {
+/// One RST segment from `from` to `to` in the name of the side that `sent` describes (its MACs,
+/// its VLAN tag, its next sequence number), as an Ethernet frame.
+fn segment(sent: &Sent, from: (IpAddr, u16), to: (IpAddr, u16)) -> Option<Vec<u8>> {
     let tcp = TcpRepr {
-        src_port: from.2,
-        dst_port: to.2,
+        src_port: from.1,
+        dst_port: to.1,
         control: TcpControl::Rst,
-        seq_number: TcpSeqNumber(seq as i32),
+        seq_number: TcpSeqNumber(sent.next_seq as i32),
         ack_number: None,
         window_len: 0,
         window_scale: None,
@@ -82,22 +105,33 @@ fn segment(from: ([u8; 6], IpAddr, u16), to: ([u8; 6], IpAddr, u16), seq: u32) -
         payload: &[],
     };
     let checksums = ChecksumCapabilities::default();
-    let (ethertype, ip_len) = match (from.1, to.1) {
+    let (ethertype, ip_len) = match (from.0, to.0) {
         (IpAddr::V4(_), IpAddr::V4(_)) => (EthernetProtocol::Ipv4, 20),
         (IpAddr::V6(_), IpAddr::V6(_)) => (EthernetProtocol::Ipv6, 40),
         _ => return None,
     };
-    let mut frame = vec![0u8; ETHERNET_HEADER + ip_len + TCP_HEADER];
+    let tag = if sent.vlan.is_some() { VLAN_TAG } else { 0 };
+    let mut frame = vec![0u8; ETHERNET_HEADER + tag + ip_len + TCP_HEADER];
     let ethernet = EthernetRepr {
-        src_addr: EthernetAddress(from.0),
-        dst_addr: EthernetAddress(to.0),
-        ethertype,
+        src_addr: EthernetAddress(sent.src_mac),
+        dst_addr: EthernetAddress(sent.dst_mac),
+        ethertype: match sent.vlan {
+            Some(_) => EthernetProtocol::Unknown(ETHERTYPE_VLAN),
+            None => ethertype,
+        },
     };
     let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
     ethernet.emit(&mut eth);
-    let ip_bytes = eth.payload_mut();
-    let (src, dst) = (IpAddress::from(from.1), IpAddress::from(to.1));
-    match (from.1, to.1) {
+    let mut ip_bytes = eth.payload_mut();
+    if let Some(vlan) = sent.vlan {
+        // smoltcp has no 802.1Q view: the tag is the VLAN id (priority 0) and the real
+        // ethertype, ahead of the IP header.
+        ip_bytes[..2].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
+        ip_bytes[2..VLAN_TAG].copy_from_slice(&u16::from(ethertype).to_be_bytes());
+        ip_bytes = &mut ip_bytes[VLAN_TAG..];
+    }
+    let (src, dst) = (IpAddress::from(from.0), IpAddress::from(to.0));
+    match (from.0, to.0) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let ip = Ipv4Repr {
                 src_addr: s,
@@ -150,16 +184,23 @@ mod tests {
             timestamp: None,
             payload,
         };
-        segment_with(tcp)
+        segment_with(tcp, true)
     }
 
-    fn segment_with(tcp: TcpRepr<'_>) -> Vec<u8> {
-        let (s, d) = ([10, 0, 0, 2].into(), [10, 0, 0, 1].into());
+    /// A segment between the client 10.0.0.2 (MAC ..:02) and the server 10.0.0.1 (MAC ..:01).
+    fn segment_with(tcp: TcpRepr<'_>, from_client: bool) -> Vec<u8> {
+        let (client, server) = ([10, 0, 0, 2].into(), [10, 0, 0, 1].into());
+        let (client_mac, server_mac) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+        let (s, d, src_mac, dst_mac) = if from_client {
+            (client, server, client_mac, server_mac)
+        } else {
+            (server, client, server_mac, client_mac)
+        };
         let mut frame = vec![0u8; 14 + 20 + tcp.buffer_len()];
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
         EthernetRepr {
-            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            src_addr: EthernetAddress(src_mac),
+            dst_addr: EthernetAddress(dst_mac),
             ethertype: EthernetProtocol::Ipv4,
         }
         .emit(&mut eth);
@@ -180,6 +221,25 @@ mod tests {
             &ChecksumCapabilities::default(),
         );
         frame
+    }
+
+    /// `frame` with one 802.1Q tag for VLAN `vid` after its MAC addresses.
+    fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+        let mut out = frame[..12].to_vec();
+        out.extend_from_slice(&[0x81, 0x00]);
+        out.extend_from_slice(&vid.to_be_bytes());
+        out.extend_from_slice(&frame[12..]);
+        out
+    }
+
+    /// Checks both checksums with smoltcp's own checked parse, the IP header at `ip_at`.
+    fn assert_checksums(frame: &[u8], ip_at: usize) {
+        let ip = Ipv4Packet::new_checked(&frame[ip_at..]).expect("ip");
+        let caps = ChecksumCapabilities::default();
+        Ipv4Repr::parse(&ip, &caps).expect("ip checksum");
+        let tcp = TcpPacket::new_checked(ip.payload()).expect("tcp");
+        TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps)
+            .expect("tcp checksum");
     }
 
     fn tcp_of(frame: &[u8]) -> (IpAddr, IpAddr, u16, u16, TcpFlags, u32) {
@@ -216,16 +276,95 @@ mod tests {
         );
         assert!(flags.has(TcpFlags::RST));
         assert_eq!(seq, 5000, "what the sender acknowledged");
-        // smoltcp's own checked parse verifies both checksums.
         for frame in [onward, back] {
-            let eth = EthernetFrame::new_checked(&frame[..]).expect("ethernet");
-            let ip = Ipv4Packet::new_checked(eth.payload()).expect("ip");
-            let caps = ChecksumCapabilities::default();
-            Ipv4Repr::parse(&ip, &caps).expect("ip checksum");
-            let tcp = TcpPacket::new_checked(ip.payload()).expect("tcp");
-            TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps)
-                .expect("tcp checksum");
+            assert_checksums(frame, ETHERNET_HEADER);
         }
+    }
+
+    #[test]
+    fn resets_of_a_tagged_segment_carry_its_vlan_tag() {
+        let frames = resets(&tagged(&data_segment(), 42));
+        let [onward, back] = frames.as_slice() else {
+            panic!("two resets: {frames:?}");
+        };
+        for frame in [onward, back] {
+            assert_eq!(frame[12..16], [0x81, 0x00, 0, 42], "802.1Q tag, VLAN 42");
+            assert_eq!(frame[16..18], [0x08, 0x00], "IPv4 inside the tag");
+            let decoded = decode(frame).expect("decodes");
+            assert_eq!((decoded.vlan, decoded.vlan_tags), (Some(42), 1));
+            assert_checksums(frame, ETHERNET_HEADER + VLAN_TAG);
+        }
+        assert_eq!(tcp_of(onward).5, 1010);
+        assert_eq!(tcp_of(back).5, 5000);
+        // MACs: the onward reset goes the segment's way, the other one back.
+        assert_eq!(onward[..12], data_segment()[..12]);
+        assert_eq!(back[..6], data_segment()[6..12]);
+        // Two tags (QinQ) are not rebuilt: no reset rather than a frame on the wrong VLAN.
+        assert!(resets(&tagged(&tagged(&data_segment(), 42), 7)).is_empty());
+    }
+
+    #[test]
+    fn connection_resets_use_what_the_flow_table_last_saw_of_each_side() {
+        use crate::flow::FlowTable;
+        use vigil_plugin_sdk::Timestamp;
+
+        let device: IpAddr = [10, 0, 0, 2].into();
+        let mut table = FlowTable::default();
+        let mut observe = |frame: &[u8]| {
+            let decoded = decode(frame).expect("decodes");
+            table.observe(Timestamp(1), &decoded, &mut |_| {});
+        };
+        // Handshake (client ISN 999, server ISN 4999), 10 bytes from the client at 1000.
+        let bare = |src_port, dst_port, control, seq, ack: Option<i32>| TcpRepr {
+            src_port,
+            dst_port,
+            control,
+            seq_number: TcpSeqNumber(seq),
+            ack_number: ack.map(TcpSeqNumber),
+            window_len: 512,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let syn = segment_with(bare(40000, 445, TcpControl::Syn, 999, None), true);
+        let synack = segment_with(bare(445, 40000, TcpControl::Syn, 4999, Some(1000)), false);
+        let ack = segment_with(bare(445, 40000, TcpControl::None, 5000, Some(1010)), false);
+        for frame in [&syn, &synack, &data_segment()] {
+            observe(&tagged(frame, 9));
+        }
+        // A retransmission of old data does not move the client's next sequence number back.
+        observe(&tagged(&data_segment(), 9));
+        observe(&tagged(&ack, 9));
+        let connections: Vec<_> = table.tcp_connections_of(device).collect();
+        let [connection] = connections.as_slice() else {
+            panic!("one connection: {connections:?}");
+        };
+        assert!(table
+            .tcp_connections_of([10, 0, 0, 3].into())
+            .next()
+            .is_none());
+        let frames = connection_resets(connection);
+        let [to_server, to_client] = frames.as_slice() else {
+            panic!("two resets: {frames:?}");
+        };
+        let (src, _, sport, dport, flags, seq) = tcp_of(to_server);
+        assert_eq!((src, sport, dport, seq), (device, 40000, 445, 1010));
+        assert!(flags.has(TcpFlags::RST));
+        let (src, dst, sport, dport, flags, seq) = tcp_of(to_client);
+        assert_eq!(
+            (src, dst, sport, dport, seq),
+            ([10, 0, 0, 1].into(), device, 445, 40000, 5000)
+        );
+        assert!(flags.has(TcpFlags::RST));
+        for frame in [to_server, to_client] {
+            assert_eq!(decode(frame).expect("decodes").vlan, Some(9));
+            assert_checksums(frame, ETHERNET_HEADER + VLAN_TAG);
+        }
+        assert_eq!(to_server[..12], data_segment()[..12]);
+        assert_eq!(to_client[..6], data_segment()[6..12]);
     }
 
     #[test]
