@@ -1,39 +1,44 @@
 //! Tap mode on real traffic: the appliance listens on a port of a hub (a Linux bridge that
 //! forgets every MAC, so it floods every frame to every port, as a mirror port sees them). An
-//! attacker holds a TCP connection open to a server's port 9401 and scans; once the responder
-//! blocks 9401 for it, the appliance tears the live connection down with injected RSTs, which
-//! the attacker's own TCP stack accepts.
+//! attacker holds an idle TCP connection open to a server's port 9401 and scans. Nothing crosses
+//! that connection after its handshake, so only a reset built when the block comes in force (from
+//! what the flow table last saw of it) can tear it down; the attacker's own TCP stack accepts it.
+//! tcpdump in the attacker's namespace stamps the RST's arrival, which is compared with the
+//! deciding breach's time in actions.json.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use vigil_tests::live::{skip_live, syn_scan, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
-use vigil_tests::workspace::{plugin_dir, saved_actions, TempDir};
+use vigil_tests::workspace::{plugin_dir, saved_actions, vigil_bin, TempDir};
 
 const SERVER: &str = "10.213.0.1";
 const ATTACKER: &str = "10.213.0.2";
 
-fn active_actions(data: &std::path::Path) -> Vec<Value> {
-    saved_actions(data)
-        .into_iter()
-        .filter(|a| a["status"]["state"] == "active")
-        .collect()
+/// The attacker, the server and the appliance on one hub; an echo server on 9401.
+struct Hub {
+    attacker: Netns,
+    appliance: Netns,
+    /// The attacker's and the appliance's interfaces.
+    attacker_if: String,
+    appliance_if: String,
+    // Dropped after the namespaces' processes: the veths and the hub itself.
+    _pairs: [VethPair; 3],
+    _server: Netns,
+    _hub: Netns,
 }
 
-#[test]
-fn a_blocked_connection_is_torn_down_by_injected_resets() {
-    if skip_live() {
-        return;
-    }
+fn hub() -> Hub {
     let hub = Netns::unique().expect("namespace");
     let attacker = Netns::unique().expect("namespace");
     let server = Netns::unique().expect("namespace");
     let appliance = Netns::unique().expect("namespace");
     let ports: Vec<String> = (0..6).map(|_| unique_name()).collect();
-    let _pairs = [
+    let pairs = [
         VethPair::new(
             &attacker,
             &ports[0],
@@ -77,17 +82,24 @@ fn a_blocked_connection_is_torn_down_by_injected_resets() {
         .spawn("socat", &["TCP-LISTEN:9401,fork,reuseaddr", "EXEC:cat"])
         .expect("echo server");
     std::thread::sleep(Duration::from_millis(300));
+    Hub {
+        attacker,
+        appliance,
+        attacker_if: ports[0].clone(),
+        appliance_if: ports[4].clone(),
+        _pairs: pairs,
+        _server: server,
+        _hub: hub,
+    }
+}
 
-    let work = TempDir::new("tap");
-    let config = work.path().join("vigil.toml");
-    std::fs::write(&config, "[plugins.responder]\nduration_secs = 600\n").expect("config");
-    let data = work.path().join("data");
+fn start_vigil(hub: &Hub, data: &Path, config: &Path) -> LiveVigil {
     let plugins = plugin_dir();
-    let vigil = LiveVigil::start(
-        &appliance,
+    LiveVigil::start(
+        &hub.appliance,
         &[
             "--iface",
-            &ports[4],
+            &hub.appliance_if,
             "--mode",
             "generic",
             "--data-dir",
@@ -97,64 +109,206 @@ fn a_blocked_connection_is_torn_down_by_injected_resets() {
             "--config",
             config.to_str().expect("utf-8"),
         ],
-    );
+    )
+}
 
-    // A live connection that sends a line every 50 ms, as an interactive session would.
-    let mut session = Command::new("ip")
-        .args(["netns", "exec", attacker.name(), "sh", "-c"])
+/// tcpdump on the attacker's interface, until the first RST from the server's 9401 reaches the
+/// attacker (`-c 1`; `-p`: only frames addressed to it, not the flood).
+fn watch_for_reset(hub: &Hub) -> Child {
+    let mut tcpdump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            hub.attacker.name(),
+            "tcpdump",
+            "-p",
+            "-n",
+            "-l",
+        ])
+        .args(["-tt", "--time-stamp-precision=micro", "-c", "1", "-i"])
+        .arg(&hub.attacker_if)
         .arg(format!(
-            "while true; do echo x; sleep 0.05; done | socat - TCP:{SERVER}:9401"
+            "src host {SERVER} and src port 9401 and tcp[tcpflags] & tcp-rst != 0"
         ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let stderr = tcpdump.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("tcpdump said nothing")
+            .expect("tcpdump's stderr");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    tcpdump
+}
+
+/// The arrival time (Unix microseconds) of the RST tcpdump saw, waiting up to `timeout`.
+fn reset_arrival(mut tcpdump: Child, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    while tcpdump.try_wait().expect("status").is_none() {
+        if Instant::now() > deadline {
+            let _ = tcpdump.kill();
+            let _ = tcpdump.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    tcpdump
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("tcpdump's output");
+    // "1764400000.123456 IP 10.213.0.1.9401 > 10.213.0.2.41234: Flags [R], seq ..."
+    let stamp = out.split_whitespace().next()?;
+    assert!(out.contains("Flags [R]"), "{out}");
+    let (secs, micros) = stamp.split_once('.')?;
+    Some(secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?)
+}
+
+/// An idle connection from the attacker to the server's 9401: socat only reads, and the server
+/// only echoes, so after the handshake nothing crosses it until something ends it. `-d` makes
+/// socat report the read's error (a warning, after which it exits 0 all the same).
+fn idle_session(hub: &Hub) -> Child {
+    let session = Command::new("ip")
+        .args(["netns", "exec", hub.attacker.name(), "socat", "-d", "-u"])
+        .arg(format!("TCP:{SERVER}:9401"))
+        .arg("STDOUT")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("session");
     std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        session.try_wait().expect("status").is_none(),
-        "the session holds"
-    );
+    session
+}
 
-    syn_scan(&attacker, SERVER, "1-1000");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !active_actions(&data)
-        .iter()
-        .any(|a| a["response"]["BlockPort"] == 9401)
-    {
-        assert!(Instant::now() < deadline, "no block of 9401 came");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let blocked_at = Instant::now();
-    let ended = loop {
-        if let Some(status) = session.try_wait().expect("status") {
-            break status;
+fn assert_alive(session: &mut Child, what: &str) {
+    assert!(session.try_wait().expect("status").is_none(), "{what}");
+}
+
+/// Waits for the session to end and checks that a reset ended it.
+fn assert_reset(mut session: Child, within: Duration) {
+    let started = Instant::now();
+    loop {
+        if session.try_wait().expect("status").is_some() {
+            break;
         }
-        if blocked_at.elapsed() > Duration::from_secs(5) {
+        if started.elapsed() > within {
             let _ = session.kill();
-            panic!("the session survived the block");
+            let _ = session.wait();
+            panic!("the idle session survived the block");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut stderr = String::new();
     if let Some(mut pipe) = session.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
     }
-    assert!(!ended.success(), "socat ended cleanly: {stderr}");
-    // The RST arrives between two writes: the next write fails with ECONNRESET or, if the
-    // reset was already taken, EPIPE.
+    assert!(stderr.contains("Connection reset by peer"), "{stderr}");
+}
+
+/// The action blocking 9401 once it is in `state`.
+fn port_block(data: &Path, state: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = saved_actions(data)
+            .into_iter()
+            .find(|a| a["status"]["state"] == state && a["response"]["BlockPort"] == 9401);
+        if let Some(action) = found {
+            return action;
+        }
+        assert!(Instant::now() < deadline, "no {state} block of 9401 came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unix_micros() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_micros()).expect("fits")
+}
+
+#[test]
+fn an_idle_connection_is_reset_within_milliseconds_of_the_deciding_breach() {
+    if skip_live() {
+        return;
+    }
+    let hub = hub();
+    let work = TempDir::new("tap");
+    let config = work.path().join("vigil.toml");
+    std::fs::write(&config, "[plugins.responder]\nduration_secs = 600\n").expect("config");
+    let data = work.path().join("data");
+    let vigil = start_vigil(&hub, &data, &config);
+    let mut session = idle_session(&hub);
+    assert_alive(&mut session, "the session holds");
+    let tcpdump = watch_for_reset(&hub);
+
+    syn_scan(&hub.attacker, SERVER, "1-1000");
+    let action = port_block(&data, "active", Duration::from_secs(20));
+    let arrived =
+        reset_arrival(tcpdump, Duration::from_secs(5)).expect("a RST reached the attacker");
+    let decided = action["decided_at"].as_u64().expect("decided_at");
+    let latency_ms = arrived.saturating_sub(decided) as f64 / 1e3;
+    println!("deciding breach -> RST at the attacker: {latency_ms:.2} ms");
+    assert_reset(session, Duration::from_secs(5));
+    // The breach is raised from the batch the scan's last packets went into; the action, the
+    // table walk and the RSTs follow in the same pass of the capture loop.
     assert!(
-        stderr.contains("Connection reset by peer") || stderr.contains("Broken pipe"),
-        "{stderr}"
+        arrived >= decided,
+        "a RST before the decision: {arrived} < {decided}"
     );
-    let _ = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            attacker.name(),
-            "pkill",
-            "-f",
-            "sleep 0.05",
-        ])
-        .status();
+    assert!(latency_ms < 50.0, "{latency_ms:.2} ms");
     assert!(vigil.stop().success());
+}
+
+#[test]
+fn in_human_mode_an_idle_connection_is_reset_when_the_operator_confirms() {
+    if skip_live() {
+        return;
+    }
+    let hub = hub();
+    let work = TempDir::new("tap-human");
+    let config = work.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        "[plugins.responder]\nmode = \"human\"\nduration_secs = 600\n",
+    )
+    .expect("config");
+    let data = work.path().join("data");
+    let vigil = start_vigil(&hub, &data, &config);
+    let mut session = idle_session(&hub);
+    let tcpdump = watch_for_reset(&hub);
+
+    syn_scan(&hub.attacker, SERVER, "1-1000");
+    let pending = port_block(&data, "pending", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_alive(&mut session, "nothing is enforced before the confirmation");
+
+    let confirmed_at = unix_micros();
+    let id = pending["id"].as_u64().expect("id").to_string();
+    let confirm = Command::new(vigil_bin())
+        .args(["actions", "confirm", "--by", "analyst", "--data-dir"])
+        .arg(&data)
+        .arg(&id)
+        .output()
+        .expect("vigil actions confirm");
+    assert!(confirm.status.success(), "{confirm:?}");
+    let arrived =
+        reset_arrival(tcpdump, Duration::from_secs(5)).expect("a RST reached the attacker");
+    let latency_ms = arrived.saturating_sub(confirmed_at) as f64 / 1e3;
+    println!("operator's confirmation -> RST at the attacker: {latency_ms:.2} ms");
+    assert_reset(session, Duration::from_secs(5));
+    // The running appliance looks for an operator's change once a second.
+    assert!(latency_ms < 1_500.0, "{latency_ms:.2} ms");
+    assert!(vigil.stop().success());
+    let audit = port_block(&data, "active", Duration::ZERO)["audit"].to_string();
+    assert!(audit.contains("analyst"), "{audit}");
 }
