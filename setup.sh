@@ -12,12 +12,12 @@ apt-get update -qq
 # tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries;
 # dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test; socat: the
 # servers and connections of the inline test. The rest builds the flashable image (image/build.sh:
-# kmod for module dependencies, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
+# kmod for module dependencies, faketime for reproducible timestamps, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
 # stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware).
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
     musl-tools dnsmasq-base isc-dhcp-client socat \
-    kmod cpio zstd erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
+    kmod cpio zstd faketime erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
     systemd-boot-efi sbsigntool qemu-system-x86 ovmf \
     >/dev/null
 

@@ -72,6 +72,9 @@ disk_uuid() {
     echo "${h:0:8}-${h:8:4}-5${h:13:3}-a${h:17:3}-${h:20:12}"
 }
 settle_times() { find "$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +; }
+# objcopy (PE timestamp), mtools (FAT directory entries) and mke2fs (inode and journal times)
+# read the clock; they see SOURCE_DATE_EPOCH, frozen.
+at_epoch() { faketime -f "$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')" "$@"; }
 
 echo "==> kernel ($KERNEL_PACKAGE)"
 DEB="$(ls "$CACHE/${KERNEL_PACKAGE}"_*_amd64.deb 2>/dev/null | head -1 || true)"
@@ -143,7 +146,7 @@ panic=0 vigil.slot=$slot vigil.verity=$VERITY vigil.health_timeout=$HEALTH_TIMEO
         >"$WORK/cmdline-$slot"
     sed "s/^PRETTY_NAME=.*/PRETTY_NAME=\"Vigil $VERSION (slot $slot)\"/" \
         "$ROOT_DIR/etc/os-release" >"$WORK/osrel-$slot"
-    objcopy \
+    at_epoch objcopy \
         --add-section .osrel="$WORK/osrel-$slot" --change-section-vma .osrel=0x20000 \
         --add-section .cmdline="$WORK/cmdline-$slot" --change-section-vma .cmdline=0x30000 \
         --add-section .linux="$VMLINUZ" --change-section-vma .linux=0x2000000 \
@@ -168,8 +171,8 @@ cp "$WORK/uki-a.efi" "$ESP_DIR/EFI/Linux/vigil-a.efi"
 printf 'timeout 0\neditor no\nauto-entries no\nauto-firmware no\nrandom-seed-mode off\n' \
     >"$ESP_DIR/loader/loader.conf"
 settle_times "$ESP_DIR"
-mkfs.fat -C -F 32 -n VIGIL-ESP -i 5649474c --invariant "$WORK/esp.img" $((ESP_MIB * 1024)) >/dev/null
-mcopy -s -p -m -Q -i "$WORK/esp.img" "$ESP_DIR"/EFI "$ESP_DIR"/loader ::/
+at_epoch mkfs.fat -C -F 32 -n VIGIL-ESP -i 5649474c --invariant "$WORK/esp.img" $((ESP_MIB * 1024)) >/dev/null
+at_epoch mcopy -s -p -m -Q -i "$WORK/esp.img" "$ESP_DIR"/EFI "$ESP_DIR"/loader ::/
 
 echo "==> data partition (ext4: appliance.toml, vigil.toml)"
 DATA_DIR="$WORK/data"
@@ -197,9 +200,17 @@ TOML
 chmod 0600 "$DATA_DIR"/*.toml
 chown -R "$VIGIL_UID:$VIGIL_UID" "$DATA_DIR"
 settle_times "$DATA_DIR"
-E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH" mkfs.ext4 -q -F -L vigil-data -U "$(disk_uuid data)" \
+at_epoch mkfs.ext4 -q -F -O ^resize_inode -L vigil-data -U "$(disk_uuid data)" \
     -E "root_owner=$VIGIL_UID:$VIGIL_UID,hash_seed=$(disk_uuid data-hash)" \
     -d "$DATA_DIR" "$WORK/data.img" "${DATA_MIB}M"
+# mke2fs copies each file's change time, which no tool can set on the host: set it here.
+(cd "$DATA_DIR" && find . -mindepth 1 | sort) | while read -r path; do
+    for field in ctime ctime_extra; do
+        value="@$SOURCE_DATE_EPOCH"
+        [ "$field" = ctime_extra ] && value=0
+        echo "set_inode_field ${path#.} $field $value"
+    done
+done | debugfs -w -f - "$WORK/data.img" >/dev/null 2>&1
 
 echo "==> disk image (GPT)"
 IMG="$OUT/vigil-appliance.img"
