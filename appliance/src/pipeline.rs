@@ -165,15 +165,7 @@ impl Pipeline {
         let (true, Some(actions)) = (self.tap_resets, self.actions.as_ref()) else {
             return;
         };
-        let table = actions.table();
-        for connection in self.flows.tcp_connections_of(device) {
-            let ((orig, orig_port), (resp, resp_port)) = (connection.orig, connection.resp);
-            if table.drops(orig, resp, Some(resp_port), now)
-                || table.drops(resp, orig, Some(orig_port), now)
-            {
-                self.resets.extend(reset::connection_resets(&connection));
-            }
-        }
+        reset::reset_blocked(&self.flows, actions.table(), device, now, &mut self.resets);
     }
 
     /// Takes in an operator's confirmations and clearings made while running, resetting what a

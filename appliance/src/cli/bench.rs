@@ -155,9 +155,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         runs,
     )?);
     rows.push(super::bench_respond::lookups(runs)?);
-    rows.push(super::bench_respond::breach_to_block(
-        bench_pipeline(&files, &config)?,
-        &path,
+    let (block, block_median) =
+        super::bench_respond::breach_to_block(bench_pipeline(&files, &config)?, &path)?;
+    rows.push(block);
+    rows.push(super::bench_respond::decision_to_resets(
+        runs,
+        block_median,
     )?);
     match super::bench_updates::verification(runs) {
         Ok(row) => rows.push(row),

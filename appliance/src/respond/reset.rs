@@ -18,8 +18,9 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
+use super::{EnforcementTable, Secs};
 use crate::decode::{decode, TcpFlags, Transport};
-use crate::flow::{segment_end, Sent, TcpConnection};
+use crate::flow::{segment_end, FlowTable, Sent, TcpConnection};
 
 const TCP_HEADER: usize = 20;
 const ETHERNET_HEADER: usize = 14;
@@ -45,6 +46,28 @@ pub fn connection_resets(connection: &TcpConnection) -> Vec<Vec<u8>> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// Adds to `out` the RSTs for every established TCP connection of `device` in `flows` that
+/// `table` blocks at `now`, either way. Returns how many connections that is.
+pub fn reset_blocked(
+    flows: &FlowTable,
+    table: &EnforcementTable,
+    device: IpAddr,
+    now: Secs,
+    out: &mut Vec<Vec<u8>>,
+) -> usize {
+    let mut reset = 0;
+    for connection in flows.tcp_connections_of(device) {
+        let ((orig, orig_port), (resp, resp_port)) = (connection.orig, connection.resp);
+        if table.drops(orig, resp, Some(resp_port), now)
+            || table.drops(resp, orig, Some(orig_port), now)
+        {
+            out.extend(connection_resets(&connection));
+            reset += 1;
+        }
+    }
+    reset
 }
 
 fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
