@@ -17,8 +17,8 @@ use crate::system;
 pub const VIGIL_UID: u32 = 990;
 pub const VIGIL_GID: u32 = 990;
 
-/// Measured on the image (DESIGN.md): AF_XDP sockets need NET_RAW, attaching XDP and setting
-/// the link NET_ADMIN, loading the XDP program BPF, pinning the UMEM IPC_LOCK.
+/// Each one is needed (measured by tests/tests/daemon_capabilities.rs): AF_XDP sockets need
+/// NET_RAW, attaching XDP NET_ADMIN, creating the XSKMAP BPF, pinning the UMEM IPC_LOCK.
 pub const DAEMON_CAPS: [Capability; 4] = [
     Capability::CAP_NET_RAW,
     Capability::CAP_NET_ADMIN,
