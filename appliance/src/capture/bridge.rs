@@ -1,6 +1,6 @@
 //! Inline mode: two AF_XDP sockets on two ports, every frame received on one sent out of the
 //! other unless the caller's verdict drops it. Frames are copied once, from the receiving UMEM
-//! into a TX frame of the other socket; ARP and everything else that is not IP is forwarded like
+//! into a TX frame of the other socket, and sent a burst at a time; ARP and everything else that is not IP is forwarded like
 //! the rest, so hosts on both sides see each other as on one wire.
 
 use super::xdp::{wait_any, XdpConfig, XdpSource};
@@ -69,12 +69,14 @@ impl Bridge {
                     self.stats.dropped[side] += 1;
                     continue;
                 }
-                if tx.send(packet.data).map_err(BridgeError::Capture)? {
+                if tx.queue(packet.data).map_err(BridgeError::Capture)? {
                     self.stats.forwarded[side] += 1;
                 } else {
                     self.stats.tx_full += 1;
                 }
             }
+            // One kick for the burst (also retrying one the kernel was too busy for).
+            tx.flush().map_err(BridgeError::Capture)?;
         }
         Ok(handled)
     }

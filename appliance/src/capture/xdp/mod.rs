@@ -230,6 +230,27 @@ impl XdpSource {
         Ok(queued)
     }
 
+    /// Queues one frame like [`XdpSource::send`] but sends it only at the next
+    /// [`XdpSource::flush`], so a burst of frames costs one system call instead of one each.
+    pub fn queue(&mut self, frame: &[u8]) -> Result<bool, CaptureError> {
+        let queued = self.xsk.queue(frame).map_err(|e| CaptureError::Xdp {
+            source: self.name.clone(),
+            reason: format!("transmitting: {e}"),
+        })?;
+        if queued {
+            self.sent += 1;
+        }
+        Ok(queued)
+    }
+
+    /// Sends what [`XdpSource::queue`] left on the TX ring.
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        self.xsk.kick().map_err(|e| CaptureError::Xdp {
+            source: self.name.clone(),
+            reason: format!("transmitting: {e}"),
+        })
+    }
+
     /// Refills `batch` from the RX ring, waiting up to the poll timeout if it is empty.
     fn fetch(&mut self) -> Result<(), CaptureError> {
         // Every frame of the previous batch has been handed out, and the `&mut self` of this

@@ -176,6 +176,10 @@ pub(crate) struct RingCounters {
     pub(crate) fill_ring_empty: u64,
 }
 
+/// Frames the kernel sends per `sendto()` in copy mode (`TX_BATCH_SIZE` in net/xdp/xsk.c); past
+/// it the call fails with EAGAIN and the rest wait for the next one.
+const COPY_MODE_TX_BUDGET: u32 = 32;
+
 /// One bound AF_XDP socket in copy mode with its own UMEM.
 ///
 /// Field order is drop order: the rings and socket close before the UMEM is unmapped.
@@ -190,6 +194,8 @@ pub(crate) struct Xsk {
     free_rx: Vec<u64>,
     /// TX frames not in flight.
     free_tx: Vec<u64>,
+    /// Frames on the TX ring since the last `sendto()` ([`Xsk::kick`]).
+    unkicked: u32,
     tx_frames: u32,
     frame_size: u32,
     ifindex: u32,
@@ -291,6 +297,7 @@ impl Xsk {
             user,
             free_rx,
             free_tx,
+            unkicked: 0,
             tx_frames: sizes.tx_frames(),
             frame_size: sizes.frame_size,
             ifindex: info.ifindex(),
@@ -398,9 +405,18 @@ impl Xsk {
         Ok(())
     }
 
-    /// Copies `frame` (starting at the Ethernet header) into a free TX frame and queues it.
-    /// `Ok(false)` means every TX frame is still in flight and nothing was queued.
+    /// Copies `frame` (starting at the Ethernet header) into a free TX frame, queues it and has
+    /// the kernel send it. `Ok(false)` means every TX frame is still in flight and nothing was
+    /// queued.
     pub(crate) fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        let queued = self.queue(frame)?;
+        self.kick()?;
+        Ok(queued)
+    }
+
+    /// Like [`Xsk::send`], but leaves the frame on the TX ring until the next [`Xsk::kick`], so a
+    /// burst costs one system call. `Ok(false)`: every TX frame is in flight, even after a kick.
+    pub(crate) fn queue(&mut self, frame: &[u8]) -> io::Result<bool> {
         let len = u32::try_from(frame.len())
             .ok()
             .filter(|&len| len <= self.frame_size)
@@ -415,6 +431,11 @@ impl Xsk {
                 )
             })?;
         self.reap_completions();
+        if self.free_tx.is_empty() && self.unkicked > 0 {
+            // Our own queued frames hold them: send those, and take back what already went.
+            self.kick()?;
+            self.reap_completions();
+        }
         let Some(addr) = self.free_tx.pop() else {
             return Ok(false);
         };
@@ -440,30 +461,38 @@ impl Xsk {
             self.free_tx.push(addr);
             return Ok(false);
         }
-        self.kick()?;
+        self.unkicked += 1;
         Ok(true)
     }
 
-    /// In copy mode the kernel transmits only when asked, with a `sendto()`.
-    fn kick(&self) -> io::Result<()> {
-        // SAFETY: a zero-length sendto with no buffer or address on our own socket descriptor.
-        let ret = unsafe {
-            libc::sendto(
-                self.raw_fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if ret < 0 {
-            let error = io::Error::last_os_error();
-            // Busy or full right now: the descriptors stay on the ring for the next kick.
-            return match error.raw_os_error() {
-                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS) => Ok(()),
-                _ => Err(error),
+    /// In copy mode the kernel transmits only when asked, with a `sendto()`: once for the frames
+    /// queued since the last time (a call per `COPY_MODE_TX_BUDGET` of them, which is as many as
+    /// the kernel sends per call). Nothing to do when none was queued.
+    pub(crate) fn kick(&mut self) -> io::Result<()> {
+        for _ in 0..self.unkicked.div_ceil(COPY_MODE_TX_BUDGET) {
+            // SAFETY: a zero-length sendto with no buffer or address on our own socket descriptor.
+            let ret = unsafe {
+                libc::sendto(
+                    self.raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
             };
+            if ret >= 0 {
+                self.unkicked = 0;
+                return Ok(());
+            }
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                // The budget ran out with frames left on the ring: go on.
+                Some(libc::EAGAIN) => continue,
+                // Busy or out of buffers right now: the frames stay queued for the next kick.
+                Some(libc::EBUSY | libc::ENOBUFS) => return Ok(()),
+                _ => return Err(error),
+            }
         }
         Ok(())
     }
