@@ -114,6 +114,11 @@ strip -o "$ROOT_DIR/usr/bin/vigil" "$VIGIL_BINARY"
 chmod 0755 "$ROOT_DIR/usr/bin/vigil"
 cp "$TARGET"/bundles/*.vbundle "$ROOT_DIR/usr/lib/vigil/plugins/"
 cp -r "$TARGET/dev-trust" "$ROOT_DIR/etc/vigil/trust"
+# Plugins compiled now, for any x86-64 CPU: the appliance starts without compiling, and the
+# only code it maps comes from this verified root.
+"$VIGIL_HOST" plugins precompile --plugins "$ROOT_DIR/usr/lib/vigil/plugins" \
+    --trust "$ROOT_DIR/etc/vigil/trust" --data-dir "$WORK/precompile-data" \
+    --target x86_64-unknown-linux-musl --out "$ROOT_DIR/usr/lib/vigil/modules" >/dev/null
 cat >"$ROOT_DIR/etc/os-release" <<OSREL
 NAME=Vigil
 ID=vigil
@@ -190,8 +195,11 @@ cat >"$DATA_DIR/vigil.toml" <<TOML
 # verified root (vigil-init passes --plugins and --trust).
 
 [host]
-# This partition is not verified and is mounted noexec: no compiled code is kept here.
+# This partition is not verified and is mounted noexec: no compiled code is kept here. The
+# plugins come compiled (for any x86-64 CPU) on the verified root.
 cache_modules = false
+precompiled_dir = "/usr/lib/vigil/modules"
+portable_code = true
 
 [api]
 listen = "${MGMT_ADDR%/*}:8470"

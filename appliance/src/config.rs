@@ -62,6 +62,12 @@ pub struct HostSettings {
     /// off: its data partition is neither verified nor executable, so code runs only from
     /// modules compiled from verified bundles in this run.
     pub cache_modules: bool,
+    /// Read-only modules compiled ahead of time (`vigil plugins precompile`), used first; the
+    /// image carries them on its verified root.
+    pub precompiled_dir: Option<PathBuf>,
+    /// Compile for the build target's baseline CPU (what `precompile` produces) rather than
+    /// this machine's features.
+    pub portable_code: bool,
 }
 
 impl Default for HostSettings {
@@ -72,6 +78,8 @@ impl Default for HostSettings {
             batch_deadline_ms: defaults.batch_deadline_ms,
             max_consecutive_traps: defaults.max_consecutive_traps,
             cache_modules: true,
+            precompiled_dir: None,
+            portable_code: false,
         }
     }
 }
@@ -129,6 +137,8 @@ impl Config {
             batch_deadline_ms: self.host.batch_deadline_ms,
             max_consecutive_traps: self.host.max_consecutive_traps,
             cache_dir: self.host.cache_modules.then(|| data_dir.join("cache")),
+            precompiled_dir: self.host.precompiled_dir.clone(),
+            portable_code: self.host.portable_code,
         }
     }
 

@@ -32,10 +32,27 @@ pub enum PluginsCommand {
         common: Common,
         name: String,
     },
+    /// Compile every verified factory bundle ahead of time for --target's baseline CPU, into
+    /// a directory an appliance reads with `[host] precompiled_dir` and `portable_code = true`
+    /// (image/build.sh puts it on the image's verified root).
+    Precompile {
+        #[command(flatten)]
+        common: Common,
+        /// Target triple of the appliance's vigil, e.g. x86_64-unknown-linux-musl.
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
     match command {
+        PluginsCommand::Precompile {
+            common,
+            target,
+            out,
+        } => precompile(&common, &target, &out),
         PluginsCommand::List { common } => list(&common),
         PluginsCommand::Install { common, bundle } => {
             let (_, source) = common.load()?;
@@ -80,6 +97,29 @@ fn check_module(manifest: &BundleManifest, wasm: &[u8]) -> Result<(), String> {
     })
     .map(|_| ())
     .map_err(|err| err.to_string())
+}
+
+fn precompile(common: &Common, target: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    let (_, source) = common.load()?;
+    let store = store(common, &source)?;
+    let engine = crate::host::engine(Some(target))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut compiled = 0;
+    for path in crate::plugin_dir::bundle_files(&source.dir)? {
+        let bundle = store
+            .verify_file(&path)
+            .with_context(|| format!("{}", path.display()))?;
+        let artifact = engine.precompile_module(&bundle.wasm)?;
+        let digest = crate::bundle::format::sha256(&bundle.wasm);
+        let file = crate::host::cache::artifact_path(out, &engine, &digest);
+        std::fs::write(&file, artifact).with_context(|| format!("writing {}", file.display()))?;
+        compiled += 1;
+    }
+    println!(
+        "compiled {compiled} plugins for {target} into {}",
+        out.display()
+    );
+    Ok(())
 }
 
 fn list(common: &Common) -> anyhow::Result<()> {

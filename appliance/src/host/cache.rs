@@ -6,6 +6,10 @@
 //! second half changes with the wasmtime version and every engine setting that affects code
 //! (an epoch-interrupting engine cannot run code compiled without the checks), so a stale artifact
 //! is simply never looked up again.
+//!
+//! A second, read-only directory may hold modules compiled ahead of time
+//! (`vigil plugins precompile`), named the same way; the appliance image carries them on its
+//! verified root, so it starts without compiling and never runs code from writable storage.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -27,14 +31,18 @@ pub struct CacheStats {
 
 pub struct ModuleCache {
     dir: Option<PathBuf>,
+    precompiled: Option<PathBuf>,
     memory: HashMap<[u8; 32], Module>,
     stats: CacheStats,
 }
 
 impl ModuleCache {
-    pub fn new(dir: Option<PathBuf>) -> ModuleCache {
+    /// `dir`: where compiled modules are written and found again; `precompiled`: read-only
+    /// modules compiled ahead of time, looked up first.
+    pub fn new(dir: Option<PathBuf>, precompiled: Option<PathBuf>) -> ModuleCache {
         ModuleCache {
             dir,
+            precompiled,
             memory: HashMap::new(),
             stats: CacheStats::default(),
         }
@@ -52,27 +60,36 @@ impl ModuleCache {
             self.stats.memory_hits += 1;
             return Ok(module.clone());
         }
+        let precompiled = self
+            .precompiled
+            .as_deref()
+            .map(|dir| artifact_path(dir, engine, &digest));
         let path = self
             .dir
             .as_deref()
             .map(|dir| artifact_path(dir, engine, &digest));
-        if let Some(path) = path.as_deref().filter(|p| p.is_file()) {
+        for artifact in [precompiled.as_deref(), path.as_deref()] {
+            let Some(artifact) = artifact.filter(|p| p.is_file()) else {
+                continue;
+            };
             // SAFETY: `deserialize_file` runs the file's machine code, so it must be a wasmtime
             // artifact we wrote. It is: the cache directory belongs to the appliance (under its
             // data dir, not writable by plugins or the network), and the file is written only by
             // `serialize` below, atomically (temporary file + rename, so a mapped file is never
-            // rewritten in place), for exactly this wasm (its SHA-256 is in the name) and this
-            // engine configuration (its compatibility hash is in the name). wasmtime also checks
-            // the artifact's header against the engine before using it.
-            match unsafe { Module::deserialize_file(engine, path) } {
+            // rewritten in place); the precompiled directory is read-only, written by
+            // `vigil plugins precompile` when the image was built (on its verified root there).
+            // Either is for exactly this wasm (its SHA-256 is in the name) and this engine
+            // configuration (its compatibility hash is in the name); wasmtime also checks the
+            // artifact's header against the engine before using it.
+            match unsafe { Module::deserialize_file(engine, artifact) } {
                 Ok(module) => {
                     self.stats.disk_hits += 1;
                     self.memory.insert(digest, module.clone());
                     return Ok(module);
                 }
                 Err(err) => tracing::warn!(
-                    "ignoring cached module {}, recompiling: {err:#}",
-                    path.display()
+                    "ignoring compiled module {}, recompiling: {err:#}",
+                    artifact.display()
                 ),
             }
         }
@@ -120,7 +137,7 @@ mod tests {
         let dir = temp_dir("hit");
         let engine = Engine::default();
         let wasm = wat::parse_str(WASM).expect("wat");
-        let mut first = ModuleCache::new(Some(dir.clone()));
+        let mut first = ModuleCache::new(Some(dir.clone()), None);
         first.get_or_compile(&engine, &wasm).expect("compiles");
         first.get_or_compile(&engine, &wasm).expect("memory hit");
         assert_eq!(
@@ -134,7 +151,7 @@ mod tests {
         let digest: [u8; 32] = Sha256::digest(&wasm).into();
         assert!(artifact_path(&dir, &engine, &digest).is_file());
 
-        let mut second = ModuleCache::new(Some(dir.clone()));
+        let mut second = ModuleCache::new(Some(dir.clone()), None);
         let module = second.get_or_compile(&engine, &wasm).expect("disk hit");
         assert_eq!(second.stats().disk_hits, 1);
         assert_eq!(second.stats().compiled, 0);
@@ -151,10 +168,36 @@ mod tests {
         let path = artifact_path(&dir, &engine, &digest);
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(&path, b"\x7fELF but not really").expect("write");
-        let mut cache = ModuleCache::new(Some(dir.clone()));
+        let mut cache = ModuleCache::new(Some(dir.clone()), None);
         cache.get_or_compile(&engine, &wasm).expect("recompiles");
         assert_eq!(cache.stats().compiled, 1);
         assert_eq!(cache.stats().disk_hits, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn modules_compiled_ahead_for_this_target_load_without_compiling() {
+        let dir = temp_dir("precompiled");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let host = target_lexicon::HOST.to_string();
+        // As `vigil plugins precompile` does on the build machine...
+        let builder = crate::host::engine(Some(&host)).expect("engine");
+        let wasm = wat::parse_str(WASM).expect("wat");
+        let digest: [u8; 32] = Sha256::digest(&wasm).into();
+        let artifact = builder.precompile_module(&wasm).expect("precompiles");
+        std::fs::write(artifact_path(&dir, &builder, &digest), artifact).expect("write");
+        // ...and a portable appliance engine finds it, with nothing written anywhere.
+        let appliance = crate::host::engine(Some(&host)).expect("engine");
+        let mut cache = ModuleCache::new(None, Some(dir.clone()));
+        let module = cache.get_or_compile(&appliance, &wasm).expect("loads");
+        assert_eq!(cache.stats().disk_hits, 1);
+        assert_eq!(cache.stats().compiled, 0);
+        assert!(module.get_export("f").is_some());
+        // An engine tuned to this machine's CPU is another configuration: it compiles.
+        let native = crate::host::engine(None).expect("engine");
+        let mut cache = ModuleCache::new(None, Some(dir.clone()));
+        cache.get_or_compile(&native, &wasm).expect("compiles");
+        assert_eq!(cache.stats().compiled, 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

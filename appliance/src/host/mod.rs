@@ -20,7 +20,7 @@
 //!   never a panic.
 
 mod batch;
-mod cache;
+pub mod cache;
 mod instance;
 
 use std::path::PathBuf;
@@ -55,6 +55,11 @@ pub struct HostConfig {
     pub max_consecutive_traps: u32,
     /// Where compiled modules are cached across runs; `None` keeps the cache in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Read-only modules compiled ahead of time by `vigil plugins precompile`, used first.
+    pub precompiled_dir: Option<PathBuf>,
+    /// Compile for the baseline CPU of this build's target instead of this machine's features,
+    /// so that modules compiled ahead of time on another machine are the ones looked up.
+    pub portable_code: bool,
 }
 
 impl Default for HostConfig {
@@ -64,6 +69,8 @@ impl Default for HostConfig {
             batch_deadline_ms: 200,
             max_consecutive_traps: 3,
             cache_dir: None,
+            precompiled_dir: None,
+            portable_code: false,
         }
     }
 }
@@ -381,17 +388,29 @@ pub struct PluginHost {
     ticker_stop: Arc<AtomicBool>,
 }
 
+/// The engine plugins run on. `portable_target` (a target triple) compiles for that target's
+/// baseline CPU rather than for this machine, as `vigil plugins precompile` does for an image.
+pub fn engine(portable_target: Option<&str>) -> anyhow::Result<Engine> {
+    let mut engine_config = wasmtime::Config::new();
+    // The epoch is the watchdog: a load and a compare per loop header and function entry,
+    // cheap for healthy plugins, unlike per-instruction fuel (a guest hash-map resize took
+    // 15 M fuel).
+    engine_config.epoch_interruption(true);
+    engine_config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16));
+    if let Some(target) = portable_target {
+        engine_config
+            .target(target)
+            .map_err(|err| anyhow::anyhow!("target {target}: {err}"))?;
+    }
+    Engine::new(&engine_config).map_err(|err| anyhow::anyhow!("{err}"))
+}
+
 impl PluginHost {
     /// A host with no plugins, and its watchdog thread (`vigil-epoch`, stopped when the host is
     /// dropped).
     pub fn new(config: HostConfig) -> anyhow::Result<PluginHost> {
-        let mut engine_config = wasmtime::Config::new();
-        // The epoch is the watchdog: a load and a compare per loop header and function entry,
-        // cheap for healthy plugins, unlike per-instruction fuel (a guest hash-map resize took
-        // 15 M fuel).
-        engine_config.epoch_interruption(true);
-        engine_config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(16));
-        let engine = Engine::new(&engine_config)?;
+        let host_triple = target_lexicon::HOST.to_string();
+        let engine = engine(config.portable_code.then_some(host_triple.as_str()))?;
         let linker = instance::linker(&engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = engine.weak();
@@ -408,7 +427,10 @@ impl PluginHost {
                 }
             })?;
         Ok(PluginHost {
-            cache: cache::ModuleCache::new(config.cache_dir.clone()),
+            cache: cache::ModuleCache::new(
+                config.cache_dir.clone(),
+                config.precompiled_dir.clone(),
+            ),
             engine,
             linker,
             config,
