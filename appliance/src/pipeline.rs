@@ -419,13 +419,16 @@ impl Pipeline {
             let at = emitted.action.ts.micros() / 1_000_000;
             match actions.request(&emitted.action, &by, at, allowed) {
                 Ok(requested) => {
-                    tracing::info!(
-                        "action {}: {:?} on {} ({})",
-                        requested.id,
-                        emitted.action.response,
-                        emitted.action.device,
-                        emitted.action.reason
-                    );
+                    // The responder asks again on every new version of an incident.
+                    if requested.new {
+                        tracing::info!(
+                            "action {}: {:?} on {} ({})",
+                            requested.id,
+                            emitted.action.response,
+                            emitted.action.device,
+                            emitted.action.reason
+                        );
+                    }
                     if requested.activated {
                         self.reset_connections_of(emitted.action.device, at);
                     }

@@ -86,6 +86,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         plugin_events = events;
         Ok(time)
     })?;
+    // The image compiles plugins ahead of time for the baseline CPU (no host feature inference).
+    let mut portable = config.clone();
+    portable.host.portable_code = true;
+    let portable_time = median(runs, || Ok(full_pipeline(&path, &files, &portable)?.0))?;
     let latencies = breach_latencies(&path, &files, &config)?;
     let events = flow_events(&path)?;
     let scan_plugin = files
@@ -112,6 +116,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "packets",
             full_time,
             Some(("decode + flows", decode_time)),
+        ),
+        row(
+            "full pipeline, baseline-CPU plugin code (image)",
+            packets,
+            "packets",
+            portable_time,
+            Some(("full pipeline", full_time)),
         ),
         row(
             &format!("events into all {} plugins", files.len()),

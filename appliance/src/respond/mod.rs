@@ -90,6 +90,8 @@ pub struct Actions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requested {
     pub id: u64,
+    /// A new action, not a repeat of one already recorded.
+    pub new: bool,
     /// It came in force with this request (a new autonomous action), rather than waiting for an
     /// operator or repeating one already recorded.
     pub activated: bool,
@@ -183,6 +185,7 @@ impl Actions {
         if let Some(existing) = duplicate {
             return Ok(Requested {
                 id: existing.id,
+                new: false,
                 activated: false,
             });
         }
@@ -211,7 +214,11 @@ impl Actions {
         }
         self.actions.insert(id, action);
         self.save()?;
-        Ok(Requested { id, activated })
+        Ok(Requested {
+            id,
+            new: true,
+            activated,
+        })
     }
 
     /// An operator confirms a pending action: it is in force from now for its duration.
