@@ -8,7 +8,7 @@
 
 use vigil_plugin_sdk::abi::ABI_MAJOR;
 
-use super::format::{sha256, Bundle, FormatError, DEFAULT_MAX_BUNDLE_BYTES};
+use super::format::{sha256, Bundle, FormatError, Signature, DEFAULT_MAX_BUNDLE_BYTES};
 use super::keys::PublicKey;
 use super::manifest::{BundleManifest, Payload, Version};
 use super::text::{format_time, hex};
@@ -156,40 +156,14 @@ pub fn verify_signed(
     if bundle.signatures.is_empty() {
         return Err(BundleError::Unsigned);
     }
-    let delegation = trust.delegation().ok_or(BundleError::NoDelegation)?;
-    if now >= delegation.expires {
-        return Err(BundleError::DelegationExpired {
-            version: delegation.version,
-            expires: delegation.expires,
-        });
-    }
     let digest = bundle.signed_digest().map_err(BundleError::Malformed)?;
-    let name = &bundle.manifest.name;
-
-    let mut refusal: Option<BundleError> = None;
-    let mut signer = None;
-    for signature in &bundle.signatures {
-        let key = PublicKey::from_bytes(signature.key);
-        let outcome = if !key.verify_digest(&digest, &signature.signature) {
-            Err(BundleError::SignatureMismatch { key })
-        } else {
-            authorize(trust, &key, name, now)
-        };
-        match outcome {
-            Ok(found) => {
-                signer = Some(found);
-                break;
-            }
-            Err(err) => {
-                if refusal.as_ref().is_none_or(|r| err.rank() > r.rank()) {
-                    refusal = Some(err);
-                }
-            }
-        }
-    }
-    let Some(signer) = signer else {
-        return Err(refusal.unwrap_or(BundleError::Unsigned));
-    };
+    let signer = trusted_signer(
+        trust,
+        &bundle.signatures,
+        &digest,
+        &bundle.manifest.name,
+        now,
+    )?;
 
     match &bundle.manifest.payload {
         Payload::Plugin { wasm_sha256 } => {
@@ -226,8 +200,44 @@ pub fn verify_signed(
     })
 }
 
+/// The first of `signatures` over `digest` by a key the trust store lets sign `name` at `now`;
+/// otherwise the most specific refusal among them. Bundles and core updates both go through it.
+pub(crate) fn trusted_signer(
+    trust: &TrustStore,
+    signatures: &[Signature],
+    digest: &[u8; 32],
+    name: &str,
+    now: u64,
+) -> Result<Signer, BundleError> {
+    let delegation = trust.delegation().ok_or(BundleError::NoDelegation)?;
+    if now >= delegation.expires {
+        return Err(BundleError::DelegationExpired {
+            version: delegation.version,
+            expires: delegation.expires,
+        });
+    }
+    let mut refusal: Option<BundleError> = None;
+    for signature in signatures {
+        let key = PublicKey::from_bytes(signature.key);
+        let outcome = if !key.verify_digest(digest, &signature.signature) {
+            Err(BundleError::SignatureMismatch { key })
+        } else {
+            authorize(trust, &key, name, now)
+        };
+        match outcome {
+            Ok(signer) => return Ok(signer),
+            Err(err) => {
+                if refusal.as_ref().is_none_or(|r| err.rank() > r.rank()) {
+                    refusal = Some(err);
+                }
+            }
+        }
+    }
+    Err(refusal.unwrap_or(BundleError::Unsigned))
+}
+
 /// The trust store's word on `key` signing plugin `name` at `now`.
-pub(crate) fn authorize(
+fn authorize(
     trust: &TrustStore,
     key: &PublicKey,
     name: &str,

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::format::sha256;
-use crate::bundle::{BundleError, PublicKey, SecretKey, Signature, TrustStore, Version};
+use crate::bundle::{BundleError, SecretKey, Signature, TrustStore, Version};
 
 pub const UPDATE_MAGIC: [u8; 8] = *b"VIGILUPD";
 pub const UPDATE_DOMAIN: &[u8] = b"vigil core update v1\0";
@@ -192,27 +192,9 @@ pub fn verify<'a>(
         });
     }
     let digest = digest(&update.manifest)?;
-    let mut refusal = None;
-    let mut signer = None;
-    for signature in &update.signatures {
-        let key = PublicKey::from_bytes(signature.key);
-        if !key.verify_digest(&digest, &signature.signature) {
-            refusal = Some(BundleError::SignatureMismatch { key });
-            continue;
-        }
-        match crate::bundle::verify::authorize(trust, &key, CORE_NAME, now) {
-            Ok(found) => {
-                signer = Some(found);
-                break;
-            }
-            Err(err) => refusal = Some(err),
-        }
-    }
-    let signer = match (signer, refusal) {
-        (Some(signer), _) => signer,
-        (None, Some(err)) => return Err(UpdateError::Untrusted(err)),
-        (None, None) => return Err(UpdateError::Unsigned),
-    };
+    let signer =
+        crate::bundle::verify::trusted_signer(trust, &update.signatures, &digest, CORE_NAME, now)
+            .map_err(UpdateError::Untrusted)?;
     let root = part(update.payload, &update.manifest.root, "root filesystem")?;
     let uki_a = part(update.payload, &update.manifest.uki[0], "slot A boot entry")?;
     let uki_b = part(update.payload, &update.manifest.uki[1], "slot B boot entry")?;
