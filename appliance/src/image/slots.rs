@@ -79,6 +79,8 @@ pub enum InstallError {
     NoPartition { slot: char, name: String },
     #[error("the slot image is {len} bytes, the partition only {room}")]
     TooBig { len: u64, room: u64 },
+    #[error("the record of installed versions: {0}")]
+    Versions(#[from] crate::bundle::StoreError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -112,24 +114,20 @@ pub fn install(
 ) -> Result<Installed, InstallError> {
     let verified = update::verify(bytes, trust, now)?;
     let version = verified.manifest.version;
-    if let Some(running) = system.running_version() {
-        if version <= running {
+    let mut versions = InstalledVersions::open(versions_path)?;
+    let floors = [
+        (system.running_version(), "the running core"),
+        (
+            versions.highest(CORE_NAME),
+            "the newest core ever installed here",
+        ),
+    ];
+    for (floor, which) in floors {
+        if let Some(against) = floor.filter(|floor| version <= *floor) {
             return Err(UpdateError::NotNewer {
                 version,
-                against: running,
-                which: "the running core",
-            }
-            .into());
-        }
-    }
-    let mut versions = InstalledVersions::open(versions_path)
-        .map_err(|err| io("the versions file")(std::io::Error::other(err.to_string())))?;
-    if let Some(highest) = versions.highest(CORE_NAME) {
-        if version <= highest {
-            return Err(UpdateError::NotNewer {
-                version,
-                against: highest,
-                which: "the newest core ever installed here",
+                against,
+                which,
             }
             .into());
         }
@@ -166,9 +164,7 @@ pub fn install(
         .and_then(|()| fs::rename(&partial, &entry))
         .and_then(|()| File::open(&entries)?.sync_all())
         .map_err(io(format!("writing {}", entry.display())))?;
-    versions
-        .record_highest(CORE_NAME, version)
-        .map_err(|err| io("the versions file")(std::io::Error::other(err.to_string())))?;
+    versions.record_highest(CORE_NAME, version)?;
     Ok(Installed {
         version,
         slot,
