@@ -220,23 +220,15 @@ impl XdpSource {
     /// free on return. `Ok(false)` when every TX frame is still in flight: nothing was sent, and
     /// the caller should count the loss.
     pub fn send(&mut self, frame: &[u8]) -> Result<bool, CaptureError> {
-        let queued = self.xsk.send(frame).map_err(|e| CaptureError::Xdp {
-            source: self.name.clone(),
-            reason: format!("transmitting: {e}"),
-        })?;
-        if queued {
-            self.sent += 1;
-        }
+        let queued = self.queue(frame)?;
+        self.flush()?;
         Ok(queued)
     }
 
     /// Queues one frame like [`XdpSource::send`] but sends it only at the next
     /// [`XdpSource::flush`], so a burst of frames costs one system call instead of one each.
     pub fn queue(&mut self, frame: &[u8]) -> Result<bool, CaptureError> {
-        let queued = self.xsk.queue(frame).map_err(|e| CaptureError::Xdp {
-            source: self.name.clone(),
-            reason: format!("transmitting: {e}"),
-        })?;
+        let queued = self.xsk.queue(frame).map_err(|e| self.tx_error(e))?;
         if queued {
             self.sent += 1;
         }
@@ -245,10 +237,14 @@ impl XdpSource {
 
     /// Sends what [`XdpSource::queue`] left on the TX ring.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
-        self.xsk.kick().map_err(|e| CaptureError::Xdp {
+        self.xsk.kick().map_err(|e| self.tx_error(e))
+    }
+
+    fn tx_error(&self, err: std::io::Error) -> CaptureError {
+        CaptureError::Xdp {
             source: self.name.clone(),
-            reason: format!("transmitting: {e}"),
-        })
+            reason: format!("transmitting: {err}"),
+        }
     }
 
     /// Refills `batch` from the RX ring, waiting up to the poll timeout if it is empty.

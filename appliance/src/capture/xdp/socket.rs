@@ -405,17 +405,9 @@ impl Xsk {
         Ok(())
     }
 
-    /// Copies `frame` (starting at the Ethernet header) into a free TX frame, queues it and has
-    /// the kernel send it. `Ok(false)` means every TX frame is still in flight and nothing was
-    /// queued.
-    pub(crate) fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        let queued = self.queue(frame)?;
-        self.kick()?;
-        Ok(queued)
-    }
-
-    /// Like [`Xsk::send`], but leaves the frame on the TX ring until the next [`Xsk::kick`], so a
-    /// burst costs one system call. `Ok(false)`: every TX frame is in flight, even after a kick.
+    /// Copies `frame` (starting at the Ethernet header) into a free TX frame and queues it; the
+    /// kernel sends it at the next [`Xsk::kick`], so a burst costs one system call. `Ok(false)`:
+    /// every TX frame is in flight, even after a kick, and nothing was queued.
     pub(crate) fn queue(&mut self, frame: &[u8]) -> io::Result<bool> {
         let len = u32::try_from(frame.len())
             .ok()
