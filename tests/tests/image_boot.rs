@@ -202,22 +202,41 @@ fn apply(ns: &Netns, update: &Path) -> Output {
     vigil_in(ns, &["image", "apply", &update.display().to_string()])
 }
 
-/// Scans from the namespace until the appliance reports a Network Scan breach from it.
-fn scan_until_breach(ns: &Netns, wait: Duration) -> Value {
+/// The appliance's newest alerts, through its management API.
+fn alerts(ns: &Netns) -> Vec<Value> {
+    let out = vigil_in(ns, &["alerts"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect()
+}
+
+/// Scans `ports` from the namespace, again every few seconds, until `found` picks its answer
+/// out of the appliance's alerts; panics with `what` after `wait`.
+fn scan_until<T>(
+    ns: &Netns,
+    ports: &str,
+    wait: Duration,
+    what: &str,
+    found: impl Fn(&[Value]) -> Option<T>,
+) -> T {
     let deadline = Instant::now() + wait;
     loop {
-        syn_scan(ns, SCANNED, "1-200");
-        let out = vigil_in(ns, &["alerts"]);
-        let breach = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|alert| alert["vigil"]["model"] == "Device / Network Scan");
-        if let Some(breach) = breach {
-            return breach;
+        syn_scan(ns, SCANNED, ports);
+        if let Some(answer) = found(&alerts(ns)) {
+            return answer;
         }
-        assert!(Instant::now() < deadline, "no breach over the API");
+        assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_secs(5));
     }
+}
+
+/// An empty work directory for one test under the build's target dir.
+fn fresh_work_dir(name: &str) -> PathBuf {
+    let work = target_dir().join("image-test").join(name);
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("work dir");
+    work
 }
 
 fn assert_verified_root(status: &Value, slot: &str, partition: &str, version: &str) {
@@ -243,9 +262,7 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
         return;
     }
     let builds = builds();
-    let work = target_dir().join("image-test/boot");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).expect("work dir");
+    let work = fresh_work_dir("boot");
     let disk = work.join("disk.img");
     let copy = Command::new("cp")
         .args(["--sparse=always"])
@@ -269,7 +286,18 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     assert!(console.contains("started vigil (pid"), "{console}");
     assert!(console.contains("without root"), "{console}");
     assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
-    let breach = scan_until_breach(&ns, Duration::from_secs(120));
+    let breach = scan_until(
+        &ns,
+        "1-200",
+        Duration::from_secs(120),
+        "no breach over the API",
+        |alerts| {
+            alerts
+                .iter()
+                .find(|alert| alert["vigil"]["model"] == "Device / Network Scan")
+                .cloned()
+        },
+    );
     assert_eq!(breach["src_ip"], "10.88.0.1", "{breach}");
 
     // Refused: unsigned, older, tampered. Nothing is written.
@@ -369,21 +397,14 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     vm.wait_for("vigil reports healthy", 3, BOOT);
     vm.wait_for("slot b blessed", 1, Duration::from_secs(30));
     assert_verified_root(&status(&ns), "b", "vda3", "0.3.0");
-    let before = String::from_utf8_lossy(&vigil_in(&ns, &["alerts"]).stdout)
-        .lines()
-        .count();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        syn_scan(&ns, SCANNED, "201-400");
-        let now = String::from_utf8_lossy(&vigil_in(&ns, &["alerts"]).stdout)
-            .lines()
-            .count();
-        if now > before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slot B raised no breach");
-        std::thread::sleep(Duration::from_secs(5));
-    }
+    let before = alerts(&ns).len();
+    scan_until(
+        &ns,
+        "201-400",
+        Duration::from_secs(180),
+        "slot B raised no breach",
+        |alerts| (alerts.len() > before).then_some(()),
+    );
     drop(vm);
     // systemd-boot counted the broken entry down to no tries; slot B's good entry is blessed.
     assert_eq!(boot_entries(&disk), ["vigil-a.efi", "vigil-b.efi"]);
@@ -396,9 +417,7 @@ fn a_flipped_byte_in_the_root_stops_the_boot_before_anything_runs() {
         return;
     }
     let builds = builds();
-    let work = target_dir().join("image-test/tampered");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).expect("work dir");
+    let work = fresh_work_dir("tampered");
     let disk = work.join("disk.img");
     let mut bytes = std::fs::read(builds.base.join("vigil-appliance.img")).expect("image");
     // A byte in the middle of slot A's root filesystem (its hash tree follows it).

@@ -25,6 +25,24 @@ fn blocked(stdout: &[u8]) -> u64 {
         .expect("summary line")
 }
 
+/// The lab's normal week then its attack, replayed into `data` with `config` as vigil.toml;
+/// the run must succeed.
+fn replay_lab_with_config(lab: &str, data: &TempDir, config: &str) -> std::process::Output {
+    let path = data.path().join("vigil.toml");
+    std::fs::write(&path, config).expect("config");
+    let out = replay_with(
+        data.path(),
+        &["--config", path.to_str().expect("utf-8")],
+        &[&fixture(lab, "baseline.pcap"), &fixture(lab, "attack.pcap")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn the_attacker_is_blocked_and_nobody_else() {
     for lab in committed_labs() {
@@ -111,21 +129,7 @@ fn benign_traffic_asks_for_nothing() {
 fn human_mode_enforces_only_what_an_operator_confirms() {
     let lab = committed_labs().into_iter().next().expect("a lab");
     let data = TempDir::new("respond-human");
-    let config = data.path().join("vigil.toml");
-    std::fs::write(&config, "[plugins.responder]\nmode = \"human\"\n").expect("config");
-    let out = replay_with(
-        data.path(),
-        &["--config", config.to_str().expect("utf-8")],
-        &[
-            &fixture(&lab, "baseline.pcap"),
-            &fixture(&lab, "attack.pcap"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = replay_lab_with_config(&lab, &data, "[plugins.responder]\nmode = \"human\"\n");
     assert_eq!(blocked(&out.stdout), 0, "nothing before confirmation");
     let pending = saved_actions(data.path());
     assert!(!pending.is_empty());
@@ -182,26 +186,12 @@ fn human_mode_enforces_only_what_an_operator_confirms() {
 fn enforcing_the_pattern_of_life_keeps_what_the_device_used_before() {
     let lab = committed_labs().into_iter().next().expect("a lab");
     let data = TempDir::new("respond-pattern");
-    let config = data.path().join("vigil.toml");
-    std::fs::write(
-        &config,
+    let out = replay_lab_with_config(
+        &lab,
+        &data,
         "[plugins.responder]\n\
          incident_rules = []\n\
          rules = [{ models = [\"Device / Network Scan\"], responses = [\"EnforcePatternOfLife\"] }]\n",
-    )
-    .expect("config");
-    let out = replay_with(
-        data.path(),
-        &["--config", config.to_str().expect("utf-8")],
-        &[
-            &fixture(&lab, "baseline.pcap"),
-            &fixture(&lab, "attack.pcap"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let recorded = saved_actions(data.path());
     assert_eq!(recorded.len(), 1, "{recorded:#?}");

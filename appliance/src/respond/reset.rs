@@ -190,15 +190,21 @@ fn segment(sent: &Sent, from: (IpAddr, u16), to: (IpAddr, u16)) -> Option<Vec<u8
 mod tests {
     use super::*;
 
-    /// A data segment from 10.0.0.2:40000 to 10.0.0.1:445, as smoltcp writes one.
-    fn data_segment() -> Vec<u8> {
-        let payload = b"0123456789";
-        let tcp = TcpRepr {
-            src_port: 40000,
-            dst_port: 445,
-            control: TcpControl::Psh,
-            seq_number: TcpSeqNumber(1000),
-            ack_number: Some(TcpSeqNumber(5000)),
+    /// A segment between 10.0.0.2 and 10.0.0.1 as smoltcp writes one (no options).
+    fn repr<'a>(
+        src_port: u16,
+        dst_port: u16,
+        control: TcpControl,
+        seq: i32,
+        ack: Option<i32>,
+        payload: &'a [u8],
+    ) -> TcpRepr<'a> {
+        TcpRepr {
+            src_port,
+            dst_port,
+            control,
+            seq_number: TcpSeqNumber(seq),
+            ack_number: ack.map(TcpSeqNumber),
             window_len: 512,
             window_scale: None,
             max_seg_size: None,
@@ -206,7 +212,12 @@ mod tests {
             sack_ranges: [None; 3],
             timestamp: None,
             payload,
-        };
+        }
+    }
+
+    /// A data segment from 10.0.0.2:40000 to 10.0.0.1:445.
+    fn data_segment() -> Vec<u8> {
+        let tcp = repr(40000, 445, TcpControl::Psh, 1000, Some(5000), b"0123456789");
         segment_with(tcp, true)
     }
 
@@ -338,23 +349,15 @@ mod tests {
             table.observe(Timestamp(1), &decoded, &mut |_| {});
         };
         // Handshake (client ISN 999, server ISN 4999), 10 bytes from the client at 1000.
-        let bare = |src_port, dst_port, control, seq, ack: Option<i32>| TcpRepr {
-            src_port,
-            dst_port,
-            control,
-            seq_number: TcpSeqNumber(seq),
-            ack_number: ack.map(TcpSeqNumber),
-            window_len: 512,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
-        let syn = segment_with(bare(40000, 445, TcpControl::Syn, 999, None), true);
-        let synack = segment_with(bare(445, 40000, TcpControl::Syn, 4999, Some(1000)), false);
-        let ack = segment_with(bare(445, 40000, TcpControl::None, 5000, Some(1010)), false);
+        let syn = segment_with(repr(40000, 445, TcpControl::Syn, 999, None, &[]), true);
+        let synack = segment_with(
+            repr(445, 40000, TcpControl::Syn, 4999, Some(1000), &[]),
+            false,
+        );
+        let ack = segment_with(
+            repr(445, 40000, TcpControl::None, 5000, Some(1010), &[]),
+            false,
+        );
         for frame in [&syn, &synack, &data_segment()] {
             observe(&tagged(frame, 9));
         }
