@@ -7,7 +7,11 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo sets the variable when it runs a test too; that one is right even when the binary
+    // was built from a checkout elsewhere that shares this target directory.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ lives in the workspace")
         .to_path_buf()

@@ -3,8 +3,9 @@
 //! attacker's static VPN address carries both workstation names NTLM revealed, and the alerts
 //! and incident say so.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -56,6 +57,35 @@ fn available(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Blocks until tcpdump says it is capturing, so no frame is sent before it listens.
+fn wait_until_listening(tcpdump: &mut Child) {
+    let stderr = tcpdump.stderr.take().expect("tcpdump's stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("tcpdump exited before listening")
+            .expect("tcpdump's stderr");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+}
+
+/// Waits until the capture file holds a DHCPACK (option 53, length 1, type 5), so that stopping
+/// tcpdump cannot cut the exchange short.
+fn wait_for_ack_in(pcap: &Path, timeout: Duration) {
+    const ACK_OPTION: [u8; 3] = [53, 1, 5];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let bytes = std::fs::read(pcap).unwrap_or_default();
+        if bytes.windows(ACK_OPTION.len()).any(|w| w == ACK_OPTION) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
     if skip_without_root() {
@@ -85,16 +115,18 @@ fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
     let pcap = work.path().join("dhcp.pcap");
     let conf = work.path().join("dhclient.conf");
     std::fs::write(&conf, format!("send host-name \"{HOST_NAME}\";\n")).expect("conf");
-    // Packet-buffered (-U): every frame is on disk as soon as it is captured.
+    // Immediate mode and packet-buffered (-U): each frame reaches the file as it is captured,
+    // not when the kernel retires a ring block (tcpdump's 1 s default), which could leave the
+    // last frame, the ACK, out of the file when tcpdump is stopped.
     let mut capture = Command::new("ip")
         .args(["netns", "exec", server.name(), "tcpdump", "-i", &if_server])
-        .args(["-U", "-w"])
+        .args(["--immediate-mode", "-U", "-w"])
         .arg(&pcap)
         .args(["udp", "port", "67", "or", "udp", "port", "68"])
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_listening(&mut capture);
     let leases = work.path().join("leases");
     let pid = work.path().join("dnsmasq.pid");
     server
@@ -143,7 +175,7 @@ fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_ack_in(&pcap, Duration::from_secs(10));
     let _ = capture.kill();
     let _ = capture.wait();
     // "<expiry> <mac> <ip> <hostname> <client-id>"
