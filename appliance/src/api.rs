@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use vigil_boot_contract::REBOOT_FILE;
 
 use crate::image::slots::{InstallError, SystemPaths};
 use crate::image::update::MAX_UPDATE_BYTES;
@@ -280,8 +281,8 @@ async fn apply_image(State(shared): State<Shared>, headers: HeaderMap, body: Byt
             tracing::info!("{message}");
             std::thread::spawn(|| {
                 std::thread::sleep(std::time::Duration::from_secs(2));
-                if let Err(err) = std::fs::write(REBOOT_REQUEST, b"core update\n") {
-                    tracing::error!("could not ask for a reboot ({REBOOT_REQUEST}): {err}");
+                if let Err(err) = std::fs::write(REBOOT_FILE, b"core update\n") {
+                    tracing::error!("could not ask for a reboot ({REBOOT_FILE}): {err}");
                 }
             });
             json(200, serde_json::json!({"installed": message}))
@@ -293,9 +294,6 @@ async fn apply_image(State(shared): State<Shared>, headers: HeaderMap, body: Byt
         Err(err) => json(500, serde_json::json!({"error": err.to_string()})),
     }
 }
-
-/// Where vigil-init looks for a reboot request (its supervise::REBOOT_FILE).
-const REBOOT_REQUEST: &str = "/run/vigil/reboot";
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use vigil_boot_contract::{Slot, ENTRY_DIR};
+
 use crate::bundle::{InstalledVersions, TrustStore, Version};
 
 use super::update::{self, UpdateError, CORE_NAME};
@@ -34,15 +36,8 @@ impl SystemPaths {
     }
 
     /// The slot booted (`vigil.slot=` on the kernel command line); `None` off the image.
-    pub fn booted_slot(&self) -> Option<char> {
-        let cmdline = fs::read_to_string(&self.cmdline).ok()?;
-        cmdline.split_ascii_whitespace().find_map(|word| {
-            match word.strip_prefix("vigil.slot=")? {
-                "a" => Some('a'),
-                "b" => Some('b'),
-                _ => None,
-            }
-        })
+    pub fn booted_slot(&self) -> Option<Slot> {
+        Slot::from_cmdline(&fs::read_to_string(&self.cmdline).ok()?)
     }
 
     /// The running core's version (`IMAGE_VERSION` in the root's os-release).
@@ -76,7 +71,7 @@ pub enum InstallError {
     #[error("this is not a booted Vigil image (no vigil.slot on the kernel command line)")]
     NotAnImage,
     #[error("slot {slot}'s partition ({name}) was not found")]
-    NoPartition { slot: char, name: String },
+    NoPartition { slot: Slot, name: String },
     #[error("the slot image is {len} bytes, the partition only {room}")]
     TooBig { len: u64, room: u64 },
     #[error("the record of installed versions: {0}")]
@@ -97,7 +92,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installed {
     pub version: Version,
-    pub slot: char,
+    pub slot: Slot,
     pub entry: PathBuf,
 }
 
@@ -133,8 +128,8 @@ pub fn install(
         }
     }
     let booted = system.booted_slot().ok_or(InstallError::NotAnImage)?;
-    let (slot, index) = if booted == 'a' { ('b', 1) } else { ('a', 0) };
-    let name = format!("vigil-root-{slot}");
+    let slot = booted.other();
+    let name = slot.root_partition();
     let device = system
         .partition(&name)
         .ok_or(InstallError::NoPartition { slot, name })?;
@@ -151,15 +146,15 @@ pub fn install(
         });
     }
     // The old entry goes first: a half-written slot must never be bootable.
-    let entries = system.esp.join("EFI/Linux");
+    let entries = system.esp.join(ENTRY_DIR);
     remove_entries(&entries, slot)?;
     target
         .write_all(verified.root)
         .and_then(|()| target.sync_all())
         .map_err(io(format!("writing {}", device.display())))?;
-    let entry = entries.join(format!("vigil-{slot}+1-0.efi"));
-    let partial = entries.join(format!("vigil-{slot}.partial"));
-    fs::write(&partial, verified.uki[index])
+    let entry = entries.join(slot.trial_entry());
+    let partial = entries.join(slot.partial_entry());
+    fs::write(&partial, verified.uki_for(slot))
         .and_then(|()| File::open(&partial)?.sync_all())
         .and_then(|()| fs::rename(&partial, &entry))
         .and_then(|()| File::open(&entries)?.sync_all())
@@ -172,16 +167,12 @@ pub fn install(
     })
 }
 
-fn remove_entries(entries: &Path, slot: char) -> Result<(), InstallError> {
-    let prefix = format!("vigil-{slot}");
+fn remove_entries(entries: &Path, slot: Slot) -> Result<(), InstallError> {
     for entry in fs::read_dir(entries).map_err(io(format!("reading {}", entries.display())))? {
         let entry = entry.map_err(io("reading the ESP"))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours = name == format!("{prefix}.efi")
-            || name.starts_with(&format!("{prefix}+"))
-            || name == format!("{prefix}.partial");
-        if ours {
+        if slot.entry_kind(&name).is_some() {
             fs::remove_file(entry.path()).map_err(io(format!("removing {name}")))?;
         }
     }

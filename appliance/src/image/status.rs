@@ -22,14 +22,14 @@ pub struct RootStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SystemStatus {
     pub version: Option<String>,
-    pub slot: Option<char>,
+    pub slot: Option<&'static str>,
     pub root: Option<RootStatus>,
 }
 
 pub fn read(system: &SystemPaths) -> SystemStatus {
     SystemStatus {
         version: system.running_version().map(|v| v.to_string()),
-        slot: system.booted_slot(),
+        slot: system.booted_slot().map(|slot| slot.letter()),
         root: root(system),
     }
 }

@@ -4,6 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use vigil_boot_contract::Slot;
+
 use super::slots::{install, InstallError, SystemPaths};
 use super::update::{pack, verify, UpdateError};
 use crate::bundle::{DelegatedKey, Delegation, SecretKey, SignedDelegation, TrustStore, Version};
@@ -128,7 +130,7 @@ fn signed_update_installs_into_the_other_slot_on_trial() {
         NOW,
     )
     .expect("installs");
-    assert_eq!(installed.slot, 'b');
+    assert_eq!(installed.slot, Slot::B);
     assert_eq!(installed.version, "0.2.0".parse().expect("version"));
     let device = fs::read(appliance.dir.join("dev/vda3")).expect("slot b");
     assert!(device.starts_with(b"root of 0.2.0"));

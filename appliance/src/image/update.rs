@@ -8,6 +8,7 @@
 //! holds the SHA-256 of every payload part, so the payload is covered too.
 
 use serde::{Deserialize, Serialize};
+use vigil_boot_contract::Slot;
 
 use crate::bundle::format::sha256;
 use crate::bundle::{BundleError, SecretKey, Signature, TrustStore, Version};
@@ -63,6 +64,16 @@ pub struct VerifiedUpdate<'a> {
     pub root: &'a [u8],
     /// The boot entries for slot A and B, checked.
     pub uki: [&'a [u8]; 2],
+}
+
+impl<'a> VerifiedUpdate<'a> {
+    /// The boot entry that boots `slot` (its command line names that slot's root and hash).
+    pub fn uki_for(&self, slot: Slot) -> &'a [u8] {
+        match slot {
+            Slot::A => self.uki[0],
+            Slot::B => self.uki[1],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,16 +7,15 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cmdline::Slot;
+use vigil_boot_contract::{EntryKind, Slot, ENTRY_DIR};
 
 /// This slot's boot entry if it still carries a counter (the slot is on trial).
 pub fn entry_on_trial(esp: &Path, slot: Slot) -> io::Result<Option<PathBuf>> {
-    let dir = esp.join("EFI/Linux");
-    let prefix = format!("vigil-{slot}+");
+    let dir = esp.join(ENTRY_DIR);
     for entry in fs::read_dir(&dir)? {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&prefix) && name.ends_with(".efi") {
+        if slot.entry_kind(name) == Some(EntryKind::OnTrial) {
             return Ok(Some(dir.join(name)));
         }
     }
@@ -25,7 +24,7 @@ pub fn entry_on_trial(esp: &Path, slot: Slot) -> io::Result<Option<PathBuf>> {
 
 /// Marks the entry good: `vigil-b+0-1.efi` becomes `vigil-b.efi`.
 pub fn bless(entry: &Path, slot: Slot) -> io::Result<PathBuf> {
-    let blessed = entry.with_file_name(format!("vigil-{slot}.efi"));
+    let blessed = entry.with_file_name(slot.blessed_entry());
     fs::rename(entry, &blessed)?;
     // FAT has no journal: make the rename durable before anyone pulls the plug.
     fs::File::open(entry.parent().unwrap_or(Path::new("/")))?.sync_all()?;
@@ -39,7 +38,7 @@ mod tests {
     #[test]
     fn blesses_only_the_booted_slot() {
         let esp = std::env::temp_dir().join(format!("vigil-init-esp-{}", std::process::id()));
-        let linux = esp.join("EFI/Linux");
+        let linux = esp.join(ENTRY_DIR);
         fs::create_dir_all(&linux).expect("dir");
         fs::write(linux.join("vigil-a.efi"), b"a").expect("a");
         fs::write(linux.join("vigil-b+0-1.efi"), b"b").expect("b");

@@ -2,49 +2,7 @@
 //! carries its own command line, signed with it under Secure Boot, so the root hash here is
 //! the one the vendor built: an altered root cannot bring a matching hash along.
 
-use std::fmt;
-
-/// The two root slots of the A/B layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "a" => Some(Slot::A),
-            "b" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    pub fn letter(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-
-    /// The GPT partition name of this slot's root.
-    pub fn partition_name(self) -> String {
-        format!("vigil-root-{}", self.letter())
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.letter())
-    }
-}
+use vigil_boot_contract::{Slot, SLOT_PARAMETER};
 
 /// dm-verity parameters of a slot: the root filesystem is `data_blocks` 4 KiB blocks at the
 /// start of the partition, its hash tree starts at block `hash_start` of the same partition.
@@ -79,8 +37,10 @@ pub fn parse(cmdline: &str) -> Result<BootSettings, String> {
             continue;
         };
         match key {
-            "vigil.slot" => {
-                slot = Some(Slot::parse(value).ok_or(format!("vigil.slot={value}: not a or b"))?)
+            SLOT_PARAMETER => {
+                slot = Some(
+                    Slot::parse(value).ok_or(format!("{SLOT_PARAMETER}={value}: not a or b"))?,
+                )
             }
             "vigil.verity" => verity = Some(parse_verity(value)?),
             "vigil.health_timeout" => {
@@ -92,7 +52,7 @@ pub fn parse(cmdline: &str) -> Result<BootSettings, String> {
         }
     }
     Ok(BootSettings {
-        slot: slot.ok_or("the kernel command line names no vigil.slot")?,
+        slot: slot.ok_or(format!("the kernel command line names no {SLOT_PARAMETER}"))?,
         verity: verity.ok_or("the kernel command line carries no vigil.verity root hash")?,
         health_timeout_secs,
     })

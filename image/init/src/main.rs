@@ -17,6 +17,8 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use vigil_boot_contract::{READY_FILE, RUN_DIR};
+
 const NEW_ROOT: &str = "/newroot";
 const DATA_DIR: &str = "/var/lib/vigil";
 const ESP_DIR: &str = "/efi";
@@ -48,7 +50,7 @@ fn boot() -> Result<Infallible, String> {
     );
 
     let wait = Duration::from_secs(30);
-    let name = boot.slot.partition_name();
+    let name = boot.slot.root_partition();
     let root_part = system::partition(&name, wait).map_err(|err| err.to_string())?;
     let data_part = system::partition("vigil-data", wait).map_err(|err| err.to_string())?;
     let esp_part = system::partition("esp", wait).map_err(|err| err.to_string())?;
@@ -102,13 +104,13 @@ fn boot() -> Result<Infallible, String> {
     bring_up_ports(&settings)?;
 
     // A core update writes the slot not booted.
-    let inactive = system::partition(&boot.slot.other().partition_name(), wait)
+    let inactive = system::partition(&boot.slot.other().root_partition(), wait)
         .map_err(|err| err.to_string())?;
     system::chown(&inactive, supervise::VIGIL_UID, supervise::VIGIL_GID)
         .map_err(|err| err.to_string())?;
-    std::fs::create_dir_all("/run/vigil").map_err(|err| format!("/run/vigil: {err}"))?;
+    std::fs::create_dir_all(RUN_DIR).map_err(|err| format!("{RUN_DIR}: {err}"))?;
     system::chown(
-        Path::new("/run/vigil"),
+        Path::new(RUN_DIR),
         supervise::VIGIL_UID,
         supervise::VIGIL_GID,
     )
@@ -134,7 +136,7 @@ fn boot() -> Result<Infallible, String> {
             "--trust",
             "/etc/vigil/trust",
             "--ready-file",
-            supervise::READY_FILE,
+            READY_FILE,
         ]
         .map(String::from)
         .to_vec(),

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use caps::{CapSet, Capability, CapsHashSet};
 
+use vigil_boot_contract::{Slot, READY_FILE, REBOOT_FILE};
+
 use crate::boot_count;
-use crate::cmdline::Slot;
 use crate::system;
 
 /// The daemon's user and group (no name: the image carries no /etc/passwd).
@@ -25,10 +26,6 @@ pub const DAEMON_CAPS: [Capability; 4] = [
     Capability::CAP_BPF,
     Capability::CAP_IPC_LOCK,
 ];
-
-/// Files the daemon writes under /run/vigil to talk to init.
-pub const READY_FILE: &str = "/run/vigil/ready";
-pub const REBOOT_FILE: &str = "/run/vigil/reboot";
 
 pub struct Daemon {
     pub program: PathBuf,
