@@ -164,8 +164,7 @@ fn established(flows: &mut FlowTable, client: IpAddr, port: u16, server: IpAddr)
     let segment = |from_client: bool, flags: u8, seq: u32, ack: u32| Decoded {
         src_mac: [2, 0, 0, 0, 0, u8::from(from_client)],
         dst_mac: [2, 0, 0, 0, 0, u8::from(!from_client)],
-        vlan: None,
-        vlan_tags: 0,
+        vlans: Default::default(),
         src: if from_client { client } else { server },
         dst: if from_client { server } else { client },
         transport: Layer4::Tcp {

@@ -20,6 +20,57 @@ const MAX_VLAN_TAGS: usize = 3;
 /// IPv6 extension headers walked before giving up.
 const MAX_IPV6_EXTENSIONS: usize = 8;
 
+/// The 802.1Q/802.1ad tags of a frame as they were on the wire, outermost first: each tag's
+/// protocol id (TPID) and control information (priority, DEI, VLAN id). A frame sent back into
+/// the same VLANs (a tap-mode reset) carries them verbatim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VlanTags {
+    tags: [(u16, u16); MAX_VLAN_TAGS],
+    len: u8,
+}
+
+impl VlanTags {
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The innermost tag's VLAN id: the customer VLAN, which is what an analyst means by
+    /// "the VLAN".
+    pub fn vlan_id(&self) -> Option<u16> {
+        self.tags[..self.len()].last().map(|(_, tci)| tci & 0x0fff)
+    }
+
+    /// Bytes the tags take between the MAC addresses and the payload's ethertype.
+    pub fn wire_len(&self) -> usize {
+        self.len() * VLAN_TAG_LEN
+    }
+
+    /// Writes the tags and then `ethertype` where an untagged frame has its ethertype (byte 12
+    /// of the frame is `out[0]`); returns the bytes written.
+    pub fn emit(&self, out: &mut [u8], ethertype: u16) -> usize {
+        let mut at = 0;
+        for (tpid, tci) in &self.tags[..self.len()] {
+            out[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+            out[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
+            at += VLAN_TAG_LEN;
+        }
+        out[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
+        at + 2
+    }
+
+    fn push(&mut self, tpid: u16, tci: u16) -> Result<(), Skip> {
+        let len = self.len();
+        let slot = self.tags.get_mut(len).ok_or(Skip::TooManyVlanTags)?;
+        *slot = (tpid, tci);
+        self.len += 1;
+        Ok(())
+    }
+}
+
 /// TCP flag bits as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpFlags(pub u8);
@@ -90,9 +141,7 @@ pub struct Quoted {
 pub struct Decoded<'a> {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub vlan: Option<u16>,
-    /// How many 802.1Q/802.1ad tags the frame carries (`vlan` is the innermost's VLAN id).
-    pub vlan_tags: u8,
+    pub vlans: VlanTags,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub transport: Transport<'a>,
@@ -196,16 +245,10 @@ pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
     let dst_mac = eth.dst_addr().0;
     let mut ethertype = u16::from(eth.ethertype());
     let mut payload = eth.payload();
-    let mut vlan = None;
-    let mut tags = 0u8;
+    let mut vlans = VlanTags::default();
     while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-        tags += 1;
-        if usize::from(tags) > MAX_VLAN_TAGS {
-            return Err(Skip::TooManyVlanTags);
-        }
         let tag = payload.get(..VLAN_TAG_LEN).ok_or(Skip::TruncatedVlan)?;
-        // The innermost tag is the customer VLAN, which is what an analyst means by "the VLAN".
-        vlan = Some(u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff);
+        vlans.push(ethertype, u16::from_be_bytes([tag[0], tag[1]]))?;
         ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         payload = &payload[VLAN_TAG_LEN..];
     }
@@ -217,8 +260,7 @@ pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
     Ok(Decoded {
         src_mac,
         dst_mac,
-        vlan,
-        vlan_tags: tags,
+        vlans,
         src,
         dst,
         transport,

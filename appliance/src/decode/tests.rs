@@ -75,8 +75,8 @@ fn tcp_syn_decodes_with_addresses_ports_and_flags() {
     assert_eq!(d.src, IpAddr::from([10, 0, 0, 1]));
     assert_eq!(d.dst, IpAddr::from([10, 0, 0, 2]));
     assert_eq!(d.src_mac, MAC_A);
-    assert_eq!(d.vlan, None);
-    assert_eq!(d.vlan_tags, 0);
+    assert_eq!(d.vlans.vlan_id(), None);
+    assert!(d.vlans.is_empty());
     match d.transport {
         Transport::Tcp {
             src_port,
@@ -99,8 +99,15 @@ fn vlan_and_qinq_tags_are_followed() {
     tagged.extend_from_slice(&inner);
     let frame = ethernet(0x88a8, &tagged);
     let d = decode(&frame).expect("QinQ frame");
-    assert_eq!(d.vlan, Some(7));
-    assert_eq!(d.vlan_tags, 2);
+    assert_eq!(d.vlans.vlan_id(), Some(7));
+    assert_eq!(d.vlans.len(), 2);
+    // The tags as they came: outer S-tag VLAN 100, inner C-tag VLAN 7 with priority 1.
+    let mut wire = [0u8; 10];
+    assert_eq!(d.vlans.emit(&mut wire, 0x0800), 10);
+    assert_eq!(
+        wire,
+        [0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x20, 0x07, 0x08, 0x00]
+    );
     assert!(matches!(
         d.transport,
         Transport::Udp {

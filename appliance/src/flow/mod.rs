@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, FlowState, Timestamp, Transport};
 
-use crate::decode::{Decoded, IcmpKind, Quoted, TcpFlags, Transport as Wire};
+use crate::decode::{Decoded, IcmpKind, Quoted, TcpFlags, Transport as Wire, VlanTags};
 pub use tcp::segment_end;
 use tcp::TcpState;
 
@@ -114,8 +114,8 @@ struct Flow {
 pub struct Sent {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    /// The VLAN id of the one 802.1Q tag its frames carry; `None` when untagged.
-    pub vlan: Option<u16>,
+    /// The VLAN tags its frames carry, as they carry them.
+    pub vlans: VlanTags,
     /// The sequence number after the furthest byte (SYN and FIN count one) it has sent.
     pub next_seq: u32,
 }
@@ -273,16 +273,13 @@ impl FlowTable {
             }
         }
         if let Wire::Tcp { seq, payload, .. } = packet.transport {
-            // Stacked tags (QinQ) are not rebuilt in resets: such flows get none at decision time.
-            if packet.vlan_tags <= 1 {
-                note_sent(
-                    &mut flow.sent[direction.index()],
-                    packet,
-                    seq,
-                    flags,
-                    payload.len(),
-                );
-            }
+            note_sent(
+                &mut flow.sent[direction.index()],
+                packet,
+                seq,
+                flags,
+                payload.len(),
+            );
         }
         if transport == Transport::Tcp && flow.phase == Phase::Open {
             flow.tcp = flow.tcp.advance(direction, flags);
@@ -541,7 +538,7 @@ fn note_sent(sent: &mut Option<Sent>, packet: &Decoded<'_>, seq: u32, flags: Tcp
     *sent = Some(Sent {
         src_mac: packet.src_mac,
         dst_mac: packet.dst_mac,
-        vlan: packet.vlan,
+        vlans: packet.vlans,
         next_seq,
     });
 }

@@ -3,7 +3,7 @@
 //! accepts: the one to the responder as if from the blocked device, carrying the device's next
 //! sequence number; the one to the device as if from the responder, carrying the sequence
 //! number the device acknowledged. Frames are built with `smoltcp::wire`, checksums included,
-//! and carry the 802.1Q tag of the frames they answer.
+//! and carry the VLAN tags (802.1Q, or stacked 802.1ad QinQ) of the frames they answer.
 //!
 //! Two moments: when an action comes in force, every established connection it blocks is reset
 //! at once from what the flow table last saw of each side ([`connection_resets`]); a connection
@@ -24,13 +24,13 @@ use crate::flow::{segment_end, FlowTable, Sent, TcpConnection};
 
 const TCP_HEADER: usize = 20;
 const ETHERNET_HEADER: usize = 14;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const VLAN_TAG: usize = 4;
+/// Where the ethertype (or the first VLAN tag) starts: after the two MAC addresses.
+const ETHERTYPE_AT: usize = 12;
 const TTL: u8 = 64;
 
 /// The RST frames that end the TCP connection `frame` belongs to: to the responder, then (when
-/// the segment acknowledges something) to the sender. Empty for anything but a TCP segment
-/// untagged or with one 802.1Q tag, or one that is itself a RST.
+/// the segment acknowledges something) to the sender. Empty for anything but a TCP segment, or
+/// for one that is itself a RST.
 pub fn resets(frame: &[u8]) -> Vec<Vec<u8>> {
     resets_of(frame).unwrap_or_default()
 }
@@ -72,9 +72,6 @@ pub fn reset_blocked(
 
 fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     let decoded = decode(frame).ok()?;
-    if decoded.vlan_tags > 1 {
-        return None;
-    }
     let Transport::Tcp {
         src_port,
         dst_port,
@@ -93,7 +90,7 @@ fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     let onward = Sent {
         src_mac: decoded.src_mac,
         dst_mac: decoded.dst_mac,
-        vlan: decoded.vlan,
+        vlans: decoded.vlans,
         next_seq: segment_end(seq, flags, payload.len()),
     };
     let mut frames = vec![segment(&onward, sender, receiver)?];
@@ -102,7 +99,7 @@ fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
         let back = Sent {
             src_mac: decoded.dst_mac,
             dst_mac: decoded.src_mac,
-            vlan: decoded.vlan,
+            vlans: decoded.vlans,
             next_seq: ack,
         };
         frames.push(segment(&back, receiver, sender)?);
@@ -111,7 +108,7 @@ fn resets_of(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
 }
 
 /// One RST segment from `from` to `to` in the name of the side that `sent` describes (its MACs,
-/// its VLAN tag, its next sequence number), as an Ethernet frame.
+/// its VLAN tags, its next sequence number), as an Ethernet frame.
 fn segment(sent: &Sent, from: (IpAddr, u16), to: (IpAddr, u16)) -> Option<Vec<u8>> {
     let tcp = TcpRepr {
         src_port: from.1,
@@ -133,26 +130,19 @@ fn segment(sent: &Sent, from: (IpAddr, u16), to: (IpAddr, u16)) -> Option<Vec<u8
         (IpAddr::V6(_), IpAddr::V6(_)) => (EthernetProtocol::Ipv6, 40),
         _ => return None,
     };
-    let tag = if sent.vlan.is_some() { VLAN_TAG } else { 0 };
-    let mut frame = vec![0u8; ETHERNET_HEADER + tag + ip_len + TCP_HEADER];
+    let mut frame = vec![0u8; ETHERNET_HEADER + sent.vlans.wire_len() + ip_len + TCP_HEADER];
     let ethernet = EthernetRepr {
         src_addr: EthernetAddress(sent.src_mac),
         dst_addr: EthernetAddress(sent.dst_mac),
-        ethertype: match sent.vlan {
-            Some(_) => EthernetProtocol::Unknown(ETHERTYPE_VLAN),
-            None => ethertype,
-        },
+        ethertype,
     };
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet.emit(&mut eth);
-    let mut ip_bytes = eth.payload_mut();
-    if let Some(vlan) = sent.vlan {
-        // smoltcp has no 802.1Q view: the tag is the VLAN id (priority 0) and the real
-        // ethertype, ahead of the IP header.
-        ip_bytes[..2].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
-        ip_bytes[2..VLAN_TAG].copy_from_slice(&u16::from(ethertype).to_be_bytes());
-        ip_bytes = &mut ip_bytes[VLAN_TAG..];
-    }
+    ethernet.emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
+    // smoltcp has no 802.1Q view: the tags go in by hand between the MACs and the ethertype.
+    let ip_at = ETHERTYPE_AT
+        + sent
+            .vlans
+            .emit(&mut frame[ETHERTYPE_AT..], u16::from(ethertype));
+    let ip_bytes = &mut frame[ip_at..];
     let (src, dst) = (IpAddress::from(from.0), IpAddress::from(to.0));
     match (from.0, to.0) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -257,13 +247,20 @@ mod tests {
         frame
     }
 
-    /// `frame` with one 802.1Q tag for VLAN `vid` after its MAC addresses.
-    fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
-        let mut out = frame[..12].to_vec();
-        out.extend_from_slice(&[0x81, 0x00]);
-        out.extend_from_slice(&vid.to_be_bytes());
-        out.extend_from_slice(&frame[12..]);
+    const VLAN_TAG: usize = 4;
+
+    /// `frame` with one more tag (`tpid`, `tci`) ahead of those it has, after its MACs.
+    fn tagged_with(frame: &[u8], tpid: u16, tci: u16) -> Vec<u8> {
+        let mut out = frame[..ETHERTYPE_AT].to_vec();
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&tci.to_be_bytes());
+        out.extend_from_slice(&frame[ETHERTYPE_AT..]);
         out
+    }
+
+    /// `frame` with one 802.1Q tag for VLAN `vid`.
+    fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+        tagged_with(frame, 0x8100, vid)
     }
 
     /// Checks both checksums with smoltcp's own checked parse, the IP header at `ip_at`.
@@ -325,7 +322,10 @@ mod tests {
             assert_eq!(frame[12..16], [0x81, 0x00, 0, 42], "802.1Q tag, VLAN 42");
             assert_eq!(frame[16..18], [0x08, 0x00], "IPv4 inside the tag");
             let decoded = decode(frame).expect("decodes");
-            assert_eq!((decoded.vlan, decoded.vlan_tags), (Some(42), 1));
+            assert_eq!(
+                (decoded.vlans.vlan_id(), decoded.vlans.len()),
+                (Some(42), 1)
+            );
             assert_checksums(frame, ETHERNET_HEADER + VLAN_TAG);
         }
         assert_eq!(tcp_of(onward).5, 1010);
@@ -333,8 +333,28 @@ mod tests {
         // MACs: the onward reset goes the segment's way, the other one back.
         assert_eq!(onward[..12], data_segment()[..12]);
         assert_eq!(back[..6], data_segment()[6..12]);
-        // Two tags (QinQ) are not rebuilt: no reset rather than a frame on the wrong VLAN.
-        assert!(resets(&tagged(&tagged(&data_segment(), 42), 7)).is_empty());
+    }
+
+    #[test]
+    fn resets_of_a_qinq_segment_carry_both_tags_as_they_came() {
+        // A C-tag (VLAN 42, priority 5) inside an 802.1ad S-tag (VLAN 7).
+        let c_tci = (5 << 13) | 42;
+        let frame = tagged_with(&tagged_with(&data_segment(), 0x8100, c_tci), 0x88a8, 7);
+        let frames = resets(&frame);
+        let [onward, back] = frames.as_slice() else {
+            panic!("two resets: {frames:?}");
+        };
+        for reset in [onward, back] {
+            assert_eq!(
+                reset[12..20],
+                [0x88, 0xa8, 0, 7, 0x81, 0x00, 0xa0, 42],
+                "S-tag then C-tag, priority kept"
+            );
+            assert_eq!(reset[20..22], [0x08, 0x00], "IPv4 inside the tags");
+            assert_checksums(reset, ETHERNET_HEADER + 2 * VLAN_TAG);
+        }
+        assert_eq!(tcp_of(onward).5, 1010);
+        assert_eq!(tcp_of(back).5, 5000);
     }
 
     #[test]
@@ -386,7 +406,7 @@ mod tests {
         );
         assert!(flags.has(TcpFlags::RST));
         for frame in [to_server, to_client] {
-            assert_eq!(decode(frame).expect("decodes").vlan, Some(9));
+            assert_eq!(decode(frame).expect("decodes").vlans.vlan_id(), Some(9));
             assert_checksums(frame, ETHERNET_HEADER + VLAN_TAG);
         }
         assert_eq!(to_server[..12], data_segment()[..12]);
