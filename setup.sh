@@ -13,12 +13,13 @@ apt-get update -qq
 # dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test; socat: the
 # servers and connections of the inline test. The rest builds the flashable image (image/build.sh:
 # kmod for module dependencies, faketime for reproducible timestamps, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
-# stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware).
+# stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware; openssl
+# unlocks the Secure Boot test key OVMF ships).
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
     musl-tools dnsmasq-base isc-dhcp-client socat \
     kmod cpio zstd faketime erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
-    systemd-boot-efi sbsigntool qemu-system-x86 ovmf \
+    systemd-boot-efi sbsigntool openssl qemu-system-x86 ovmf \
     >/dev/null
 
 echo "==> Rust toolchain and targets"

@@ -20,6 +20,24 @@ pub const SCANNED: &str = "10.88.0.2";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// Debian's OVMF build with Secure Boot, and variables with Secure Boot on and one "snakeoil"
+/// certificate enrolled as PK, KEK and db: an owner's keys, whose private half Debian ships
+/// (passphrase `snakeoil`, see the ovmf package's README.Debian).
+const OVMF_SECURE_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_SECURE_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+pub const SNAKEOIL_PASSPHRASE: &str = "snakeoil";
+
+/// The UEFI firmware a VM boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// Runs any boot loader.
+    Plain,
+    /// Runs only what the snakeoil db key signed.
+    SecureBoot,
+}
+
 /// Whether qemu and the UEFI firmware are installed (./setup.sh installs them).
 pub fn qemu_available() -> bool {
     Path::new(OVMF_CODE).exists()
@@ -66,9 +84,13 @@ pub struct Vm {
 
 impl Vm {
     /// Boots `disk` (written to in place) with fresh firmware variables kept in `work`.
-    pub fn boot(ns: &Netns, disk: &Path, work: &Path) -> Vm {
+    pub fn boot(ns: &Netns, disk: &Path, work: &Path, firmware: Firmware) -> Vm {
+        let (code, vars_template) = match firmware {
+            Firmware::Plain => (OVMF_CODE, OVMF_VARS),
+            Firmware::SecureBoot => (OVMF_SECURE_CODE, OVMF_SECURE_VARS),
+        };
         let vars = work.join("OVMF_VARS.fd");
-        std::fs::copy(OVMF_VARS, &vars).expect("firmware variables");
+        std::fs::copy(vars_template, &vars).expect("firmware variables");
         let console = work.join("console.log");
         let _ = std::fs::remove_file(&console);
         let flash = |file: &Path, readonly: bool| {
@@ -79,13 +101,22 @@ impl Vm {
                 file.display()
             )
         };
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "qemu-system-x86_64"])
-            .args([
-                "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1536",
-            ])
+        let mut qemu = Command::new("ip");
+        qemu.args(["netns", "exec", ns.name(), "qemu-system-x86_64"]);
+        match firmware {
+            Firmware::Plain => qemu.args(["-machine", "q35"]),
+            // The Secure Boot build keeps its variables behind SMM, where the OS cannot write.
+            Firmware::SecureBoot => qemu.args([
+                "-machine",
+                "q35,smm=on",
+                "-global",
+                "driver=cfi.pflash01,property=secure,value=on",
+            ]),
+        };
+        let child = qemu
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "1536"])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .args(["-drive", &flash(Path::new(OVMF_CODE), true)])
+            .args(["-drive", &flash(Path::new(code), true)])
             .args(["-drive", &flash(&vars, false)])
             .args([
                 "-drive",

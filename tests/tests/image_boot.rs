@@ -3,8 +3,10 @@
 //! dm-verity-checked read-only root, captures a real nmap scan on its virtio port in AF_XDP copy
 //! mode and serves the breach over its management API; refused core updates write nothing; an
 //! update that never comes up healthy falls back to slot A on the next boot; a good one boots
-//! from slot B; a root with one byte flipped never starts anything. A boot takes about 25 s to
-//! capturing on an idle machine (UEFI firmware under TCG is most of it).
+//! from slot B; a root with one byte flipped never starts anything; under Secure Boot with an
+//! owner's keys enrolled, an image signed with them boots and one boot entry swapped for an
+//! unsigned one does not. A boot takes about 25 s to capturing on an idle machine (UEFI firmware
+//! under TCG is most of it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::live::{nmap_available, syn_scan};
 use vigil_tests::netns::{skip_without_root, Netns};
-use vigil_tests::vm::{self, qemu_available, Vm, APPLIANCE_MGMT, SCANNED};
+use vigil_tests::vm::{self, qemu_available, Firmware, Vm, APPLIANCE_MGMT, SCANNED};
 use vigil_tests::workspace::{root, target_dir, vigil_bin};
 
 const TOKEN: &str = "image-test-token-0123456789";
@@ -34,8 +36,17 @@ fn skip() -> bool {
 
 /// `image/build.sh` into `out`; returns how long it took.
 fn build(out: &Path, version: &str, extra: &[&str]) -> Duration {
+    build_signed(out, version, extra, None)
+}
+
+/// [`build`], with every EFI binary signed for Secure Boot by `db` (key, certificate) if given.
+fn build_signed(out: &Path, version: &str, extra: &[&str], db: Option<(&Path, &Path)>) -> Duration {
     let started = Instant::now();
-    let output = Command::new(root().join("image/build.sh"))
+    let mut command = Command::new(root().join("image/build.sh"));
+    if let Some((key, cert)) = db {
+        command.env("VIGIL_SB_KEY", key).env("VIGIL_SB_CERT", cert);
+    }
+    let output = command
         .args(["--out", &out.display().to_string(), "--version", version])
         .args(["--api-token", TOKEN])
         .args(extra)
@@ -264,16 +275,10 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     let builds = builds();
     let work = fresh_work_dir("boot");
     let disk = work.join("disk.img");
-    let copy = Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(builds.base.join("vigil-appliance.img"))
-        .arg(&disk)
-        .status()
-        .expect("cp");
-    assert!(copy.success());
+    disk_from(&builds.base.join("vigil-appliance.img"), &disk);
     let ns = Netns::unique().expect("namespace");
     vm::wire(&ns);
-    let mut vm = Vm::boot(&ns, &disk, &work);
+    let mut vm = Vm::boot(&ns, &disk, &work, Firmware::Plain);
 
     // Boot 1: slot A.
     let up = vm.wait_for("vigil reports healthy", 1, BOOT);
@@ -430,7 +435,7 @@ fn a_flipped_byte_in_the_root_stops_the_boot_before_anything_runs() {
     std::fs::write(&disk, bytes).expect("write");
     let ns = Netns::unique().expect("namespace");
     vm::wire(&ns);
-    let mut vm = Vm::boot(&ns, &disk, &work);
+    let mut vm = Vm::boot(&ns, &disk, &work, Firmware::Plain);
     vm.wait_for("BOOT STOPPED", 1, BOOT);
     // Give a runaway boot the chance to prove itself wrong.
     std::thread::sleep(Duration::from_secs(5));
@@ -441,6 +446,100 @@ fn a_flipped_byte_in_the_root_stops_the_boot_before_anything_runs() {
     );
     assert!(!console.contains("root mounted"), "{console}");
     assert!(!console.contains("started vigil"), "{console}");
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A copy of `image` made sparse, to boot without touching the build.
+fn disk_from(image: &Path, disk: &Path) {
+    let copy = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(image)
+        .arg(disk)
+        .status()
+        .expect("cp");
+    assert!(copy.success(), "copying {}", image.display());
+}
+
+#[test]
+fn secure_boot_starts_only_entries_signed_with_the_owners_key() {
+    if skip() {
+        return;
+    }
+    let work = fresh_work_dir("secure-boot");
+    // The owner's db key (Debian's snakeoil pair, enrolled in the firmware's variables), without
+    // its passphrase, as sbsign wants it.
+    let key = work.join("db.key");
+    let decrypt = Command::new("openssl")
+        .args(["pkey", "-in", vm::SNAKEOIL_KEY, "-passin"])
+        .arg(format!("pass:{}", vm::SNAKEOIL_PASSPHRASE))
+        .arg("-out")
+        .arg(&key)
+        .status()
+        .expect("openssl");
+    assert!(decrypt.success(), "decrypting the snakeoil key");
+    let signed = work.join("signed");
+    let took = build_signed(
+        &signed,
+        "0.1.0",
+        &[],
+        Some((&key, Path::new(vm::SNAKEOIL_CERT))),
+    );
+    eprintln!("signed image build: {:.1} s", took.as_secs_f64());
+
+    // Signed with the enrolled key: boots, with the kernel seeing Secure Boot on.
+    let disk = work.join("disk.img");
+    disk_from(&signed.join("vigil-appliance.img"), &disk);
+    let ns = Netns::unique().expect("namespace");
+    vm::wire(&ns);
+    let mut vm = Vm::boot(&ns, &disk, &work, Firmware::SecureBoot);
+    let up = vm.wait_for("vigil reports healthy", 1, BOOT);
+    eprintln!(
+        "power-on to capturing under Secure Boot: {:.0} s",
+        up.as_secs_f64()
+    );
+    let console = vm.console();
+    assert!(
+        console.contains("secureboot: Secure boot enabled"),
+        "{console}"
+    );
+    assert!(
+        console.contains("vigil-init: slot a verified by dm-verity"),
+        "{console}"
+    );
+    assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
+    drop(vm);
+
+    // The same disk with slot A's entry swapped for one nobody signed (as someone would to
+    // boot another command line): the signed loader refuses it and nothing starts.
+    let unsigned_entry = work.join("unsigned-uki-a.efi");
+    std::fs::copy(signed.join("work/uki-a.efi"), &unsigned_entry).expect("entry");
+    let strip = Command::new("sbattach")
+        .arg("--remove")
+        .arg(&unsigned_entry)
+        .status()
+        .expect("sbattach");
+    assert!(strip.success(), "removing the entry's signature");
+    disk_from(&signed.join("vigil-appliance.img"), &disk);
+    let (esp, _) = partition(&disk, "esp");
+    let swap = Command::new("mcopy")
+        .args(["-o", "-i", &format!("{}@@{esp}", disk.display())])
+        .arg(&unsigned_entry)
+        .arg("::/EFI/Linux/vigil-a.efi")
+        .status()
+        .expect("mcopy");
+    assert!(swap.success(), "swapping the boot entry");
+    let mut vm = Vm::boot(&ns, &disk, &work, Firmware::SecureBoot);
+    vm.wait_for(
+        "Error loading \\EFI\\Linux\\vigil-a.efi: Access Denied",
+        1,
+        BOOT,
+    );
+    // The loader gave up and the firmware moves on (to network boot, which never ends here).
+    vm.wait_for("BdsDxe: failed to start", 1, BOOT);
+    let console = vm.console();
+    assert!(!console.contains("Linux version"), "{console}");
+    assert!(!console.contains("vigil-init"), "{console}");
     drop(vm);
     let _ = std::fs::remove_dir_all(&work);
 }
