@@ -117,6 +117,30 @@ pub fn nmap_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `tcpdump ARGS` in `ns`, returned once it says it is listening (so nothing sent after this
+/// returns is missed), with its stdout piped for a test that reads what it prints.
+pub fn start_tcpdump(ns: &Netns, args: &[&str]) -> Child {
+    let mut tcpdump = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "tcpdump"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let listening = tcpdump.stderr.take().is_some_and(|stderr| {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("listening on"))
+    });
+    if !listening {
+        let _ = tcpdump.kill();
+        let _ = tcpdump.wait();
+        panic!("tcpdump exited before listening");
+    }
+    tcpdump
+}
+
 /// A real TCP SYN scan of `ports` on `target` from `ns`; returns nmap's report.
 pub fn syn_scan(ns: &Netns, target: &str, ports: &str) -> String {
     let report = ns

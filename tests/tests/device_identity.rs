@@ -3,13 +3,13 @@
 //! attacker's static VPN address carries both workstation names NTLM revealed, and the alerts
 //! and incident say so.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::lab::{committed_labs, fixture, ground_truth};
+use vigil_tests::live::start_tcpdump;
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::workspace::{eve_records, replay_ok, TempDir};
 
@@ -55,21 +55,6 @@ fn available(program: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Blocks until tcpdump says it is capturing, so no frame is sent before it listens.
-fn wait_until_listening(tcpdump: &mut Child) {
-    let stderr = tcpdump.stderr.take().expect("tcpdump's stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("tcpdump exited before listening")
-            .expect("tcpdump's stderr");
-        if line.contains("listening on") {
-            break;
-        }
-    }
 }
 
 /// Waits until the capture file holds a DHCPACK (option 53, length 1, type 5), so that stopping
@@ -118,15 +103,19 @@ fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
     // Immediate mode and packet-buffered (-U): each frame reaches the file as it is captured,
     // not when the kernel retires a ring block (tcpdump's 1 s default), which could leave the
     // last frame, the ACK, out of the file when tcpdump is stopped.
-    let mut capture = Command::new("ip")
-        .args(["netns", "exec", server.name(), "tcpdump", "-i", &if_server])
-        .args(["--immediate-mode", "-U", "-w"])
-        .arg(&pcap)
-        .args(["udp", "port", "67", "or", "udp", "port", "68"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    wait_until_listening(&mut capture);
+    let pcap_path = pcap.display().to_string();
+    let mut capture = start_tcpdump(
+        &server,
+        &[
+            "-i",
+            &if_server,
+            "--immediate-mode",
+            "-U",
+            "-w",
+            &pcap_path,
+            "udp port 67 or udp port 68",
+        ],
+    );
     let leases = work.path().join("leases");
     let pid = work.path().join("dnsmasq.pid");
     server

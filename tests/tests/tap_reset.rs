@@ -6,13 +6,13 @@
 //! tcpdump in the attacker's namespace stamps the RST's arrival, which is compared with the
 //! deciding breach's time in actions.json.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use vigil_tests::live::{skip_live, syn_scan, LiveVigil};
+use vigil_tests::live::{skip_live, start_tcpdump, syn_scan, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{plugin_dir, saved_actions, vigil_bin, TempDir};
 
@@ -115,37 +115,22 @@ fn start_vigil(hub: &Hub, data: &Path, config: &Path) -> LiveVigil {
 /// tcpdump on the attacker's interface, until the first RST from the server's 9401 reaches the
 /// attacker (`-c 1`; `-p`: only frames addressed to it, not the flood).
 fn watch_for_reset(hub: &Hub) -> Child {
-    let mut tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            hub.attacker.name(),
-            "tcpdump",
+    let filter = format!("src host {SERVER} and src port 9401 and tcp[tcpflags] & tcp-rst != 0");
+    start_tcpdump(
+        &hub.attacker,
+        &[
             "-p",
             "-n",
             "-l",
-        ])
-        .args(["-tt", "--time-stamp-precision=micro", "-c", "1", "-i"])
-        .arg(&hub.attacker_if)
-        .arg(format!(
-            "src host {SERVER} and src port 9401 and tcp[tcpflags] & tcp-rst != 0"
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    let stderr = tcpdump.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("tcpdump said nothing")
-            .expect("tcpdump's stderr");
-        if line.contains("listening on") {
-            break;
-        }
-    }
-    tcpdump
+            "-tt",
+            "--time-stamp-precision=micro",
+            "-c",
+            "1",
+            "-i",
+            &hub.attacker_if,
+            &filter,
+        ],
+    )
 }
 
 /// The arrival time (Unix microseconds) of the RST tcpdump saw, waiting up to `timeout`.

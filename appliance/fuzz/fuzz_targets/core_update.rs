@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(update) = Update::decode(data) {
         let manifest = &update.manifest;
         // Parts are only offsets until verified; they must never be trusted to fit.
-        let _ = (manifest.root.offset.checked_add(manifest.root.len), &manifest.verity);
+        let _ = (
+            manifest.root.offset.checked_add(manifest.root.len),
+            &manifest.verity,
+        );
         for part in &manifest.uki {
             let _ = part.offset.checked_add(part.len);
         }

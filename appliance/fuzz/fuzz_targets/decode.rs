@@ -14,6 +14,8 @@ use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 /// Two buckets: a handful of distinct flows already forces evictions.
 const CAPACITY: usize = 16;
 const SECOND: u64 = 1_000_000;
+/// Where the ethertype (or the first VLAN tag) starts: after the two MAC addresses.
+const ETHERTYPE_AT: usize = 12;
 
 /// Mostly small steps forward; two codes jump past every timeout, or back a second (capture
 /// clocks step back, merged captures interleave).
@@ -74,7 +76,15 @@ fn check_decoded(frame: &[u8], decoded: &Decoded<'_>) {
         }
         Transport::Icmp { .. } | Transport::Other { .. } => {}
     }
-    assert!(decoded.vlan.is_none_or(|vlan| vlan < 4096));
+    let vlans = decoded.vlans;
+    assert!(vlans.vlan_id().is_none_or(|vlan| vlan < 4096));
+    // Re-emitted, the tags (and the ethertype after them) are the frame's own bytes: what a
+    // reset sent into the same VLANs carries.
+    let tags_end = ETHERTYPE_AT + vlans.wire_len();
+    let ethertype = u16::from_be_bytes([frame[tags_end], frame[tags_end + 1]]);
+    let mut wire = [0u8; 16];
+    let written = vlans.emit(&mut wire, ethertype);
+    assert_eq!(wire[..written], frame[ETHERTYPE_AT..tags_end + 2]);
 }
 
 fuzz_target!(|data: &[u8]| {
