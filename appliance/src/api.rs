@@ -7,6 +7,9 @@
 //! | `GET /api/v1/alerts` | the newest alerts (up to 500) from eve.json |
 //! | `GET /api/v1/status` | core version, booted slot, root mount and verity, capture bound |
 //! | `POST /api/v1/image` | body: a signed core update; written to the slot not booted, then reboot |
+//! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
+//! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |
+//! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
 //! is no API without one. Requests reach the capture loop through [`Control`], which the
@@ -19,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,11 +45,34 @@ pub struct ApiConfig {
 }
 
 const MIN_TOKEN_LEN: usize = 16;
+/// The longest name an operator may sign a decision with, in the audit trail.
+const MAX_OPERATOR_NAME: usize = 64;
 
 /// What the API asks of the capture loop.
 pub enum Request {
     Install(Vec<u8>),
     ListPlugins,
+    ListActions,
+    /// An operator's decision on action `id`; `by` goes into its audit trail.
+    Decide {
+        id: u64,
+        decision: Decision,
+        by: String,
+    },
+}
+
+/// What an operator does with an action (`vigil actions confirm|clear`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Confirm,
+    Clear,
+}
+
+/// The body of a decision: who made it. Empty means the API's own name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct DecisionBody {
+    by: Option<String>,
 }
 
 /// The capture loop's answer: a status and a JSON body.
@@ -112,6 +138,9 @@ pub fn start(
             usize::try_from(max_bundle_bytes.saturating_add(1)).unwrap_or(usize::MAX),
         ))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/actions", get(list_actions))
+        .route("/api/v1/actions/{id}/confirm", post(confirm_action))
+        .route("/api/v1/actions/{id}/clear", post(clear_action))
         .route("/api/v1/status", get(status))
         .route(
             "/api/v1/image",
@@ -192,6 +221,58 @@ async fn list_plugins(State(shared): State<Shared>, headers: HeaderMap) -> Respo
 
 async fn install(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     ask(&shared, &headers, Request::Install(body.to_vec())).await
+}
+
+async fn list_actions(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    ask(&shared, &headers, Request::ListActions).await
+}
+
+async fn confirm_action(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    decide(&shared, &headers, id, Decision::Confirm, &body).await
+}
+
+async fn clear_action(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    decide(&shared, &headers, id, Decision::Clear, &body).await
+}
+
+async fn decide(
+    shared: &Shared,
+    headers: &HeaderMap,
+    id: u64,
+    decision: Decision,
+    body: &[u8],
+) -> Response {
+    let body = if body.is_empty() {
+        DecisionBody::default()
+    } else {
+        match serde_json::from_slice::<DecisionBody>(body) {
+            Ok(body) => body,
+            Err(err) => {
+                return json(
+                    400,
+                    serde_json::json!({"error": format!("expected {{\"by\": NAME}}: {err}")}),
+                )
+            }
+        }
+    };
+    let by = body.by.unwrap_or_else(|| "management API".into());
+    if by.is_empty() || by.len() > MAX_OPERATOR_NAME || by.chars().any(char::is_control) {
+        return json(
+            400,
+            serde_json::json!({"error": format!("\"by\" must be 1 to {MAX_OPERATOR_NAME} printable bytes")}),
+        );
+    }
+    ask(shared, headers, Request::Decide { id, decision, by }).await
 }
 
 /// The newest alerts in eve.json, oldest first.

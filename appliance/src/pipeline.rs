@@ -11,14 +11,15 @@ use std::sync::mpsc;
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 use crate::analyzer::{Analyzer, ProtocolLogs};
-use crate::api::{Answer, Control, Request};
+use crate::api::{Answer, Control, Decision, Request};
+use crate::bundle::text::unix_now;
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::{decode, SkipCounts, Transport as Layer4};
 use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
-use crate::respond::{reset, Actions};
+use crate::respond::{reset, ActionError, Actions};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -217,6 +218,15 @@ impl Pipeline {
                         }
                     }
                 },
+                Request::ListActions => match &self.actions {
+                    Some(actions) => Answer {
+                        status: 200,
+                        body: serde_json::to_value(actions.list().collect::<Vec<_>>())
+                            .unwrap_or_default(),
+                    },
+                    None => no_actions(),
+                },
+                Request::Decide { id, decision, by } => self.decide(id, decision, &by),
                 Request::ListPlugins => Answer {
                     status: 200,
                     body: serde_json::Value::Array(
@@ -242,6 +252,45 @@ impl Pipeline {
             let _ = reply.send(answer);
         }
         self.control = Some(control);
+    }
+
+    /// An operator's confirmation or clearing through the API: recorded, and in force (or
+    /// lifted) from this pass of the loop, with the connections a confirmed action blocks reset.
+    fn decide(&mut self, id: u64, decision: Decision, by: &str) -> Answer {
+        let Some(actions) = self.actions.as_mut() else {
+            return no_actions();
+        };
+        let now = unix_now();
+        let decided = match decision {
+            Decision::Confirm => actions.confirm(id, by, now),
+            Decision::Clear => actions.clear(id, by, now),
+        }
+        .map(|action| {
+            (
+                action.device,
+                serde_json::to_value(action).unwrap_or_default(),
+            )
+        });
+        match decided {
+            Ok((device, action)) => {
+                tracing::info!("action {id}: {decision:?} by {by} through the API");
+                if decision == Decision::Confirm {
+                    self.reset_connections_of(device, now);
+                }
+                Answer {
+                    status: 200,
+                    body: action,
+                }
+            }
+            Err(err) => Answer {
+                status: match err {
+                    ActionError::NoSuchAction(_) => 404,
+                    ActionError::NotPending { .. } => 409,
+                    ActionError::Io { .. } | ActionError::Corrupt { .. } => 500,
+                },
+                body: serde_json::json!({ "error": err.to_string() }),
+            },
+        }
     }
 
     /// Installs a signed bundle while running, between batches: the events before it went to
@@ -576,4 +625,12 @@ pub enum RunError {
     Capture(#[from] CaptureError),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
+}
+
+/// The answer to an actions request when this pipeline keeps none (no data directory).
+fn no_actions() -> Answer {
+    Answer {
+        status: 503,
+        body: serde_json::json!({ "error": "this appliance keeps no actions (no data directory)" }),
+    }
 }

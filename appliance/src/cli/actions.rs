@@ -1,27 +1,55 @@
 //! `vigil actions`: the responses responder plugins requested, confirming those waiting for an
 //! operator (human mode) and lifting any, each recorded in `DATA_DIR/actions.json` with who and
-//! when. A running appliance takes the change in within a second (and resets the TCP connections
-//! a confirmed action blocks, in tap mode).
+//! when. Against the data directory, a running appliance takes the change in within a second;
+//! through its management API (`--to`, as on the flashed image, which has no shell) at once.
+//! Either way it resets the TCP connections a confirmed action blocks, in tap mode.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::push::Remote;
 use super::summary::print_table;
 use crate::bundle::text::{format_time, unix_now};
 use crate::respond::{state_name, Action, Actions, Status};
+
+/// Where the actions are: a data directory, or a running appliance's API.
+#[derive(clap::Args)]
+pub struct Where {
+    #[arg(long, default_value = "vigil-data", conflicts_with = "to")]
+    data_dir: PathBuf,
+    /// A running appliance's API instead, e.g. `http://10.0.0.5:8470`.
+    #[arg(long)]
+    to: Option<String>,
+    /// Bearer token for --to; else `$VIGIL_API_TOKEN`, else `api.token` of --config.
+    #[arg(long, requires = "to")]
+    token: Option<String>,
+    /// Config file to take the token for --to from.
+    #[arg(long, requires = "to")]
+    config: Option<PathBuf>,
+}
+
+impl Where {
+    fn remote(&self) -> Option<Remote> {
+        self.to.as_ref().map(|to| Remote {
+            to: to.clone(),
+            token: self.token.clone(),
+            config: self.config.clone(),
+        })
+    }
+}
 
 #[derive(Subcommand)]
 pub enum ActionsCommand {
     /// Every action: pending, in force, cleared, expired.
     List {
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: Where,
     },
     /// Put a pending action in force, from now for its duration.
     Confirm {
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: Where,
         /// Who confirms, for the audit trail (default: $SUDO_USER, else $USER).
         #[arg(long)]
         by: Option<String>,
@@ -29,8 +57,8 @@ pub enum ActionsCommand {
     },
     /// Lift an action, pending or in force.
     Clear {
-        #[arg(long, default_value = "vigil-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: Where,
         #[arg(long)]
         by: Option<String>,
         id: u64,
@@ -54,12 +82,19 @@ fn describe(action: &Action) -> String {
     )
 }
 
+fn action_from(value: serde_json::Value) -> anyhow::Result<Action> {
+    Ok(serde_json::from_value(value)?)
+}
+
 pub fn run(command: ActionsCommand) -> anyhow::Result<()> {
     match command {
-        ActionsCommand::List { data_dir } => {
-            let actions = Actions::open(&data_dir)?;
+        ActionsCommand::List { at } => {
+            let actions: Vec<Action> = match at.remote() {
+                Some(remote) => serde_json::from_value(remote.get("/api/v1/actions")?)?,
+                None => Actions::open(&at.data_dir)?.list().cloned().collect(),
+            };
             let rows: Vec<(String, String)> = actions
-                .list()
+                .iter()
                 .map(|a| (a.id.to_string(), describe(a)))
                 .collect();
             if rows.is_empty() {
@@ -68,15 +103,31 @@ pub fn run(command: ActionsCommand) -> anyhow::Result<()> {
                 print_table("actions", &rows);
             }
         }
-        ActionsCommand::Confirm { data_dir, by, id } => {
-            let mut actions = Actions::open(&data_dir)?;
-            let action = actions.confirm(id, &operator(by), unix_now())?;
-            println!("{id}: {}", describe(action));
+        ActionsCommand::Confirm { at, by, id } => {
+            let by = operator(by);
+            let action = match at.remote() {
+                Some(remote) => action_from(remote.post_json(
+                    &format!("/api/v1/actions/{id}/confirm"),
+                    &serde_json::json!({ "by": by }),
+                )?)?,
+                None => Actions::open(&at.data_dir)?
+                    .confirm(id, &by, unix_now())?
+                    .clone(),
+            };
+            println!("{id}: {}", describe(&action));
         }
-        ActionsCommand::Clear { data_dir, by, id } => {
-            let mut actions = Actions::open(&data_dir)?;
-            let action = actions.clear(id, &operator(by), unix_now())?;
-            println!("{id}: {}", describe(action));
+        ActionsCommand::Clear { at, by, id } => {
+            let by = operator(by);
+            let action = match at.remote() {
+                Some(remote) => action_from(remote.post_json(
+                    &format!("/api/v1/actions/{id}/clear"),
+                    &serde_json::json!({ "by": by }),
+                )?)?,
+                None => Actions::open(&at.data_dir)?
+                    .clear(id, &by, unix_now())?
+                    .clone(),
+            };
+            println!("{id}: {}", describe(&action));
         }
     }
     Ok(())

@@ -63,6 +63,18 @@ impl Remote {
             .with_context(|| format!("{} refused {}", self.to, file.display()))
     }
 
+    /// POSTs `body` as JSON to `path`; the JSON answer, or the refusal's reason.
+    pub fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = ureq::post(&self.url(path))
+            .set("Authorization", &format!("Bearer {}", self.token()?))
+            .set("Content-Type", "application/json");
+        self.answer(request.send_string(&body.to_string()), path)
+    }
+
     /// GETs `path`.
     pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let request =
