@@ -33,6 +33,7 @@ use vigil_boot_contract::REBOOT_FILE;
 
 use crate::image::slots::{InstallError, SystemPaths};
 use crate::image::update::MAX_UPDATE_BYTES;
+use crate::respond::Decision;
 
 /// `[api]` in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -59,13 +60,6 @@ pub enum Request {
         decision: Decision,
         by: String,
     },
-}
-
-/// What an operator does with an action (`vigil actions confirm|clear`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Confirm,
-    Clear,
 }
 
 /// The body of a decision: who made it. Empty means the API's own name.
@@ -139,8 +133,7 @@ pub fn start(
         ))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/actions", get(list_actions))
-        .route("/api/v1/actions/{id}/confirm", post(confirm_action))
-        .route("/api/v1/actions/{id}/clear", post(clear_action))
+        .route("/api/v1/actions/{id}/{decision}", post(decide))
         .route("/api/v1/status", get(status))
         .route(
             "/api/v1/image",
@@ -227,35 +220,23 @@ async fn list_actions(State(shared): State<Shared>, headers: HeaderMap) -> Respo
     ask(&shared, &headers, Request::ListActions).await
 }
 
-async fn confirm_action(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Bytes,
-) -> Response {
-    decide(&shared, &headers, id, Decision::Confirm, &body).await
-}
-
-async fn clear_action(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Bytes,
-) -> Response {
-    decide(&shared, &headers, id, Decision::Clear, &body).await
-}
-
+/// `POST /api/v1/actions/{id}/confirm|clear`.
 async fn decide(
-    shared: &Shared,
-    headers: &HeaderMap,
-    id: u64,
-    decision: Decision,
-    body: &[u8],
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((id, decision)): Path<(u64, String)>,
+    body: Bytes,
 ) -> Response {
+    let Some(decision) = Decision::parse(&decision) else {
+        return json(
+            404,
+            serde_json::json!({"error": format!("no decision {decision:?}: confirm or clear")}),
+        );
+    };
     let body = if body.is_empty() {
         DecisionBody::default()
     } else {
-        match serde_json::from_slice::<DecisionBody>(body) {
+        match serde_json::from_slice::<DecisionBody>(&body) {
             Ok(body) => body,
             Err(err) => {
                 return json(
@@ -272,7 +253,7 @@ async fn decide(
             serde_json::json!({"error": format!("\"by\" must be 1 to {MAX_OPERATOR_NAME} printable bytes")}),
         );
     }
-    ask(shared, headers, Request::Decide { id, decision, by }).await
+    ask(&shared, &headers, Request::Decide { id, decision, by }).await
 }
 
 /// The newest alerts in eve.json, oldest first.

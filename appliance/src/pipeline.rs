@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 use crate::analyzer::{Analyzer, ProtocolLogs};
-use crate::api::{Answer, Control, Decision, Request};
+use crate::api::{Answer, Control, Request};
 use crate::bundle::text::unix_now;
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::{decode, SkipCounts, Transport as Layer4};
@@ -19,7 +19,7 @@ use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
-use crate::respond::{reset, ActionError, Actions};
+use crate::respond::{reset, ActionError, Actions, Decision};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -261,11 +261,7 @@ impl Pipeline {
             return no_actions();
         };
         let now = unix_now();
-        let decided = match decision {
-            Decision::Confirm => actions.confirm(id, by, now),
-            Decision::Clear => actions.clear(id, by, now),
-        }
-        .map(|action| {
+        let decided = actions.decide(id, decision, by, now).map(|action| {
             (
                 action.device,
                 serde_json::to_value(action).unwrap_or_default(),

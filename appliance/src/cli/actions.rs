@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::push::Remote;
 use super::summary::print_table;
 use crate::bundle::text::{format_time, unix_now};
-use crate::respond::{state_name, Action, Actions, Status};
+use crate::respond::{state_name, Action, Actions, Decision, Status};
 
 /// Where the actions are: a data directory, or a running appliance's API.
 #[derive(clap::Args)]
@@ -82,10 +82,6 @@ fn describe(action: &Action) -> String {
     )
 }
 
-fn action_from(value: serde_json::Value) -> anyhow::Result<Action> {
-    Ok(serde_json::from_value(value)?)
-}
-
 pub fn run(command: ActionsCommand) -> anyhow::Result<()> {
     match command {
         ActionsCommand::List { at } => {
@@ -103,32 +99,23 @@ pub fn run(command: ActionsCommand) -> anyhow::Result<()> {
                 print_table("actions", &rows);
             }
         }
-        ActionsCommand::Confirm { at, by, id } => {
-            let by = operator(by);
-            let action = match at.remote() {
-                Some(remote) => action_from(remote.post_json(
-                    &format!("/api/v1/actions/{id}/confirm"),
-                    &serde_json::json!({ "by": by }),
-                )?)?,
-                None => Actions::open(&at.data_dir)?
-                    .confirm(id, &by, unix_now())?
-                    .clone(),
-            };
-            println!("{id}: {}", describe(&action));
-        }
-        ActionsCommand::Clear { at, by, id } => {
-            let by = operator(by);
-            let action = match at.remote() {
-                Some(remote) => action_from(remote.post_json(
-                    &format!("/api/v1/actions/{id}/clear"),
-                    &serde_json::json!({ "by": by }),
-                )?)?,
-                None => Actions::open(&at.data_dir)?
-                    .clear(id, &by, unix_now())?
-                    .clone(),
-            };
-            println!("{id}: {}", describe(&action));
-        }
+        ActionsCommand::Confirm { at, by, id } => decide(&at, id, Decision::Confirm, by)?,
+        ActionsCommand::Clear { at, by, id } => decide(&at, id, Decision::Clear, by)?,
     }
+    Ok(())
+}
+
+fn decide(at: &Where, id: u64, decision: Decision, by: Option<String>) -> anyhow::Result<()> {
+    let by = operator(by);
+    let action: Action = match at.remote() {
+        Some(remote) => serde_json::from_value(remote.post_json(
+            &format!("/api/v1/actions/{id}/{}", decision.name()),
+            &serde_json::json!({ "by": by }),
+        )?)?,
+        None => Actions::open(&at.data_dir)?
+            .decide(id, decision, &by, unix_now())?
+            .clone(),
+    };
+    println!("{id}: {}", describe(&action));
     Ok(())
 }

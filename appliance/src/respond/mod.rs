@@ -86,6 +86,29 @@ pub struct Actions {
     seen: Option<FileStamp>,
 }
 
+/// What an operator does with an action (`vigil actions confirm|clear`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Confirm,
+    Clear,
+}
+
+impl Decision {
+    /// As the command line and the API path spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Confirm => "confirm",
+            Decision::Clear => "clear",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Decision> {
+        [Decision::Confirm, Decision::Clear]
+            .into_iter()
+            .find(|decision| decision.name() == name)
+    }
+}
+
 /// What a responder's request did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requested {
@@ -236,6 +259,20 @@ impl Actions {
         activate(action, &mut self.table, who, now);
         self.save()?;
         self.actions.get(&id).ok_or(ActionError::NoSuchAction(id))
+    }
+
+    /// An operator's [`Decision`] on action `id`.
+    pub fn decide(
+        &mut self,
+        id: u64,
+        decision: Decision,
+        who: &str,
+        now: Secs,
+    ) -> Result<&Action, ActionError> {
+        match decision {
+            Decision::Confirm => self.confirm(id, who, now),
+            Decision::Clear => self.clear(id, who, now),
+        }
     }
 
     /// An operator lifts an action, pending or in force.
@@ -411,5 +448,13 @@ mod tests {
         assert!(running.reload_if_changed().expect("reload").is_empty());
         assert!(!running.table().drops(device, device, Some(445), 1_004));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn decisions_are_named_as_the_command_line_and_the_api_spell_them() {
+        for decision in [Decision::Confirm, Decision::Clear] {
+            assert_eq!(Decision::parse(decision.name()), Some(decision));
+        }
+        assert_eq!(Decision::parse("approve"), None);
     }
 }
