@@ -191,6 +191,11 @@ async fn ask(shared: &Shared, headers: &HeaderMap, request: Request) -> Response
     if let Some(refusal) = refuse_unauthorised(headers, shared) {
         return refusal;
     }
+    send(shared, request).await
+}
+
+/// Hands an authorised request to the capture loop and waits for its answer.
+async fn send(shared: &Shared, request: Request) -> Response {
     let (reply, answer) = oneshot::channel();
     if shared
         .to_pipeline
@@ -227,6 +232,10 @@ async fn decide(
     Path((id, decision)): Path<(u64, String)>,
     body: Bytes,
 ) -> Response {
+    // The token first: nobody without it learns how the path or body would be judged.
+    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
+        return refusal;
+    }
     let Some(decision) = Decision::parse(&decision) else {
         return json(
             404,
@@ -253,7 +262,7 @@ async fn decide(
             serde_json::json!({"error": format!("\"by\" must be 1 to {MAX_OPERATOR_NAME} printable bytes")}),
         );
     }
-    ask(&shared, &headers, Request::Decide { id, decision, by }).await
+    send(&shared, Request::Decide { id, decision, by }).await
 }
 
 /// The newest alerts in eve.json, oldest first.
