@@ -10,12 +10,21 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use vigil_tests::live::{skip_live, start_tcpdump, syn_scan, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{plugin_dir, saved_actions, vigil_bin, TempDir};
+
+/// One test at a time: each runs an appliance and a scan, and on two cores a second one beside
+/// it would be measured along with the latency these tests report.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 const SERVER: &str = "10.213.0.1";
 const ATTACKER: &str = "10.213.0.2";
@@ -227,6 +236,7 @@ fn an_idle_connection_is_reset_within_milliseconds_of_the_deciding_breach() {
     if skip_live() {
         return;
     }
+    let _alone = alone();
     let hub = hub();
     let work = TempDir::new("tap");
     let config = work.path().join("vigil.toml");
@@ -349,6 +359,7 @@ fn in_human_mode_an_idle_connection_is_reset_when_the_operator_confirms() {
     if skip_live() {
         return;
     }
+    let _alone = alone();
     let latency_ms = human_mode_confirmation(ConfirmVia::DataDir);
     // The running appliance looks for an operator's change to the file once a second.
     assert!(latency_ms < 1_500.0, "{latency_ms:.2} ms");
@@ -359,6 +370,7 @@ fn a_confirmation_through_the_management_api_resets_without_waiting_for_a_poll()
     if skip_live() {
         return;
     }
+    let _alone = alone();
     let latency_ms = human_mode_confirmation(ConfirmVia::Api);
     // The capture loop applies it when it serves the request, not at the file's next
     // one-second poll (the figure includes the CLI's own start and its HTTP round trip).
