@@ -77,11 +77,7 @@ settle_times() { find "$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +; }
 at_epoch() { faketime -f "$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')" "$@"; }
 
 echo "==> kernel ($KERNEL_PACKAGE)"
-DEB="$(ls "$CACHE/${KERNEL_PACKAGE}"_*_amd64.deb 2>/dev/null | head -1 || true)"
-if [ -z "$DEB" ]; then
-    (cd "$CACHE" && apt-get download "$KERNEL_PACKAGE")
-    DEB="$(ls "$CACHE/${KERNEL_PACKAGE}"_*_amd64.deb | head -1)"
-fi
+DEB="$(VIGIL_IMAGE_CACHE="$CACHE" image/fetch-kernel.sh)"
 dpkg -x "$DEB" "$WORK/kernel"
 KVER="$(ls "$WORK/kernel/lib/modules")"
 VMLINUZ="$WORK/kernel/boot/vmlinuz-$KVER"
