@@ -23,6 +23,7 @@ use crate::api::ApiConfig;
 use crate::devices::DeviceConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
+use crate::respond::GuardConfig;
 use crate::stream::StreamConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -45,6 +46,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// What plugin bundles may be.
     pub bundles: BundleSettings,
+    /// When a responder's action may come in force without an operator.
+    pub respond: GuardConfig,
     /// Model config per plugin name.
     pub plugins: BTreeMap<String, toml::Table>,
 }

@@ -19,7 +19,7 @@ use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
-use crate::respond::{reset, ActionError, Actions, Decision};
+use crate::respond::{reset, ActionError, Actions, Decision, ResponseGuard};
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
@@ -69,6 +69,8 @@ pub struct Pipeline {
     control: Option<mpsc::Receiver<Control>>,
     /// The responses requested and in force (`DATA_DIR/actions.json`).
     actions: Option<Actions>,
+    /// Decides which requested actions may come in force without an operator.
+    guard: ResponseGuard,
     /// On a live mirror port: reset blocked TCP connections through the source.
     tap_resets: bool,
     /// RST frames waiting to go out through the source ([`Pipeline::take_resets`]).
@@ -101,6 +103,8 @@ impl Pipeline {
             store: None,
             control: None,
             actions: None,
+            guard: ResponseGuard::new(Default::default())
+                .expect("the default guard config names no networks"),
             tap_resets: false,
             resets: Vec::new(),
             devices,
@@ -143,9 +147,15 @@ impl Pipeline {
         self.store = Some(store);
     }
 
-    /// Records responder plugins' actions and enforces those in force.
-    pub fn attach_actions(&mut self, actions: Actions) {
+    /// Records responder plugins' actions and enforces those in force, autonomously where
+    /// `guard` lets them.
+    pub fn attach_actions(&mut self, actions: Actions, guard: ResponseGuard) {
         self.actions = Some(actions);
+        self.guard = guard;
+    }
+
+    pub fn guard(&self) -> &ResponseGuard {
+        &self.guard
     }
 
     /// Tears blocked TCP connections down with injected resets (tap mode on a live port): every
@@ -356,7 +366,8 @@ impl Pipeline {
                         ended.push(event);
                     }
                 });
-                if let Some(observed) = observed {
+                // An unattributed flow's packets are nobody's doing yet (see `flow`).
+                if let Some(observed) = observed.filter(|o| o.attributed) {
                     self.analyzer
                         .packet(packet.ts, &decoded, &observed, &mut |event| {
                             *events += 1;
@@ -421,6 +432,7 @@ impl Pipeline {
         let events = &mut self.stats.events;
         let devices = &mut self.devices;
         for end in self.ended.drain(..) {
+            self.guard.observe_flow_end(&end);
             self.analyzer.flow_ended(now, &end, &mut |event| {
                 *events += 1;
                 devices.observe(event);
@@ -437,6 +449,10 @@ impl Pipeline {
         self.stats.batches += 1;
         let emitted = self.host.dispatch(&self.batch);
         self.batch.clear();
+        // The breaches of this batch back (or fail to back) the actions requested on them.
+        for breach in &emitted {
+            self.guard.observe_breach(&breach.breach, breach.hop);
+        }
         let requests = self.host.take_actions();
         if let (Some(first), true) = (requests.first(), self.actions.is_some()) {
             // An operator's change must not be overwritten by the file written below.
@@ -462,8 +478,22 @@ impl Pipeline {
                 _ => Vec::new(),
             };
             let at = emitted.action.ts.micros() / 1_000_000;
-            match actions.request(&emitted.action, &by, at, allowed) {
+            let autonomous = !emitted.action.needs_confirmation;
+            let held = autonomous
+                .then(|| self.guard.hold(&emitted.action))
+                .flatten();
+            match actions.request(&emitted.action, &by, at, allowed, held.as_ref()) {
                 Ok(requested) => {
+                    if requested.new && autonomous {
+                        self.guard.record(held.as_ref(), emitted.action.ts);
+                    }
+                    if let (true, Some(why)) = (requested.new, &held) {
+                        tracing::warn!(
+                            "action {} on {} held for an operator: {why}",
+                            requested.id,
+                            emitted.action.device
+                        );
+                    }
                     // The responder asks again on every new version of an incident.
                     if requested.new {
                         tracing::info!(

@@ -410,6 +410,8 @@ impl Analyzer {
             resp: event.dst,
             transport: event.proto,
             direction: Direction::FromOriginator,
+            // Only attributed flows reach the analyzer, or end with an event.
+            attributed: true,
         };
         let mut report = Report::new(
             ts,

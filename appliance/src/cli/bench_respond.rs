@@ -14,6 +14,7 @@ use crate::decode::{Decoded, TcpFlags, Transport as Layer4};
 use crate::flow::FlowTable;
 use crate::pipeline::Pipeline;
 use crate::respond::reset::reset_blocked;
+use crate::respond::ResponseGuard;
 use crate::respond::{Actions, EnforcementTable};
 
 const FULL_TABLE: u32 = 100_000;
@@ -61,7 +62,10 @@ pub fn breach_to_block(
     let data = std::env::temp_dir().join(format!("vigil-bench-actions-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
-    pipeline.attach_actions(Actions::open(&data)?);
+    pipeline.attach_actions(
+        Actions::open(&data)?,
+        ResponseGuard::new(Default::default()).map_err(anyhow::Error::msg)?,
+    );
     let mut source = PcapSource::open(capture)?;
     let mut handled: Vec<(Timestamp, Instant)> = Vec::new();
     let mut latencies: Vec<Duration> = Vec::new();

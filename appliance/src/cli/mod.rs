@@ -302,7 +302,9 @@ pub(crate) fn open_pipeline(
             crate::respond::Actions::path(data_dir).display()
         )
     })?;
-    pipeline.attach_actions(actions);
+    let guard =
+        crate::respond::ResponseGuard::new(config.respond.clone()).map_err(anyhow::Error::msg)?;
+    pipeline.attach_actions(actions, guard);
     Ok((pipeline, loaded))
 }
 

@@ -13,6 +13,10 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         ("flows started".into(), flows.started.to_string()),
         ("flows ended".into(), flows.ended.to_string()),
         ("flows evicted".into(), flows.evicted.to_string()),
+        (
+            "flows unsolicited (blamed on nobody)".into(),
+            flows.unsolicited.to_string(),
+        ),
         ("events".into(), stats.events.to_string()),
         ("breaches".into(), stats.breaches().to_string()),
         (
@@ -26,8 +30,16 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         ("tcp resets sent".into(), stats.resets_sent.to_string()),
     ];
     let devices = pipeline.devices().stats();
+    let guard = pipeline.guard().stats();
     for (name, value) in [
         ("devices not added (table full)", devices.refused),
+        ("actions held: protected device", guard.held_protected),
+        ("actions held: evidence", guard.held_evidence),
+        ("actions held: rate limit", guard.rate_limited),
+        (
+            "infrastructure devices protected",
+            pipeline.guard().infrastructure_devices() as u64,
+        ),
         ("dhcp messages", devices.dhcp_messages),
         ("dhcp datagrams not dhcp", devices.dhcp_malformed),
     ] {

@@ -4,8 +4,19 @@
 //! Slots are grouped in buckets of [`WAYS`]; a flow lives in the bucket its key hashes to. When a
 //! bucket is full the least recently seen flow in it is evicted (and ended, and counted), so the
 //! table never grows and a flood of unique flows costs evictions, not memory. Timeouts run on
-//! packet time, so a replay ends flows exactly as the live capture did.
+//! packet time, so a replay ends flows exactly as the live capture did; a timing wheel
+//! ([`expiry`]) finds the flows due, so a tick costs what ends, not the table's capacity.
+//!
+//! A flow is blamed on nobody until its originator demonstrably sent something. The originator is
+//! the sender of the first packet when that packet opens an exchange (a SYN, a request datagram,
+//! an echo request, a client's segment); when the first packet looks like an answer (a SYN-ACK,
+//! a RST, a datagram from a service port, an echo reply) the flow is oriented by it but stays
+//! *unattributed* until the side it names as originator sends a packet other than a RST. An
+//! unattributed flow emits no events and feeds no parser: forged "answers" addressed to a
+//! workstation (which at most RSTs them) are evidence against nobody, and are counted as
+//! [`FlowStats::unsolicited`] when they end.
 
+mod expiry;
 mod tcp;
 
 use std::hash::{BuildHasher, Hash};
@@ -14,6 +25,7 @@ use std::net::IpAddr;
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, FlowState, Timestamp, Transport};
 
 use crate::decode::{Decoded, IcmpKind, Quoted, TcpFlags, Transport as Wire, VlanTags};
+use expiry::Wheel;
 pub use tcp::segment_end;
 use tcp::TcpState;
 
@@ -58,6 +70,9 @@ pub struct FlowStats {
     /// Flows pushed out of a full bucket before they ended on their own.
     pub evicted: u64,
     pub active: u64,
+    /// Flows that ended without their originator ever sending: unanswered answers (backscatter,
+    /// forged responses). They raised no event.
+    pub unsolicited: u64,
 }
 
 /// A flow key with the two sides in a canonical order, so both directions find one slot.
@@ -103,6 +118,9 @@ struct Flow {
     phase: Phase,
     /// Set by an ICMP unreachable about this flow.
     refused: bool,
+    /// The originator has sent a packet other than a RST: only then do the flow's events exist
+    /// (see the module doc).
+    attributed: bool,
     /// TCP: what each side (originator, responder) sent last, for resets built when an action
     /// comes in force rather than at the connection's next segment.
     sent: [Option<Sent>; 2],
@@ -154,12 +172,18 @@ pub struct Observed {
     pub resp: Endpoint,
     pub transport: Transport,
     pub direction: Direction,
+    /// Whether the flow's originator has demonstrably sent: parsers only see attributed flows.
+    pub attributed: bool,
 }
 
 pub struct FlowTable {
     config: FlowConfig,
     slots: Vec<Option<Flow>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Every occupied slot, filed under when it is next due to be looked at.
+    wheel: Wheel,
+    /// The slots due at a tick (reused).
+    due: Vec<usize>,
     next_id: u64,
     stats: FlowStats,
 }
@@ -171,6 +195,8 @@ impl FlowTable {
             config,
             slots: vec![None; capacity],
             hasher: Default::default(),
+            wheel: Wheel::new(capacity),
+            due: Vec::new(),
             next_id: 1,
             stats: FlowStats::default(),
         }
@@ -243,8 +269,8 @@ impl FlowTable {
                 let slot = self.claim(&key, ts, emit);
                 let flow = self.start(key, ts, transport, packet, src_port, dst_port, flags);
                 self.slots[slot] = Some(flow);
-                emit(event(&flow, ts, EventKind::FlowStart));
-                self.stats.started += 1;
+                self.wheel
+                    .file(slot, after(ts, self.config.unanswered_timeout_secs), ts);
                 self.stats.active += 1;
                 slot
             }
@@ -259,6 +285,11 @@ impl FlowTable {
             Direction::FromResponder
         };
         flow.last = ts;
+        if !flow.attributed && from_orig && !flags.has(TcpFlags::RST) {
+            flow.attributed = true;
+            self.stats.started += 1;
+            emit(event(flow, ts, EventKind::FlowStart));
+        }
         match direction {
             Direction::FromOriginator => {
                 flow.orig_packets += 1;
@@ -295,6 +326,7 @@ impl FlowTable {
             resp: flow.resp,
             transport: flow.transport,
             direction,
+            attributed: flow.attributed,
         })
     }
 
@@ -321,43 +353,65 @@ impl FlowTable {
     }
 
     /// Ends flows whose time is up. Call as packet time advances (the pipeline does, once per
-    /// second of capture time) and at the end of a capture with `Timestamp(u64::MAX)`.
+    /// second of capture time); [`FlowTable::flush`] ends the rest at the end of a capture.
     pub fn expire(&mut self, now: Timestamp, emit: &mut impl FnMut(Event<'static>)) {
-        for slot in 0..self.slots.len() {
-            let Some(flow) = self.slots[slot] else {
-                continue;
-            };
-            let idle = now.since(flow.last);
-            match flow.phase {
-                Phase::Closed => {
-                    if idle >= self.config.closed_linger_secs * 1_000_000 {
-                        self.slots[slot] = None;
-                    }
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.take_due(now, &mut due);
+        for slot in due.drain(..) {
+            self.expire_slot(slot, now, emit);
+        }
+        self.due = due;
+    }
+
+    /// Ends the flow in `slot` if its time is up at `now`, frees a closed one whose linger is
+    /// over, and files any other again under its deadline.
+    fn expire_slot(&mut self, slot: usize, now: Timestamp, emit: &mut impl FnMut(Event<'static>)) {
+        let Some(flow) = self.slots[slot] else {
+            return;
+        };
+        let idle = now.since(flow.last);
+        match flow.phase {
+            Phase::Closed => {
+                let linger = self.config.closed_linger_secs;
+                if idle >= linger * 1_000_000 {
+                    self.free(slot);
+                } else {
+                    self.wheel.file(slot, after(flow.last, linger), now);
                 }
-                Phase::Open => {
-                    let answered = flow.resp_packets > 0;
-                    let timeout = if !answered {
-                        self.config.unanswered_timeout_secs
-                    } else {
-                        match flow.transport {
-                            Transport::Tcp => self.config.tcp_idle_timeout_secs,
-                            Transport::Udp => self.config.udp_idle_timeout_secs,
-                            _ => self.config.icmp_idle_timeout_secs,
-                        }
-                    };
-                    if idle >= timeout * 1_000_000 {
-                        let end_ts = flow.last;
-                        self.end(slot, &flow, timed_out_state(&flow), end_ts, emit);
-                        self.slots[slot] = None;
+            }
+            Phase::Open => {
+                let answered = flow.resp_packets > 0;
+                let timeout = if !answered {
+                    self.config.unanswered_timeout_secs
+                } else {
+                    match flow.transport {
+                        Transport::Tcp => self.config.tcp_idle_timeout_secs,
+                        Transport::Udp => self.config.udp_idle_timeout_secs,
+                        _ => self.config.icmp_idle_timeout_secs,
                     }
+                };
+                if idle >= timeout * 1_000_000 {
+                    let end_ts = flow.last;
+                    self.end(slot, &flow, timed_out_state(&flow), end_ts, emit);
+                    self.free(slot);
+                } else {
+                    self.wheel.file(slot, after(flow.last, timeout), now);
                 }
             }
         }
     }
 
+    fn free(&mut self, slot: usize) {
+        self.slots[slot] = None;
+        self.wheel.unfile(slot);
+    }
+
     /// Ends every open flow now (end of capture, shutdown).
     pub fn flush(&mut self, emit: &mut impl FnMut(Event<'static>)) {
-        self.expire(Timestamp(u64::MAX), emit);
+        for slot in 0..self.slots.len() {
+            self.expire_slot(slot, Timestamp(u64::MAX), emit);
+        }
+        self.wheel.clear();
     }
 
     fn bucket(&self, key: &FlowKey) -> std::ops::Range<usize> {
@@ -400,7 +454,7 @@ impl FlowTable {
                 self.end(victim, &flow, timed_out_state(&flow), ts, emit);
             }
         }
-        self.slots[victim] = None;
+        self.free(victim);
         victim
     }
 
@@ -471,6 +525,8 @@ impl FlowTable {
             tcp: TcpState::initial(sender_is_orig, flags),
             phase: Phase::Open,
             refused: false,
+            // Set by the first packet its originator sends (`observe`), which may be this one.
+            attributed: false,
             sent: [None; 2],
         }
     }
@@ -506,6 +562,17 @@ impl FlowTable {
         ts: Timestamp,
         emit: &mut impl FnMut(Event<'static>),
     ) {
+        self.stats.active = self.stats.active.saturating_sub(1);
+        if let Some(stored) = self.slots[slot].as_mut() {
+            stored.phase = Phase::Closed;
+            // Lingers to absorb the last retransmissions, then is freed.
+            self.wheel
+                .file(slot, after(stored.last, self.config.closed_linger_secs), ts);
+        }
+        if !flow.attributed {
+            self.stats.unsolicited += 1;
+            return;
+        }
         emit(event(
             flow,
             ts,
@@ -519,10 +586,6 @@ impl FlowTable {
             },
         ));
         self.stats.ended += 1;
-        self.stats.active = self.stats.active.saturating_sub(1);
-        if let Some(stored) = self.slots[slot].as_mut() {
-            stored.phase = Phase::Closed;
-        }
     }
 }
 
@@ -541,6 +604,11 @@ fn note_sent(sent: &mut Option<Sent>, packet: &Decoded<'_>, seq: u32, flags: Tcp
         vlans: packet.vlans,
         next_seq,
     });
+}
+
+/// `secs` after `ts`.
+fn after(ts: Timestamp, secs: u64) -> Timestamp {
+    Timestamp(ts.micros().saturating_add(secs.saturating_mul(1_000_000)))
 }
 
 fn request_type_for_reply(reply: u8) -> u8 {

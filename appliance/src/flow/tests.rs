@@ -136,13 +136,73 @@ fn echo_request_and_reply_are_one_icmp_flow_reported_as_type_and_code() {
 }
 
 #[test]
-fn a_reply_seen_first_still_names_the_client_as_originator() {
+fn a_reply_seen_first_starts_the_flow_only_when_the_client_speaks_and_names_it() {
     let mut run = Run::new(FlowConfig::default());
     run.packet(0.0, &udp4(B, 53, A, 51000, b"answer"));
     run.packet(0.1, &tcp4(B, 445, A, 40001, ACK));
+    assert_eq!(
+        run.starts(),
+        0,
+        "answers alone blame nobody: {:?}",
+        run.events
+    );
+    run.packet(0.2, &udp4(A, 51000, B, 53, b"query"));
+    run.packet(0.3, &tcp4(A, 40001, B, 445, ACK));
+    assert_eq!(run.starts(), 2);
     for start in run.events.iter().filter(|e| e.kind == EventKind::FlowStart) {
         assert_eq!(start.src.ip, IpAddr::from(A), "{start:?}");
+        assert_eq!(
+            start.ts,
+            Timestamp(if start.proto == Transport::Udp {
+                200_000
+            } else {
+                300_000
+            })
+        );
     }
+}
+
+#[test]
+fn forged_answers_to_a_workstation_raise_no_event_and_are_counted_as_unsolicited() {
+    let mut run = Run::new(FlowConfig::default());
+    // Made-up neighbours "answer" the workstation A, which never asked; A's kernel RSTs the
+    // unexpected SYN-ACKs, which proves nothing either.
+    for (i, port) in [445u16, 3389, 139, 22, 80].into_iter().enumerate() {
+        let neighbour = [10, 0, 9, i as u8 + 1];
+        run.packet(
+            0.01 * i as f64,
+            &tcp4(neighbour, port, A, 40000 + port, SYN_ACK),
+        );
+        run.packet(
+            0.01 * i as f64 + 0.001,
+            &tcp4(A, 40000 + port, neighbour, port, TcpFlags::RST),
+        );
+        run.packet(
+            0.01 * i as f64 + 0.002,
+            &tcp4(neighbour, port, A, 50000 + port, RST_ACK),
+        );
+    }
+    for (i, port) in [53u16, 161, 137].into_iter().enumerate() {
+        run.packet(
+            0.1 + 0.01 * i as f64,
+            &udp4([10, 0, 8, i as u8 + 1], port, A, 33000, b"x"),
+        );
+    }
+    run.packet(0.2, &icmp4(B, A, 0, 7, &[0, 1]));
+    run.expire(100.0);
+    assert!(run.events.is_empty(), "{:?}", run.events);
+    let stats = run.table.stats();
+    assert_eq!((stats.started, stats.ended), (0, 0));
+    assert_eq!(stats.unsolicited, 14);
+    assert_eq!(stats.active, 0);
+}
+
+#[test]
+fn a_syn_blames_its_sender_at_once() {
+    let mut run = Run::new(FlowConfig::default());
+    run.packet(0.0, &tcp4(A, 40000, B, 445, SYN));
+    assert_eq!(run.starts(), 1);
+    assert_eq!(run.events[0].src.ip, IpAddr::from(A));
 }
 
 #[test]

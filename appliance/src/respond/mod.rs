@@ -6,6 +6,7 @@
 //! who made it and when, and the file is rewritten atomically, so after a restart exactly the
 //! actions in force are enforced again until they end.
 
+pub mod guard;
 pub mod reset;
 pub mod table;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::Response;
 
 use crate::store::files::write_atomic;
+pub use guard::{GuardConfig, Hold, ResponseGuard};
 pub use table::{EnforcementTable, Secs};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,14 +190,17 @@ impl Actions {
         self.actions.get(&id)
     }
 
-    /// Records a responder's request: in force at once, or pending an operator's confirmation.
-    /// `allowed` is the device's learned pattern of life, for that response.
+    /// Records a responder's request: in force at once, or pending an operator's confirmation
+    /// (asked for by the responder, or `held` by the core's [`ResponseGuard`], whose reason goes
+    /// into the audit trail). `allowed` is the device's learned pattern of life, for that
+    /// response.
     pub fn request(
         &mut self,
         request: &vigil_plugin_sdk::ActionRequest,
         requested_by: &str,
         now: Secs,
         allowed: Vec<(IpAddr, u16)>,
+        held: Option<&Hold>,
     ) -> Result<Requested, ActionError> {
         // One request per device, response and incident: a responder repeating itself on every
         // breach of an incident does not pile up actions.
@@ -231,7 +236,14 @@ impl Actions {
                 what: format!("requested: {}", request.reason),
             }],
         };
-        let activated = !request.needs_confirmation;
+        if let Some(why) = held {
+            action.audit.push(AuditEntry {
+                at: now,
+                who: "vigil".to_string(),
+                what: format!("held for an operator: {why}"),
+            });
+        }
+        let activated = !request.needs_confirmation && held.is_none();
         if activated {
             activate(&mut action, &mut self.table, requested_by, now);
         }
@@ -423,7 +435,7 @@ mod tests {
         };
         let mut running = Actions::open(&dir).expect("open");
         let requested = running
-            .request(&request, "responder 1", 1_000, Vec::new())
+            .request(&request, "responder 1", 1_000, Vec::new(), None)
             .expect("request");
         assert!(!requested.activated, "human mode waits");
         assert!(running.reload_if_changed().expect("reload").is_empty());
