@@ -422,6 +422,7 @@ impl Pipeline {
         }
         self.batch.push(&tick(now));
         self.stats.events += 1;
+        self.sink.tick()?;
         self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
         Ok(())
     }
@@ -616,7 +617,7 @@ impl Pipeline {
         self.close_ended(last);
         self.dispatch()?;
         self.analyzer.flush_logs()?;
-        self.sink.flush()
+        self.sink.finish()
     }
 }
 

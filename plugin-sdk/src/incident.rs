@@ -24,6 +24,9 @@ pub struct Phase {
 /// One breach on an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineEntry {
+    /// Its place among the incident's breaches, from 1: stable while the timeline is trimmed,
+    /// so an output can tell which entries it has already written.
+    pub seq: u32,
     pub ts: Timestamp,
     pub model: String,
     pub score: u8,
@@ -45,6 +48,12 @@ pub struct Incident {
     pub score: u8,
     /// In the order the attack went through them.
     pub phases: Vec<Phase>,
+    /// Breaches in the incident, all of them.
+    pub breaches: u32,
+    /// Breaches per model name, all of them, sorted by name.
+    pub by_model: Vec<(String, u32)>,
+    /// The first and the latest breaches (an analyst keeps a bounded number of each), in time
+    /// order; [`Incident::breaches`] and [`Incident::by_model`] count the rest.
     pub timeline: Vec<TimelineEntry>,
     /// A few plain sentences written from the evidence.
     pub summary: String,
@@ -68,7 +77,7 @@ impl Incident {
                 id: self.id,
                 score: self.score,
                 phases: self.phases.iter().map(|p| p.name.as_str()).collect(),
-                breaches: u32::try_from(self.timeline.len()).unwrap_or(u32::MAX),
+                breaches: self.breaches,
             },
         }
     }

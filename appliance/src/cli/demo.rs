@@ -117,7 +117,7 @@ fn print_incident(emitted: &EmittedIncident, device: Option<&Device>, start: Tim
         i.id,
         i.device,
         i.score,
-        i.timeline.len(),
+        i.breaches,
         offset(i.first),
         offset(i.last)
     );

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vigil_plugin_sdk::{Breach, Timestamp};
 
-use super::incidents::{incident_record, IncidentFile};
+use super::incidents::IncidentFile;
 use super::Sink;
 use crate::devices::{format_mac, Device};
 use crate::host::{Emitted, EmittedIncident};
@@ -20,7 +21,13 @@ pub struct EveFile {
     path: PathBuf,
     out: BufWriter<File>,
     incidents: IncidentFile,
+    /// Written to the OS since the last sync to disk.
+    unsynced: bool,
+    synced_at: Instant,
 }
+
+/// How often alerts handed to the OS are synced to disk: what a power cut can lose at most.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 impl EveFile {
     pub fn open(data_dir: &Path) -> io::Result<EveFile> {
@@ -31,6 +38,8 @@ impl EveFile {
             path,
             out: BufWriter::new(file),
             incidents: IncidentFile::open(data_dir)?,
+            unsynced: false,
+            synced_at: Instant::now(),
         })
     }
 
@@ -47,20 +56,37 @@ impl Sink for EveFile {
     }
 
     fn incident(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> io::Result<()> {
-        self.incidents.update(emitted, device);
         let record = json!({
             "timestamp": eve_timestamp(emitted.incident.last),
             "event_type": "incident",
             "src_ip": emitted.incident.device.to_string(),
-            "incident": incident_record(emitted, device),
+            "incident": self.incidents.update(emitted, device),
         });
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")
     }
 
+    /// Hands what was written to the OS (a reader tailing the file, or a process killed next,
+    /// loses nothing); the disk itself is synced at most once a second ([`EveFile::tick`]).
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn tick(&mut self) -> io::Result<()> {
+        if self.unsynced && self.synced_at.elapsed() >= SYNC_EVERY {
+            self.out.get_ref().sync_data()?;
+            self.unsynced = false;
+            self.synced_at = Instant::now();
+        }
+        self.incidents.flush_due()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()?;
         self.out.get_ref().sync_data()?;
+        self.unsynced = false;
         self.incidents.flush()
     }
 }

@@ -1,23 +1,41 @@
 //! `DATA_DIR/incidents.json`: the latest version of every incident the analyst wrote, as one
-//! JSON array, rewritten atomically when one changes, and read back at start so a restart
-//! continues the same incidents.
+//! JSON array, rewritten atomically at most once a second (wall clock) while incidents change
+//! and at shutdown, and read back at start so a restart continues the same incidents.
+//!
+//! `eve.json` gets one `event_type: "incident"` record per update instead: the incident's
+//! header (id, device, score, phases, summary, counts) and the timeline entries the update added
+//! (`timeline_added`, each with its `seq`), so what is written per breach is bounded whatever the
+//! incident's length. A consumer rebuilds an incident from its records: the last record's header,
+//! and the union of every record's `timeline_added` by `seq` (the whole timeline, every breach;
+//! `incidents.json` keeps the analyst's bounded view of it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use vigil_plugin_sdk::incident::TimelineEntry;
 
 use super::eve::{eve_timestamp, identity};
 use super::files::write_atomic;
 use crate::devices::Device;
 use crate::host::EmittedIncident;
 
+/// How often `incidents.json` is rewritten while incidents change.
+const REWRITE_EVERY: Duration = Duration::from_secs(1);
+/// Incidents whose written timeline is remembered; past it the memory is dropped, and an old
+/// incident's next record repeats its kept entries (a consumer keys them by `seq`).
+const MAX_TRACKED: usize = 65_536;
+
 pub struct IncidentFile {
     path: PathBuf,
     /// By incident id.
     incidents: BTreeMap<u64, Value>,
     dirty: bool,
+    written_at: Option<Instant>,
+    /// Per incident: the highest timeline `seq` already written to eve.json.
+    written_seq: HashMap<u64, u32>,
 }
 
 impl IncidentFile {
@@ -51,15 +69,51 @@ impl IncidentFile {
             path,
             incidents,
             dirty: false,
+            written_at: None,
+            written_seq: HashMap::new(),
         })
     }
 
-    pub fn update(&mut self, emitted: &EmittedIncident, device: Option<&Device>) {
-        self.incidents
-            .insert(emitted.incident.id, incident_record(emitted, device));
+    /// Takes in a new version of an incident; returns its eve.json record: the header and the
+    /// timeline entries not written before.
+    pub fn update(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> Value {
+        let i = &emitted.incident;
+        let mut header = incident_header(emitted, device);
+        let mut record = header.clone();
+        header.insert(
+            "timeline".into(),
+            i.timeline.iter().map(timeline_entry).collect(),
+        );
+        self.incidents.insert(i.id, Value::Object(header));
         self.dirty = true;
+        if self.written_seq.len() >= MAX_TRACKED && !self.written_seq.contains_key(&i.id) {
+            self.written_seq.clear();
+        }
+        let written = self.written_seq.entry(i.id).or_insert(0);
+        record.insert(
+            "timeline_added".into(),
+            i.timeline
+                .iter()
+                .filter(|t| t.seq > *written)
+                .map(timeline_entry)
+                .collect(),
+        );
+        *written = i.timeline.iter().map(|t| t.seq).fold(*written, u32::max);
+        Value::Object(record)
     }
 
+    /// Rewrites the file if incidents changed and the last rewrite is a second old.
+    pub fn flush_due(&mut self) -> io::Result<()> {
+        if self
+            .written_at
+            .is_some_and(|at| at.elapsed() < REWRITE_EVERY)
+        {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Rewrites the file now if incidents changed (shutdown, end of a replay).
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.dirty {
             return Ok(());
@@ -69,14 +123,15 @@ impl IncidentFile {
         bytes.push(b'\n');
         write_atomic(&self.path, &bytes)?;
         self.dirty = false;
+        self.written_at = Some(Instant::now());
         Ok(())
     }
 }
 
-/// An incident as JSON, timestamps in EVE's format.
-pub fn incident_record(emitted: &EmittedIncident, device: Option<&Device>) -> Value {
+/// An incident's header as JSON (everything but its timeline), timestamps in EVE's format.
+fn incident_header(emitted: &EmittedIncident, device: Option<&Device>) -> Map<String, Value> {
     let i = &emitted.incident;
-    json!({
+    let record = json!({
         "id": i.id,
         "device": i.device.to_string(),
         "identity": identity(device),
@@ -90,16 +145,26 @@ pub fn incident_record(emitted: &EmittedIncident, device: Option<&Device>) -> Va
             "techniques": p.techniques,
             "first": eve_timestamp(p.first),
         })).collect::<Vec<_>>(),
-        "timeline": i.timeline.iter().map(|t| json!({
-            "timestamp": eve_timestamp(t.ts),
-            "model": t.model,
-            "score": t.score,
-            "phase": t.phase,
-            "destinations": t.destinations.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
-            "ports": t.ports,
-            "evidence": t.evidence.iter().map(|e| (e.name.clone(), e.value.clone())).collect::<BTreeMap<_, _>>(),
-        })).collect::<Vec<_>>(),
+        "breaches": i.breaches,
+        "by_model": i.by_model.iter().cloned().collect::<BTreeMap<String, u32>>(),
         "plugin": emitted.plugin,
         "plugin_version": emitted.plugin_version,
+    });
+    match record {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn timeline_entry(t: &TimelineEntry) -> Value {
+    json!({
+        "seq": t.seq,
+        "timestamp": eve_timestamp(t.ts),
+        "model": t.model,
+        "score": t.score,
+        "phase": t.phase,
+        "destinations": t.destinations.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "ports": t.ports,
+        "evidence": t.evidence.iter().map(|e| (e.name.clone(), e.value.clone())).collect::<BTreeMap<_, _>>(),
     })
 }

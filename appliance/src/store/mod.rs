@@ -25,5 +25,15 @@ pub trait Sink {
     fn breach(&mut self, emitted: &Emitted, device: Option<&Device>) -> io::Result<()>;
     /// A new incident or a new version of one.
     fn incident(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> io::Result<()>;
+    /// Hands what was written to whoever reads it (after every batch that raised something).
     fn flush(&mut self) -> io::Result<()>;
+    /// About once a second of packet time: work held back to bound its cost (syncs to disk,
+    /// rewrites of whole files).
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// End of a run or shutdown: everything held back, now.
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }

@@ -47,8 +47,11 @@ pub struct Config {
     pub technique_tactics: BTreeMap<String, String>,
     /// Devices with an open incident at once; the one quiet longest is closed first.
     pub max_open: usize,
-    /// Timeline entries kept per incident (the first ones: how it started matters most).
-    pub max_timeline: usize,
+    /// Timeline entries kept per incident from its start (how it started matters most)...
+    pub timeline_first: usize,
+    /// ...and its latest ones. Besides these, the timeline keeps each model's first breach and
+    /// the most serious one; `breaches` and `by_model` count every breach.
+    pub timeline_last: usize,
 }
 
 impl Default for Config {
@@ -95,7 +98,8 @@ impl Default for Config {
                 ("T1041", "TA0010"),
             ]),
             max_open: 1024,
-            max_timeline: 256,
+            timeline_first: 64,
+            timeline_last: 64,
         }
     }
 }
@@ -171,14 +175,44 @@ fn duration(micros: u64) -> String {
     }
 }
 
+/// Drops the oldest entry that is none of: the first `timeline_first`, the last
+/// `timeline_last`, a model's first, the most serious (the earliest of the top score), until the
+/// timeline fits. One breach is added at a time, so at most one entry goes each time.
+fn trim_timeline(incident: &mut Incident, config: &Config) {
+    let last_kept_from = incident
+        .breaches
+        .saturating_sub(u32::try_from(config.timeline_last).unwrap_or(u32::MAX));
+    let first_until = u32::try_from(config.timeline_first).unwrap_or(u32::MAX);
+    loop {
+        let timeline = &incident.timeline;
+        let top = timeline
+            .iter()
+            .max_by_key(|t| (t.score, core::cmp::Reverse(t.seq)))
+            .map(|t| t.seq);
+        let is_models_first = |entry: &TimelineEntry| {
+            !timeline
+                .iter()
+                .any(|other| other.model == entry.model && other.seq < entry.seq)
+        };
+        let droppable = timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.seq > first_until && t.seq <= last_kept_from)
+            .filter(|(_, t)| Some(t.seq) != top && !is_models_first(t))
+            .min_by_key(|(_, t)| t.seq)
+            .map(|(at, _)| at);
+        match droppable {
+            Some(at) => {
+                incident.timeline.remove(at);
+            }
+            None => return,
+        }
+    }
+}
+
 /// The plain-language write-up, rebuilt from the incident each time it changes.
 fn write_summary(incident: &Incident) -> String {
-    let models: Vec<&str> = {
-        let mut m: Vec<&str> = incident.timeline.iter().map(|t| t.model.as_str()).collect();
-        m.sort_unstable();
-        m.dedup();
-        m
-    };
+    let models: Vec<&str> = incident.by_model.iter().map(|(m, _)| m.as_str()).collect();
     let mut text = format!(
         "{} breached {} model{} over {}, covering {} attack phase{}.",
         incident.device,
@@ -275,7 +309,6 @@ impl Plugin for Analyst {
         if !self.open.contains_key(&device) {
             self.close_stalest_if_full();
         }
-        let max_timeline = self.config.max_timeline;
         let incident = self.open.entry(device).or_insert_with(|| Incident {
             id: incident_id(device, event.ts),
             device,
@@ -283,13 +316,24 @@ impl Plugin for Analyst {
             last: event.ts,
             score: 0,
             phases: Vec::new(),
+            breaches: 0,
+            by_model: Vec::new(),
             timeline: Vec::new(),
             summary: String::new(),
         });
         incident.first = incident.first.min(event.ts);
         incident.last = incident.last.max(event.ts);
-        if incident.timeline.len() < max_timeline {
+        incident.breaches = incident.breaches.saturating_add(1);
+        match incident
+            .by_model
+            .binary_search_by(|(name, _)| name.as_str().cmp(model))
+        {
+            Ok(at) => incident.by_model[at].1 = incident.by_model[at].1.saturating_add(1),
+            Err(at) => incident.by_model.insert(at, (model.to_string(), 1)),
+        }
+        {
             incident.timeline.push(TimelineEntry {
+                seq: incident.breaches,
                 ts: event.ts,
                 model: model.to_string(),
                 score: *score,
@@ -305,6 +349,7 @@ impl Plugin for Analyst {
                     .collect(),
             });
             incident.timeline.sort_by_key(|t| t.ts);
+            trim_timeline(incident, &self.config);
         }
         match incident.phases.iter_mut().find(|p| p.tactic == tactic) {
             Some(phase) => {
@@ -430,6 +475,45 @@ mod tests {
             "{}",
             last.summary
         );
+    }
+
+    #[test]
+    fn a_long_incident_keeps_its_start_its_latest_each_models_first_and_counts_every_breach() {
+        let mut h: Harness<Analyst> =
+            Harness::with_config_json(r#"{"timeline_first": 4, "timeline_last": 4}"#)
+                .expect("config");
+        feed(
+            &mut h,
+            &breach("Device / Unusual NTLM Hostname", &["T1078"], 0, 50),
+        );
+        for i in 1..300u64 {
+            let mut scan = breach("Device / Network Scan", &["T1046"], i, 50);
+            if i == 150 {
+                scan.score = 90;
+            }
+            feed(&mut h, &scan);
+        }
+        feed(&mut h, &breach("Device / RDP Scan", &["T1046"], 300, 50));
+        let last = h.incidents().last().cloned().expect("an incident");
+        assert_eq!(last.breaches, 301);
+        assert_eq!(
+            last.by_model,
+            [
+                ("Device / Network Scan".to_string(), 299),
+                ("Device / RDP Scan".to_string(), 1),
+                ("Device / Unusual NTLM Hostname".to_string(), 1),
+            ]
+        );
+        let seqs: Vec<u32> = last.timeline.iter().map(|t| t.seq).collect();
+        // The first four, the most serious (seq 151), the last four (the RDP scan's first is
+        // among them).
+        assert_eq!(seqs, [1, 2, 3, 4, 151, 298, 299, 300, 301]);
+        assert!(
+            last.summary.contains("breached 3 models"),
+            "{}",
+            last.summary
+        );
+        assert_eq!(last.score, 95, "the most serious breach still counts");
     }
 
     #[test]

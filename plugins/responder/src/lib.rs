@@ -219,6 +219,8 @@ mod tests {
             last: Timestamp::from_secs(160),
             score: 60,
             phases: vec![phase("Initial Access")],
+            breaches: 2,
+            by_model: Vec::new(),
             timeline: Vec::new(),
             summary: String::new(),
         };
