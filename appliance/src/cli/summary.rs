@@ -25,9 +25,31 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         ),
         ("tcp resets sent".into(), stats.resets_sent.to_string()),
     ];
+    for (name, value) in [
+        ("packets put back in time order", stats.reorder.reordered),
+        (
+            "packets released early (reorder buffer full)",
+            stats.reorder.forced,
+        ),
+        (
+            "packets stamped back in time (handled at the latest time)",
+            stats.clock_clamped,
+        ),
+    ] {
+        if value > 0 {
+            rows.push((name.into(), value.to_string()));
+        }
+    }
     let devices = pipeline.devices().stats();
     for (name, value) in [
-        ("devices not added (table full)", devices.refused),
+        (
+            "devices evicted (table full, least recently seen)",
+            devices.evicted,
+        ),
+        (
+            "sightings of unknown addresses without evidence",
+            devices.unproven,
+        ),
         ("dhcp messages", devices.dhcp_messages),
         ("dhcp datagrams not dhcp", devices.dhcp_malformed),
     ] {
