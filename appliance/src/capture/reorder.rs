@@ -3,8 +3,10 @@
 //! window of packet time, they come out in timestamp order (ties in file order), so the
 //! pipeline sees the capture as it happened.
 //!
-//! Disorder wider than the window cannot be undone here: such a packet comes out as soon as it
-//! is read, counted as late, and the pipeline handles it at its latest time (see
+//! Disorder wider than the window cannot be undone here. A packet stamped before one already
+//! released (a clock stepped back) is counted as late and starts a new run: what was read before
+//! it goes out first, in time order, then it and what follows, so beyond the window the file's
+//! order is kept, and the pipeline handles such packets at its latest time (see
 //! `PipelineStats::clock_clamped`). Live capture stamps packets as it reads them and needs no
 //! buffer.
 
@@ -47,7 +49,7 @@ pub struct ReorderStats {
     /// Packets read after a later-stamped one and put back in time order.
     pub reordered: u64,
     /// Packets stamped before one already released: too late to put back (wider disorder than
-    /// the window, or a clock stepped back).
+    /// the window, or a clock stepped back); each starts a new run.
     pub late: u64,
     /// Packets released before their window ran out because the buffer was full.
     pub forced: u64,
@@ -77,17 +79,19 @@ pub struct Reorder<S> {
 /// The held packets, apart from the source so a packet borrowed from it can be copied in.
 struct Buffer {
     config: ReorderConfig,
-    /// Held packets, earliest first: (time, read order, slot).
-    held: BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
+    /// Held packets, earliest first: (run, time, read order, slot).
+    held: BinaryHeap<Reverse<(u64, Timestamp, u64, usize)>>,
+    /// The current run: a late packet starts the next one, after everything held before it.
+    run: u64,
     slots: Vec<Slot>,
     free: Vec<usize>,
     /// The slot handed out last, freed on the next call once the caller is done with it.
     out: Option<usize>,
     held_bytes: usize,
     read: u64,
-    /// The latest stamp read so far.
+    /// The latest stamp read so far in this run.
     latest: Option<Timestamp>,
-    /// The stamp of the packet released last.
+    /// The latest stamp released in this run.
     released: Option<Timestamp>,
     ended: bool,
     stats: ReorderStats,
@@ -100,6 +104,7 @@ impl<S: Source> Reorder<S> {
             buffer: Buffer {
                 config,
                 held: BinaryHeap::new(),
+                run: 0,
                 slots: Vec::new(),
                 free: Vec::new(),
                 out: None,
@@ -115,16 +120,17 @@ impl<S: Source> Reorder<S> {
 }
 
 impl Buffer {
-    /// Whether the earliest held packet may go: its window has run out, nothing more is
-    /// coming, or the buffer is over a bound (counted: disorder may then survive).
+    /// Whether the earliest held packet may go: it belongs to an earlier run, its window has run
+    /// out, nothing more is coming, or the buffer is over a bound (counted: disorder may then
+    /// survive).
     fn releasable(&mut self) -> bool {
-        let Some(Reverse((ts, _, _))) = self.held.peek() else {
+        let Some(&Reverse((run, ts, _, _))) = self.held.peek() else {
             return false;
         };
         let waited = self
             .latest
-            .is_some_and(|latest| latest.since(*ts) >= self.config.window_micros);
-        if waited || self.ended {
+            .is_some_and(|latest| latest.since(ts) >= self.config.window_micros);
+        if run < self.run || waited || self.ended {
             return true;
         }
         let full =
@@ -147,7 +153,12 @@ impl Buffer {
         held.wire_len = packet.wire_len;
         self.held_bytes += packet.data.len();
         match (self.released, self.latest) {
-            (Some(released), _) if packet.ts < released => self.stats.late += 1,
+            (Some(released), _) if packet.ts < released => {
+                self.stats.late += 1;
+                self.run += 1;
+                self.latest = None;
+                self.released = None;
+            }
             (_, Some(latest)) if packet.ts < latest => self.stats.reordered += 1,
             _ => {}
         }
@@ -155,7 +166,8 @@ impl Buffer {
             self.latest
                 .map_or(packet.ts, |latest| latest.max(packet.ts)),
         );
-        self.held.push(Reverse((packet.ts, self.read, slot)));
+        self.held
+            .push(Reverse((self.run, packet.ts, self.read, slot)));
         self.read += 1;
     }
 
@@ -185,11 +197,13 @@ impl<S: Source> Source for Reorder<S> {
                 Next::End => buffer.ended = true,
             }
         }
-        let Some(Reverse((ts, _, slot))) = buffer.held.pop() else {
+        let Some(Reverse((run, ts, _, slot))) = buffer.held.pop() else {
             return Ok(Next::End);
         };
         buffer.out = Some(slot);
-        buffer.released = Some(buffer.released.map_or(ts, |released| released.max(ts)));
+        if run == buffer.run {
+            buffer.released = Some(buffer.released.map_or(ts, |released| released.max(ts)));
+        }
         let held = &buffer.slots[slot];
         Ok(Next::Packet(Packet {
             ts,
@@ -299,12 +313,20 @@ mod tests {
     }
 
     #[test]
-    fn disorder_wider_than_the_window_passes_through_counted_as_late() {
-        // By the time 200 ms is read, 10 ms has gone; 5 ms is too late to put back.
-        let (out, stats) = run(&[(10, 1), (200, 2), (5, 3), (210, 4)], window(50));
-        assert_eq!(out, [(10, 1), (5, 3), (200, 2), (210, 4)]);
-        assert_eq!(stats.late, 1);
-        assert_eq!(stats.reordered, 0);
+    fn disorder_wider_than_the_window_keeps_file_order_counted_as_late() {
+        // By the time 200 ms is read, 10 ms has gone; 5 ms is too late to put back: what was
+        // read before it goes first. Within the new run, 7 ms overtakes 9 ms again.
+        let frames = [(10, 1), (200, 2), (5, 3), (9, 4), (7, 5), (300, 6)];
+        let (out, stats) = run(&frames, window(50));
+        assert_eq!(out, [(10, 1), (200, 2), (5, 3), (7, 5), (9, 4), (300, 6)]);
+        assert_eq!(
+            stats,
+            ReorderStats {
+                reordered: 1,
+                late: 1,
+                forced: 0
+            }
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
             "packets released early (reorder buffer full)",
             stats.reorder.forced,
         ),
+        ("packets too late to put back in order", stats.reorder.late),
         (
             "packets stamped back in time (handled at the latest time)",
             stats.clock_clamped,
