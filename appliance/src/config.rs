@@ -250,6 +250,27 @@ mod tests {
     }
 
     #[test]
+    fn the_reorder_window_comes_from_the_capture_section() {
+        assert_eq!(
+            Config::default().capture.reorder(),
+            ReorderConfig::default()
+        );
+        let config: Config =
+            toml::from_str("[capture]\nreorder_window_ms = 50\nreorder_max_packets = 10\n")
+                .expect("valid config");
+        assert_eq!(
+            config.capture.reorder(),
+            ReorderConfig {
+                window_micros: 50_000,
+                max_packets: 10,
+                max_bytes: ReorderConfig::default().max_bytes,
+            }
+        );
+        let err = toml::from_str::<Config>("[capture]\nreorder_window = 5\n").expect_err("typo");
+        assert!(err.to_string().contains("reorder_window"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let err = toml::from_str::<Config>("[flow]\ncapcity = 5\n").expect_err("typo");
         assert!(err.to_string().contains("capcity"), "{err}");
