@@ -144,7 +144,7 @@ fn write_flood(out: &Path, lab_net: [u8; 3], server: (Ipv4Addr, [u8; 6]), start:
         let src_port = 1024 + rng.below(60_000) as u16;
         let dst_port = 1 + rng.below(65_535) as u16;
         let seq = rng.next_u64() as u32;
-        let answered = i % ANSWERED_EVERY == 0;
+        let answered = i.is_multiple_of(ANSWERED_EVERY);
         let (dst, dst_mac) = if answered {
             server
         } else {
@@ -157,7 +157,7 @@ fn write_flood(out: &Path, lab_net: [u8; 3], server: (Ipv4Addr, [u8; 6]), start:
         writer.frame(ts, &segment(from, to, (seq, 0), SYN));
         packets += 1;
         if answered {
-            let flags = if dst_port % 2 == 0 {
+            let flags = if dst_port.is_multiple_of(2) {
                 RST | ACK
             } else {
                 SYN | ACK
