@@ -566,7 +566,14 @@ impl Pipeline {
     ) -> Result<(), RunError> {
         let mut since_progress = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            match source.next_packet()? {
+            let next = match source.next_packet() {
+                Ok(next) => next,
+                Err(err) => {
+                    self.stats.reorder += source.reorder_stats();
+                    return Err(err.into());
+                }
+            };
+            match next {
                 Next::Packet(packet) => {
                     // A mirror port cannot drop: a blocked TCP connection is reset instead.
                     if self.handle(&packet)? && self.tap_resets {

@@ -94,6 +94,8 @@ struct Buffer {
     /// The latest stamp released in this run.
     released: Option<Timestamp>,
     ended: bool,
+    /// The source's error, reported once every packet read before it is out.
+    failed: Option<CaptureError>,
     stats: ReorderStats,
 }
 
@@ -113,6 +115,7 @@ impl<S: Source> Reorder<S> {
                 latest: None,
                 released: None,
                 ended: false,
+                failed: None,
                 stats: ReorderStats::default(),
             },
         }
@@ -189,12 +192,20 @@ impl<S: Source> Source for Reorder<S> {
         buffer.free_out();
         while !buffer.releasable() {
             if buffer.ended {
-                return Ok(Next::End);
+                return match buffer.failed.take() {
+                    Some(err) => Err(err),
+                    None => Ok(Next::End),
+                };
             }
-            match self.inner.next_packet()? {
-                Next::Packet(packet) => buffer.hold(&packet),
-                Next::Idle => return Ok(Next::Idle),
-                Next::End => buffer.ended = true,
+            match self.inner.next_packet() {
+                Ok(Next::Packet(packet)) => buffer.hold(&packet),
+                Ok(Next::Idle) => return Ok(Next::Idle),
+                Ok(Next::End) => buffer.ended = true,
+                // Damage ends the file, but what was read before it still goes out first.
+                Err(err) => {
+                    buffer.ended = true;
+                    buffer.failed = Some(err);
+                }
             }
         }
         let Some(Reverse((run, ts, _, slot))) = buffer.held.pop() else {
@@ -252,6 +263,26 @@ mod tests {
 
         fn describe(&self) -> String {
             "frames".into()
+        }
+    }
+
+    /// Frames, then damage.
+    struct Damaged(Frames);
+
+    impl Source for Damaged {
+        fn next_packet(&mut self) -> Result<Next<'_>, CaptureError> {
+            if self.0.at == self.0.frames.len() {
+                return Err(CaptureError::Corrupt {
+                    source: "frames".into(),
+                    offset: 99,
+                    reason: "truncated".into(),
+                });
+            }
+            self.0.next_packet()
+        }
+
+        fn describe(&self) -> String {
+            self.0.describe()
         }
     }
 
@@ -341,6 +372,28 @@ mod tests {
         assert_eq!(out, [(10, 1), (20, 3), (30, 2), (40, 4)]);
         assert_eq!(stats.forced, 2);
         assert_eq!(stats.reordered, 1);
+    }
+
+    #[test]
+    fn damage_is_reported_after_every_packet_read_before_it() {
+        let frames = Frames {
+            frames: vec![(10, 1), (30, 2), (20, 3)],
+            at: 0,
+            byte: [0],
+        };
+        let mut source = Reorder::new(Damaged(frames), window(500));
+        let mut out = Vec::new();
+        let end = loop {
+            match source.next_packet() {
+                Ok(Next::Packet(packet)) => out.push(packet.data[0]),
+                other => break other.map(|_| ()),
+            }
+        };
+        assert_eq!(out, [1, 3, 2]);
+        assert!(
+            matches!(end, Err(CaptureError::Corrupt { offset: 99, .. })),
+            "{end:?}"
+        );
     }
 
     #[test]
