@@ -20,6 +20,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
+use crate::capture::reorder::ReorderConfig;
 use crate::devices::DeviceConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
@@ -40,6 +41,8 @@ pub struct Config {
     pub stream: StreamConfig,
     pub host: HostSettings,
     pub pipeline: PipelineSettings,
+    /// Packet sources: how much disorder in a capture file's time order to undo.
+    pub capture: CaptureSettings,
     /// Which addresses are devices, and how many to remember.
     pub devices: DeviceConfig,
     /// The management API (off unless `listen` and `token` are set).
@@ -121,6 +124,41 @@ pub struct PipelineSettings {
 impl Default for PipelineSettings {
     fn default() -> Self {
         PipelineSettings { batch_size: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureSettings {
+    /// Packet time a replayed packet is held for so that earlier-stamped packets read after it
+    /// go first (merged or racing captures). 0 turns it off. Live capture is stamped as it is
+    /// read and never reordered; there, and past this window, time that runs backwards is
+    /// clamped instead (counted in the run's summary).
+    pub reorder_window_ms: u64,
+    /// Packets the reorder buffer holds at most; past it the earliest goes out early.
+    pub reorder_max_packets: usize,
+    /// Captured bytes the reorder buffer holds at most.
+    pub reorder_max_bytes: usize,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        let defaults = ReorderConfig::default();
+        CaptureSettings {
+            reorder_window_ms: defaults.window_micros / 1000,
+            reorder_max_packets: defaults.max_packets,
+            reorder_max_bytes: defaults.max_bytes,
+        }
+    }
+}
+
+impl CaptureSettings {
+    pub fn reorder(&self) -> ReorderConfig {
+        ReorderConfig {
+            window_micros: self.reorder_window_ms.saturating_mul(1000),
+            max_packets: self.reorder_max_packets,
+            max_bytes: self.reorder_max_bytes,
+        }
     }
 }
 
@@ -212,6 +250,27 @@ mod tests {
                 .expect("json");
         assert_eq!(json["threshold"], 50);
         assert_eq!(config.plugin_config_json("rdp-scan"), None);
+    }
+
+    #[test]
+    fn the_reorder_window_comes_from_the_capture_section() {
+        assert_eq!(
+            Config::default().capture.reorder(),
+            ReorderConfig::default()
+        );
+        let config: Config =
+            toml::from_str("[capture]\nreorder_window_ms = 50\nreorder_max_packets = 10\n")
+                .expect("valid config");
+        assert_eq!(
+            config.capture.reorder(),
+            ReorderConfig {
+                window_micros: 50_000,
+                max_packets: 10,
+                max_bytes: ReorderConfig::default().max_bytes,
+            }
+        );
+        let err = toml::from_str::<Config>("[capture]\nreorder_window = 5\n").expect_err("typo");
+        assert!(err.to_string().contains("reorder_window"), "{err}");
     }
 
     #[test]

@@ -13,10 +13,11 @@ use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 use crate::analyzer::{Analyzer, ProtocolLogs};
 use crate::api::{Answer, Control, Request};
 use crate::bundle::text::unix_now;
+use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::{decode, SkipCounts, Transport as Layer4};
 use crate::devices::DeviceTable;
-use crate::flow::{FlowConfig, FlowStats, FlowTable};
+use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
 use crate::respond::{reset, ActionError, Actions, Decision, ResponseGuard};
@@ -47,6 +48,11 @@ pub struct PipelineStats {
     /// TCP resets injected on a mirror port for blocked connections.
     pub resets_sent: u64,
     pub breaches_by_model: BTreeMap<String, u64>,
+    /// Packets stamped earlier than one already handled (merged captures, a clock stepped
+    /// back, crafted files): handled at the latest time instead, so time never runs backwards.
+    pub clock_clamped: u64,
+    /// What the reorder buffers in front of the sources did (replay).
+    pub reorder: ReorderStats,
     pub first_packet: Option<Timestamp>,
     pub last_packet: Option<Timestamp>,
 }
@@ -81,6 +87,9 @@ pub struct Pipeline {
     sink: Box<dyn Sink>,
     stats: PipelineStats,
     next_tick: Option<Timestamp>,
+    /// The latest time handled (packets and idle ticks): packets stamped earlier are handled
+    /// at it.
+    clock: Option<Timestamp>,
     recent: Vec<Emitted>,
     incidents: std::collections::BTreeMap<u64, EmittedIncident>,
 }
@@ -113,6 +122,7 @@ impl Pipeline {
             sink,
             stats: PipelineStats::default(),
             next_tick: None,
+            clock: None,
             recent: Vec::new(),
             incidents: std::collections::BTreeMap::new(),
         }
@@ -320,11 +330,23 @@ impl Pipeline {
     /// Handles one frame; true when the responses in force drop it (an inline bridge then does
     /// not forward it). No allocation happens here once the batch buffer has grown.
     pub fn handle(&mut self, packet: &Packet<'_>) -> io::Result<bool> {
+        // Flow timeouts, ticks and the plugins' windows only move forwards.
+        let packet = &match self.clock {
+            Some(latest) if packet.ts < latest => {
+                self.stats.clock_clamped += 1;
+                Packet {
+                    ts: latest,
+                    ..*packet
+                }
+            }
+            _ => *packet,
+        };
         let mut dropped = false;
         self.stats.packets += 1;
         self.stats.bytes += u64::from(packet.wire_len);
         self.stats.first_packet.get_or_insert(packet.ts);
         self.stats.last_packet = Some(packet.ts);
+        self.clock = Some(packet.ts);
         self.advance_clock(packet.ts)?;
         match decode(packet.data) {
             Ok(decoded) => {
@@ -368,10 +390,16 @@ impl Pipeline {
                 });
                 // An unattributed flow's packets are nobody's doing yet (see `flow`).
                 if let Some(observed) = observed.filter(|o| o.attributed) {
+                    // What the responder's packet completes was answered: it proves both ends.
+                    let answer = observed.direction == Direction::FromResponder;
                     self.analyzer
                         .packet(packet.ts, &decoded, &observed, &mut |event| {
                             *events += 1;
-                            devices.observe(event);
+                            if answer {
+                                devices.observe_answer(event);
+                            } else {
+                                devices.observe(event);
+                            }
                             batch.push(event);
                         });
                 }
@@ -388,6 +416,9 @@ impl Pipeline {
     /// Lets time pass without traffic (live capture on a quiet link): ticks, expires flows and
     /// hands plugins what is waiting.
     pub fn idle(&mut self, now: Timestamp) -> io::Result<()> {
+        // The wall clock may lag the packets' stamps: it never takes time back.
+        let now = self.clock.map_or(now, |latest| now.max(latest));
+        self.clock = Some(now);
         self.advance_clock(now)?;
         self.dispatch()?;
         self.serve_control();
@@ -566,7 +597,14 @@ impl Pipeline {
     ) -> Result<(), RunError> {
         let mut since_progress = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            match source.next_packet()? {
+            let next = match source.next_packet() {
+                Ok(next) => next,
+                Err(err) => {
+                    self.stats.reorder += source.reorder_stats();
+                    return Err(err.into());
+                }
+            };
+            match next {
                 Next::Packet(packet) => {
                     // A mirror port cannot drop: a blocked TCP connection is reset instead.
                     if self.handle(&packet)? && self.tap_resets {
@@ -596,6 +634,7 @@ impl Pipeline {
                 }
             }
         }
+        self.stats.reorder += source.reorder_stats();
         progress(&self.stats);
         Ok(())
     }

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 
+/// A full [`FanOut`] forgets this fraction of its devices at once.
+const FORGET_FRACTION: usize = 64;
+
 /// When a [`FanOut`] fires. Each scan-style model carries one of these in its config, so a signed
 /// model update can retune it without new code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,13 +137,25 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
         self.devices.len()
     }
 
+    /// Forgets the least recently active 1/64 of the devices at once (at least one): a flood
+    /// of new sources then costs one pass per 64 newcomers, not a scan of every device for each.
     fn forget_least_active(&mut self) {
-        let oldest = self
+        let count = (self.devices.len() / FORGET_FRACTION).max(1);
+        let mut activity: Vec<(Option<Timestamp>, &D)> = self
             .devices
             .iter()
-            .min_by_key(|(_, w)| w.order.back().map(|(t, _)| *t))
-            .map(|(device, _)| device.clone());
-        if let Some(device) = oldest {
+            .map(|(device, w)| (w.order.back().map(|(t, _)| *t), device))
+            .collect();
+        if activity.is_empty() {
+            return;
+        }
+        let count = count.min(activity.len());
+        activity.select_nth_unstable(count - 1);
+        let forgotten: Vec<D> = activity[..count]
+            .iter()
+            .map(|(_, device)| (*device).clone())
+            .collect();
+        for device in forgotten {
             self.devices.remove(&device);
         }
     }
@@ -237,5 +252,24 @@ mod tests {
             fan.observe(&cfg, Timestamp::from_secs(u64::from(i)), ip, 1u16);
         }
         assert_eq!(fan.devices(), 2);
+    }
+
+    #[test]
+    fn a_full_window_forgets_the_least_active_sixty_fourth_at_once() {
+        let cfg = FanOutConfig {
+            max_devices: 128,
+            window_secs: 1000,
+            ..config(100)
+        };
+        let mut fan: FanOut<u32, u16> = FanOut::new();
+        for device in 0..128u32 {
+            fan.observe(&cfg, Timestamp::from_secs(u64::from(device)), device, 1u16);
+        }
+        // Device 0 comes back: 1 and 2 are now the least active.
+        fan.observe(&cfg, Timestamp::from_secs(200), 0, 2u16);
+        fan.observe(&cfg, Timestamp::from_secs(201), 500, 1u16);
+        assert_eq!(fan.devices(), 127);
+        assert_eq!((fan.count(&0), fan.count(&1), fan.count(&2)), (2, 0, 0));
+        assert_eq!((fan.count(&3), fan.count(&500)), (1, 1));
     }
 }

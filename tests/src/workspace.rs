@@ -157,6 +157,18 @@ pub fn eve_records(data_dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The value of a row of the run's summary table (`packets`, `devices`...); `None` when the row
+/// is not printed (counters print only when not zero).
+pub fn summary_value(stdout: &[u8], row: &str) -> Option<u64> {
+    String::from_utf8_lossy(stdout).lines().find_map(|line| {
+        let rest = line.strip_prefix(row)?;
+        if !rest.starts_with("  ") {
+            return None;
+        }
+        rest.trim().parse().ok()
+    })
+}
+
 /// `vigil ARGS` (warnings only on stderr): how it exited and what it printed.
 pub fn vigil(args: &[&str]) -> Output {
     Command::new(vigil_bin())

@@ -2,6 +2,7 @@
 
 pub mod bridge;
 pub mod pcap;
+pub mod reorder;
 pub mod xdp;
 
 use std::fmt;
@@ -40,6 +41,12 @@ pub trait Source {
     /// was not sent: a file cannot, a live port whose TX frames are all in flight did not.
     fn inject(&mut self, _frame: &[u8]) -> Result<bool, CaptureError> {
         Ok(false)
+    }
+
+    /// What a reorder buffer in front of the capture did so far ([`reorder::Reorder`]);
+    /// nothing for a source without one.
+    fn reorder_stats(&self) -> reorder::ReorderStats {
+        reorder::ReorderStats::default()
     }
 }
 

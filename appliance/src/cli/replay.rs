@@ -8,12 +8,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::save_learned;
 use super::{open_pipeline, summary, Common};
 use crate::capture::pcap::PcapSource;
+use crate::capture::reorder::{Reorder, ReorderConfig};
 use crate::pipeline::Pipeline;
 
 pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow::Result<()> {
     let (config, source) = common.load()?;
     let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, protocol_logs)?;
-    let failures = replay_files(&mut pipeline, pcaps);
+    let failures = replay_files(&mut pipeline, pcaps, config.capture.reorder());
     pipeline.finish()?;
     save_learned(&mut pipeline, &common.data_dir)?;
     summary::print(&pipeline, &loaded, &failures);
@@ -29,9 +30,14 @@ pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow
     Ok(())
 }
 
-/// Replays each file in order as one capture; a damaged or unreadable file is reported (after
-/// its good packets were processed) and the next file still runs. Returns the failures.
-pub(crate) fn replay_files(pipeline: &mut Pipeline, pcaps: &[PathBuf]) -> Vec<String> {
+/// Replays each file in order as one capture, each through a reorder buffer; a damaged or
+/// unreadable file is reported (after its good packets were processed) and the next file still
+/// runs. Returns the failures.
+pub(crate) fn replay_files(
+    pipeline: &mut Pipeline,
+    pcaps: &[PathBuf],
+    reorder: ReorderConfig,
+) -> Vec<String> {
     let bar = ProgressBar::new(pcaps.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} files  {msg}")
@@ -43,7 +49,8 @@ pub(crate) fn replay_files(pipeline: &mut Pipeline, pcaps: &[PathBuf]) -> Vec<St
         let name = path.display().to_string();
         let result = PcapSource::open(path)
             .map_err(anyhow::Error::from)
-            .and_then(|mut source| {
+            .and_then(|source| {
+                let mut source = Reorder::new(source, reorder);
                 pipeline
                     .run(&mut source, &stop, false, |stats| {
                         bar.set_message(format!("{name}: {} packets", stats.packets));

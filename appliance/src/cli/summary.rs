@@ -29,10 +29,33 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         ),
         ("tcp resets sent".into(), stats.resets_sent.to_string()),
     ];
+    for (name, value) in [
+        ("packets put back in time order", stats.reorder.reordered),
+        (
+            "packets released early (reorder buffer full)",
+            stats.reorder.forced,
+        ),
+        ("packets too late to put back in order", stats.reorder.late),
+        (
+            "packets stamped back in time (handled at the latest time)",
+            stats.clock_clamped,
+        ),
+    ] {
+        if value > 0 {
+            rows.push((name.into(), value.to_string()));
+        }
+    }
     let devices = pipeline.devices().stats();
     let guard = pipeline.guard().stats();
     for (name, value) in [
-        ("devices not added (table full)", devices.refused),
+        (
+            "devices evicted (table full, least recently seen)",
+            devices.evicted,
+        ),
+        (
+            "sightings of unknown addresses without evidence",
+            devices.unproven,
+        ),
         ("actions held: protected device", guard.held_protected),
         ("actions held: evidence", guard.held_evidence),
         ("actions held: rate limit", guard.rate_limited),

@@ -10,12 +10,18 @@
 //! Only internal addresses become devices (see [`DeviceConfig::home_nets`]); the internet's hosts
 //! are peers, not devices. Plugins keep their own pattern of life per address and credential;
 //! this table is what the alerts, incidents and the operator see of a device's identity.
+//!
+//! A device is admitted on evidence that it exists: it answered, completed an exchange, took
+//! part in an answered application exchange (an NTLM login, a Kerberos or LDAP request, an HTTP
+//! request...) or took a DHCP lease (see [`reveal::present`]). A lone SYN or datagram can carry
+//! any source address, so it only refreshes a device already known: a flood from random
+//! addresses adds nothing. When the table is full the least recently seen devices make room.
 
 mod reveal;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +37,9 @@ const MAX_ADDRESSES: usize = 16;
 const MAX_MACS: usize = 8;
 /// Services (peer and port) a device's pattern of life keeps; the least recently used go first.
 const MAX_SERVICES: usize = 256;
+/// A full table forgets this fraction of its devices (the least recently seen) at once, so
+/// making room costs one pass per `max_devices / EVICT_FRACTION` new devices, not one per device.
+const EVICT_FRACTION: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,7 +47,8 @@ pub struct DeviceConfig {
     /// Networks whose hosts are devices (CIDR). Empty: the internal ranges (RFC 1918, CGNAT,
     /// link-local, IPv6 ULA).
     pub home_nets: Vec<String>,
-    /// Devices remembered at most; past it new ones are counted and not added.
+    /// Devices remembered at most (at least 1); past it the least recently seen are forgotten
+    /// (1/64 of the table at a time) to make room for new ones, and counted.
     pub max_devices: usize,
     /// A device not seen for this long (packet time) is forgotten when the table is saved.
     pub forget_after_days: u64,
@@ -131,8 +141,12 @@ pub struct SavedDevices {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DeviceStats {
     pub devices: usize,
-    /// New devices not added because the table was full.
-    pub refused: u64,
+    /// Devices forgotten to make room for new ones (the table was full): the least recently
+    /// seen went first.
+    pub evicted: u64,
+    /// Sightings of unknown internal addresses with no evidence they exist (a lone SYN or
+    /// datagram): no device was added for them.
+    pub unproven: u64,
     pub dhcp_messages: u64,
     /// Datagrams on the DHCP ports that were not DHCP.
     pub dhcp_malformed: u64,
@@ -151,6 +165,9 @@ pub struct DeviceTable {
 
 impl DeviceTable {
     pub fn new(config: DeviceConfig) -> Result<DeviceTable, String> {
+        if config.max_devices == 0 {
+            return Err("devices.max_devices: must be at least 1".to_string());
+        }
         Ok(DeviceTable {
             home_nets: config.home_nets()?,
             config,
@@ -186,6 +203,11 @@ impl DeviceTable {
         for mac in saved.shared_macs.iter().filter_map(|m| parse_mac(m)) {
             table.by_mac.insert(mac, MacOwner::Shared);
         }
+        // A table saved under a larger limit keeps its most recently seen devices.
+        let excess = table.devices.len().saturating_sub(table.config.max_devices);
+        if excess > 0 {
+            table.evict(excess);
+        }
         Ok(table)
     }
 
@@ -199,11 +221,18 @@ impl DeviceTable {
             .cloned()
             .collect();
         devices.sort_by_key(|d| d.id);
+        // A router's MAC is worth keeping while a saved device was seen behind it; so the file
+        // holds at most MAX_MACS of them per device.
+        let listed: HashSet<&str> = devices
+            .iter()
+            .flat_map(|d| d.macs.iter().map(|m| m.value.as_str()))
+            .collect();
         let mut shared_macs: Vec<String> = self
             .by_mac
             .iter()
             .filter(|(_, owner)| **owner == MacOwner::Shared)
             .map(|(mac, _)| format_mac(*mac))
+            .filter(|mac| listed.contains(mac.as_str()))
             .collect();
         shared_macs.sort();
         SavedDevices {
@@ -242,8 +271,24 @@ impl DeviceTable {
             .unwrap_or_default()
     }
 
-    /// Learns from one event: who sent and answered, and what names the protocols revealed.
+    /// Learns from one flow event, or from an application event reported before (or without)
+    /// its answer: who is present, and what names the protocols revealed. See [`reveal::present`]
+    /// for what admits a new device.
     pub fn observe(&mut self, event: &Event<'_>) {
+        self.learn(event, false);
+    }
+
+    /// Learns from an application event reported as its answer came in (an NTLM login with the
+    /// server's verdict, a Kerberos reply, an HTTP response...): the exchange proves both ends.
+    pub fn observe_answer(&mut self, event: &Event<'_>) {
+        self.learn(event, true);
+    }
+
+    fn learn(&mut self, event: &Event<'_>, answered: bool) {
+        for presence in reveal::present(event, answered) {
+            self.sighting(event.ts, presence);
+        }
+        // After the sightings: the flow that proves a device exists is its first service.
         if let Some(service) = reveal::service(event) {
             if let Some(&index) = self.by_address.get(&event.src.ip) {
                 touch(
@@ -253,9 +298,6 @@ impl DeviceTable {
                     MAX_SERVICES,
                 );
             }
-        }
-        for (address, mac) in reveal::present(event) {
-            self.sighting(event.ts, address, mac);
         }
         for (address, name, source) in reveal::names(event) {
             if let Some(&index) = self.by_address.get(&address) {
@@ -284,8 +326,13 @@ impl DeviceTable {
         }
     }
 
-    /// `address` sent (or answered) from `mac`.
-    fn sighting(&mut self, ts: Timestamp, address: IpAddr, mac: [u8; 6]) {
+    /// `address` sent (or answered) from `mac`; a new device only when the sighting is proven.
+    fn sighting(&mut self, ts: Timestamp, presence: reveal::Presence) {
+        let reveal::Presence {
+            address,
+            mac,
+            proven,
+        } = presence;
         if !self.is_home(address) {
             return;
         }
@@ -297,11 +344,22 @@ impl DeviceTable {
                     None => {
                         self.by_mac.insert(mac, MacOwner::Device(index));
                     }
-                    // Another device's MAC sending from this address: it fronts both.
-                    Some(MacOwner::Device(other)) if other != index => self.share(mac),
+                    // Another device's MAC sending from this address: it fronts both. Only on
+                    // evidence: a forged SYN could otherwise unmake any device's MAC.
+                    Some(MacOwner::Device(other)) if other != index => {
+                        if !proven {
+                            self.refresh(index, ts, address, None);
+                            return;
+                        }
+                        self.share(mac);
+                    }
                     Some(_) => {}
                 }
                 index
+            }
+            (None, _) if !proven => {
+                self.stats.unproven += 1;
+                return;
             }
             (None, mac) => {
                 let owner = mac.and_then(|m| self.by_mac.get(&m).copied());
@@ -310,18 +368,14 @@ impl DeviceTable {
                         if self.devices[index].holds_family_of(address, &self.by_address, index) {
                             // A second address of one family behind one MAC: a router.
                             self.share(mac);
-                            let Some(index) = self.add(ts) else { return };
-                            index
+                            self.add(ts)
                         } else {
                             index
                         }
                     }
-                    (Some(MacOwner::Shared), _) | (None, None) => {
-                        let Some(index) = self.add(ts) else { return };
-                        index
-                    }
+                    (Some(MacOwner::Shared), _) | (None, None) => self.add(ts),
                     (None, Some(mac)) => {
-                        let Some(index) = self.add(ts) else { return };
+                        let index = self.add(ts);
                         self.by_mac.insert(mac, MacOwner::Device(index));
                         index
                     }
@@ -330,11 +384,36 @@ impl DeviceTable {
             }
         };
         self.by_address.insert(address, index);
+        self.refresh(index, ts, address, mac);
+    }
+
+    /// The device at `index` was seen at `ts` with `address` (which it holds) and `mac`.
+    fn refresh(&mut self, index: usize, ts: Timestamp, address: IpAddr, mac: Option<[u8; 6]>) {
         let device = &mut self.devices[index];
         device.last_seen = device.last_seen.max(ts);
-        touch(&mut device.addresses, address, ts, MAX_ADDRESSES);
+        if let Some(gone) = touch(&mut device.addresses, address, ts, MAX_ADDRESSES) {
+            self.release_address(gone, index);
+        }
         if let Some(mac) = mac {
-            touch(&mut device.macs, format_mac(mac), ts, MAX_MACS);
+            self.touch_mac(index, mac, ts);
+        }
+    }
+
+    /// Lists `mac` on the device at `index`; the MAC that drops off its list no longer
+    /// identifies it.
+    fn touch_mac(&mut self, index: usize, mac: [u8; 6], ts: Timestamp) {
+        let gone = touch(&mut self.devices[index].macs, format_mac(mac), ts, MAX_MACS);
+        if let Some(gone) = gone.as_deref().and_then(parse_mac) {
+            if self.by_mac.get(&gone) == Some(&MacOwner::Device(index)) {
+                self.by_mac.remove(&gone);
+            }
+        }
+    }
+
+    /// An address that dropped off the device's list no longer leads to it.
+    fn release_address(&mut self, address: IpAddr, index: usize) {
+        if self.by_address.get(&address) == Some(&index) {
+            self.by_address.remove(&address);
         }
     }
 
@@ -353,10 +432,7 @@ impl DeviceTable {
                     .and_then(|a| self.by_address.get(&IpAddr::V4(a)).copied());
                 let index = match held {
                     Some(index) if self.devices[index].macs.is_empty() => index,
-                    _ => match self.add(ts) {
-                        Some(index) => index,
-                        None => return,
-                    },
+                    _ => self.add(ts),
                 };
                 self.by_mac.insert(mac, MacOwner::Device(index));
                 index
@@ -364,17 +440,12 @@ impl DeviceTable {
         };
         let device = &mut self.devices[index];
         device.last_seen = device.last_seen.max(ts);
-        touch(&mut device.macs, format_mac(mac), ts, MAX_MACS);
+        self.touch_mac(index, mac, ts);
         if let Some(address) = message.bound_address {
             let address = IpAddr::V4(address);
             if self.is_home(address) {
-                touch(
-                    &mut self.devices[index].addresses,
-                    address,
-                    ts,
-                    MAX_ADDRESSES,
-                );
                 self.by_address.insert(address, index);
+                self.refresh(index, ts, address, None);
             }
         }
         if let Some(name) = &message.host_name {
@@ -411,10 +482,11 @@ impl DeviceTable {
         self.by_mac.insert(mac, MacOwner::Shared);
     }
 
-    fn add(&mut self, ts: Timestamp) -> Option<usize> {
+    /// A new device, seen first at `ts`; when the table is full the least recently seen make
+    /// room first. Indexes into the table taken before this call are stale after it.
+    fn add(&mut self, ts: Timestamp) -> usize {
         if self.devices.len() >= self.config.max_devices {
-            self.stats.refused += 1;
-            return None;
+            self.evict((self.devices.len() / EVICT_FRACTION).max(1));
         }
         let index = self.devices.len();
         let id = self.next_id;
@@ -428,7 +500,79 @@ impl DeviceTable {
             host_names: Vec::new(),
             services: Vec::new(),
         });
-        Some(index)
+        index
+    }
+
+    /// Forgets the `count` least recently seen devices (ties: the older entry) in one pass, and
+    /// renumbers the indexes of the others. Their addresses and MACs are free: seen again, they
+    /// make a new device.
+    fn evict(&mut self, count: usize) {
+        let len = self.devices.len();
+        let count = count.min(len);
+        if count == 0 {
+            return;
+        }
+        let mut ages: Vec<(Timestamp, usize)> = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(index, device)| (device.last_seen, index))
+            .collect();
+        ages.select_nth_unstable(count - 1);
+        let mut kept = vec![true; len];
+        for &(_, index) in &ages[..count] {
+            kept[index] = false;
+        }
+        // A router's MAC stays shared while a device still lists it.
+        let mut shared_gone: HashSet<String> = ages[..count]
+            .iter()
+            .flat_map(|&(_, index)| self.devices[index].macs.iter())
+            .filter(|m| {
+                parse_mac(&m.value)
+                    .is_some_and(|mac| self.by_mac.get(&mac) == Some(&MacOwner::Shared))
+            })
+            .map(|m| m.value.clone())
+            .collect();
+        if !shared_gone.is_empty() {
+            for (index, device) in self.devices.iter().enumerate() {
+                if kept[index] {
+                    for mac in &device.macs {
+                        shared_gone.remove(&mac.value);
+                    }
+                }
+            }
+        }
+        let mut renumbered = vec![None; len];
+        let mut next = 0;
+        for (index, keep) in kept.iter().enumerate() {
+            if *keep {
+                renumbered[index] = Some(next);
+                next += 1;
+            }
+        }
+        let mut index = 0;
+        self.devices.retain(|_| {
+            index += 1;
+            kept[index - 1]
+        });
+        self.by_address.retain(|_, index| match renumbered[*index] {
+            Some(new) => {
+                *index = new;
+                true
+            }
+            None => false,
+        });
+        self.by_mac.retain(|mac, owner| match owner {
+            MacOwner::Device(index) => match renumbered[*index] {
+                Some(new) => {
+                    *index = new;
+                    true
+                }
+                None => false,
+            },
+            MacOwner::Shared => !shared_gone.contains(&format_mac(*mac)),
+        });
+        self.stats.evicted += count as u64;
     }
 }
 
@@ -452,14 +596,16 @@ fn identifying(mac: [u8; 6]) -> Option<[u8; 6]> {
     (mac != [0; 6] && !multicast).then_some(mac)
 }
 
-fn touch<T: PartialEq>(seen: &mut Vec<Seen<T>>, value: T, ts: Timestamp, max: usize) {
+/// Records `value` seen at `ts`; a full list drops its least recently seen entry, returned.
+fn touch<T: PartialEq>(seen: &mut Vec<Seen<T>>, value: T, ts: Timestamp, max: usize) -> Option<T> {
     if let Some(known) = seen.iter_mut().find(|s| s.value == value) {
         known.last = known.last.max(ts);
-        return;
+        return None;
     }
-    if seen.len() == max {
+    let mut gone = None;
+    if seen.len() >= max {
         if let Some(oldest) = (0..seen.len()).min_by_key(|&i| seen[i].last) {
-            seen.remove(oldest);
+            gone = Some(seen.remove(oldest).value);
         }
     }
     seen.push(Seen {
@@ -467,6 +613,7 @@ fn touch<T: PartialEq>(seen: &mut Vec<Seen<T>>, value: T, ts: Timestamp, max: us
         first: ts,
         last: ts,
     });
+    gone
 }
 
 pub fn format_mac(mac: [u8; 6]) -> String {

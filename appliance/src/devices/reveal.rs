@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
-use vigil_plugin_sdk::{Event, EventKind, FlowState};
+use vigil_plugin_sdk::{Event, EventKind, FlowState, Transport};
 
 /// DNS query types A and AAAA.
 const A: u16 = 1;
@@ -25,17 +25,66 @@ pub enum NameSource {
     Dns,
 }
 
-/// Addresses that showed themselves with this event, with the MAC their frames came from: the
-/// originator of a new flow, and a responder that answered.
-pub fn present(event: &Event<'_>) -> impl Iterator<Item = (IpAddr, [u8; 6])> {
+/// An address an event showed on the wire, with the MAC its frames came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    pub address: IpAddr,
+    pub mac: [u8; 6],
+    /// The event proves the address is a host: it answered, or completed an exchange. Anyone
+    /// can send a lone SYN or datagram from any address, so without proof a sighting only
+    /// refreshes a device already known.
+    pub proven: bool,
+}
+
+/// Addresses that showed themselves with this event. `answered`: an application event reported
+/// as the responder's answer came in (both sides took part in the exchange).
+///
+/// - A new flow's originator (`FlowStart`): present, not proven.
+/// - A flow's responder that answered (`FlowEnd` with packets both ways, a RST answering a SYN
+///   included): proven.
+/// - A flow's originator that completed an exchange (`FlowEnd` established or reset after the
+///   handshake, a UDP or ICMP flow answered): proven.
+/// - Both ends of an answered application exchange (NTLM, Kerberos, LDAP, SMB, HTTP, DNS...):
+///   proven; a request without its answer proves nothing.
+pub fn present(event: &Event<'_>, answered: bool) -> impl Iterator<Item = Presence> {
     let (originator, responder) = match event.kind {
-        EventKind::FlowStart => (true, false),
-        EventKind::FlowEnd { resp_packets, .. } => (false, resp_packets > 0),
-        _ => (false, false),
+        EventKind::FlowStart => (Some(false), None),
+        EventKind::FlowEnd {
+            orig_packets,
+            resp_packets,
+            state,
+            ..
+        } => (
+            completed(event.proto, state, orig_packets, resp_packets).then_some(true),
+            (resp_packets > 0 && orig_packets > 0).then_some(true),
+        ),
+        EventKind::Tick | EventKind::Breach { .. } | EventKind::Incident { .. } => (None, None),
+        _ if answered => (Some(true), Some(true)),
+        _ => (None, None),
     };
-    let src = originator.then_some((event.src.ip, event.src.mac));
-    let dst = responder.then_some((event.dst.ip, event.dst.mac));
+    let src = originator.map(|proven| Presence {
+        address: event.src.ip,
+        mac: event.src.mac,
+        proven,
+    });
+    let dst = responder.map(|proven| Presence {
+        address: event.dst.ip,
+        mac: event.dst.mac,
+        proven,
+    });
     src.into_iter().chain(dst)
+}
+
+/// Whether a flow's originator took part in a two-way exchange. A TCP originator must also have
+/// sent after its SYN (the handshake's ACK, data, or the RST of a SYN scan): a flow table
+/// reports a SYN answered by a SYN-ACK that nobody acknowledged as established when it times
+/// out, and a SYN from a forged address is answered just the same.
+fn completed(proto: Transport, state: FlowState, orig_packets: u64, resp_packets: u64) -> bool {
+    let exchanged = matches!(state, FlowState::Established | FlowState::Reset) && resp_packets > 0;
+    match proto {
+        Transport::Tcp => exchanged && orig_packets >= 2,
+        _ => exchanged,
+    }
 }
 
 /// The service (responder address and port) an answered flow's originator reached.
