@@ -293,6 +293,7 @@ pub(crate) fn open_pipeline(
         Box::new(sink),
         logs,
     );
+    pipeline.set_fragments(config.fragments.clone());
     if let Some(store) = store {
         pipeline.attach_store(store);
     }
