@@ -5,5 +5,6 @@ pub mod lab;
 pub mod live;
 pub mod logs;
 pub mod netns;
+pub mod pcap;
 pub mod vm;
 pub mod workspace;
