@@ -328,12 +328,24 @@ impl Reassembler {
         &self.stats
     }
 
+    /// Memory the reassembler's tables have touched: the blocks and slots ever used (they are
+    /// kept for reuse, so this is the high-water mark), the free lists, the index and the
+    /// output buffer at their reserved sizes.
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.blocks.len() * size_of::<Block>()
+            + self.slots.len() * size_of::<Slot>()
+            + (self.free_blocks.capacity() + self.free_slots.capacity()) * size_of::<u32>()
+            + self.index.capacity() * (size_of::<(Key, u32)>() + 1)
+            + self.out.capacity()
+    }
+
     /// Takes in one fragment at packet time `now`; the datagram when this fragment completed
     /// it.
     pub fn push(&mut self, now: Timestamp, fragment: &Fragment<'_>) -> Option<Datagram<'_>> {
         self.stats.fragments += 1;
         let mut data = fragment.data;
-        if fragment.more && data.len() % UNIT != 0 {
+        if fragment.more && !data.len().is_multiple_of(UNIT) {
             if fragment.v6 {
                 // RFC 8200 4.5: discarded (with a Parameter Problem the host sends).
                 self.stats.malformed += 1;
