@@ -19,11 +19,13 @@ use crate::decode::{decode_frame, Frame};
 use crate::flow::{FlowConfig, FlowTable};
 use crate::pipeline::Pipeline;
 
-/// SYNs in the scan: ten scanners, 8,000 hosts, five ports (the full pipeline takes about 2 s
-/// over them: the scan models track every target).
-const SYNS: u32 = 40_000;
+/// SYNs in the scan through decode + reassembly + flows: ten scanners, 40,000 hosts, five ports.
+const LAYER_SYNS: u32 = 200_000;
+/// SYNs in the scan through the full pipeline (about 2 s here: the scan models track every
+/// target).
+const PIPELINE_SYNS: u32 = 40_000;
 /// First fragments in the flood, each of its own datagram.
-const FLOOD: u32 = 200_000;
+const FLOOD: u32 = 500_000;
 const PORTS: [u16; 5] = [22, 80, 139, 445, 3389];
 const START_MICROS: u64 = 1_800_000_000 * 1_000_000;
 /// nmap -f: 8 bytes of transport header per fragment.
@@ -35,13 +37,14 @@ pub fn rows(
     runs: u32,
     mut pipeline: impl FnMut() -> anyhow::Result<Pipeline>,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let whole = scan(false);
-    let cut = scan(true);
     let flood = flood();
     let layer = |frames: &Frames| median(runs, || Ok(decode_reassemble_flows(frames).0));
+    let (whole, cut) = (scan(LAYER_SYNS, false), scan(LAYER_SYNS, true));
     let (whole_layer, cut_layer, flood_layer) = (layer(&whole)?, layer(&cut)?, layer(&flood)?);
     let mut full = |frames: &Frames| median(runs, || full_pipeline(pipeline()?, frames));
-    let (whole_full, cut_full, flood_full) = (full(&whole)?, full(&cut)?, full(&flood)?);
+    let (whole_small, cut_small) = (scan(PIPELINE_SYNS, false), scan(PIPELINE_SYNS, true));
+    let (whole_full, cut_full, flood_full) =
+        (full(&whole_small)?, full(&cut_small)?, full(&flood)?);
     let flood_stats = decode_reassemble_flows(&flood).1;
     let bounds = FragmentConfig::default();
     let memory = flood_memory(&flood);
@@ -69,23 +72,23 @@ pub fn rows(
         ),
         rate_row(
             "SYN scan, whole: full pipeline",
-            &whole,
+            &whole_small,
             whole_full,
             None,
             false,
         ),
         rate_row(
             "  same scan in 8-byte fragments (nmap -f)",
-            &cut,
+            &cut_small,
             cut_full,
-            Some((&whole, whole_full)),
+            Some((&whole_small, whole_full)),
             true,
         ),
         rate_row(
             "  fragment flood (never completed)",
             &flood,
             flood_full,
-            Some((&whole, whole_full)),
+            Some((&whole_small, whole_full)),
             false,
         ),
         (
@@ -189,11 +192,11 @@ fn address(a: u8, b: u32) -> Ipv4Address {
     Ipv4Address::new(10, a, c, d)
 }
 
-/// `SYNS` SYNs from ten scanners over 8,000 hosts and five ports, each answered by a RST 25 us
-/// later; SYNs cut into 8-byte fragments when `fragmented`.
-fn scan(fragmented: bool) -> Frames {
+/// `syns` SYNs from ten scanners over `syns / 5` hosts and five ports, each answered by a RST
+/// 25 us later; SYNs cut into 8-byte fragments when `fragmented`.
+fn scan(syns: u32, fragmented: bool) -> Frames {
     let mut frames = Vec::new();
-    for i in 0..SYNS {
+    for i in 0..syns {
         let ts = START_MICROS + u64::from(i) * 50;
         let scanner = address(90, (i % 10) + 2);
         let target = address(91, 256 + i / 5);
