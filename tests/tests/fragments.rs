@@ -1,7 +1,8 @@
 //! Fragments through the whole appliance (`vigil replay`): a real nmap SYN scan captured in
 //! namespaces this test makes, plain, cut into 8-byte fragments (`nmap -f`) and into 16-byte
 //! ones (`nmap --mtu 16`), raises the same models against the scanner; a flood of fragments that
-//! never complete stays within `[fragments] max_bytes`, is counted, and raises nothing.
+//! never complete stays within `[fragments] max_bytes`, is counted, and raises nothing; overlap
+//! evasions (IPv4 and IPv6) are counted in the run's summary.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -210,8 +211,20 @@ fn ipv4_fragment(
     frame
 }
 
-/// An IPv6 packet with a Fragment header (Next Header TCP) carrying `data` at `offset`.
+/// An IPv6 packet with a Fragment header (Next Header TCP) carrying `data` at `offset`, more
+/// fragments following.
 fn ipv6_fragment(src: [u8; 16], dst: [u8; 16], ident: u32, offset: u16, data: &[u8]) -> Vec<u8> {
+    ipv6_fragment_with(src, dst, ident, offset, true, data)
+}
+
+fn ipv6_fragment_with(
+    src: [u8; 16],
+    dst: [u8; 16],
+    ident: u32,
+    offset: u16,
+    more: bool,
+    data: &[u8],
+) -> Vec<u8> {
     let mut frame = vec![2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa];
     frame.extend_from_slice(&ETHERTYPE_IPV6);
     frame.extend_from_slice(&[0x60, 0, 0, 0]);
@@ -221,7 +234,7 @@ fn ipv6_fragment(src: [u8; 16], dst: [u8; 16], ident: u32, offset: u16, data: &[
     frame.extend_from_slice(&dst);
     // Next Header TCP, reserved, offset and M set, identification.
     frame.extend_from_slice(&[6, 0]);
-    frame.extend_from_slice(&(offset | 1).to_be_bytes());
+    frame.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
     frame.extend_from_slice(&ident.to_be_bytes());
     frame.extend_from_slice(data);
     frame
@@ -229,9 +242,13 @@ fn ipv6_fragment(src: [u8; 16], dst: [u8; 16], ident: u32, offset: u16, data: &[
 
 /// A TCP SYN header to port 445 (20 bytes).
 fn syn_header(src_port: u16) -> Vec<u8> {
+    syn_to(src_port, 445)
+}
+
+fn syn_to(src_port: u16, dst_port: u16) -> Vec<u8> {
     let mut tcp = Vec::new();
     tcp.extend_from_slice(&src_port.to_be_bytes());
-    tcp.extend_from_slice(&445u16.to_be_bytes());
+    tcp.extend_from_slice(&dst_port.to_be_bytes());
     tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
     tcp
 }
@@ -322,4 +339,59 @@ fn a_fragment_flood_stays_within_max_bytes_and_raises_nothing() {
         .filter(|r| r["event_type"] == "alert")
         .collect();
     assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn overlapping_fragment_evasions_are_counted_in_the_summary() {
+    let (src, dst) = ([10, 219, 0, 5], [10, 219, 0, 9]);
+    // IPv4, Ptacek-Newsham style: the ports in an 8-byte first fragment, then the header again
+    // at offset 0 naming another port, then the end. First wins: the datagram is the first
+    // copy's (the unit tests check the bytes).
+    let mut first = syn_to(40_000, 80);
+    first.extend_from_slice(b"twelve bytes");
+    let mut rewrite = syn_to(40_000, 445);
+    rewrite.extend_from_slice(b"twelve bytes");
+    let (src6, dst6) = (
+        [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],
+        [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+    );
+    let syn6 = syn_to(40_001, 22);
+    let mut padded6 = syn6.clone();
+    padded6.extend_from_slice(&[0; 20]);
+    let t = 1_800_000_000 * 1_000_000u64;
+    let frames = [
+        ipv4_fragment(src, dst, 1, 0, true, &first[..8]),
+        ipv4_fragment(src, dst, 1, 0, true, &rewrite[..24]),
+        ipv4_fragment(src, dst, 1, 24, false, &first[24..]),
+        // IPv6: two fragments sharing bytes 16..24 (RFC 5722: the datagram is discarded).
+        ipv6_fragment_with(src6, dst6, 2, 0, true, &padded6[..24]),
+        ipv6_fragment_with(src6, dst6, 2, 16, false, &padded6[16..]),
+    ];
+    let frames: Vec<Frame> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Frame {
+            ts_micros: t + i as u64 * 1000,
+            data,
+        })
+        .collect();
+    let work = TempDir::new("frag-overlap");
+    let pcap_path = work.path().join("overlap.pcap");
+    pcap::write(&pcap_path, &frames);
+    let data = work.path().join("data");
+    let out = replay_ok(&data, &[&pcap_path]);
+    let summary = stdout(&out);
+    let value = |row: &str| summary_value(&summary, row);
+    assert_eq!(value("fragments"), Some(5), "{summary}");
+    assert_eq!(value("overlapping fragments"), Some(2), "{summary}");
+    assert_eq!(value("conflicting overlaps"), Some(1), "{summary}");
+    assert_eq!(
+        value("ipv6 datagrams discarded for overlaps"),
+        Some(1),
+        "{summary}"
+    );
+    assert_eq!(value("tiny first fragments"), Some(1), "{summary}");
+    assert_eq!(value("datagrams reassembled"), Some(1), "{summary}");
+    // The IPv4 SYN (to port 80, as its first copy said) is one flow; the IPv6 one never was.
+    assert_eq!(value("flows started"), Some(1), "{summary}");
 }
