@@ -330,25 +330,27 @@ impl Pipeline {
         self.stats.last_packet = Some(packet.ts);
         self.advance_clock(packet.ts)?;
         let mut reassembled = false;
+        // None: a fragment held until its datagram is whole.
         let decoded = match decode_frame(packet.data) {
-            Ok(Frame::Whole(decoded)) => Ok(decoded),
+            Ok(Frame::Whole(decoded)) => Some(Ok(decoded)),
             Ok(Frame::Fragment(fragment)) => match self.fragments.push(packet.ts, &fragment) {
                 // Decoded as if it had arrived whole, with the completing fragment's time.
                 Some(datagram) => {
                     reassembled = true;
-                    datagram.decode()
+                    Some(datagram.decode())
                 }
-                // Held: a blocked sender's fragments are dropped as they come (a fragment past
-                // the first has no port; the datagram's is judged when it completes).
+                // A blocked sender's fragments are dropped as they come (a fragment past the
+                // first has no port; the datagram's is judged when it completes).
                 None => {
                     self.stats.fragments = *self.fragments.stats();
-                    return Ok(self.blocks_fragment(&fragment, packet.ts));
+                    dropped = self.blocks_fragment(&fragment, packet.ts);
+                    None
                 }
             },
-            Err(reason) => Err(reason),
+            Err(reason) => Some(Err(reason)),
         };
         match decoded {
-            Ok(decoded) => {
+            Some(Ok(decoded)) => {
                 self.stats.decoded += 1;
                 if let Some(actions) = &self.actions {
                     let port = match decoded.transport {
@@ -397,7 +399,8 @@ impl Pipeline {
                 }
                 self.close_ended(packet.ts);
             }
-            Err(reason) => self.stats.skipped.add(reason),
+            Some(Err(reason)) => self.stats.skipped.add(reason),
+            None => {}
         }
         if reassembled {
             self.stats.fragments = *self.fragments.stats();
