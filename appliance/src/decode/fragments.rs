@@ -14,9 +14,10 @@
 //! drops is only traffic the attacker could have sent whole anyway.
 //!
 //! - **IPv4: first wins.** Bytes already held are kept; a later fragment only fills what is
-//!   still missing (BSD's and, before 4.19, Linux's policy; Windows keeps the first copy too).
-//!   Linux 4.19+ drops such a datagram outright; keeping it means we never miss what a BSD or
-//!   older host reassembled.
+//!   still missing: the "First" policy of Windows, Solaris and macOS, and what BSD and Linux
+//!   before 4.19 do too unless the new fragment starts before the one it overlaps. Linux 4.19+
+//!   drops such a datagram outright; keeping it, we still see what the other hosts accepted,
+//!   and the conflicting bytes are counted whatever the host made of them.
 //! - **IPv6: an overlap discards the whole datagram** (RFC 5722, as every current stack does),
 //!   and its later fragments with it until its timeout. Only an exact retransmission (the same
 //!   bytes again, wholly inside what is held) is ignored as a duplicate.
