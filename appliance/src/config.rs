@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
 use crate::capture::reorder::ReorderConfig;
+use crate::decode::fragments::FragmentConfig;
 use crate::devices::DeviceConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
@@ -37,6 +38,8 @@ pub struct Config {
     /// [`default_trust_dir`].
     pub trust_dir: Option<PathBuf>,
     pub flow: FlowConfig,
+    /// IPv4/IPv6 fragment reassembly bounds.
+    pub fragments: FragmentConfig,
     /// TCP reassembly bounds.
     pub stream: StreamConfig,
     pub host: HostSettings,
@@ -271,6 +274,18 @@ mod tests {
         );
         let err = toml::from_str::<Config>("[capture]\nreorder_window = 5\n").expect_err("typo");
         assert!(err.to_string().contains("reorder_window"), "{err}");
+    }
+
+    #[test]
+    fn fragment_bounds_are_read_and_unknown_ones_refused() {
+        let config: Config =
+            toml::from_str("[fragments]\nmax_bytes = 1048576\ntimeout_secs = 30\n").expect("valid");
+        assert_eq!(config.fragments.max_bytes, 1_048_576);
+        assert_eq!(config.fragments.timeout_secs, 30);
+        assert_eq!(config.fragments.max_datagrams, 4096);
+        assert_eq!(config.fragments.max_datagram_bytes, 65_535);
+        let err = toml::from_str::<Config>("[fragments]\nmax_byte = 5\n").expect_err("typo");
+        assert!(err.to_string().contains("max_byte"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::api::{Answer, Control, Request};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, Source};
-use crate::decode::{decode, SkipCounts, Transport as Layer4};
+use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
+use crate::decode::{decode_frame, Fragment, Frame, SkipCounts, Transport as Layer4};
 use crate::devices::DeviceTable;
 use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
@@ -41,6 +42,9 @@ pub struct PipelineStats {
     pub bytes: u64,
     pub decoded: u64,
     pub skipped: SkipCounts,
+    /// IPv4/IPv6 fragment reassembly (fragments are neither decoded nor skipped frames; a
+    /// datagram they complete is decoded with the fragment that completed it).
+    pub fragments: FragmentStats,
     pub events: u64,
     pub batches: u64,
     /// Packets the responses in force drop (inline) or would drop (on a mirror port).
@@ -64,6 +68,8 @@ impl PipelineStats {
 }
 
 pub struct Pipeline {
+    /// Fragments until their datagram is whole: nothing past decode sees a fragment.
+    fragments: Reassembler,
     flows: FlowTable,
     analyzer: Analyzer,
     /// Flows that ended during the current packet, for the analyzer to close (reused).
@@ -105,6 +111,7 @@ impl Pipeline {
         logs: Option<ProtocolLogs>,
     ) -> Pipeline {
         Pipeline {
+            fragments: Reassembler::default(),
             flows: FlowTable::new(flow),
             analyzer: Analyzer::new(streams, logs),
             ended: Vec::new(),
@@ -130,6 +137,12 @@ impl Pipeline {
 
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
+    }
+
+    /// Reassembles fragments within `config`'s bounds instead of the defaults. Call before the
+    /// first packet: datagrams in progress are dropped.
+    pub fn set_fragments(&mut self, config: FragmentConfig) {
+        self.fragments = Reassembler::new(config);
     }
 
     pub fn flow_stats(&self) -> FlowStats {
@@ -348,8 +361,28 @@ impl Pipeline {
         self.stats.last_packet = Some(packet.ts);
         self.clock = Some(packet.ts);
         self.advance_clock(packet.ts)?;
-        match decode(packet.data) {
-            Ok(decoded) => {
+        let mut reassembled = false;
+        // None: a fragment held until its datagram is whole.
+        let decoded = match decode_frame(packet.data) {
+            Ok(Frame::Whole(decoded)) => Some(Ok(decoded)),
+            Ok(Frame::Fragment(fragment)) => match self.fragments.push(packet.ts, &fragment) {
+                // Decoded as if it had arrived whole, with the completing fragment's time.
+                Some(datagram) => {
+                    reassembled = true;
+                    Some(datagram.decode())
+                }
+                // A blocked sender's fragments are dropped as they come (a fragment past the
+                // first has no port; the datagram's is judged when it completes).
+                None => {
+                    self.stats.fragments = *self.fragments.stats();
+                    dropped = self.blocks_fragment(&fragment, packet.ts);
+                    None
+                }
+            },
+            Err(reason) => Some(Err(reason)),
+        };
+        match decoded {
+            Some(Ok(decoded)) => {
                 self.stats.decoded += 1;
                 if let Some(actions) = &self.actions {
                     let port = match decoded.transport {
@@ -405,12 +438,28 @@ impl Pipeline {
                 }
                 self.close_ended(packet.ts);
             }
-            Err(reason) => self.stats.skipped.add(reason),
+            Some(Err(reason)) => self.stats.skipped.add(reason),
+            None => {}
+        }
+        if reassembled {
+            self.stats.fragments = *self.fragments.stats();
         }
         if self.batch.len() >= self.batch_size {
             self.dispatch()?;
         }
         Ok(dropped)
+    }
+
+    /// Whether the responses in force drop a fragment held for reassembly.
+    fn blocks_fragment(&mut self, fragment: &Fragment<'_>, ts: Timestamp) -> bool {
+        let blocked = self.actions.as_ref().is_some_and(|actions| {
+            let now = ts.micros() / 1_000_000;
+            actions.table().drops(fragment.src, fragment.dst, None, now)
+        });
+        if blocked {
+            self.stats.enforced += 1;
+        }
+        blocked
     }
 
     /// Lets time pass without traffic (live capture on a quiet link): ticks, expires flows and
@@ -445,6 +494,8 @@ impl Pipeline {
             ended.push(event);
         });
         self.close_ended(now);
+        self.fragments.expire(now);
+        self.stats.fragments = *self.fragments.stats();
         self.take_in_operator_changes(now);
         if let Some(actions) = self.actions.as_mut() {
             if let Err(err) = actions.expire(now.micros() / 1_000_000) {

@@ -1,6 +1,6 @@
 //! Forged traffic for the tests that check Vigil cannot be aimed at the innocent: Ethernet/IPv4
-//! frames with TCP or UDP headers an attacker can send with a raw socket, written as a pcap that
-//! `mergecap` can lay into a real capture. Checksums are left zero: Vigil never checks them (as
+//! frames with TCP or UDP headers an attacker can send with a raw socket, for a pcap
+//! (`crate::pcap`) that `mergecap` can lay into a real capture. Checksums are left zero: Vigil never checks them (as
 //! a host behind an offloading NIC would not), so they change nothing.
 
 use std::net::Ipv4Addr;
@@ -9,13 +9,6 @@ use std::path::Path;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
-
-/// One frame at a time (microseconds since the epoch).
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub ts_micros: u64,
-    pub bytes: Vec<u8>,
-}
 
 fn ethernet(src_mac: [u8; 6], dst_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(14 + ip.len());
@@ -69,26 +62,6 @@ pub fn udp(
     ethernet(src_mac, dst_mac, &ipv4(src, dst, 17, &datagram))
 }
 
-/// Writes `frames` as a classic pcap (microsecond timestamps, Ethernet).
-pub fn write_pcap(path: &Path, frames: &[Frame]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for frame in frames {
-        let len = frame.bytes.len() as u32;
-        out.extend_from_slice(&((frame.ts_micros / 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&((frame.ts_micros % 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&frame.bytes);
-    }
-    std::fs::write(path, out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-}
-
 /// `a` and `b` merged in time order into `out` (Wireshark's mergecap).
 pub fn merge(a: &Path, b: &Path, out: &Path) {
     let status = std::process::Command::new("mergecap")
@@ -103,24 +76,10 @@ pub fn merge(a: &Path, b: &Path, out: &Path) {
     assert!(status.success(), "mergecap {} {}", a.display(), b.display());
 }
 
-/// The first and last packet times of a pcap (microseconds), read from its records.
+/// The first and last packet times of a pcap (microseconds).
 pub fn time_span(path: &Path) -> (u64, u64) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let le =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    assert_eq!(
-        le(0),
-        0xa1b2_c3d4,
-        "{}: a little-endian microsecond pcap",
-        path.display()
-    );
-    let mut at = 24;
-    let (mut first, mut last) = (u64::MAX, 0);
-    while at + 16 <= bytes.len() {
-        let ts = u64::from(le(at)) * 1_000_000 + u64::from(le(at + 4));
-        first = first.min(ts);
-        last = last.max(ts);
-        at += 16 + le(at + 8) as usize;
-    }
+    let records = crate::pcap::read(path);
+    let first = records.iter().map(|r| r.ts_micros).min().unwrap_or(0);
+    let last = records.iter().map(|r| r.ts_micros).max().unwrap_or(0);
     (first, last)
 }

@@ -11,10 +11,11 @@ use std::path::Path;
 
 use std::time::Duration;
 
-use vigil_tests::forge::{self, Frame, ACK, RST, SYN};
+use vigil_tests::forge::{self, ACK, RST, SYN};
 use vigil_tests::lab::{committed_labs, fixture, ground_truth};
 use vigil_tests::live::{skip_live, syn_scan, wait_for_alerts, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
+use vigil_tests::pcap::{self, Record};
 use vigil_tests::workspace::{
     eve_records, plugin_dir, replay_ok, replay_with, saved_actions, TempDir,
 };
@@ -78,7 +79,7 @@ impl Aim {
 }
 
 /// `FORGED_FRAMES` forged answers of `shape`, spread evenly over `start..end` (microseconds).
-fn forged(shape: Shape, aim: &Aim, (start, end): (u64, u64)) -> Vec<Frame> {
+fn forged(shape: Shape, aim: &Aim, (start, end): (u64, u64)) -> Vec<Record> {
     let step = (end - start) / FORGED_FRAMES;
     let mut frames = Vec::new();
     for i in 0..FORGED_FRAMES {
@@ -97,29 +98,29 @@ fn forged(shape: Shape, aim: &Aim, (start, end): (u64, u64)) -> Vec<Frame> {
         let to = (aim.addressee_mac, aim.addressee, port);
         match kind {
             0 => {
-                frames.push(Frame {
+                frames.push(Record {
                     ts_micros: ts,
-                    bytes: forge::tcp(from, to, SYN | ACK, i as u32),
+                    data: forge::tcp(from, to, SYN | ACK, i as u32),
                 });
                 if matches!(shape, Shape::Mixed) {
                     // The addressee's kernel refuses the SYN-ACK it never asked for.
                     let back = (aim.forger_mac, neighbour, tcp_port);
-                    frames.push(Frame {
+                    frames.push(Record {
                         ts_micros: ts + 50,
-                        bytes: forge::tcp(to, back, RST, 0x1000_0001),
+                        data: forge::tcp(to, back, RST, 0x1000_0001),
                     });
                 }
             }
-            1 => frames.push(Frame {
+            1 => frames.push(Record {
                 ts_micros: ts,
-                bytes: forge::tcp(from, to, RST | ACK, i as u32),
+                data: forge::tcp(from, to, RST | ACK, i as u32),
             }),
             _ => {
                 let udp_port = UDP_PORTS[(i as usize) % UDP_PORTS.len()];
                 let from = (aim.forger_mac, neighbour, udp_port);
-                frames.push(Frame {
+                frames.push(Record {
                     ts_micros: ts,
-                    bytes: forge::udp(from, to, b"\x00\x01answer"),
+                    data: forge::udp(from, to, b"\x00\x01answer"),
                 });
             }
         }
@@ -183,7 +184,7 @@ fn forged_answers_blame_nobody_and_the_real_attack_is_still_blocked() {
             let forged_pcap = work.path().join("forged.pcap");
             let merged = work.path().join("attack-and-forged.pcap");
             let frames = forged(shape, &Aim::in_lab(&lab), forge::time_span(&attack));
-            forge::write_pcap(&forged_pcap, &frames);
+            pcap::write(&forged_pcap, &frames);
             forge::merge(&attack, &forged_pcap, &merged);
             let data = TempDir::new("forged-data");
             let out = replay_ok(data.path(), &[&baseline, &merged]);
@@ -302,7 +303,7 @@ fn live_forged_answers_on_a_veth_raise_nothing_while_a_real_scan_is_caught() {
     };
     let pcap = data.path().join("forged.pcap");
     let frames = forged(Shape::Mixed, &aim, (1_000_000, 2_000_000));
-    forge::write_pcap(&pcap, &frames);
+    pcap::write(&pcap, &frames);
     let sent = forger
         .run(
             "tcpreplay",

@@ -1,18 +1,23 @@
-//! The decode path as the pipeline runs it: Ethernet frames -> `decode` -> the flow table, with
-//! the flow clock ticking on packet time. The input is a small capture: records of
-//! `[time step: u8][frame length: u16 LE][frame]`, the last frame taking what is left.
+//! The decode path as the pipeline runs it: Ethernet frames -> `decode_frame` -> fragment
+//! reassembly -> the flow table, with the clocks ticking on packet time. The input is a small
+//! capture: records of `[time step: u8][frame length: u16 LE][frame]`, the last frame taking
+//! what is left.
 
 #![no_main]
 
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use vigil::decode::{decode, Decoded, Transport};
+use vigil::decode::fragments::{FragmentConfig, Reassembler};
+use vigil::decode::{decode_frame, Decoded, Frame, Transport};
 use vigil::flow::{FlowConfig, FlowTable};
 use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 
 /// Two buckets: a handful of distinct flows already forces evictions.
 const CAPACITY: usize = 16;
+/// The smallest fragment pool (one largest datagram) and a few slots: floods evict at once.
+const FRAGMENT_BYTES: usize = 65_536;
+const FRAGMENT_DATAGRAMS: usize = 8;
 const SECOND: u64 = 1_000_000;
 /// Where the ethertype (or the first VLAN tag) starts: after the two MAC addresses.
 const ETHERTYPE_AT: usize = 12;
@@ -69,15 +74,21 @@ fn within(frame: &[u8], part: &[u8]) -> bool {
     span.start <= part.start && part.end <= span.end
 }
 
-fn check_decoded(frame: &[u8], decoded: &Decoded<'_>) {
+/// `buffer`: the frame, or for a reassembled datagram the reassembler's buffer; `whole`: the
+/// frame when it held the whole datagram (a reassembled one carries its first fragment's tags,
+/// not necessarily the completing frame's).
+fn check_decoded(buffer: &[u8], whole: Option<&[u8]>, decoded: &Decoded<'_>) {
     match decoded.transport {
         Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => {
-            assert!(within(frame, payload), "payload outside the frame");
+            assert!(within(buffer, payload), "payload outside its buffer");
         }
         Transport::Icmp { .. } | Transport::Other { .. } => {}
     }
     let vlans = decoded.vlans;
     assert!(vlans.vlan_id().is_none_or(|vlan| vlan < 4096));
+    let Some(frame) = whole else {
+        return;
+    };
     // Re-emitted, the tags (and the ethertype after them) are the frame's own bytes: what a
     // reset sent into the same VLANs carries.
     let tags_end = ETHERTYPE_AT + vlans.wire_len();
@@ -92,6 +103,11 @@ fuzz_target!(|data: &[u8]| {
         capacity: CAPACITY,
         ..FlowConfig::default()
     });
+    let mut fragments = Reassembler::new(FragmentConfig {
+        max_bytes: FRAGMENT_BYTES,
+        max_datagrams: FRAGMENT_DATAGRAMS,
+        ..FragmentConfig::default()
+    });
     let mut ledger = Ledger::default();
     let mut now = Timestamp(1_700_000_000 * SECOND);
     let mut next_tick: Option<Timestamp> = None;
@@ -104,12 +120,28 @@ fuzz_target!(|data: &[u8]| {
         // The pipeline's clock: flows expire once per second of packet time.
         if next_tick.is_none_or(|next| now >= next) {
             flows.expire(now, &mut |event| ledger.record(&event));
+            fragments.expire(now);
             next_tick = Some(Timestamp((now.0 / SECOND + 1) * SECOND));
         }
-        let Ok(decoded) = decode(frame) else {
-            continue;
+        let (decoded, buffer, whole) = match decode_frame(frame) {
+            Ok(Frame::Whole(decoded)) => (decoded, frame, Some(frame)),
+            Ok(Frame::Fragment(fragment)) => {
+                let Some(datagram) = fragments.push(now, &fragment) else {
+                    let stats = fragments.stats();
+                    assert!(stats.held_bytes <= FRAGMENT_BYTES as u64);
+                    assert!(stats.in_progress <= FRAGMENT_DATAGRAMS as u64);
+                    continue;
+                };
+                // Whole again: as long as the cap allows, never longer.
+                assert!(datagram.payload.len() <= 65_535);
+                let Ok(decoded) = datagram.decode() else {
+                    continue;
+                };
+                (decoded, datagram.payload, None)
+            }
+            Err(_) => continue,
         };
-        check_decoded(frame, &decoded);
+        check_decoded(buffer, whole, &decoded);
         let observed = flows.observe(now, &decoded, &mut |event| ledger.record(&event));
         if let Some(observed) = observed {
             assert!(

@@ -165,6 +165,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         packets,
         runs,
     )?);
+    rows.extend(super::bench_fragments::rows(runs, || {
+        bench_pipeline(&files, &config)
+    })?);
     rows.push(super::bench_respond::lookups(runs)?);
     let (block, block_median) =
         super::bench_respond::breach_to_block(bench_pipeline(&files, &config)?, &path)?;

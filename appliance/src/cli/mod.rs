@@ -2,6 +2,7 @@
 
 mod actions;
 mod bench;
+mod bench_fragments;
 mod bench_respond;
 mod bench_updates;
 mod bundle;
@@ -293,6 +294,7 @@ pub(crate) fn open_pipeline(
         Box::new(sink),
         logs,
     );
+    pipeline.set_fragments(config.fragments.clone());
     if let Some(store) = store {
         pipeline.attach_store(store);
     }

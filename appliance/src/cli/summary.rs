@@ -88,6 +88,14 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     if !skipped.is_empty() {
         print_table("frames skipped, by reason", &skipped);
     }
+    let fragments: Vec<(String, String)> = stats
+        .fragments
+        .rows()
+        .map(|(name, n)| (name.to_string(), n.to_string()))
+        .collect();
+    if !fragments.is_empty() {
+        print_table("ip fragments", &fragments);
+    }
     let outcomes: Vec<(String, String)> = pipeline
         .analyzer()
         .counts()

@@ -3,18 +3,25 @@
 //!
 //! Checksums are never verified: veth and offloading NICs hand us frames whose checksums the
 //! hardware would have finished, and an IDS must see what the host sees.
+//!
+//! [`decode`] takes whole datagrams only. [`decode_frame`] also recognises IPv4 and IPv6
+//! fragments and hands them out as [`Fragment`]s, for [`fragments::Reassembler`] to put back
+//! together; a reassembled datagram is decoded by [`fragments::Datagram::decode`] exactly as if it
+//! had arrived whole.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet,
-    IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+    IpProtocol, Ipv4Packet, Ipv6FragmentHeader, Ipv6Packet, TcpPacket, UdpPacket,
 };
 
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 const VLAN_TAG_LEN: usize = 4;
+pub mod fragments;
+
 /// Nested tags accepted (QinQ and one more): deeper stacks are malformed in practice.
 const MAX_VLAN_TAGS: usize = 3;
 /// IPv6 extension headers walked before giving up.
@@ -158,7 +165,8 @@ pub enum Skip {
     BadIpv4,
     BadIpv6,
     BadIpv6Extension,
-    /// A non-first IPv4/IPv6 fragment: it carries no transport header.
+    /// An IPv4/IPv6 fragment (first or later): [`decode`] alone cannot read its transport
+    /// header; the pipeline reassembles it ([`fragments`]).
     Fragment,
     TruncatedTcp,
     TruncatedUdp,
@@ -238,8 +246,57 @@ impl SkipCounts {
     }
 }
 
-/// Decodes an Ethernet frame (with up to three 802.1Q/802.1ad tags).
+/// A frame's link layer: what a reassembled datagram keeps of its first fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlans: VlanTags,
+}
+
+/// One IPv4 fragment (MF set or a non-zero offset) or IPv6 fragment (a Fragment header that is
+/// not an atomic fragment, RFC 6946): the part of a datagram it carries and where that goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment<'a> {
+    pub link: Link,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The IPv4 Identification or the IPv6 Fragment Identification.
+    pub ident: u32,
+    /// IPv4: the datagram's protocol. IPv6: the Fragment header's Next Header (the first header
+    /// of the fragmentable part).
+    pub protocol: u8,
+    pub v6: bool,
+    /// Where `data` goes in the reassembled payload, in bytes (a multiple of 8).
+    pub offset: usize,
+    /// More fragments follow (MF / M flag): false on the last one.
+    pub more: bool,
+    /// What the reassembled datagram carries before the fragmentable part: the IPv4 header, or
+    /// the IPv6 extension headers ahead of the Fragment header. Counts against the size cap.
+    pub header_len: usize,
+    pub data: &'a [u8],
+}
+
+/// A frame decoded as far as one frame can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole datagram, decoded to the transport layer.
+    Whole(Decoded<'a>),
+    /// A fragment, to reassemble before it can be decoded.
+    Fragment(Fragment<'a>),
+}
+
+/// Decodes an Ethernet frame (with up to three 802.1Q/802.1ad tags) holding a whole datagram;
+/// a fragment is [`Skip::Fragment`] (see [`decode_frame`]).
 pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
+    match decode_frame(frame)? {
+        Frame::Whole(decoded) => Ok(decoded),
+        Frame::Fragment(_) => Err(Skip::Fragment),
+    }
+}
+
+/// Decodes an Ethernet frame, handing out fragments instead of skipping them.
+pub fn decode_frame(frame: &[u8]) -> Result<Frame<'_>, Skip> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Skip::TruncatedEthernet)?;
     let src_mac = eth.src_addr().0;
     let dst_mac = eth.dst_addr().0;
@@ -252,73 +309,174 @@ pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
         ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         payload = &payload[VLAN_TAG_LEN..];
     }
-    let (src, dst, transport) = match EthernetProtocol::from(ethertype) {
+    let link = Link {
+        src_mac,
+        dst_mac,
+        vlans,
+    };
+    let network = match EthernetProtocol::from(ethertype) {
         EthernetProtocol::Ipv4 => decode_ipv4(payload)?,
         EthernetProtocol::Ipv6 => decode_ipv6(payload)?,
         _ => return Err(Skip::NotIp),
     };
-    Ok(Decoded {
-        src_mac,
-        dst_mac,
-        vlans,
-        src,
-        dst,
-        transport,
+    Ok(match network {
+        Network::Whole(src, dst, transport) => Frame::Whole(Decoded {
+            src_mac,
+            dst_mac,
+            vlans,
+            src,
+            dst,
+            transport,
+        }),
+        Network::Fragment(fragment) => Frame::Fragment(Fragment { link, ..fragment }),
     })
 }
 
-fn decode_ipv4(bytes: &[u8]) -> Result<(IpAddr, IpAddr, Transport<'_>), Skip> {
+/// The network layer of one frame: a whole datagram, or a fragment (its `link` not yet set).
+enum Network<'a> {
+    Whole(IpAddr, IpAddr, Transport<'a>),
+    Fragment(Fragment<'a>),
+}
+
+const NO_LINK: Link = Link {
+    src_mac: [0; 6],
+    dst_mac: [0; 6],
+    vlans: VlanTags {
+        tags: [(0, 0); MAX_VLAN_TAGS],
+        len: 0,
+    },
+};
+
+fn decode_ipv4(bytes: &[u8]) -> Result<Network<'_>, Skip> {
     let ip = Ipv4Packet::new_checked(bytes).map_err(|_| Skip::BadIpv4)?;
     if ip.version() != 4 {
         return Err(Skip::BadIpv4);
     }
-    if ip.frag_offset() != 0 {
-        return Err(Skip::Fragment);
-    }
     let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
     let protocol = u8::from(ip.next_header());
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Ok(Network::Fragment(Fragment {
+            link: NO_LINK,
+            src,
+            dst,
+            ident: u32::from(ip.ident()),
+            protocol,
+            v6: false,
+            offset: usize::from(ip.frag_offset()),
+            more: ip.more_frags(),
+            header_len: usize::from(ip.header_len()),
+            data: ip.payload(),
+        }));
+    }
     let transport = decode_transport(protocol, ip.payload(), false)?;
-    Ok((src, dst, transport))
+    Ok(Network::Whole(src, dst, transport))
 }
 
-fn decode_ipv6(bytes: &[u8]) -> Result<(IpAddr, IpAddr, Transport<'_>), Skip> {
+fn decode_ipv6(bytes: &[u8]) -> Result<Network<'_>, Skip> {
     let ip = Ipv6Packet::new_checked(bytes).map_err(|_| Skip::BadIpv6)?;
     if ip.version() != 6 {
         return Err(Skip::BadIpv6);
     }
     let (src, dst) = (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()));
-    let (protocol, payload) = skip_ipv6_extensions(u8::from(ip.next_header()), ip.payload())?;
-    let transport = decode_transport(protocol, payload, true)?;
-    Ok((src, dst, transport))
+    match walk_ipv6_extensions(u8::from(ip.next_header()), ip.payload())? {
+        Chain::Upper(protocol, payload) => Ok(Network::Whole(
+            src,
+            dst,
+            decode_transport(protocol, payload, true)?,
+        )),
+        Chain::Fragment(header) => Ok(Network::Fragment(Fragment {
+            link: NO_LINK,
+            src,
+            dst,
+            ident: header.ident,
+            protocol: header.next,
+            v6: true,
+            offset: header.offset,
+            more: header.more,
+            header_len: header.unfragmentable,
+            data: header.data,
+        })),
+    }
 }
 
-/// Walks hop-by-hop, routing, destination-options and fragment headers to the transport header.
-fn skip_ipv6_extensions(mut next: u8, mut bytes: &[u8]) -> Result<(u8, &[u8]), Skip> {
+/// Where an IPv6 packet's extension headers lead.
+enum Chain<'a> {
+    /// The upper-layer header: its protocol number and bytes.
+    Upper(u8, &'a [u8]),
+    /// A Fragment header that is not an atomic fragment.
+    Fragment(Ipv6Fragment<'a>),
+}
+
+struct Ipv6Fragment<'a> {
+    next: u8,
+    offset: usize,
+    more: bool,
+    ident: u32,
+    /// Bytes of extension headers ahead of the Fragment header.
+    unfragmentable: usize,
+    data: &'a [u8],
+}
+
+/// Walks hop-by-hop, routing, destination-options and fragment headers to the transport header,
+/// or to a Fragment header. An atomic fragment (offset 0, no more fragments: RFC 6946) is
+/// walked through like any other header.
+fn walk_ipv6_extensions(mut next: u8, bytes: &[u8]) -> Result<Chain<'_>, Skip> {
     const HOP_BY_HOP: u8 = 0;
     const ROUTING: u8 = 43;
     const FRAGMENT: u8 = 44;
     const DEST_OPTS: u8 = 60;
+    const FRAGMENT_HEADER_LEN: usize = 8;
+    let mut at = 0;
     for _ in 0..MAX_IPV6_EXTENSIONS {
+        let rest = &bytes[at..];
         match next {
             HOP_BY_HOP | ROUTING | DEST_OPTS => {
-                let header = bytes.get(..2).ok_or(Skip::BadIpv6Extension)?;
+                let header = rest.get(..2).ok_or(Skip::BadIpv6Extension)?;
                 let len = (usize::from(header[1]) + 1) * 8;
-                next = header[0];
-                bytes = bytes.get(len..).ok_or(Skip::BadIpv6Extension)?;
-            }
-            FRAGMENT => {
-                let header = bytes.get(..8).ok_or(Skip::BadIpv6Extension)?;
-                let offset = u16::from_be_bytes([header[2], header[3]]) >> 3;
-                if offset != 0 {
-                    return Err(Skip::Fragment);
+                if rest.len() < len {
+                    return Err(Skip::BadIpv6Extension);
                 }
                 next = header[0];
-                bytes = &bytes[8..];
+                at += len;
             }
-            _ => return Ok((next, bytes)),
+            FRAGMENT => {
+                let header = rest
+                    .get(..FRAGMENT_HEADER_LEN)
+                    .ok_or(Skip::BadIpv6Extension)?;
+                // The smoltcp view starts after Next Header and the reserved byte.
+                let view = Ipv6FragmentHeader::new_checked(&header[2..])
+                    .map_err(|_| Skip::BadIpv6Extension)?;
+                let offset = usize::from(view.frag_offset()) * 8;
+                let more = view.more_frags();
+                if offset != 0 || more {
+                    return Ok(Chain::Fragment(Ipv6Fragment {
+                        next: header[0],
+                        offset,
+                        more,
+                        ident: view.ident(),
+                        unfragmentable: at,
+                        data: &rest[FRAGMENT_HEADER_LEN..],
+                    }));
+                }
+                next = header[0];
+                at += FRAGMENT_HEADER_LEN;
+            }
+            _ => return Ok(Chain::Upper(next, rest)),
         }
     }
     Err(Skip::BadIpv6Extension)
+}
+
+/// The fixed header of a transport protocol: what a first fragment must hold for its ports and
+/// flags (RFC 1858's tiny fragments) and its type to be read without the next fragment.
+fn transport_header_len(protocol: u8, v6: bool) -> usize {
+    match IpProtocol::from(protocol) {
+        IpProtocol::Tcp => 20,
+        IpProtocol::Udp => 8,
+        IpProtocol::Icmp if !v6 => 8,
+        IpProtocol::Icmpv6 if v6 => 8,
+        _ => 0,
+    }
 }
 
 fn decode_transport(protocol: u8, bytes: &[u8], v6: bool) -> Result<Transport<'_>, Skip> {

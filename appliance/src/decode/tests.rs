@@ -174,11 +174,21 @@ fn ipv6_hop_by_hop_is_skipped_to_the_transport() {
 }
 
 #[test]
-fn later_fragments_and_non_ip_are_skipped_not_malformed() {
+fn fragments_and_non_ip_are_skipped_not_malformed() {
     let mut ip = ipv4([10, 0, 0, 1], [10, 0, 0, 2], 17, &[0; 16]);
     ip[6] = 0x00;
     ip[7] = 0x10;
     assert_eq!(decode(&ethernet(0x0800, &ip)), Err(Skip::Fragment));
+    // A first fragment (MF set, offset 0) is no whole packet either: its transport header may
+    // be cut short, so it waits for reassembly.
+    let mut first = ipv4(
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        6,
+        &tcp(1, 2, TcpFlags::SYN, 0, &[]),
+    );
+    first[6] = 0x20;
+    assert_eq!(decode(&ethernet(0x0800, &first)), Err(Skip::Fragment));
     assert_eq!(decode(&ethernet(0x0806, &[0; 28])), Err(Skip::NotIp));
     assert!(!Skip::Fragment.is_malformed() && !Skip::NotIp.is_malformed());
 }

@@ -1,0 +1,397 @@
+//! Fragments through the whole appliance (`vigil replay`): a real nmap SYN scan captured in
+//! namespaces this test makes, plain, cut into 8-byte fragments (`nmap -f`) and into 16-byte
+//! ones (`nmap --mtu 16`), raises the same models against the scanner; a flood of fragments that
+//! never complete stays within `[fragments] max_bytes`, is counted, and raises nothing; overlap
+//! evasions (IPv4 and IPv6) are counted in the run's summary.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use vigil_tests::live::{nmap_available, start_tcpdump};
+use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
+use vigil_tests::pcap::{self, Record};
+use vigil_tests::workspace::{eve_records, replay_ok, replay_with, TempDir};
+
+const SCANNER: &str = "10.215.0.2";
+/// Routed through the victim's end, which answers for the whole /24 (`ip route add local`).
+const TARGETS: &str = "10.216.0.1-40";
+const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
+
+/// The value of a row of the run's summary, e.g. `datagrams reassembled`.
+fn summary_value(stdout: &str, row: &str) -> Option<u64> {
+    stdout.lines().find_map(|line| {
+        let rest = line.strip_prefix(row)?;
+        if !rest.starts_with("  ") {
+            return None;
+        }
+        rest.trim().parse().ok()
+    })
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The models that alerted on `source` in a data dir's eve.json.
+fn models_of(data_dir: &Path, source: &str) -> BTreeSet<String> {
+    eve_records(data_dir)
+        .iter()
+        .filter(|r| r["event_type"] == "alert" && r["src_ip"] == source)
+        .filter_map(|r| r["alert"]["signature"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// (IPv4 first fragments, all IPv4 fragments) in a capture: MF set with offset 0, and MF set
+/// or a non-zero offset.
+fn ipv4_fragments(frames: &[Record]) -> (u64, u64) {
+    let (mut first, mut all) = (0, 0);
+    for frame in frames {
+        let Some(flags) = frame.data.get(20..22) else {
+            continue;
+        };
+        if frame.data[12..14] != ETHERTYPE_IPV4 {
+            continue;
+        }
+        let more = flags[0] & 0x20 != 0;
+        let offset = u16::from_be_bytes([flags[0] & 0x1f, flags[1]]);
+        first += u64::from(more && offset == 0);
+        all += u64::from(more || offset != 0);
+    }
+    (first, all)
+}
+
+/// Waits until the capture file has stopped growing for half a second (tcpdump writes every
+/// frame as it comes: `--immediate-mode -U`).
+fn wait_until_written(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let len = std::fs::metadata(path).map(|m| m.len()).ok();
+        if len.is_some() && len == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} kept growing", path.display());
+        last = len;
+    }
+}
+
+/// A real nmap SYN scan of five ports on 40 hosts from `scanner`, with `extra` options,
+/// captured on the scanner's interface into `out`.
+fn capture_scan(scanner: &Netns, iface: &str, extra: &[&str], out: &Path) {
+    let path = out.display().to_string();
+    let mut tcpdump = start_tcpdump(
+        scanner,
+        &["-i", iface, "--immediate-mode", "-U", "-w", &path, "ip"],
+    );
+    let mut args = vec![
+        "-n",
+        "-Pn",
+        "-sS",
+        "-T4",
+        "--max-retries",
+        "0",
+        "-p",
+        "22,80,139,445,3389",
+    ];
+    args.extend_from_slice(extra);
+    args.push(TARGETS);
+    let report = scanner.run("nmap", &args).expect("nmap runs");
+    assert!(report.contains("Nmap done"), "{report}");
+    wait_until_written(out);
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+}
+
+#[test]
+fn fragmented_nmap_scans_raise_the_same_models_as_the_plain_scan() {
+    if skip_without_root() || !nmap_available() {
+        eprintln!("skipping: needs root, iproute2, nmap and tcpdump");
+        return;
+    }
+    let scanner = Netns::unique().expect("namespace");
+    let victim = Netns::unique().expect("namespace");
+    let (if_scanner, if_victim) = (unique_name(), unique_name());
+    let _pair = VethPair::new(
+        &scanner,
+        &if_scanner,
+        &victim,
+        &if_victim,
+        &format!("{SCANNER}/24"),
+        "10.215.0.1/24",
+    )
+    .expect("veth pair");
+    scanner
+        .run(
+            "ip",
+            &["route", "add", "10.216.0.0/24", "via", "10.215.0.1"],
+        )
+        .expect("route to the targets");
+    // The victim's namespace answers for every target: RSTs from closed ports, as hosts do.
+    victim
+        .run(
+            "ip",
+            &["route", "add", "local", "10.216.0.0/24", "dev", "lo"],
+        )
+        .expect("local route");
+
+    let work = TempDir::new("frag-scan");
+    let variants: [(&str, &[&str]); 3] =
+        [("plain", &[]), ("f", &["-f"]), ("mtu16", &["--mtu", "16"])];
+    let mut models = Vec::new();
+    for (name, extra) in variants {
+        let pcap_path = work.path().join(format!("{name}.pcap"));
+        capture_scan(&scanner, &if_scanner, extra, &pcap_path);
+        let (first, all) = ipv4_fragments(&pcap::read(&pcap_path));
+        let data = work.path().join(format!("data-{name}"));
+        let out = replay_ok(&data, &[&pcap_path]);
+        let summary = stdout(&out);
+        if extra.is_empty() {
+            assert_eq!((first, all), (0, 0), "the plain scan is not fragmented");
+            assert_eq!(summary_value(&summary, "fragments"), None, "{summary}");
+        } else {
+            // Every SYN was cut up, and every one is whole again: each first fragment is one
+            // datagram, and each is tiny (the 24-byte TCP header does not fit in 8 or 16).
+            assert!(first >= 200, "{name}: {first} first fragments of 200 SYNs");
+            assert!(all > first, "{name}: {all} fragments");
+            assert_eq!(summary_value(&summary, "fragments"), Some(all), "{summary}");
+            assert_eq!(
+                summary_value(&summary, "datagrams reassembled"),
+                Some(first),
+                "{summary}"
+            );
+            assert_eq!(
+                summary_value(&summary, "tiny first fragments"),
+                Some(first),
+                "{summary}"
+            );
+            for absent in ["datagrams timed out", "overlapping fragments"] {
+                assert_eq!(summary_value(&summary, absent), None, "{summary}");
+            }
+        }
+        models.push((name, models_of(&data, SCANNER)));
+    }
+    let (_, plain) = &models[0];
+    for expected in [
+        "Device / Network Scan",
+        "Device / Network Range Scan",
+        "Device / RDP Scan",
+        "Device / Suspicious SMB Scanning Activity",
+    ] {
+        assert!(plain.contains(expected), "plain scan: {plain:?}");
+    }
+    for (name, found) in &models[1..] {
+        assert_eq!(found, plain, "{name} against the plain scan");
+    }
+}
+
+/// 20 bytes of IPv4 header (checksum left zero: Vigil never verifies it) and `data`.
+fn ipv4_fragment(
+    src: [u8; 4],
+    dst: [u8; 4],
+    ident: u16,
+    offset: u16,
+    more: bool,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa];
+    frame.extend_from_slice(&ETHERTYPE_IPV4);
+    frame.extend_from_slice(&[0x45, 0]);
+    frame.extend_from_slice(&(20 + data.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&ident.to_be_bytes());
+    let flags = if more { 0x2000 } else { 0 } | (offset / 8);
+    frame.extend_from_slice(&flags.to_be_bytes());
+    frame.extend_from_slice(&[64, 6, 0, 0]);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// An IPv6 packet with a Fragment header (Next Header TCP) carrying `data` at `offset`, more
+/// fragments following.
+fn ipv6_fragment(src: [u8; 16], dst: [u8; 16], ident: u32, offset: u16, data: &[u8]) -> Vec<u8> {
+    ipv6_fragment_with(src, dst, ident, offset, true, data)
+}
+
+fn ipv6_fragment_with(
+    src: [u8; 16],
+    dst: [u8; 16],
+    ident: u32,
+    offset: u16,
+    more: bool,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut frame = vec![2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa];
+    frame.extend_from_slice(&ETHERTYPE_IPV6);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(8 + data.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[44, 64]);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&dst);
+    // Next Header TCP, reserved, offset and M set, identification.
+    frame.extend_from_slice(&[6, 0]);
+    frame.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+    frame.extend_from_slice(&ident.to_be_bytes());
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// A TCP SYN header to port 445 (20 bytes).
+fn syn_header(src_port: u16) -> Vec<u8> {
+    syn_to(src_port, 445)
+}
+
+fn syn_to(src_port: u16, dst_port: u16) -> Vec<u8> {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&src_port.to_be_bytes());
+    tcp.extend_from_slice(&dst_port.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp
+}
+
+#[test]
+fn a_fragment_flood_stays_within_max_bytes_and_raises_nothing() {
+    const PER_FAMILY: u32 = 10_000;
+    const MAX_BYTES: u64 = 256 * 1024;
+    // One 512-byte block per incomplete datagram.
+    const HELD: u64 = MAX_BYTES / 512;
+    let target = [10, 217, 0, 9];
+    let target6 = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+    let syn = syn_header(40_000);
+    let mut frames = Vec::new();
+    let start = 1_800_000_000 * 1_000_000u64;
+    for i in 0..PER_FAMILY {
+        let ts_micros = start + u64::from(i) * 20;
+        let [_, _, a, b] = i.to_be_bytes();
+        // Tiny first fragments from ten thousand made-up neighbours...
+        frames.push(Record {
+            ts_micros,
+            data: ipv4_fragment([10, 218, a, b], target, i as u16, 0, true, &syn[..16]),
+        });
+        // ...and IPv6 middle fragments that never get a start or an end.
+        let mut src6 = target6;
+        src6[12..16].copy_from_slice(&(0x0001_0000 + i).to_be_bytes());
+        frames.push(Record {
+            ts_micros: ts_micros + 10,
+            data: ipv6_fragment(src6, target6, i, 16, &[0; 8]),
+        });
+    }
+    // After the flood, a real fragmented SYN still gets through whole.
+    let last = start + u64::from(PER_FAMILY) * 20;
+    let real = [10, 217, 1, 1];
+    frames.push(Record {
+        ts_micros: last,
+        data: ipv4_fragment(real, target, 0xbeef, 0, true, &syn[..16]),
+    });
+    frames.push(Record {
+        ts_micros: last + 10,
+        data: ipv4_fragment(real, target, 0xbeef, 16, false, &syn[16..]),
+    });
+
+    let work = TempDir::new("frag-flood");
+    let pcap_path = work.path().join("flood.pcap");
+    pcap::write(&pcap_path, &frames);
+    let config = work.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!("[fragments]\nmax_bytes = {MAX_BYTES}\nmax_datagrams = 100000\n"),
+    )
+    .expect("config");
+    let data = work.path().join("data");
+    let out = replay_with(
+        &data,
+        &["--config", config.to_str().expect("utf-8")],
+        &[&pcap_path],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let summary = stdout(&out);
+    let datagrams = 2 * u64::from(PER_FAMILY) + 1;
+    let value = |row: &str| summary_value(&summary, row);
+    assert_eq!(value("fragments"), Some(datagrams + 1), "{summary}");
+    assert_eq!(value("peak bytes held"), Some(MAX_BYTES), "{summary}");
+    // The real datagram's first fragment pushed out one more; its last completed it.
+    assert_eq!(
+        value("datagrams evicted (bounds)"),
+        Some(datagrams - HELD),
+        "{summary}"
+    );
+    assert_eq!(
+        value("datagrams in progress at the end"),
+        Some(HELD - 1),
+        "{summary}"
+    );
+    assert_eq!(value("datagrams reassembled"), Some(1), "{summary}");
+    assert_eq!(
+        value("tiny first fragments"),
+        Some(u64::from(PER_FAMILY) + 1),
+        "{summary}"
+    );
+    // Only the real SYN made a flow; nobody is blamed for the flood.
+    assert_eq!(value("flows started"), Some(1), "{summary}");
+    let alerts: Vec<_> = eve_records(&data)
+        .into_iter()
+        .filter(|r| r["event_type"] == "alert")
+        .collect();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
+#[test]
+fn overlapping_fragment_evasions_are_counted_in_the_summary() {
+    let (src, dst) = ([10, 219, 0, 5], [10, 219, 0, 9]);
+    // IPv4, Ptacek-Newsham style: the ports in an 8-byte first fragment, then the header again
+    // at offset 0 naming another port, then the end. First wins: the datagram is the first
+    // copy's (the unit tests check the bytes).
+    let mut first = syn_to(40_000, 80);
+    first.extend_from_slice(b"twelve bytes");
+    let mut rewrite = syn_to(40_000, 445);
+    rewrite.extend_from_slice(b"twelve bytes");
+    let (src6, dst6) = (
+        [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],
+        [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+    );
+    let syn6 = syn_to(40_001, 22);
+    let mut padded6 = syn6.clone();
+    padded6.extend_from_slice(&[0; 20]);
+    let t = 1_800_000_000 * 1_000_000u64;
+    let frames = [
+        ipv4_fragment(src, dst, 1, 0, true, &first[..8]),
+        ipv4_fragment(src, dst, 1, 0, true, &rewrite[..24]),
+        ipv4_fragment(src, dst, 1, 24, false, &first[24..]),
+        // IPv6: two fragments sharing bytes 16..24 (RFC 5722: the datagram is discarded).
+        ipv6_fragment_with(src6, dst6, 2, 0, true, &padded6[..24]),
+        ipv6_fragment_with(src6, dst6, 2, 16, false, &padded6[16..]),
+    ];
+    let frames: Vec<Record> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Record {
+            ts_micros: t + i as u64 * 1000,
+            data,
+        })
+        .collect();
+    let work = TempDir::new("frag-overlap");
+    let pcap_path = work.path().join("overlap.pcap");
+    pcap::write(&pcap_path, &frames);
+    let data = work.path().join("data");
+    let out = replay_ok(&data, &[&pcap_path]);
+    let summary = stdout(&out);
+    let value = |row: &str| summary_value(&summary, row);
+    assert_eq!(value("fragments"), Some(5), "{summary}");
+    assert_eq!(value("overlapping fragments"), Some(2), "{summary}");
+    assert_eq!(value("conflicting overlaps"), Some(1), "{summary}");
+    assert_eq!(
+        value("ipv6 datagrams discarded for overlaps"),
+        Some(1),
+        "{summary}"
+    );
+    assert_eq!(value("tiny first fragments"), Some(1), "{summary}");
+    assert_eq!(value("datagrams reassembled"), Some(1), "{summary}");
+    // The IPv4 SYN (to port 80, as its first copy said) is one flow; the IPv6 one never was.
+    assert_eq!(value("flows started"), Some(1), "{summary}");
+}
