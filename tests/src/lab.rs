@@ -9,6 +9,16 @@ pub fn fixture(lab: &str, file: &str) -> PathBuf {
     root().join("tests").join("fixtures").join(lab).join(file)
 }
 
+/// `KEY=value` from the lab's parameter file (`lab-params.env`, what run-lab.sh ran with).
+pub fn param(lab: &str, key: &str) -> String {
+    let path = fixture(lab, "lab-params.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{lab}: no {key} in lab-params.env"))
+        .to_string()
+}
+
 /// One row of `ground-truth.tsv`.
 #[derive(Debug, Clone)]
 pub struct Step {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde_json::Value;
-use vigil_tests::lab::{committed_labs, fixture, ground_truth};
+use vigil_tests::lab::{self, committed_labs, fixture, ground_truth};
 use vigil_tests::pcap::{self, Rng};
 use vigil_tests::workspace::{eve_records, replay_ok, summary_value, TempDir};
 
@@ -21,14 +21,6 @@ const SYN_GAP_MICROS: u64 = 100;
 const ANSWERED_EVERY: u32 = 16;
 /// devices.json of the lab's five devices is a few KiB; a flood must not grow it past this.
 const DEVICES_JSON_BOUND: u64 = 64 * 1024;
-
-fn lab_param(lab: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(fixture(lab, "lab-params.env")).expect("lab-params.env");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{lab}: no {key}"))
-        .to_string()
-}
 
 fn devices(data_dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(data_dir.join("devices.json")).expect("devices.json");
@@ -180,15 +172,15 @@ fn write_flood(out: &Path, lab_net: [u8; 3], server: (Ipv4Addr, [u8; 6]), start:
 fn a_random_source_syn_flood_admits_no_device_and_the_attack_keeps_its_identity() {
     for lab in committed_labs() {
         let attacker = ground_truth(&lab)[0].source.to_string();
-        let net: Vec<u8> = lab_param(&lab, "LAB_NET")
+        let net: Vec<u8> = lab::param(&lab, "LAB_NET")
             .split('.')
             .map(|o| o.parse().expect("octet"))
             .collect();
         let lab_net: [u8; 3] = net.try_into().expect("a /24 prefix");
         let server_ip = format!(
             "{}.{}",
-            lab_param(&lab, "LAB_NET"),
-            lab_param(&lab, "FS_OCTET")
+            lab::param(&lab, "LAB_NET"),
+            lab::param(&lab, "FS_OCTET")
         );
         let data = TempDir::new("flood");
 
@@ -259,7 +251,7 @@ fn a_random_source_syn_flood_admits_no_device_and_the_attack_keeps_its_identity(
 
         // The attack, next: its alerts still name the attacker's device as the week knew it.
         replay_ok(data.path(), &[&fixture(&lab, "attack.pcap")]);
-        let legit = lab_param(&lab, "LEGIT_WS");
+        let legit = lab::param(&lab, "LEGIT_WS");
         let alerts: Vec<Value> = eve_records(data.path())
             .into_iter()
             .filter(|r| r["event_type"] == "alert" && r["src_ip"] == attacker.as_str())
@@ -290,7 +282,7 @@ fn a_random_source_syn_flood_admits_no_device_and_the_attack_keeps_its_identity(
             .expect("the attacker's NTLM hostname alert");
         assert_eq!(
             hostname_alert["vigil"]["identity"]["host_names"][0],
-            lab_param(&lab, "ATTACK_WS"),
+            lab::param(&lab, "ATTACK_WS"),
             "{lab}"
         );
         let size = std::fs::metadata(data.path().join("devices.json"))

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::lab::{committed_labs, fixture, ground_truth};
+use vigil_tests::lab::{self, committed_labs, fixture, ground_truth};
 use vigil_tests::live::start_tcpdump;
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::workspace::{eve_records, replay_ok, TempDir};
@@ -38,15 +38,6 @@ fn names(device: &Value, source: &str) -> Vec<String> {
         .filter(|n| n["source"] == source)
         .filter_map(|n| n["name"].as_str().map(str::to_string))
         .collect()
-}
-
-/// `KEY=value` from the lab's parameter file.
-fn lab_param(lab: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(fixture(lab, "lab-params.env")).expect("lab-params.env");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{lab}: no {key}"))
-        .to_string()
 }
 
 fn available(program: &str) -> bool {
@@ -198,7 +189,7 @@ fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
 fn the_attackers_static_address_carries_both_workstation_names() {
     for lab in committed_labs() {
         let attacker = ground_truth(&lab)[0].source.to_string();
-        let (legit, attack) = (lab_param(&lab, "LEGIT_WS"), lab_param(&lab, "ATTACK_WS"));
+        let (legit, attack) = (lab::param(&lab, "LEGIT_WS"), lab::param(&lab, "ATTACK_WS"));
         let data = TempDir::new("identity");
         replay_ok(
             data.path(),
@@ -218,8 +209,8 @@ fn the_attackers_static_address_carries_both_workstation_names() {
         // The DNS server's PTR answers name the servers the sweep asked about.
         let dc = format!(
             "{}.{}",
-            lab_param(&lab, "DC_NAME").to_lowercase(),
-            lab_param(&lab, "LAB_DOMAIN")
+            lab::param(&lab, "DC_NAME").to_lowercase(),
+            lab::param(&lab, "LAB_DOMAIN")
         );
         assert!(
             table

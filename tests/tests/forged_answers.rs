@@ -12,12 +12,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_tests::forge::{self, ACK, RST, SYN};
-use vigil_tests::lab::{committed_labs, fixture, ground_truth};
+use vigil_tests::lab::{self, committed_labs, fixture, ground_truth};
 use vigil_tests::live::{skip_live, syn_scan, wait_for_alerts, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
 use vigil_tests::workspace::{
-    eve_records, plugin_dir, replay_ok, replay_with, saved_actions, TempDir,
+    eve_records, plugin_dir, replay_ok, replay_with, saved_actions, summary_value, TempDir,
 };
 
 /// About as many frames as the attack that blamed a workstation and blocked it within 3 s.
@@ -34,20 +34,12 @@ enum Shape {
     Mixed,
 }
 
-fn lab_param(lab: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(fixture(lab, "lab-params.env")).expect("lab-params.env");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{lab}: no {key}"))
-        .to_string()
-}
-
 /// The benign user's workstation: a real device of the lab that never attacks.
 fn workstation(lab: &str) -> Ipv4Addr {
     format!(
         "{}.{}",
-        lab_param(lab, "LAB_NET"),
-        lab_param(lab, "NOISE_OCTET")
+        lab::param(lab, "LAB_NET"),
+        lab::param(lab, "NOISE_OCTET")
     )
     .parse()
     .expect("address")
@@ -65,7 +57,7 @@ struct Aim {
 
 impl Aim {
     fn in_lab(lab: &str) -> Aim {
-        let net: Vec<u8> = lab_param(lab, "LAB_NET")
+        let net: Vec<u8> = lab::param(lab, "LAB_NET")
             .split('.')
             .map(|o| o.parse().expect("octet"))
             .collect();
@@ -188,7 +180,6 @@ fn forged_answers_blame_nobody_and_the_real_attack_is_still_blocked() {
             forge::merge(&attack, &forged_pcap, &merged);
             let data = TempDir::new("forged-data");
             let out = replay_ok(data.path(), &[&baseline, &merged]);
-            let summary = String::from_utf8_lossy(&out.stdout);
             let (seen_alerts, seen_actions) = outcome(data.path());
             assert!(
                 !seen_alerts.iter().any(|(_, src)| *src == ws),
@@ -200,10 +191,7 @@ fn forged_answers_blame_nobody_and_the_real_attack_is_still_blocked() {
             );
             assert_eq!(seen_alerts, alerts, "{lab} {shape:?}: alerts changed");
             assert_eq!(seen_actions, actions, "{lab} {shape:?}: actions changed");
-            let unsolicited: u64 = summary
-                .lines()
-                .find_map(|l| l.strip_prefix("flows unsolicited (blamed on nobody)"))
-                .and_then(|n| n.trim().parse().ok())
+            let unsolicited = summary_value(&out.stdout, "flows unsolicited (blamed on nobody)")
                 .expect("summary row");
             assert!(
                 unsolicited >= FORGED_FRAMES / 2,

@@ -12,24 +12,13 @@ use std::time::{Duration, Instant};
 use vigil_tests::live::{nmap_available, start_tcpdump};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
-use vigil_tests::workspace::{eve_records, replay_ok, replay_with, TempDir};
+use vigil_tests::workspace::{eve_records, replay_ok, replay_with, summary_value, TempDir};
 
 const SCANNER: &str = "10.215.0.2";
 /// Routed through the victim's end, which answers for the whole /24 (`ip route add local`).
 const TARGETS: &str = "10.216.0.1-40";
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
-
-/// The value of a row of the run's summary, e.g. `datagrams reassembled`.
-fn summary_value(stdout: &str, row: &str) -> Option<u64> {
-    stdout.lines().find_map(|line| {
-        let rest = line.strip_prefix(row)?;
-        if !rest.starts_with("  ") {
-            return None;
-        }
-        rest.trim().parse().ok()
-    })
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -151,25 +140,33 @@ fn fragmented_nmap_scans_raise_the_same_models_as_the_plain_scan() {
         let summary = stdout(&out);
         if extra.is_empty() {
             assert_eq!((first, all), (0, 0), "the plain scan is not fragmented");
-            assert_eq!(summary_value(&summary, "fragments"), None, "{summary}");
+            assert_eq!(
+                summary_value(summary.as_bytes(), "fragments"),
+                None,
+                "{summary}"
+            );
         } else {
             // Every SYN was cut up, and every one is whole again: each first fragment is one
             // datagram, and each is tiny (the 24-byte TCP header does not fit in 8 or 16).
             assert!(first >= 200, "{name}: {first} first fragments of 200 SYNs");
             assert!(all > first, "{name}: {all} fragments");
-            assert_eq!(summary_value(&summary, "fragments"), Some(all), "{summary}");
             assert_eq!(
-                summary_value(&summary, "datagrams reassembled"),
+                summary_value(summary.as_bytes(), "fragments"),
+                Some(all),
+                "{summary}"
+            );
+            assert_eq!(
+                summary_value(summary.as_bytes(), "datagrams reassembled"),
                 Some(first),
                 "{summary}"
             );
             assert_eq!(
-                summary_value(&summary, "tiny first fragments"),
+                summary_value(summary.as_bytes(), "tiny first fragments"),
                 Some(first),
                 "{summary}"
             );
             for absent in ["datagrams timed out", "overlapping fragments"] {
-                assert_eq!(summary_value(&summary, absent), None, "{summary}");
+                assert_eq!(summary_value(summary.as_bytes(), absent), None, "{summary}");
             }
         }
         models.push((name, models_of(&data, SCANNER)));
@@ -312,7 +309,7 @@ fn a_fragment_flood_stays_within_max_bytes_and_raises_nothing() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     let summary = stdout(&out);
     let datagrams = 2 * u64::from(PER_FAMILY) + 1;
-    let value = |row: &str| summary_value(&summary, row);
+    let value = |row: &str| summary_value(summary.as_bytes(), row);
     assert_eq!(value("fragments"), Some(datagrams + 1), "{summary}");
     assert_eq!(value("peak bytes held"), Some(MAX_BYTES), "{summary}");
     // The real datagram's first fragment pushed out one more; its last completed it.
@@ -381,7 +378,7 @@ fn overlapping_fragment_evasions_are_counted_in_the_summary() {
     let data = work.path().join("data");
     let out = replay_ok(&data, &[&pcap_path]);
     let summary = stdout(&out);
-    let value = |row: &str| summary_value(&summary, row);
+    let value = |row: &str| summary_value(summary.as_bytes(), row);
     assert_eq!(value("fragments"), Some(5), "{summary}");
     assert_eq!(value("overlapping fragments"), Some(2), "{summary}");
     assert_eq!(value("conflicting overlaps"), Some(1), "{summary}");

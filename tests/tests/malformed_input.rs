@@ -15,17 +15,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The value of a row of the summary table, e.g. `packets`.
-fn summary_value(stdout: &str, row: &str) -> Option<u64> {
-    stdout.lines().find_map(|line| {
-        let rest = line.strip_prefix(row)?;
-        if !rest.starts_with("  ") {
-            return None;
-        }
-        rest.trim().parse().ok()
-    })
-}
-
 fn assert_no_panic(out: &Output) {
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -81,7 +70,7 @@ fn truncated_capture_processes_the_good_records_and_names_the_offset() {
     );
     let stdout = text(&out.stdout);
     assert_eq!(
-        summary_value(&stdout, "packets"),
+        workspace::summary_value(stdout.as_bytes(), "packets"),
         Some(cut_record as u64),
         "{stdout}"
     );
@@ -129,12 +118,12 @@ fn garbage_frames_are_counted_by_reason_and_good_frames_still_count() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert_eq!(
-        summary_value(&stdout, "packets"),
+        workspace::summary_value(stdout.as_bytes(), "packets"),
         Some(400 + garbage),
         "{stdout}"
     );
     assert!(stdout.contains("frames skipped, by reason"), "{stdout}");
-    let decoded = summary_value(&stdout, "decoded").expect("decoded row");
+    let decoded = workspace::summary_value(stdout.as_bytes(), "decoded").expect("decoded row");
     assert!(decoded >= 400 - 10, "the real frames decode: {stdout}");
 }
 
@@ -178,7 +167,11 @@ fn pcapng_from_a_real_windows_host_is_read() {
     assert_no_panic(&out);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let packets = summary_value(&stdout, "packets").expect("packets row");
+    let packets = workspace::summary_value(stdout.as_bytes(), "packets").expect("packets row");
     assert!(packets > 0);
-    assert_eq!(summary_value(&stdout, "decoded"), Some(packets), "{stdout}");
+    assert_eq!(
+        workspace::summary_value(stdout.as_bytes(), "decoded"),
+        Some(packets),
+        "{stdout}"
+    );
 }
