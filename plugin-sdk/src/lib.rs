@@ -24,6 +24,7 @@ pub mod model;
 pub mod plugin;
 pub mod profile;
 pub mod scan;
+pub mod state;
 pub mod time;
 pub mod window;
 

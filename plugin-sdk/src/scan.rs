@@ -167,6 +167,7 @@ pub struct ServiceSweep<S> {
 
 impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
     type Config = SweepConfig<S>;
+    type State = ();
     const NAME: &'static str = S::NAME;
     const VERSION: &'static str = S::VERSION;
     const KIND: crate::PluginKind = crate::PluginKind::Detector;

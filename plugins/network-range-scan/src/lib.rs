@@ -44,6 +44,7 @@ pub struct NetworkRangeScan {
 
 impl Plugin for NetworkRangeScan {
     type Config = Config;
+    type State = ();
     const NAME: &'static str = "network-range-scan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;

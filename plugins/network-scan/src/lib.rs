@@ -46,6 +46,7 @@ pub struct NetworkScan {
 
 impl Plugin for NetworkScan {
     type Config = Config;
+    type State = ();
     const NAME: &'static str = "network-scan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;

@@ -93,6 +93,7 @@ pub struct Responder {
 
 impl Plugin for Responder {
     type Config = Config;
+    type State = ();
     const NAME: &'static str = "responder";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Responder;

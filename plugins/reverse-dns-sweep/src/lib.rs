@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::scan::{is_internal, is_scannable};
 use vigil_plugin_sdk::window::{FanOut, FanOutConfig};
 use vigil_plugin_sdk::{
@@ -79,7 +78,7 @@ struct Lookup {
 
 /// Everything carried across a restart: a sweep in progress must neither be lost nor fire twice.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
+pub struct State {
     /// Per client device, the distinct addresses it looked up.
     sweeps: FanOut<IpAddr, IpAddr>,
     /// Per client device, how each of those lookups went.
@@ -93,6 +92,7 @@ pub struct ReverseDnsSweep {
 
 impl Plugin for ReverseDnsSweep {
     type Config = Config;
+    type State = State;
     const NAME: &'static str = "reverse-dns-sweep";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -142,14 +142,12 @@ impl Plugin for ReverseDnsSweep {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.state).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.state)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.state = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("reverse-dns-sweep state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.state = state;
     }
 }
 

@@ -43,6 +43,7 @@ pub struct UdpEnumeration {
 
 impl Plugin for UdpEnumeration {
     type Config = Config;
+    type State = ();
     const NAME: &'static str = "udp-enumeration";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
