@@ -35,7 +35,10 @@ pub use incident::Incident;
 pub use manifest::{Manifest, PluginKind, Subscriptions};
 pub use model::Model;
 pub use plugin::{Output, Plugin};
-pub use profile::{Novelty, ProfileConfig, Profiles, RateWindow};
+pub use profile::{
+    BoundedMap, FanOutProfiles, FanOutVerdict, Learning, Novelty, PatternConfig, ProfileConfig,
+    Profiles, RateWindow,
+};
 pub use time::Timestamp;
 
 #[doc(hidden)]

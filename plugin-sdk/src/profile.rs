@@ -6,9 +6,9 @@
 //! Everything here is serde, so a plugin's learned state is its profiles, snapshotted through the
 //! ABI into the data dir and restored on the next start.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Timestamp;
 
@@ -236,6 +236,389 @@ impl RateWindow {
             self.total -= u64::from(count);
             self.buckets.pop_front();
         }
+    }
+}
+
+/// A map that holds at most `capacity` entries and forgets the least recently touched first,
+/// in O(log n): each entry carries when it was last touched, and an index orders them by it.
+/// Serialised as the entries alone; the index is rebuilt on the way back.
+#[derive(Debug, Clone)]
+pub struct BoundedMap<K: Ord, V> {
+    entries: BTreeMap<K, (Timestamp, V)>,
+    by_touch: BTreeSet<(Timestamp, K)>,
+}
+
+impl<K: Ord, V> Default for BoundedMap<K, V> {
+    fn default() -> Self {
+        BoundedMap {
+            entries: BTreeMap::new(),
+            by_touch: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, V> BoundedMap<K, V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The entry for `key`, touched at `now` (made by `make` if absent, after forgetting the
+    /// least recently touched entries that would exceed `capacity`).
+    pub fn touch(
+        &mut self,
+        capacity: usize,
+        now: Timestamp,
+        key: K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        if !self.entries.contains_key(&key) {
+            while self.entries.len() >= capacity.max(1) {
+                let Some((_, stalest)) = self.by_touch.pop_first() else {
+                    break;
+                };
+                self.entries.remove(&stalest);
+            }
+        }
+        let by_touch = &mut self.by_touch;
+        let slot = self.entries.entry(key.clone()).or_insert_with(|| {
+            by_touch.insert((now, key.clone()));
+            (now, make())
+        });
+        // Packet clocks can step back slightly between merged captures: keep the latest touch.
+        if now > slot.0 {
+            by_touch.remove(&(slot.0, key.clone()));
+            by_touch.insert((now, key));
+            slot.0 = now;
+        }
+        &mut slot.1
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(_, value)| value)
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|(_, value)| value)
+    }
+
+    /// When `key` was last touched.
+    pub fn touched(&self, key: &K) -> Option<Timestamp> {
+        self.entries.get(key).map(|(at, _)| *at)
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (at, value) = self.entries.remove(key)?;
+        self.by_touch.remove(&(at, key.clone()));
+        Some(value)
+    }
+
+    /// Entries in key order, with when each was last touched.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, Timestamp, &V)> {
+        self.entries.iter().map(|(k, (at, v))| (k, *at, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl<K: Ord + Serialize, V: Serialize> Serialize for BoundedMap<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for BoundedMap<K, V>
+where
+    K: Ord + Clone + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = BTreeMap::<K, (Timestamp, V)>::deserialize(deserializer)?;
+        let by_touch = entries
+            .iter()
+            .map(|(k, (at, _))| (*at, k.clone()))
+            .collect();
+        Ok(BoundedMap { entries, by_touch })
+    }
+}
+
+/// How a [`FanOutProfiles`] learns each device's usual fan-out. Part of each scan model's config
+/// (`pattern`), so a signed model update can retune it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PatternConfig {
+    /// From when a model starts, and from when it first sees a device, this long is learning:
+    /// the model's fixed threshold decides alone, and its breaches say they were raised while
+    /// learning. Four days: the labs' five-day baselines end past it, and a weekly job is seen
+    /// at least once before it ends only if the network was watched a week; raise it for that.
+    pub learning_secs: u64,
+    /// A target, or a peak, not seen again for this long is forgotten (decay).
+    pub forget_after_secs: u64,
+    /// Devices whose pattern is kept; the least recently active is forgotten first.
+    pub max_devices: usize,
+    /// Usual targets kept per device; the least recently touched is forgotten first.
+    pub max_targets: usize,
+    /// A window with this many times the device's learned peak of distinct targets is "well
+    /// over" its usual rate, even when every target is one it knows.
+    pub peak_factor: u32,
+}
+
+impl Default for PatternConfig {
+    fn default() -> Self {
+        PatternConfig {
+            learning_secs: 4 * DAY_SECS,
+            forget_after_secs: 30 * DAY_SECS,
+            max_devices: 16_384,
+            max_targets: 1024,
+            peak_factor: 3,
+        }
+    }
+}
+
+/// Where a device's (and the model's) pattern of life stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learning {
+    /// Still learning since `since` (the later of the model's start and the device's first
+    /// sighting), until `until`.
+    Learning { since: Timestamp, until: Timestamp },
+    /// Learned since `since`.
+    Learned { since: Timestamp },
+}
+
+impl Learning {
+    pub fn is_learned(&self) -> bool {
+        matches!(self, Learning::Learned { .. })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "T: Serialize",
+    deserialize = "T: Ord + Clone + Deserialize<'de>"
+))]
+struct DeviceFanOut<T: Ord> {
+    first_seen: Timestamp,
+    /// Usual targets, each with when it was first seen (since it was last forgotten).
+    targets: BoundedMap<T, Timestamp>,
+    /// The most distinct targets one window held, and when it was last reached.
+    peak: u32,
+    peak_at: Timestamp,
+}
+
+/// What a window of a device's targets is, against the device's learned fan-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOutVerdict<T> {
+    pub learning: Learning,
+    /// Distinct targets in the window.
+    pub seen: usize,
+    /// The window's targets the device was not seen with before this window.
+    pub new: Vec<T>,
+    /// The device's learned peak of distinct targets per window (0: none yet).
+    pub peak: u32,
+    /// Beyond the device's own pattern: at least the model's floor of new targets, or a window
+    /// `peak_factor` times its learned peak.
+    pub unusual: bool,
+}
+
+impl<T> FanOutVerdict<T> {
+    /// Whether the window breaches: during learning the floor alone decides (the caller only
+    /// asks once the floor is reached); past it, only what is unusual for the device.
+    pub fn breaches(&self) -> bool {
+        !self.learning.is_learned() || self.unusual
+    }
+
+    /// `score` scaled by how far beyond the device's pattern the window is: the whole score
+    /// when at least half of its targets are new, down to half of it when none is.
+    pub fn score(&self, score: u8) -> u8 {
+        let seen = self.seen.max(1);
+        let weight = (seen / 2 + self.new.len()).min(seen);
+        u8::try_from(usize::from(score) * weight / seen).unwrap_or(score)
+    }
+}
+
+/// Per device, the targets (hosts, ports, host:port pairs) it usually touches and its usual
+/// fan-out per window, learned on packet time with decay and bounds: what a scan model needs to
+/// tell a device doing its usual job from one doing something new.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, T: Serialize",
+    deserialize = "K: Ord + Clone + Deserialize<'de>, T: Ord + Clone + Deserialize<'de>"
+))]
+pub struct FanOutProfiles<K: Ord, T: Ord> {
+    /// When the model saw its first event: nothing is learned before that.
+    started: Option<Timestamp>,
+    devices: BoundedMap<K, DeviceFanOut<T>>,
+}
+
+impl<K: Ord, T: Ord> Default for FanOutProfiles<K, T> {
+    fn default() -> Self {
+        FanOutProfiles {
+            started: None,
+            devices: BoundedMap::default(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes that the model is running and `device` is active at `now` (any event of it, not
+    /// only those it counts: a device's age is how long it has been watched).
+    pub fn seen(&mut self, config: &PatternConfig, now: Timestamp, device: &K) {
+        self.started.get_or_insert(now);
+        self.devices
+            .touch(config.max_devices, now, device.clone(), || DeviceFanOut {
+                first_seen: now,
+                targets: BoundedMap::new(),
+                peak: 0,
+                peak_at: now,
+            });
+    }
+
+    /// Whether `device`'s pattern (and the model's) is still being learned at `now`.
+    pub fn learning(&self, config: &PatternConfig, now: Timestamp, device: &K) -> Learning {
+        let model = self.started.unwrap_or(now);
+        let device = self.devices.get(device).map_or(now, |d| d.first_seen);
+        let since = model.max(device);
+        let until = since.plus_secs(config.learning_secs);
+        if now >= until {
+            Learning::Learned { since: until }
+        } else {
+            Learning::Learning { since, until }
+        }
+    }
+
+    /// Judges `device`'s current window of `targets` (distinct, `window_secs` long) against
+    /// what it learned before this window; `floor` is the model's threshold.
+    pub fn judge(
+        &self,
+        config: &PatternConfig,
+        now: Timestamp,
+        window_secs: u64,
+        device: &K,
+        targets: &[T],
+        floor: usize,
+    ) -> FanOutVerdict<T> {
+        let new: Vec<T> = targets
+            .iter()
+            .filter(|t| !self.is_usual(now, window_secs, device, t))
+            .cloned()
+            .collect();
+        let peak = self.peak(config, now, device);
+        let over_peak = peak > 0
+            && u64::try_from(targets.len()).unwrap_or(u64::MAX)
+                >= u64::from(peak) * u64::from(config.peak_factor.max(1));
+        FanOutVerdict {
+            learning: self.learning(config, now, device),
+            seen: targets.len(),
+            unusual: new.len() >= floor.max(1) || over_peak,
+            new,
+            peak,
+        }
+    }
+
+    /// Whether `device` was seen with `target` before the window of `window_secs` that ends at
+    /// `now` (and has not forgotten it since: [`FanOutProfiles::learn`] makes a target touched
+    /// after `forget_after_secs` new again).
+    pub fn is_usual(&self, now: Timestamp, window_secs: u64, device: &K, target: &T) -> bool {
+        self.devices
+            .get(device)
+            .and_then(|d| d.targets.get(target))
+            .is_some_and(|first| now.since(*first) >= window_secs.saturating_mul(1_000_000))
+    }
+
+    /// `device`'s learned peak of distinct targets per window at `now` (0: none, or forgotten).
+    pub fn peak(&self, config: &PatternConfig, now: Timestamp, device: &K) -> u32 {
+        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        self.devices
+            .get(device)
+            .filter(|d| now.since(d.peak_at) <= forget)
+            .map_or(0, |d| d.peak)
+    }
+
+    /// The targets `device` is known for at `now` (learned before the current window, not
+    /// forgotten), for evidence.
+    pub fn usual(
+        &self,
+        config: &PatternConfig,
+        now: Timestamp,
+        window_secs: u64,
+        device: &K,
+    ) -> Vec<T> {
+        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        let window = window_secs.saturating_mul(1_000_000);
+        self.devices
+            .get(device)
+            .into_iter()
+            .flat_map(|d| d.targets.iter())
+            .filter(|(_, touched, first)| {
+                now.since(*touched) <= forget && now.since(**first) >= window
+            })
+            .map(|(target, ..)| target.clone())
+            .collect()
+    }
+
+    /// Learns that `device` touched `target` at `now`, its window then holding `in_window`
+    /// distinct targets. A target not seen for `forget_after_secs` is new again.
+    pub fn learn(
+        &mut self,
+        config: &PatternConfig,
+        now: Timestamp,
+        device: &K,
+        target: T,
+        in_window: usize,
+    ) {
+        let Some(known) = self.devices.get_mut(device) else {
+            return;
+        };
+        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        let stale = known
+            .targets
+            .touched(&target)
+            .is_some_and(|touched| now.since(touched) > forget);
+        let first = known.targets.touch(config.max_targets, now, target, || now);
+        if stale {
+            *first = now;
+        }
+        if now.since(known.peak_at) > forget {
+            known.peak = 0;
+        }
+        let in_window = u32::try_from(in_window).unwrap_or(u32::MAX);
+        if in_window >= known.peak {
+            known.peak = in_window;
+            known.peak_at = now;
+        }
+    }
+
+    /// Unlearns `targets` for `device`: an anomaly does not become the device's pattern by
+    /// being seen once.
+    pub fn forget(&mut self, device: &K, targets: &[T]) {
+        if let Some(known) = self.devices.get_mut(device) {
+            for target in targets {
+                known.targets.remove(target);
+            }
+        }
+    }
+
+    /// Devices whose pattern is kept.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Usual targets kept for `device`.
+    pub fn targets(&self, device: &K) -> usize {
+        self.devices.get(device).map_or(0, |d| d.targets.len())
     }
 }
 

@@ -111,7 +111,11 @@ pub fn open<P: Plugin>(bytes: &[u8]) -> Result<P::State, RestoreError> {
         return Err(refuse(&from, opened.schema, "not a Vigil state".into()));
     }
     if opened.plugin != P::NAME {
-        return Err(refuse(&from, opened.schema, "another plugin's state".into()));
+        return Err(refuse(
+            &from,
+            opened.schema,
+            "another plugin's state".into(),
+        ));
     }
     let old = OldState::Described(opened.state);
     let result = if opened.schema == P::STATE_VERSION {
@@ -195,29 +199,21 @@ mod tests {
 
     model!(V1, "1.0.0", CountsV1, 1, no_migration);
     model!(V2, "1.1.0", CountsV2, 1, no_migration);
-    model!(
-        V3,
-        "2.0.0",
-        CountsV3,
-        2,
-        |from: u32, old: OldState| -> Result<CountsV3, String> {
-            assert_eq!(from, 1, "migrate is told the old version");
-            let old: CountsV2 = old.decode()?;
-            Ok(CountsV3 {
-                per_service: old.counts,
-                first_seen: old.first_seen,
-            })
-        }
-    );
-    model!(
-        V4,
-        "3.0.0",
-        CountsV3,
-        3,
-        |from: u32, _: OldState| -> Result<CountsV3, String> {
-            Err(format!("version {from} counted something else"))
-        }
-    );
+    model!(V3, "2.0.0", CountsV3, 2, |from: u32,
+                                      old: OldState|
+     -> Result<CountsV3, String> {
+        assert_eq!(from, 1, "migrate is told the old version");
+        let old: CountsV2 = old.decode()?;
+        Ok(CountsV3 {
+            per_service: old.counts,
+            first_seen: old.first_seen,
+        })
+    });
+    model!(V4, "3.0.0", CountsV3, 3, |from: u32,
+                                      _: OldState|
+     -> Result<CountsV3, String> {
+        Err(format!("version {from} counted something else"))
+    });
 
     fn learned() -> V1 {
         let mut counts = BTreeMap::new();

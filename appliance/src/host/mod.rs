@@ -242,7 +242,9 @@ pub enum SwapError {
     Snapshot(String),
     /// The new version refused the running one's learned state (its `migrate` failed, or the
     /// state is not one it can read): the running version keeps running with its state.
-    #[error("plugin {plugin} {offered} could not take over the learned state of {running}: {reason}")]
+    #[error(
+        "plugin {plugin} {offered} could not take over the learned state of {running}: {reason}"
+    )]
     Restore {
         plugin: String,
         running: String,

@@ -6,6 +6,7 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::scan::{is_internal, is_scannable, ScanModel};
 use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
 };
@@ -21,6 +22,8 @@ const MODEL: Model = Model {
 pub struct Config {
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual fan-out is learned.
+    pub pattern: PatternConfig,
     /// Count only internal destinations (RFC 1918, ULA, link-local, CGNAT).
     pub internal_only: bool,
 }
@@ -32,6 +35,7 @@ impl Default for Config {
                 threshold: 32,
                 ..FanOutConfig::default()
             },
+            pattern: PatternConfig::default(),
             internal_only: true,
         }
     }
@@ -44,7 +48,7 @@ pub struct NetworkRangeScan {
 
 impl Plugin for NetworkRangeScan {
     type Config = Config;
-    type State = ();
+    type State = ScanModel<IpAddr, IpAddr>;
     const NAME: &'static str = "network-range-scan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -60,7 +64,8 @@ impl Plugin for NetworkRangeScan {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans.on_tick(&self.config.fan_out, event);
+        self.scans
+            .on_event(&self.config.fan_out, &self.config.pattern, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && is_scannable(&event.dst.ip)
             && (!self.config.internal_only || is_internal(&event.dst.ip));
@@ -68,6 +73,7 @@ impl Plugin for NetworkRangeScan {
             if let Some(breach) = self.scans.observe(
                 &MODEL,
                 &self.config.fan_out,
+                &self.config.pattern,
                 event,
                 event.src.ip,
                 event.dst.ip,
@@ -76,6 +82,14 @@ impl Plugin for NetworkRangeScan {
                 out.breach(breach);
             }
         }
+    }
+
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.scans)
+    }
+
+    fn set_state(&mut self, state: Self::State) {
+        self.scans = state;
     }
 }
 

@@ -7,6 +7,7 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
 use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
     Transport,
@@ -23,6 +24,8 @@ const MODEL: Model = Model {
 pub struct Config {
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual fan-out is learned.
+    pub pattern: PatternConfig,
     /// Distinct destination ports the targets must span.
     pub min_ports: usize,
 }
@@ -34,6 +37,7 @@ impl Default for Config {
                 threshold: 30,
                 ..FanOutConfig::default()
             },
+            pattern: PatternConfig::default(),
             min_ports: 3,
         }
     }
@@ -46,7 +50,7 @@ pub struct NetworkScan {
 
 impl Plugin for NetworkScan {
     type Config = Config;
-    type State = ();
+    type State = ScanModel<IpAddr, (IpAddr, u16)>;
     const NAME: &'static str = "network-scan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -62,7 +66,8 @@ impl Plugin for NetworkScan {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans.on_tick(&self.config.fan_out, event);
+        self.scans
+            .on_event(&self.config.fan_out, &self.config.pattern, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && matches!(event.proto, Transport::Tcp | Transport::Udp)
             && is_scannable(&event.dst.ip);
@@ -73,6 +78,7 @@ impl Plugin for NetworkScan {
         if let Some(breach) = self.scans.observe(
             &MODEL,
             &self.config.fan_out,
+            &self.config.pattern,
             event,
             event.src.ip,
             (event.dst.ip, event.dst.port),
@@ -80,6 +86,14 @@ impl Plugin for NetworkScan {
         ) {
             out.breach(breach);
         }
+    }
+
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.scans)
+    }
+
+    fn set_state(&mut self, state: Self::State) {
+        self.scans = state;
     }
 }
 

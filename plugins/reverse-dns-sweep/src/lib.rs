@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
-use vigil_plugin_sdk::scan::{is_internal, is_scannable};
+use vigil_plugin_sdk::scan::{is_internal, is_scannable, LearnedFanOut};
+use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::window::{FanOut, FanOutConfig};
 use vigil_plugin_sdk::{
-    export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
-    Timestamp,
+    export_plugin, Event, EventClass, EventKind, Model, Output, PatternConfig, Plugin, PluginKind,
+    Subscriptions, Timestamp,
 };
 
 const MODEL: Model = Model {
@@ -42,6 +43,9 @@ pub struct Config {
     /// same range stay one breach.
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual lookups are learned: a device that resolves the same many
+    /// addresses every day (a monitoring or inventory host) is doing its job.
+    pub pattern: PatternConfig,
     /// Queries to these ports are multicast name resolution (mDNS service discovery, LLMNR),
     /// not questions to a DNS server.
     pub ignored_ports: Vec<u16>,
@@ -58,6 +62,7 @@ impl Default for Config {
                 rearm_quiet_secs: 60,
                 max_devices: 4096,
             },
+            pattern: PatternConfig::default(),
             ignored_ports: vec![5353, 5355],
             max_lookups_per_device: 1024,
         }
@@ -76,10 +81,19 @@ struct Lookup {
     name: Option<String>,
 }
 
-/// Everything carried across a restart: a sweep in progress must neither be lost nor fire twice.
+/// Everything carried across a restart: a sweep in progress must neither be lost nor fire twice,
+/// and what each device usually looks up is learned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
-    /// Per client device, the distinct addresses it looked up.
+    /// Per client device, the distinct addresses it looked up, and those it usually does.
+    sweeps: LearnedFanOut<IpAddr, IpAddr>,
+    /// Per client device, how each of those lookups went.
+    lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+}
+
+/// State version 1 (and the unversioned snapshots before it): the windows, nothing learned.
+#[derive(Debug, Clone, Deserialize)]
+struct StateV1 {
     sweeps: FanOut<IpAddr, IpAddr>,
     /// Per client device, how each of those lookups went.
     lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
@@ -93,6 +107,7 @@ pub struct ReverseDnsSweep {
 impl Plugin for ReverseDnsSweep {
     type Config = Config;
     type State = State;
+    const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "reverse-dns-sweep";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -104,13 +119,18 @@ impl Plugin for ReverseDnsSweep {
         ReverseDnsSweep {
             config,
             state: State {
-                sweeps: FanOut::new(),
+                sweeps: LearnedFanOut::new(),
                 lookups: BTreeMap::new(),
             },
         }
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
+        if matches!(event.kind, EventKind::Dns { .. }) {
+            // Any lookup: the device is active (its age, for its pattern).
+            let pattern = &self.config.pattern;
+            self.state.sweeps.seen(pattern, event.ts, event.src.ip);
+        }
         match &event.kind {
             EventKind::Tick => self.expire(event.ts),
             EventKind::Dns {
@@ -149,6 +169,19 @@ impl Plugin for ReverseDnsSweep {
     fn set_state(&mut self, state: Self::State) {
         self.state = state;
     }
+
+    fn migrate(from_version: u32, old: OldState) -> Result<State, String> {
+        match from_version {
+            0 | 1 => {
+                let old: StateV1 = old.decode()?;
+                Ok(State {
+                    sweeps: LearnedFanOut::from_windows(old.sweeps),
+                    lookups: old.lookups,
+                })
+            }
+            _ => Err(format!("no migration from state version {from_version}")),
+        }
+    }
 }
 
 impl ReverseDnsSweep {
@@ -161,10 +194,15 @@ impl ReverseDnsSweep {
         let device = event.src.ip;
         self.remember(device, address, lookup);
         let fan_out = &self.config.fan_out;
-        let targets = self
-            .state
-            .sweeps
-            .observe(fan_out, event.ts, device, address)?;
+        let episode = self.state.sweeps.observe(
+            fan_out,
+            &self.config.pattern,
+            event.ts,
+            device,
+            address,
+            |_| true,
+        )?;
+        let targets = &episode.targets;
         let known = self.state.lookups.get(&device);
         let outcomes: Vec<&Lookup> = targets
             .iter()
@@ -204,6 +242,7 @@ impl ReverseDnsSweep {
             .with_evidence("threshold", fan_out.threshold)
             .with_destinations(servers)
             .with_ports(outcomes.iter().map(|l| l.port));
+        let breach = episode.with_pattern(breach, fan_out.window_secs);
         // What this episode looked up has been reported; its outcomes need not be kept.
         if let Some(known) = self.state.lookups.get_mut(&device) {
             known.retain(|target, _| targets.binary_search(target).is_err());

@@ -6,6 +6,7 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
 use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
     Transport,
@@ -22,6 +23,8 @@ const MODEL: Model = Model {
 pub struct Config {
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual fan-out is learned.
+    pub pattern: PatternConfig,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
                 threshold: 20,
                 ..FanOutConfig::default()
             },
+            pattern: PatternConfig::default(),
         }
     }
 }
@@ -43,7 +47,7 @@ pub struct UdpEnumeration {
 
 impl Plugin for UdpEnumeration {
     type Config = Config;
-    type State = ();
+    type State = ScanModel<(IpAddr, IpAddr), (IpAddr, u16)>;
     const NAME: &'static str = "udp-enumeration";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -59,7 +63,8 @@ impl Plugin for UdpEnumeration {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans.on_tick(&self.config.fan_out, event);
+        self.scans
+            .on_event(&self.config.fan_out, &self.config.pattern, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && event.proto == Transport::Udp
             && is_scannable(&event.dst.ip);
@@ -67,6 +72,7 @@ impl Plugin for UdpEnumeration {
             if let Some(breach) = self.scans.observe(
                 &MODEL,
                 &self.config.fan_out,
+                &self.config.pattern,
                 event,
                 (event.src.ip, event.dst.ip),
                 (event.dst.ip, event.dst.port),
@@ -75,6 +81,14 @@ impl Plugin for UdpEnumeration {
                 out.breach(breach);
             }
         }
+    }
+
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.scans)
+    }
+
+    fn set_state(&mut self, state: Self::State) {
+        self.scans = state;
     }
 }
 
