@@ -35,6 +35,11 @@ impl<P: Plugin> Harness<P> {
         )?)))
     }
 
+    /// A plugin built by the test (e.g. with a state put back by hand).
+    pub fn from_plugin(plugin: P) -> Self {
+        Self::with_plugin(plugin)
+    }
+
     fn with_plugin(plugin: P) -> Self {
         Harness {
             plugin,

@@ -163,4 +163,89 @@ mod tests {
             .collect();
         assert_eq!(h.feed_all(&events).len(), 1);
     }
+
+    mod pattern_of_life {
+        use super::*;
+        use vigil_plugin_sdk::harness::nights::{flows, hosts};
+        use vigil_plugin_sdk::Breach;
+
+        const MONITOR: [u8; 4] = [10, 5, 0, 200];
+
+        /// The monitoring host's night: its 40 servers on ssh, smb and rdp, four a second.
+        fn monitoring_night(night: u64, ports: &[u16]) -> Vec<Event<'static>> {
+            let servers = hosts([10, 5, 1], 40);
+            flows(
+                night,
+                0.25,
+                Transport::Tcp,
+                IpAddr::from(MONITOR),
+                &servers,
+                ports,
+            )
+        }
+
+        fn learned() -> Harness<NetworkScan> {
+            let mut h: Harness<NetworkScan> = Harness::new();
+            for night in 0..5 {
+                h.feed_all(&monitoring_night(night, &[22, 445, 3389]));
+            }
+            h
+        }
+
+        fn evidence<'b>(breach: &'b Breach, name: &str) -> &'b str {
+            breach.evidence(name).unwrap_or("<missing>")
+        }
+
+        #[test]
+        fn the_monitoring_hosts_sixth_identical_night_raises_nothing() {
+            let mut h = learned();
+            assert_eq!(
+                h.feed_all(&monitoring_night(5, &[22, 445, 3389])),
+                Vec::new()
+            );
+        }
+
+        #[test]
+        fn a_new_port_on_its_usual_hosts_breaches_naming_the_port() {
+            let mut h = learned();
+            let breaches = h.feed_all(&monitoring_night(5, &[22, 445, 3389, 5900]));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            let b = &breaches[0];
+            assert_eq!(evidence(b, "pattern.state"), "learned");
+            assert_eq!(evidence(b, "pattern.unusual"), "true");
+            assert_eq!(
+                evidence(b, "pattern.expected"),
+                "120 usual targets (10.5.1.1:22, 10.5.1.1:445, 10.5.1.1:3389, 10.5.1.2:22, \
+                 10.5.1.2:445, 10.5.1.2:3389, 10.5.1.3:22, 10.5.1.3:445 and 112 more), at most \
+                 120 in 60 s, ports 22, 445, 3389"
+            );
+            assert_eq!(
+                evidence(b, "pattern.seen"),
+                "120 targets in 60 s, 30 new for this device (10.5.1.1:5900, 10.5.1.2:5900, \
+                 10.5.1.3:5900, 10.5.1.4:5900, 10.5.1.5:5900, 10.5.1.6:5900, 10.5.1.7:5900, \
+                 10.5.1.8:5900 and 22 more); new ports 5900"
+            );
+            // 30 of 120 targets new.
+            assert_eq!(b.score, 45);
+        }
+
+        #[test]
+        fn many_new_hosts_breach() {
+            let mut h = learned();
+            let strangers = hosts([10, 5, 2], 40);
+            let night = flows(
+                5,
+                0.25,
+                Transport::Tcp,
+                IpAddr::from(MONITOR),
+                &strangers,
+                &[22, 445, 3389],
+            );
+            let breaches = h.feed_all(&night);
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            assert_eq!(evidence(&breaches[0], "pattern.unusual"), "true");
+            assert_eq!(evidence(&breaches[0], "distinct_targets"), "30");
+            assert_eq!(breaches[0].score, 60, "every target is new");
+        }
+    }
 }

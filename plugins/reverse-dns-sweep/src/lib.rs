@@ -471,4 +471,82 @@ mod tests {
             .expect("valid config");
         assert!(h.feed_all(&lab_sweep(&names, 0.0)).is_empty());
     }
+
+    /// The inventory host's night: it resolves the names of `names`, one a second.
+    fn inventory(night: u64, names: &[String]) -> Vec<Event<'_>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let at = vigil_plugin_sdk::harness::nights::at(night, i as f64);
+                ptr(at, CLIENT, 53, name, Some(NOERROR), vec!["host.corp.local"])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_inventory_hosts_usual_lookups_pass_and_a_new_range_breaches() {
+        let usual = names(40);
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        for night in 0..5 {
+            h.feed_all(&inventory(night, &usual));
+        }
+        assert_eq!(h.feed_all(&inventory(5, &usual)), Vec::new());
+        let other: Vec<String> = (1..=40)
+            .map(|host| format!("{host}.1.77.10.in-addr.arpa"))
+            .collect();
+        let mut h = h.restart().expect("state restores");
+        let breaches = h.feed_all(&inventory(6, &other));
+        assert_eq!(breaches.len(), 1, "{breaches:#?}");
+        let b = &breaches[0];
+        assert_eq!(evidence(b, "range"), "10.77.1.1 - 10.77.1.32");
+        assert_eq!(evidence(b, "pattern.state"), "learned");
+        assert_eq!(evidence(b, "pattern.unusual"), "true");
+        assert_eq!(
+            evidence(b, "pattern.expected"),
+            "40 usual targets (10.77.0.1, 10.77.0.2, 10.77.0.3, 10.77.0.4, 10.77.0.5, 10.77.0.6, \
+             10.77.0.7, 10.77.0.8 and 32 more), at most 40 in 300 s"
+        );
+        assert_eq!(b.score, 50);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_migrates_keeping_its_windows() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            sweeps: &'a FanOut<IpAddr, IpAddr>,
+            lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+        }
+        let config = Config::default();
+        let mut sweeps: FanOut<IpAddr, IpAddr> = FanOut::new();
+        for host in 1..=20u8 {
+            sweeps.observe(
+                &config.fan_out,
+                Timestamp::from_secs(100),
+                IpAddr::from(CLIENT),
+                IpAddr::from([10, 77, 0, host]),
+            );
+        }
+        let old = V1 {
+            sweeps: &sweeps,
+            lookups: BTreeMap::new(),
+        };
+        // What version 1 wrote before the envelope: postcard of its state.
+        let legacy = postcard::to_allocvec(&old).expect("encodes");
+        let state = vigil_plugin_sdk::state::open::<ReverseDnsSweep>(&legacy).expect("migrates");
+        let mut plugin = ReverseDnsSweep::new(config);
+        plugin.set_state(state);
+        let mut h = Harness::from_plugin(plugin);
+        // The sweep in progress goes on: twelve more addresses make the 32.
+        let more: Vec<String> = (21..=32)
+            .map(|host| format!("{host}.0.77.10.in-addr.arpa"))
+            .collect();
+        let events: Vec<Event<'_>> = more
+            .iter()
+            .map(|name| ptr(101.0, CLIENT, 53, name, Some(NXDOMAIN), vec![]))
+            .collect();
+        let breaches = h.feed_all(&events);
+        assert_eq!(breaches.len(), 1);
+        assert_eq!(evidence(&breaches[0], "distinct_addresses"), "32");
+    }
 }

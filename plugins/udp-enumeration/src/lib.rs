@@ -131,4 +131,79 @@ mod tests {
             .collect();
         assert!(h.feed_all(&events).is_empty());
     }
+
+    mod pattern_of_life {
+        use super::*;
+        use vigil_plugin_sdk::harness::nights::flows;
+        use vigil_plugin_sdk::Breach;
+
+        const MONITOR: [u8; 4] = [10, 4, 0, 200];
+        const SERVER: [u8; 4] = [10, 4, 0, 10];
+
+        /// The monitoring host's night: it polls 25 UDP services of a server, two a second.
+        fn polls(night: u64, server: [u8; 4], ports: &[u16]) -> Vec<Event<'static>> {
+            let server = [IpAddr::from(server)];
+            flows(
+                night,
+                0.5,
+                Transport::Udp,
+                IpAddr::from(MONITOR),
+                &server,
+                ports,
+            )
+        }
+
+        fn usual_ports() -> Vec<u16> {
+            (1000..1025).collect()
+        }
+
+        fn learned() -> Harness<UdpEnumeration> {
+            let mut h: Harness<UdpEnumeration> = Harness::new();
+            for night in 0..5 {
+                h.feed_all(&polls(night, SERVER, &usual_ports()));
+            }
+            h
+        }
+
+        fn evidence<'b>(breach: &'b Breach, name: &str) -> &'b str {
+            breach.evidence(name).unwrap_or("<missing>")
+        }
+
+        #[test]
+        fn the_usual_polls_raise_nothing_on_the_sixth_night() {
+            let mut h = learned();
+            assert_eq!(h.feed_all(&polls(5, SERVER, &usual_ports())), Vec::new());
+        }
+
+        #[test]
+        fn new_ports_on_its_usual_server_breach_naming_them() {
+            let mut h = learned();
+            let mut ports = usual_ports();
+            ports.extend(2000..2025);
+            let breaches = h.feed_all(&polls(5, SERVER, &ports));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            let b = &breaches[0];
+            assert_eq!(evidence(b, "pattern.unusual"), "true");
+            assert_eq!(
+                evidence(b, "pattern.seen"),
+                "45 targets in 60 s, 20 new for this device (10.4.0.10:2000, 10.4.0.10:2001, \
+                 10.4.0.10:2002, 10.4.0.10:2003, 10.4.0.10:2004, 10.4.0.10:2005, \
+                 10.4.0.10:2006, 10.4.0.10:2007 and 12 more); new ports 2000, 2001, 2002, 2003, \
+                 2004, 2005, 2006, 2007, 2008, 2009, 2010, 2011, 2012, 2013, 2014, 2015, 2016, \
+                 2017, 2018, 2019"
+            );
+            // 20 of 45 targets new: 42 of 45 weighted.
+            assert_eq!(b.score, 46);
+        }
+
+        #[test]
+        fn the_same_polls_of_a_new_server_breach() {
+            let mut h = learned();
+            let breaches = h.feed_all(&polls(5, [10, 4, 0, 11], &usual_ports()));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            assert_eq!(breaches[0].destinations, vec![IpAddr::from([10, 4, 0, 11])]);
+            assert_eq!(evidence(&breaches[0], "pattern.state"), "learned");
+            assert_eq!(breaches[0].score, 50);
+        }
+    }
 }
