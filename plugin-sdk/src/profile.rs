@@ -306,6 +306,17 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
         self.entries.get(key).map(|(at, _)| *at)
     }
 
+    /// Forgets the least recently touched entry, and returns it.
+    pub fn evict_stalest(&mut self) -> Option<(K, V)> {
+        let (_, key) = self.by_touch.pop_first()?;
+        let (_, value) = self.entries.remove(&key)?;
+        Some((key, value))
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (at, value) = self.entries.remove(key)?;
         self.by_touch.remove(&(at, key.clone()));
@@ -363,6 +374,10 @@ pub struct PatternConfig {
     pub max_devices: usize,
     /// Usual targets kept per device; the least recently touched is forgotten first.
     pub max_targets: usize,
+    /// Usual targets kept in all, across devices (about 100 bytes each in the plugin's memory):
+    /// past it the least recently active devices are forgotten whole. The per-device bounds
+    /// alone would allow far more than a plugin's memory limit.
+    pub max_targets_total: usize,
     /// A window with this many times the device's learned peak of distinct targets is "well
     /// over" its usual rate, even when every target is one it knows.
     pub peak_factor: u32,
@@ -375,6 +390,7 @@ impl Default for PatternConfig {
             forget_after_secs: 30 * DAY_SECS,
             max_devices: 16_384,
             max_targets: 1024,
+            max_targets_total: 200_000,
             peak_factor: 3,
         }
     }
@@ -453,6 +469,8 @@ pub struct FanOutProfiles<K: Ord, T: Ord> {
     /// When the model saw its first event: nothing is learned before that.
     started: Option<Timestamp>,
     devices: BoundedMap<K, DeviceFanOut<T>>,
+    /// Usual targets kept, over all devices.
+    targets_total: usize,
 }
 
 impl<K: Ord, T: Ord> Default for FanOutProfiles<K, T> {
@@ -460,6 +478,7 @@ impl<K: Ord, T: Ord> Default for FanOutProfiles<K, T> {
         FanOutProfiles {
             started: None,
             devices: BoundedMap::default(),
+            targets_total: 0,
         }
     }
 }
@@ -473,6 +492,11 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     /// only those it counts: a device's age is how long it has been watched).
     pub fn seen(&mut self, config: &PatternConfig, now: Timestamp, device: &K) {
         self.started.get_or_insert(now);
+        if !self.devices.contains_key(device) {
+            while self.devices.len() >= config.max_devices.max(1) {
+                self.forget_stalest_device();
+            }
+        }
         self.devices
             .touch(config.max_devices, now, device.clone(), || DeviceFanOut {
                 first_seen: now,
@@ -575,9 +599,21 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         target: T,
         in_window: usize,
     ) {
+        let known_target = self
+            .devices
+            .get(device)
+            .is_some_and(|d| d.targets.contains_key(&target));
+        if !known_target {
+            // Room for one more target in all: the least recently active devices go first
+            // (never `device` itself, the most recently active).
+            while self.targets_total >= config.max_targets_total.max(1) && self.devices.len() > 1 {
+                self.forget_stalest_device();
+            }
+        }
         let Some(known) = self.devices.get_mut(device) else {
             return;
         };
+        let before = known.targets.len();
         let forget = config.forget_after_secs.saturating_mul(1_000_000);
         let stale = known
             .targets
@@ -587,6 +623,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         if stale {
             *first = now;
         }
+        self.targets_total = (self.targets_total + known.targets.len()).saturating_sub(before);
         if now.since(known.peak_at) > forget {
             known.peak = 0;
         }
@@ -602,9 +639,22 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     pub fn forget(&mut self, device: &K, targets: &[T]) {
         if let Some(known) = self.devices.get_mut(device) {
             for target in targets {
-                known.targets.remove(target);
+                if known.targets.remove(target).is_some() {
+                    self.targets_total = self.targets_total.saturating_sub(1);
+                }
             }
         }
+    }
+
+    fn forget_stalest_device(&mut self) {
+        if let Some((_, gone)) = self.devices.evict_stalest() {
+            self.targets_total = self.targets_total.saturating_sub(gone.targets.len());
+        }
+    }
+
+    /// Usual targets kept, over all devices.
+    pub fn targets_total(&self) -> usize {
+        self.targets_total
     }
 
     /// Devices whose pattern is kept.
@@ -713,5 +763,162 @@ mod tests {
             back.observe(&config, day(2), "alice".into(), "LAPTOP-ALICE".into()),
             Novelty::Familiar(_)
         ));
+    }
+
+    #[test]
+    fn bounded_map_forgets_the_least_recently_touched_and_survives_a_snapshot() {
+        let mut map: BoundedMap<u32, &str> = BoundedMap::new();
+        for (key, secs) in [(1, 10), (2, 20), (3, 30)] {
+            map.touch(3, Timestamp::from_secs(secs), key, || "v");
+        }
+        // Touching 1 again makes 2 the stalest.
+        map.touch(3, Timestamp::from_secs(40), 1, || "unused");
+        map.touch(3, Timestamp::from_secs(50), 4, || "w");
+        let keys: Vec<u32> = map.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(keys, [1, 3, 4]);
+        assert_eq!(map.touched(&1), Some(Timestamp::from_secs(40)));
+        assert_eq!(map.get(&1), Some(&"v"), "a touch keeps the value");
+        let bytes = postcard::to_allocvec(&map).expect("encodes");
+        let mut back: BoundedMap<u32, alloc::string::String> =
+            postcard::from_bytes(&bytes).expect("decodes");
+        back.touch(3, Timestamp::from_secs(60), 5, Default::default);
+        let keys: Vec<u32> = back.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(
+            keys,
+            [1, 4, 5],
+            "the rebuilt index still knows 3 was stalest"
+        );
+    }
+
+    fn window(
+        profiles: &mut FanOutProfiles<u8, u16>,
+        config: &PatternConfig,
+        night: u64,
+        targets: &[u16],
+    ) {
+        let now = day(night);
+        profiles.seen(config, now, &1);
+        for (i, target) in targets.iter().enumerate() {
+            profiles.learn(config, now, &1, *target, i + 1);
+        }
+    }
+
+    #[test]
+    fn fan_out_is_judged_against_the_devices_usual_targets_and_peak() {
+        let config = PatternConfig::default();
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        let usual: Vec<u16> = (1..=40).collect();
+        for night in 0..5 {
+            // A different 10 of its 40 usual targets each night, after one night of all 40.
+            let targets: Vec<u16> = if night == 0 {
+                usual.clone()
+            } else {
+                usual
+                    .iter()
+                    .copied()
+                    .skip(night as usize * 8)
+                    .take(10)
+                    .collect()
+            };
+            window(&mut profiles, &config, night, &targets);
+        }
+        let now = day(5);
+        assert_eq!(
+            profiles.learning(&config, now, &1),
+            Learning::Learned { since: day(4) }
+        );
+        assert_eq!(profiles.peak(&config, now, &1), 40);
+        let judged = profiles.judge(&config, now, 60, &1, &usual[..12], 10);
+        assert!(judged.new.is_empty() && !judged.unusual && !judged.breaches());
+        let mixed: Vec<u16> = (35..=50).collect();
+        let judged = profiles.judge(&config, now, 60, &1, &mixed, 10);
+        assert_eq!(judged.new, (41..=50).collect::<Vec<u16>>());
+        assert!(judged.unusual && judged.breaches());
+        assert_eq!(judged.score(70), 70, "10 new of 16: over half");
+
+        // A device never seen, on a learned model, is learning from its first sighting.
+        profiles.seen(&config, now, &2);
+        assert_eq!(
+            profiles.learning(&config, now, &2),
+            Learning::Learning {
+                since: now,
+                until: now.plus_secs(4 * DAY_SECS)
+            }
+        );
+    }
+
+    #[test]
+    fn a_window_well_over_the_learned_peak_is_unusual_even_on_usual_targets() {
+        let config = PatternConfig::default();
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        // 100 usual targets, 10 a night.
+        for night in 0..10 {
+            let targets: Vec<u16> = (night as u16 * 10 + 1..=night as u16 * 10 + 10).collect();
+            window(&mut profiles, &config, night, &targets);
+        }
+        let now = day(11);
+        assert_eq!(profiles.peak(&config, now, &1), 10);
+        let all: Vec<u16> = (1..=100).collect();
+        let judged = profiles.judge(&config, now, 60, &1, &all[..29], 10);
+        assert!(
+            judged.new.is_empty() && !judged.unusual,
+            "under 3x its peak"
+        );
+        let judged = profiles.judge(&config, now, 60, &1, &all[..30], 10);
+        assert!(judged.new.is_empty() && judged.unusual, "3x its peak");
+        assert_eq!(judged.score(60), 30, "nothing new: half the score");
+    }
+
+    #[test]
+    fn usual_targets_decay_and_are_bounded() {
+        let config = PatternConfig {
+            forget_after_secs: 7 * DAY_SECS,
+            max_targets: 5,
+            max_devices: 2,
+            ..PatternConfig::default()
+        };
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        window(&mut profiles, &config, 0, &[1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(profiles.targets(&1), 5);
+        assert!(
+            !profiles.is_usual(day(1), 60, &1, &1),
+            "the least recent went"
+        );
+        assert!(profiles.is_usual(day(1), 60, &1, &7));
+        // Seen again after the forget period: new again, and the stale peak is forgotten.
+        window(&mut profiles, &config, 20, &[7]);
+        assert!(!profiles.is_usual(day(20), 60, &1, &7));
+        assert_eq!(profiles.peak(&config, day(20), &1), 1);
+        assert!(profiles.is_usual(day(21), 60, &1, &7));
+        for device in 2..5 {
+            profiles.seen(&config, day(21), &device);
+        }
+        assert_eq!(profiles.len(), 2, "devices are bounded too");
+        assert_eq!(
+            profiles.targets_total(),
+            0,
+            "device 1 went with its targets"
+        );
+    }
+
+    #[test]
+    fn usual_targets_are_bounded_in_all_by_forgetting_the_stalest_devices() {
+        let config = PatternConfig {
+            max_targets_total: 25,
+            ..PatternConfig::default()
+        };
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        for device in 0..5u8 {
+            let now = day(0).plus_secs(device.into());
+            profiles.seen(&config, now, &device);
+            for target in 0..10 {
+                profiles.learn(&config, now, &device, target, 1);
+            }
+        }
+        // Devices 0, 1 and 2 made room for 3 and 4 in turn.
+        assert_eq!(profiles.targets_total(), 20);
+        assert_eq!(profiles.len(), 2);
+        assert_eq!(profiles.targets(&4), 10);
+        assert_eq!(profiles.targets(&0), 0);
     }
 }

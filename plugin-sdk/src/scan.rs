@@ -301,6 +301,12 @@ impl<T: Target> Episode<T> {
     }
 }
 
+/// Where a scan model's config keeps its window and floor, and how it learns patterns.
+pub trait ScanSettings {
+    fn fan_out(&self) -> &FanOutConfig;
+    fn pattern(&self) -> &PatternConfig;
+}
+
 /// A scan model: `D` is who is counted (a device, or a device and a peer), `T` what it touches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound(
@@ -328,10 +334,10 @@ impl<D: Counted, T: Target> ScanModel<D, T> {
 
     /// Expires old targets on `Tick`, and notes the source of every other event as active (its
     /// age for the pattern); call for every event the plugin receives.
-    pub fn on_event(&mut self, config: &FanOutConfig, pattern: &PatternConfig, event: &Event<'_>) {
+    pub fn on_event(&mut self, config: &impl ScanSettings, event: &Event<'_>) {
         match event.kind {
-            EventKind::Tick => self.scans.expire_all(config, event.ts),
-            EventKind::FlowStart => self.scans.seen(pattern, event.ts, event.src.ip),
+            EventKind::Tick => self.scans.expire_all(config.fan_out(), event.ts),
+            EventKind::FlowStart => self.scans.seen(config.pattern(), event.ts, event.src.ip),
             _ => {}
         }
     }
@@ -341,16 +347,21 @@ impl<D: Counted, T: Target> ScanModel<D, T> {
     pub fn observe(
         &mut self,
         model: &Model,
-        config: &FanOutConfig,
-        pattern: &PatternConfig,
+        settings: &impl ScanSettings,
         event: &Event<'_>,
         counted: D,
         target: T,
         accept: impl FnOnce(&[T]) -> bool,
     ) -> Option<Breach> {
-        let episode = self
-            .scans
-            .observe(config, pattern, event.ts, counted, target, accept)?;
+        let config = settings.fan_out();
+        let episode = self.scans.observe(
+            config,
+            settings.pattern(),
+            event.ts,
+            counted,
+            target,
+            accept,
+        )?;
         let targets = &episode.targets;
         let hosts: BTreeSet<IpAddr> = targets.iter().filter_map(Target::ip).collect();
         let ports = ports(targets);
@@ -437,6 +448,15 @@ impl<S: SweepSpec> Default for SweepConfig<S> {
     }
 }
 
+impl<S> ScanSettings for SweepConfig<S> {
+    fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
+    fn pattern(&self) -> &PatternConfig {
+        &self.pattern
+    }
+}
+
 /// A complete detector for "one device tries one service on many hosts": RDP scans, SMB scans.
 /// A plugin crate names its [`SweepSpec`] and exports `ServiceSweep<Spec>`.
 pub struct ServiceSweep<S> {
@@ -463,7 +483,7 @@ impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         let config = &self.config;
-        self.scans.on_event(&config.fan_out, &config.pattern, event);
+        self.scans.on_event(config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && event.proto == crate::Transport::Tcp
             && config.ports.contains(&event.dst.port)
@@ -471,15 +491,11 @@ impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
         if !counted {
             return;
         }
-        let breach = self.scans.observe(
-            &S::MODEL,
-            &config.fan_out,
-            &config.pattern,
-            event,
-            event.src.ip,
-            event.dst.ip,
-            |_| true,
-        );
+        let breach =
+            self.scans
+                .observe(&S::MODEL, config, event, event.src.ip, event.dst.ip, |_| {
+                    true
+                });
         if let Some(breach) = breach {
             // Targets are hosts; the port is the service being swept.
             out.breach(breach.with_ports([event.dst.port]));

@@ -37,13 +37,20 @@ struct Sealed<'a, S> {
     state: &'a S,
 }
 
+/// The envelope without its state, read first: the state is then decoded straight into the
+/// plugin's type, never through an intermediate tree (which would take several times the
+/// state's memory inside the plugin's sandbox), except for a migration.
 #[derive(Deserialize)]
-struct Opened {
+struct Header {
     magic: String,
     plugin: String,
     plugin_version: String,
     schema: u32,
-    state: ciborium::Value,
+}
+
+#[derive(Deserialize)]
+struct Body<S> {
+    state: S,
 }
 
 /// A state as an older version of the plugin wrote it, for [`crate::Plugin::migrate`].
@@ -101,7 +108,7 @@ pub fn open<P: Plugin>(bytes: &[u8]) -> Result<P::State, RestoreError> {
             P::STATE_VERSION,
         ))
     };
-    let Ok(opened) = ciborium::from_reader::<Opened, _>(bytes) else {
+    let Ok(opened) = ciborium::from_reader::<Header, _>(bytes) else {
         // Not an envelope: what the plugins wrote before it, postcard of the state struct.
         return P::migrate(0, OldState::Postcard(bytes.to_vec()))
             .map_err(|reason| refuse("an unversioned snapshot", 0, reason));
@@ -117,12 +124,16 @@ pub fn open<P: Plugin>(bytes: &[u8]) -> Result<P::State, RestoreError> {
             "another plugin's state".into(),
         ));
     }
-    let old = OldState::Described(opened.state);
+    let typed = || {
+        ciborium::from_reader::<Body<P::State>, _>(bytes)
+            .map(|body| body.state)
+            .map_err(|e| e.to_string())
+    };
     let result = if opened.schema == P::STATE_VERSION {
-        old.decode()
+        typed()
     } else if opened.schema > P::STATE_VERSION {
         // A newer version's state (a rollback): readable while it only added fields.
-        old.decode().map_err(|reason| {
+        typed().map_err(|reason| {
             format!(
                 "state version {} is newer than this plugin's {}: {reason}",
                 opened.schema,
@@ -130,7 +141,9 @@ pub fn open<P: Plugin>(bytes: &[u8]) -> Result<P::State, RestoreError> {
             )
         })
     } else {
-        P::migrate(opened.schema, old)
+        ciborium::from_reader::<Body<ciborium::Value>, _>(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|body| P::migrate(opened.schema, OldState::Described(body.state)))
     };
     result.map_err(|reason| refuse(&from, opened.schema, reason))
 }

@@ -4,7 +4,7 @@
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::scan::{is_internal, is_scannable, ScanModel};
+use vigil_plugin_sdk::scan::{is_internal, is_scannable, ScanModel, ScanSettings};
 use vigil_plugin_sdk::window::FanOutConfig;
 use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
@@ -41,6 +41,15 @@ impl Default for Config {
     }
 }
 
+impl ScanSettings for Config {
+    fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
+    fn pattern(&self) -> &PatternConfig {
+        &self.pattern
+    }
+}
+
 pub struct NetworkRangeScan {
     config: Config,
     scans: ScanModel<IpAddr, IpAddr>,
@@ -64,16 +73,14 @@ impl Plugin for NetworkRangeScan {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans
-            .on_event(&self.config.fan_out, &self.config.pattern, event);
+        self.scans.on_event(&self.config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && is_scannable(&event.dst.ip)
             && (!self.config.internal_only || is_internal(&event.dst.ip));
         if counted {
             if let Some(breach) = self.scans.observe(
                 &MODEL,
-                &self.config.fan_out,
-                &self.config.pattern,
+                &self.config,
                 event,
                 event.src.ip,
                 event.dst.ip,

@@ -5,7 +5,7 @@
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
+use vigil_plugin_sdk::scan::{is_scannable, ScanModel, ScanSettings};
 use vigil_plugin_sdk::window::FanOutConfig;
 use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
@@ -43,6 +43,15 @@ impl Default for Config {
     }
 }
 
+impl ScanSettings for Config {
+    fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
+    fn pattern(&self) -> &PatternConfig {
+        &self.pattern
+    }
+}
+
 pub struct NetworkScan {
     config: Config,
     scans: ScanModel<IpAddr, (IpAddr, u16)>,
@@ -66,8 +75,7 @@ impl Plugin for NetworkScan {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans
-            .on_event(&self.config.fan_out, &self.config.pattern, event);
+        self.scans.on_event(&self.config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && matches!(event.proto, Transport::Tcp | Transport::Udp)
             && is_scannable(&event.dst.ip);
@@ -77,8 +85,7 @@ impl Plugin for NetworkScan {
         let min_ports = self.config.min_ports;
         if let Some(breach) = self.scans.observe(
             &MODEL,
-            &self.config.fan_out,
-            &self.config.pattern,
+            &self.config,
             event,
             event.src.ip,
             (event.dst.ip, event.dst.port),
