@@ -428,8 +428,11 @@ struct DeviceFanOut<T: Ord> {
 
 /// What a window of a device's targets is, against the device's learned fan-out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FanOutVerdict<T> {
+pub struct FanOutVerdict<K, T> {
     pub learning: Learning,
+    /// For a device still learning: a learned device whose usual targets hold most of the
+    /// window (its peer group), which it was compared with instead of the fixed floor.
+    pub peer: Option<K>,
     /// Distinct targets in the window.
     pub seen: usize,
     /// The window's targets the device was not seen with before this window.
@@ -437,15 +440,17 @@ pub struct FanOutVerdict<T> {
     /// The device's learned peak of distinct targets per window (0: none yet).
     pub peak: u32,
     /// Beyond the device's own pattern: at least the model's floor of new targets, or a window
-    /// `peak_factor` times its learned peak.
+    /// `peak_factor` times its learned peak; for a learning device with a peer, at least the
+    /// floor of targets its peer was never seen with.
     pub unusual: bool,
 }
 
-impl<T> FanOutVerdict<T> {
+impl<K, T> FanOutVerdict<K, T> {
     /// Whether the window breaches: during learning the floor alone decides (the caller only
-    /// asks once the floor is reached); past it, only what is unusual for the device.
+    /// asks once the floor is reached) unless the device behaves like a learned peer; past
+    /// learning, or with a peer, only what is unusual decides.
     pub fn breaches(&self) -> bool {
-        !self.learning.is_learned() || self.unusual
+        (!self.learning.is_learned() && self.peer.is_none()) || self.unusual
     }
 
     /// `score` scaled by how far beyond the device's pattern the window is: the whole score
@@ -529,7 +534,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         device: &K,
         targets: &[T],
         floor: usize,
-    ) -> FanOutVerdict<T> {
+    ) -> FanOutVerdict<K, T> {
         let new: Vec<T> = targets
             .iter()
             .filter(|t| !self.is_usual(now, window_secs, device, t))
@@ -539,13 +544,62 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         let over_peak = peak > 0
             && u64::try_from(targets.len()).unwrap_or(u64::MAX)
                 >= u64::from(peak) * u64::from(config.peak_factor.max(1));
+        let learning = self.learning(config, now, device);
+        let peer = if learning.is_learned() {
+            None
+        } else {
+            self.peer_for(config, now, window_secs, device, targets)
+        };
+        let unusual = match &peer {
+            Some((_, covered)) => targets.len().saturating_sub(*covered) >= floor.max(1),
+            None => new.len() >= floor.max(1) || over_peak,
+        };
         FanOutVerdict {
-            learning: self.learning(config, now, device),
+            learning,
+            peer: peer.map(|(peer, _)| peer),
             seen: targets.len(),
-            unusual: new.len() >= floor.max(1) || over_peak,
+            unusual,
             new,
             peak,
         }
+    }
+
+    /// A learned device that behaves like `device` does in this window: at least four fifths
+    /// of the window are its usual targets, and the window is under `peak_factor` times its
+    /// peak. The one covering most, with how many it covers. (A new backup server doing what
+    /// the old one does every night is doing the same job.)
+    fn peer_for(
+        &self,
+        config: &PatternConfig,
+        now: Timestamp,
+        window_secs: u64,
+        device: &K,
+        targets: &[T],
+    ) -> Option<(K, usize)> {
+        let seen = u64::try_from(targets.len()).unwrap_or(u64::MAX);
+        let factor = u64::from(config.peak_factor.max(1));
+        self.devices
+            .iter()
+            .filter(|(peer, ..)| *peer != device)
+            // Cheap checks first: only devices that fan out about this wide are compared.
+            .filter(|(peer, ..)| u64::from(self.peak(config, now, peer)) * factor > seen)
+            .filter(|(peer, ..)| self.learning(config, now, peer).is_learned())
+            .map(|(peer, ..)| {
+                let covered = targets
+                    .iter()
+                    .filter(|t| self.is_usual(now, window_secs, peer, t))
+                    .count();
+                (peer, covered)
+            })
+            .filter(|(_, covered)| covered * 5 >= targets.len() * 4)
+            .fold(
+                None,
+                |best: Option<(&K, usize)>, (peer, covered)| match best {
+                    Some((_, most)) if most >= covered => best,
+                    _ => Some((peer, covered)),
+                },
+            )
+            .map(|(peer, covered)| (peer.clone(), covered))
     }
 
     /// Whether `device` was seen with `target` before the window of `window_secs` that ends at

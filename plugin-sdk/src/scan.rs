@@ -102,7 +102,7 @@ pub mod pattern {
 #[derive(Debug, Clone)]
 pub struct Episode<T> {
     pub targets: Vec<T>,
-    pub verdict: FanOutVerdict<T>,
+    pub verdict: FanOutVerdict<IpAddr, T>,
     /// What the device is known for, for the evidence.
     pub usual: Vec<T>,
 }
@@ -273,6 +273,12 @@ impl<T: Target> Episode<T> {
                 text.push_str(&format!(", ports {}", known_ports.join(", ")));
             }
             text
+        };
+        let expected = match verdict.peer {
+            Some(peer) => {
+                format!("{expected}; compared with its peer {peer}, which it behaves like")
+            }
+            None => expected,
         };
         let mut seen = format!(
             "{} targets in {window_secs} s, {} new for this device ({})",

@@ -127,6 +127,23 @@ mod tests {
         }
 
         #[test]
+        fn a_second_backup_server_doing_the_same_job_is_compared_with_the_first() {
+            let mut h = learned();
+            let second = IpAddr::from([10, 3, 0, 201]);
+            let servers = hosts([10, 3, 1], 40);
+            let night = flows(5, 1.0, Transport::Tcp, second, &servers, &[445]);
+            assert_eq!(h.feed_all(&night), Vec::new(), "it behaves like its peer");
+            // A new device sweeping hosts no peer reaches is held to the floor, as learning.
+            let newcomer = IpAddr::from([10, 3, 0, 202]);
+            let others = hosts([10, 3, 3], 40);
+            let breaches = h.feed_all(&flows(5, 1.0, Transport::Tcp, newcomer, &others, &[445]));
+            assert_eq!(breaches.len(), 1);
+            assert_eq!(breaches[0].device.ip, newcomer);
+            assert_eq!(evidence(&breaches[0], "pattern.state"), "learning");
+            assert_eq!(evidence(&breaches[0], "pattern.unusual"), "true");
+        }
+
+        #[test]
         fn many_new_hosts_beyond_its_usual_servers_breach_naming_expected_and_seen() {
             let mut h = learned();
             let mut night = backup_night(5);
