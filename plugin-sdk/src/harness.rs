@@ -35,6 +35,11 @@ impl<P: Plugin> Harness<P> {
         )?)))
     }
 
+    /// A plugin built by the test (e.g. with a state put back by hand).
+    pub fn from_plugin(plugin: P) -> Self {
+        Self::with_plugin(plugin)
+    }
+
     fn with_plugin(plugin: P) -> Self {
         Harness {
             plugin,
@@ -187,5 +192,45 @@ pub mod events {
             dst: nowhere,
             kind: EventKind::Tick,
         }
+    }
+}
+
+/// A device's recurring job, for tests of learned patterns: the same flows night after night.
+pub mod nights {
+    use super::*;
+
+    /// Midnight UTC of the first night (a Monday, 2026-11-23).
+    pub const DAY0: u64 = 1_795_392_000;
+
+    /// Packet time, in seconds, of `secs` after 02:00 on night `night`.
+    pub fn at(night: u64, secs: f64) -> f64 {
+        (DAY0 + night * 86_400 + 2 * 3600) as f64 + secs
+    }
+
+    /// Flow starts from `src` to every host on every port (host by host), `step` seconds apart,
+    /// from 02:00 on night `night`.
+    pub fn flows(
+        night: u64,
+        step: f64,
+        proto: Transport,
+        src: IpAddr,
+        hosts: &[IpAddr],
+        ports: &[u16],
+    ) -> Vec<Event<'static>> {
+        hosts
+            .iter()
+            .flat_map(|host| ports.iter().map(move |port| (*host, *port)))
+            .enumerate()
+            .map(|(i, (host, port))| {
+                events::flow_start(at(night, step * i as f64), proto, src, host, port)
+            })
+            .collect()
+    }
+
+    /// `count` addresses `a.b.c.1`, `a.b.c.2`...
+    pub fn hosts(net: [u8; 3], count: u8) -> Vec<IpAddr> {
+        (1..=count)
+            .map(|i| IpAddr::from([net[0], net[1], net[2], i]))
+            .collect()
     }
 }

@@ -26,6 +26,7 @@ pub struct Phase {
 pub struct TimelineEntry {
     /// Its place among the incident's breaches, from 1: stable while the timeline is trimmed,
     /// so an output can tell which entries it has already written.
+    #[serde(default)]
     pub seq: u32,
     pub ts: Timestamp,
     pub model: String,
@@ -49,8 +50,10 @@ pub struct Incident {
     /// In the order the attack went through them.
     pub phases: Vec<Phase>,
     /// Breaches in the incident, all of them.
+    #[serde(default)]
     pub breaches: u32,
     /// Breaches per model name, all of them, sorted by name.
+    #[serde(default)]
     pub by_model: Vec<(String, u32)>,
     /// The first and the latest breaches (an analyst keeps a bounded number of each), in time
     /// order; [`Incident::breaches`] and [`Incident::by_model`] count the rest.

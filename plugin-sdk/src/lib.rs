@@ -24,6 +24,7 @@ pub mod model;
 pub mod plugin;
 pub mod profile;
 pub mod scan;
+pub mod state;
 pub mod time;
 pub mod window;
 
@@ -34,7 +35,10 @@ pub use incident::Incident;
 pub use manifest::{Manifest, PluginKind, Subscriptions};
 pub use model::Model;
 pub use plugin::{Output, Plugin};
-pub use profile::{Novelty, ProfileConfig, Profiles, RateWindow};
+pub use profile::{
+    BoundedMap, FanOutProfiles, FanOutVerdict, Learning, Novelty, PatternConfig, ProfileConfig,
+    Profiles, RateWindow,
+};
 pub use time::Timestamp;
 
 #[doc(hidden)]

@@ -5,18 +5,28 @@ use alloc::vec::Vec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::state::OldState;
 use crate::{ActionRequest, Breach, Event, Incident, Manifest, PluginKind, Subscriptions};
 
 /// A Vigil plugin. Implement this on a struct and call [`crate::export_plugin!`] on it.
 ///
 /// The host calls [`Plugin::new`] once per instance with the operator's config (missing fields
 /// take their defaults), then [`Plugin::on_event`] for every subscribed event in packet-time
-/// order. [`Plugin::snapshot`] and [`Plugin::restore`] carry learned state across restarts and
-/// plugin updates.
+/// order. Learned state ([`Plugin::State`]) is carried across restarts and plugin updates in a
+/// versioned envelope (see [`crate::state`]): a plugin hands it out and takes it back, and
+/// never writes snapshot bytes itself.
 pub trait Plugin: Sized {
     /// Model configuration: thresholds, windows, learning periods. Parsed from JSON; mark the struct
     /// `#[serde(default)]` so an operator only writes what they change.
     type Config: Serialize + DeserializeOwned + Default;
+
+    /// What the plugin learns and must not lose to a restart or an upgrade; `()` for none. A
+    /// field added in a later version needs `#[serde(default)]` (old snapshots lack it); any
+    /// other change bumps [`Plugin::STATE_VERSION`] and converts in [`Plugin::migrate`].
+    type State: Serialize + DeserializeOwned;
+
+    /// The schema version of [`Plugin::State`], written into every snapshot.
+    const STATE_VERSION: u32 = 1;
 
     const NAME: &'static str;
     /// Usually `env!("CARGO_PKG_VERSION")`.
@@ -28,13 +38,42 @@ pub trait Plugin: Sized {
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output);
 
-    /// Learned state to persist. The default plugin has none.
-    fn snapshot(&self) -> Vec<u8> {
-        Vec::new()
+    /// The learned state to snapshot; `None` (the default) for a plugin that learns nothing.
+    fn state(&self) -> Option<&Self::State> {
+        None
     }
 
-    /// Puts back what [`Plugin::snapshot`] returned (possibly from an older version).
-    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), RestoreError> {
+    /// Takes back a state restored from a snapshot (its own, an older version's after
+    /// [`Plugin::migrate`], or a newer one's that only added fields).
+    fn set_state(&mut self, _state: Self::State) {}
+
+    /// Converts the state an older version wrote (`from_version` < [`Plugin::STATE_VERSION`])
+    /// into this version's; an `Err` refuses the snapshot, and the swap or restart with it,
+    /// before anything changes. Version 0 is a snapshot from before the envelope (postcard):
+    /// the default reads it as today's `State`, and refuses any other version.
+    fn migrate(from_version: u32, old: OldState) -> Result<Self::State, String> {
+        match from_version {
+            0 => old.decode(),
+            _ => Err(alloc::format!(
+                "no migration from state version {from_version}"
+            )),
+        }
+    }
+
+    /// Learned state to persist, as a versioned envelope ([`crate::state::seal`]).
+    fn snapshot(&self) -> Vec<u8> {
+        crate::state::seal(self)
+    }
+
+    /// Puts back what [`Plugin::snapshot`] returned (possibly from another version); nothing
+    /// changes unless the whole state is read. An empty snapshot (a plugin that had no state)
+    /// restores nothing.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        if snapshot.is_empty() {
+            return Ok(());
+        }
+        let state = crate::state::open::<Self>(snapshot)?;
+        self.set_state(state);
         Ok(())
     }
 }

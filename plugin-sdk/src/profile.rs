@@ -6,9 +6,9 @@
 //! Everything here is serde, so a plugin's learned state is its profiles, snapshotted through the
 //! ABI into the data dir and restored on the next start.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Timestamp;
 
@@ -239,6 +239,493 @@ impl RateWindow {
     }
 }
 
+/// A map that holds at most `capacity` entries and forgets the least recently touched first,
+/// in O(log n): each entry carries when it was last touched, and an index orders them by it.
+/// Serialised as the entries alone; the index is rebuilt on the way back.
+#[derive(Debug, Clone)]
+pub struct BoundedMap<K: Ord, V> {
+    entries: BTreeMap<K, (Timestamp, V)>,
+    by_touch: BTreeSet<(Timestamp, K)>,
+}
+
+impl<K: Ord, V> Default for BoundedMap<K, V> {
+    fn default() -> Self {
+        BoundedMap {
+            entries: BTreeMap::new(),
+            by_touch: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, V> BoundedMap<K, V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The entry for `key`, touched at `now` (made by `make` if absent, after forgetting the
+    /// least recently touched entries that would exceed `capacity`).
+    pub fn touch(
+        &mut self,
+        capacity: usize,
+        now: Timestamp,
+        key: K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        if !self.entries.contains_key(&key) {
+            while self.entries.len() >= capacity.max(1) {
+                let Some((_, stalest)) = self.by_touch.pop_first() else {
+                    break;
+                };
+                self.entries.remove(&stalest);
+            }
+        }
+        let by_touch = &mut self.by_touch;
+        let slot = self.entries.entry(key.clone()).or_insert_with(|| {
+            by_touch.insert((now, key.clone()));
+            (now, make())
+        });
+        // Packet clocks can step back slightly between merged captures: keep the latest touch.
+        if now > slot.0 {
+            by_touch.remove(&(slot.0, key.clone()));
+            by_touch.insert((now, key));
+            slot.0 = now;
+        }
+        &mut slot.1
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(_, value)| value)
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|(_, value)| value)
+    }
+
+    /// When `key` was last touched.
+    pub fn touched(&self, key: &K) -> Option<Timestamp> {
+        self.entries.get(key).map(|(at, _)| *at)
+    }
+
+    /// Forgets the least recently touched entry, and returns it.
+    pub fn evict_stalest(&mut self) -> Option<(K, V)> {
+        let (_, key) = self.by_touch.pop_first()?;
+        let (_, value) = self.entries.remove(&key)?;
+        Some((key, value))
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (at, value) = self.entries.remove(key)?;
+        self.by_touch.remove(&(at, key.clone()));
+        Some(value)
+    }
+
+    /// Entries in key order, with when each was last touched.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, Timestamp, &V)> {
+        self.entries.iter().map(|(k, (at, v))| (k, *at, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl<K: Ord + Serialize, V: Serialize> Serialize for BoundedMap<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for BoundedMap<K, V>
+where
+    K: Ord + Clone + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = BTreeMap::<K, (Timestamp, V)>::deserialize(deserializer)?;
+        let by_touch = entries
+            .iter()
+            .map(|(k, (at, _))| (*at, k.clone()))
+            .collect();
+        Ok(BoundedMap { entries, by_touch })
+    }
+}
+
+/// How a [`FanOutProfiles`] learns each device's usual fan-out. Part of each scan model's config
+/// (`pattern`), so a signed model update can retune it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PatternConfig {
+    /// From when a model starts, and from when it first sees a device, this long is learning:
+    /// the model's fixed threshold decides alone, and its breaches say they were raised while
+    /// learning. Four days: the labs' five-day baselines end past it, and a weekly job is seen
+    /// at least once before it ends only if the network was watched a week; raise it for that.
+    pub learning_secs: u64,
+    /// A target, or a peak, not seen again for this long is forgotten (decay).
+    pub forget_after_secs: u64,
+    /// Devices whose pattern is kept; the least recently active is forgotten first.
+    pub max_devices: usize,
+    /// Usual targets kept per device; the least recently touched is forgotten first.
+    pub max_targets: usize,
+    /// Usual targets kept in all, across devices (about 100 bytes each in the plugin's memory):
+    /// past it the least recently active devices are forgotten whole. The per-device bounds
+    /// alone would allow far more than a plugin's memory limit.
+    pub max_targets_total: usize,
+    /// A window with this many times the device's learned peak of distinct targets is "well
+    /// over" its usual rate, even when every target is one it knows.
+    pub peak_factor: u32,
+}
+
+impl Default for PatternConfig {
+    fn default() -> Self {
+        PatternConfig {
+            learning_secs: 4 * DAY_SECS,
+            forget_after_secs: 30 * DAY_SECS,
+            max_devices: 16_384,
+            max_targets: 1024,
+            max_targets_total: 200_000,
+            peak_factor: 3,
+        }
+    }
+}
+
+/// Where a device's (and the model's) pattern of life stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learning {
+    /// Still learning since `since` (the later of the model's start and the device's first
+    /// sighting), until `until`.
+    Learning { since: Timestamp, until: Timestamp },
+    /// Learned since `since`.
+    Learned { since: Timestamp },
+}
+
+impl Learning {
+    pub fn is_learned(&self) -> bool {
+        matches!(self, Learning::Learned { .. })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "T: Serialize",
+    deserialize = "T: Ord + Clone + Deserialize<'de>"
+))]
+struct DeviceFanOut<T: Ord> {
+    first_seen: Timestamp,
+    /// Usual targets, each with when it was first seen (since it was last forgotten).
+    targets: BoundedMap<T, Timestamp>,
+    /// The most distinct targets one window held, and when it was last reached.
+    peak: u32,
+    peak_at: Timestamp,
+}
+
+/// What a window of a device's targets is, against the device's learned fan-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOutVerdict<K, T> {
+    pub learning: Learning,
+    /// For a device still learning: a learned device whose usual targets hold most of the
+    /// window (its peer group), which it was compared with instead of the fixed floor.
+    pub peer: Option<K>,
+    /// Distinct targets in the window.
+    pub seen: usize,
+    /// The window's targets the device was not seen with before this window.
+    pub new: Vec<T>,
+    /// The device's learned peak of distinct targets per window (0: none yet).
+    pub peak: u32,
+    /// Beyond the device's own pattern: at least the model's floor of new targets, or a window
+    /// `peak_factor` times its learned peak; for a learning device with a peer, at least the
+    /// floor of targets its peer was never seen with.
+    pub unusual: bool,
+}
+
+impl<K, T> FanOutVerdict<K, T> {
+    /// Whether the window breaches: during learning the floor alone decides (the caller only
+    /// asks once the floor is reached) unless the device behaves like a learned peer; past
+    /// learning, or with a peer, only what is unusual decides.
+    pub fn breaches(&self) -> bool {
+        (!self.learning.is_learned() && self.peer.is_none()) || self.unusual
+    }
+
+    /// `score` scaled by how far beyond the device's pattern the window is: the whole score
+    /// when at least half of its targets are new, down to half of it when none is.
+    pub fn score(&self, score: u8) -> u8 {
+        let seen = self.seen.max(1);
+        let weight = (seen / 2 + self.new.len()).min(seen);
+        u8::try_from(usize::from(score) * weight / seen).unwrap_or(score)
+    }
+}
+
+/// Per device, the targets (hosts, ports, host:port pairs) it usually touches and its usual
+/// fan-out per window, learned on packet time with decay and bounds: what a scan model needs to
+/// tell a device doing its usual job from one doing something new.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, T: Serialize",
+    deserialize = "K: Ord + Clone + Deserialize<'de>, T: Ord + Clone + Deserialize<'de>"
+))]
+pub struct FanOutProfiles<K: Ord, T: Ord> {
+    /// When the model saw its first event: nothing is learned before that.
+    started: Option<Timestamp>,
+    devices: BoundedMap<K, DeviceFanOut<T>>,
+    /// Usual targets kept, over all devices.
+    targets_total: usize,
+}
+
+impl<K: Ord, T: Ord> Default for FanOutProfiles<K, T> {
+    fn default() -> Self {
+        FanOutProfiles {
+            started: None,
+            devices: BoundedMap::default(),
+            targets_total: 0,
+        }
+    }
+}
+
+impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes that the model is running and `device` is active at `now` (any event of it, not
+    /// only those it counts: a device's age is how long it has been watched).
+    pub fn seen(&mut self, config: &PatternConfig, now: Timestamp, device: &K) {
+        self.started.get_or_insert(now);
+        if !self.devices.contains_key(device) {
+            while self.devices.len() >= config.max_devices.max(1) {
+                self.forget_stalest_device();
+            }
+        }
+        self.devices
+            .touch(config.max_devices, now, device.clone(), || DeviceFanOut {
+                first_seen: now,
+                targets: BoundedMap::new(),
+                peak: 0,
+                peak_at: now,
+            });
+    }
+
+    /// Whether `device`'s pattern (and the model's) is still being learned at `now`.
+    pub fn learning(&self, config: &PatternConfig, now: Timestamp, device: &K) -> Learning {
+        let model = self.started.unwrap_or(now);
+        let device = self.devices.get(device).map_or(now, |d| d.first_seen);
+        let since = model.max(device);
+        let until = since.plus_secs(config.learning_secs);
+        if now >= until {
+            Learning::Learned { since: until }
+        } else {
+            Learning::Learning { since, until }
+        }
+    }
+
+    /// Judges `device`'s current window of `targets` (distinct, `window_secs` long) against
+    /// what it learned before this window; `floor` is the model's threshold.
+    pub fn judge(
+        &self,
+        config: &PatternConfig,
+        now: Timestamp,
+        window_secs: u64,
+        device: &K,
+        targets: &[T],
+        floor: usize,
+    ) -> FanOutVerdict<K, T> {
+        let new: Vec<T> = targets
+            .iter()
+            .filter(|t| !self.is_usual(now, window_secs, device, t))
+            .cloned()
+            .collect();
+        let peak = self.peak(config, now, device);
+        let over_peak = peak > 0
+            && u64::try_from(targets.len()).unwrap_or(u64::MAX)
+                >= u64::from(peak) * u64::from(config.peak_factor.max(1));
+        let learning = self.learning(config, now, device);
+        let peer = if learning.is_learned() {
+            None
+        } else {
+            self.peer_for(config, now, window_secs, device, targets)
+        };
+        let unusual = match &peer {
+            Some((_, covered)) => targets.len().saturating_sub(*covered) >= floor.max(1),
+            None => new.len() >= floor.max(1) || over_peak,
+        };
+        FanOutVerdict {
+            learning,
+            peer: peer.map(|(peer, _)| peer),
+            seen: targets.len(),
+            unusual,
+            new,
+            peak,
+        }
+    }
+
+    /// A learned device that behaves like `device` does in this window: at least four fifths
+    /// of the window are its usual targets, and the window is under `peak_factor` times its
+    /// peak. The one covering most, with how many it covers. (A new backup server doing what
+    /// the old one does every night is doing the same job.)
+    fn peer_for(
+        &self,
+        config: &PatternConfig,
+        now: Timestamp,
+        window_secs: u64,
+        device: &K,
+        targets: &[T],
+    ) -> Option<(K, usize)> {
+        let seen = u64::try_from(targets.len()).unwrap_or(u64::MAX);
+        let factor = u64::from(config.peak_factor.max(1));
+        self.devices
+            .iter()
+            .filter(|(peer, ..)| *peer != device)
+            // Cheap checks first: only devices that fan out about this wide are compared.
+            .filter(|(peer, ..)| u64::from(self.peak(config, now, peer)) * factor > seen)
+            .filter(|(peer, ..)| self.learning(config, now, peer).is_learned())
+            .map(|(peer, ..)| {
+                let covered = targets
+                    .iter()
+                    .filter(|t| self.is_usual(now, window_secs, peer, t))
+                    .count();
+                (peer, covered)
+            })
+            .filter(|(_, covered)| covered * 5 >= targets.len() * 4)
+            .fold(
+                None,
+                |best: Option<(&K, usize)>, (peer, covered)| match best {
+                    Some((_, most)) if most >= covered => best,
+                    _ => Some((peer, covered)),
+                },
+            )
+            .map(|(peer, covered)| (peer.clone(), covered))
+    }
+
+    /// Whether `device` was seen with `target` before the window of `window_secs` that ends at
+    /// `now` (and has not forgotten it since: [`FanOutProfiles::learn`] makes a target touched
+    /// after `forget_after_secs` new again).
+    pub fn is_usual(&self, now: Timestamp, window_secs: u64, device: &K, target: &T) -> bool {
+        self.devices
+            .get(device)
+            .and_then(|d| d.targets.get(target))
+            .is_some_and(|first| now.since(*first) >= window_secs.saturating_mul(1_000_000))
+    }
+
+    /// `device`'s learned peak of distinct targets per window at `now` (0: none, or forgotten).
+    pub fn peak(&self, config: &PatternConfig, now: Timestamp, device: &K) -> u32 {
+        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        self.devices
+            .get(device)
+            .filter(|d| now.since(d.peak_at) <= forget)
+            .map_or(0, |d| d.peak)
+    }
+
+    /// The targets `device` is known for at `now` (learned before the current window, not
+    /// forgotten), for evidence.
+    pub fn usual(
+        &self,
+        config: &PatternConfig,
+        now: Timestamp,
+        window_secs: u64,
+        device: &K,
+    ) -> Vec<T> {
+        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        let window = window_secs.saturating_mul(1_000_000);
+        self.devices
+            .get(device)
+            .into_iter()
+            .flat_map(|d| d.targets.iter())
+            .filter(|(_, touched, first)| {
+                now.since(*touched) <= forget && now.since(**first) >= window
+            })
+            .map(|(target, ..)| target.clone())
+            .collect()
+    }
+
+    /// Learns that `device` touched `target` at `now`, its window then holding `in_window`
+    /// distinct targets. A target not seen for `forget_after_secs` is new again.
+    pub fn learn(
+        &mut self,
+        config: &PatternConfig,
+        now: Timestamp,
+        device: &K,
+        target: T,
+        in_window: usize,
+    ) {
+        let known_target = self
+            .devices
+            .get(device)
+            .is_some_and(|d| d.targets.contains_key(&target));
+        if !known_target {
+            // Room for one more target in all: the least recently active devices go first
+            // (never `device` itself, the most recently active).
+            while self.targets_total >= config.max_targets_total.max(1) && self.devices.len() > 1 {
+                self.forget_stalest_device();
+            }
+        }
+        let Some(known) = self.devices.get_mut(device) else {
+            return;
+        };
+        let before = known.targets.len();
+        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        let stale = known
+            .targets
+            .touched(&target)
+            .is_some_and(|touched| now.since(touched) > forget);
+        let first = known.targets.touch(config.max_targets, now, target, || now);
+        if stale {
+            *first = now;
+        }
+        self.targets_total = (self.targets_total + known.targets.len()).saturating_sub(before);
+        if now.since(known.peak_at) > forget {
+            known.peak = 0;
+        }
+        let in_window = u32::try_from(in_window).unwrap_or(u32::MAX);
+        if in_window >= known.peak {
+            known.peak = in_window;
+            known.peak_at = now;
+        }
+    }
+
+    /// Unlearns `targets` for `device`: an anomaly does not become the device's pattern by
+    /// being seen once.
+    pub fn forget(&mut self, device: &K, targets: &[T]) {
+        if let Some(known) = self.devices.get_mut(device) {
+            for target in targets {
+                if known.targets.remove(target).is_some() {
+                    self.targets_total = self.targets_total.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn forget_stalest_device(&mut self) {
+        if let Some((_, gone)) = self.devices.evict_stalest() {
+            self.targets_total = self.targets_total.saturating_sub(gone.targets.len());
+        }
+    }
+
+    /// Usual targets kept, over all devices.
+    pub fn targets_total(&self) -> usize {
+        self.targets_total
+    }
+
+    /// Devices whose pattern is kept.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Usual targets kept for `device`.
+    pub fn targets(&self, device: &K) -> usize {
+        self.devices.get(device).map_or(0, |d| d.targets.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +817,162 @@ mod tests {
             back.observe(&config, day(2), "alice".into(), "LAPTOP-ALICE".into()),
             Novelty::Familiar(_)
         ));
+    }
+
+    #[test]
+    fn bounded_map_forgets_the_least_recently_touched_and_survives_a_snapshot() {
+        let mut map: BoundedMap<u32, &str> = BoundedMap::new();
+        for (key, secs) in [(1, 10), (2, 20), (3, 30)] {
+            map.touch(3, Timestamp::from_secs(secs), key, || "v");
+        }
+        // Touching 1 again makes 2 the stalest.
+        map.touch(3, Timestamp::from_secs(40), 1, || "unused");
+        map.touch(3, Timestamp::from_secs(50), 4, || "w");
+        let keys: Vec<u32> = map.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(keys, [1, 3, 4]);
+        assert_eq!(map.touched(&1), Some(Timestamp::from_secs(40)));
+        assert_eq!(map.get(&1), Some(&"v"), "a touch keeps the value");
+        let bytes = postcard::to_allocvec(&map).expect("encodes");
+        let mut back: BoundedMap<u32, alloc::string::String> =
+            postcard::from_bytes(&bytes).expect("decodes");
+        back.touch(3, Timestamp::from_secs(60), 5, Default::default);
+        let keys: Vec<u32> = back.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(
+            keys,
+            [1, 4, 5],
+            "the rebuilt index still knows 3 was stalest"
+        );
+    }
+
+    fn window(
+        profiles: &mut FanOutProfiles<u8, u16>,
+        config: &PatternConfig,
+        night: u64,
+        targets: &[u16],
+    ) {
+        let now = day(night);
+        profiles.seen(config, now, &1);
+        for (i, target) in targets.iter().enumerate() {
+            profiles.learn(config, now, &1, *target, i + 1);
+        }
+    }
+
+    #[test]
+    fn fan_out_is_judged_against_the_devices_usual_targets_and_peak() {
+        let config = PatternConfig::default();
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        let usual: Vec<u16> = (1..=40).collect();
+        for night in 0..5 {
+            // A different 10 of its 40 usual targets each night, after one night of all 40.
+            let targets: Vec<u16> = if night == 0 {
+                usual.clone()
+            } else {
+                usual
+                    .iter()
+                    .copied()
+                    .skip(night as usize * 8)
+                    .take(10)
+                    .collect()
+            };
+            window(&mut profiles, &config, night, &targets);
+        }
+        let now = day(5);
+        assert_eq!(
+            profiles.learning(&config, now, &1),
+            Learning::Learned { since: day(4) }
+        );
+        assert_eq!(profiles.peak(&config, now, &1), 40);
+        let judged = profiles.judge(&config, now, 60, &1, &usual[..12], 10);
+        assert!(judged.new.is_empty() && !judged.unusual && !judged.breaches());
+        let mixed: Vec<u16> = (35..=50).collect();
+        let judged = profiles.judge(&config, now, 60, &1, &mixed, 10);
+        assert_eq!(judged.new, (41..=50).collect::<Vec<u16>>());
+        assert!(judged.unusual && judged.breaches());
+        assert_eq!(judged.score(70), 70, "10 new of 16: over half");
+
+        // A device never seen, on a learned model, is learning from its first sighting.
+        profiles.seen(&config, now, &2);
+        assert_eq!(
+            profiles.learning(&config, now, &2),
+            Learning::Learning {
+                since: now,
+                until: now.plus_secs(4 * DAY_SECS)
+            }
+        );
+    }
+
+    #[test]
+    fn a_window_well_over_the_learned_peak_is_unusual_even_on_usual_targets() {
+        let config = PatternConfig::default();
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        // 100 usual targets, 10 a night.
+        for night in 0..10 {
+            let targets: Vec<u16> = (night as u16 * 10 + 1..=night as u16 * 10 + 10).collect();
+            window(&mut profiles, &config, night, &targets);
+        }
+        let now = day(11);
+        assert_eq!(profiles.peak(&config, now, &1), 10);
+        let all: Vec<u16> = (1..=100).collect();
+        let judged = profiles.judge(&config, now, 60, &1, &all[..29], 10);
+        assert!(
+            judged.new.is_empty() && !judged.unusual,
+            "under 3x its peak"
+        );
+        let judged = profiles.judge(&config, now, 60, &1, &all[..30], 10);
+        assert!(judged.new.is_empty() && judged.unusual, "3x its peak");
+        assert_eq!(judged.score(60), 30, "nothing new: half the score");
+    }
+
+    #[test]
+    fn usual_targets_decay_and_are_bounded() {
+        let config = PatternConfig {
+            forget_after_secs: 7 * DAY_SECS,
+            max_targets: 5,
+            max_devices: 2,
+            ..PatternConfig::default()
+        };
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        window(&mut profiles, &config, 0, &[1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(profiles.targets(&1), 5);
+        assert!(
+            !profiles.is_usual(day(1), 60, &1, &1),
+            "the least recent went"
+        );
+        assert!(profiles.is_usual(day(1), 60, &1, &7));
+        // Seen again after the forget period: new again, and the stale peak is forgotten.
+        window(&mut profiles, &config, 20, &[7]);
+        assert!(!profiles.is_usual(day(20), 60, &1, &7));
+        assert_eq!(profiles.peak(&config, day(20), &1), 1);
+        assert!(profiles.is_usual(day(21), 60, &1, &7));
+        for device in 2..5 {
+            profiles.seen(&config, day(21), &device);
+        }
+        assert_eq!(profiles.len(), 2, "devices are bounded too");
+        assert_eq!(
+            profiles.targets_total(),
+            0,
+            "device 1 went with its targets"
+        );
+    }
+
+    #[test]
+    fn usual_targets_are_bounded_in_all_by_forgetting_the_stalest_devices() {
+        let config = PatternConfig {
+            max_targets_total: 25,
+            ..PatternConfig::default()
+        };
+        let mut profiles: FanOutProfiles<u8, u16> = FanOutProfiles::new();
+        for device in 0..5u8 {
+            let now = day(0).plus_secs(device.into());
+            profiles.seen(&config, now, &device);
+            for target in 0..10 {
+                profiles.learn(&config, now, &device, target, 1);
+            }
+        }
+        // Devices 0, 1 and 2 made room for 3 and 4 in turn.
+        assert_eq!(profiles.targets_total(), 20);
+        assert_eq!(profiles.len(), 2);
+        assert_eq!(profiles.targets(&4), 10);
+        assert_eq!(profiles.targets(&0), 0);
     }
 }

@@ -1,16 +1,26 @@
-//! The shared shape of scan models: a device touching many distinct targets in a window.
+//! The shared shape of scan models: a device touching many distinct targets in a window, beyond
+//! what that device usually does.
 //!
 //! A scan plugin says which flow starts count and what a target is; [`ScanModel`] does the
-//! counting ([`FanOut`]), the expiry on `Tick`, and builds a breach whose evidence lists every
-//! destination address and port of the episode.
+//! counting ([`FanOut`]), learns each device's usual targets and fan-out ([`FanOutProfiles`]),
+//! expires on `Tick`, and builds a breach whose evidence lists every destination address and
+//! port of the episode and what the device was expected to do.
+//!
+//! While the model or the device is learning, the fixed threshold (the floor) decides as it
+//! always did, and the breach says so; past it, a breach needs the floor's worth of targets the
+//! device was never seen with, or a window well over its learned peak. Targets of a breaching
+//! episode are not learned: an anomaly does not become normal by happening once.
 
 use alloc::collections::BTreeSet;
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::summarize;
+use crate::profile::{FanOutProfiles, FanOutVerdict, Learning, PatternConfig};
 use crate::window::{FanOut, FanOutConfig};
 use crate::{Breach, Event, EventKind, Model, Output};
 
@@ -47,42 +57,320 @@ impl Target for (IpAddr, u16) {
     }
 }
 
-/// A scan model: `D` is who is counted (usually the source address), `T` what it touches.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ScanModel<D: Ord, T: Ord> {
-    fan_out: FanOut<D, T>,
+/// Who a window is counted for: a device, or a device and one of its peers. The pattern is
+/// learned per device (the first address), across all its windows.
+pub trait Counted: Ord + Clone {
+    fn device(&self) -> IpAddr;
 }
 
-impl<D: Ord + Clone, T: Target> ScanModel<D, T> {
+impl Counted for IpAddr {
+    fn device(&self) -> IpAddr {
+        *self
+    }
+}
+
+impl Counted for (IpAddr, IpAddr) {
+    fn device(&self) -> IpAddr {
+        self.0
+    }
+}
+
+/// Evidence names a breach carries about the device's pattern of life. The host shows them
+/// under `vigil.pattern` in alerts; the responder reads [`pattern::UNUSUAL`] and
+/// [`pattern::STATE`].
+pub mod pattern {
+    /// Prefix of every pattern-of-life evidence name.
+    pub const PREFIX: &str = "pattern.";
+    /// `learning` or `learned`.
+    pub const STATE: &str = "pattern.state";
+    /// When learning began (`learning`), or when the pattern was learned (`learned`).
+    pub const SINCE: &str = "pattern.since";
+    /// When learning ends, while learning.
+    pub const UNTIL: &str = "pattern.until";
+    /// What the device usually does.
+    pub const EXPECTED: &str = "pattern.expected";
+    /// What it did in the breaching window.
+    pub const SEEN: &str = "pattern.seen";
+    /// `true` when the activity is beyond the device's own pattern, `false` when only the fixed
+    /// threshold was crossed by activity its pattern includes (possible only while learning).
+    pub const UNUSUAL: &str = "pattern.unusual";
+    pub const LEARNING: &str = "learning";
+    pub const LEARNED: &str = "learned";
+}
+
+/// A breaching window: its targets and how they compare with the device's pattern.
+#[derive(Debug, Clone)]
+pub struct Episode<T> {
+    pub targets: Vec<T>,
+    pub verdict: FanOutVerdict<IpAddr, T>,
+    /// What the device is known for, for the evidence.
+    pub usual: Vec<T>,
+}
+
+/// [`FanOut`] windows with each device's learned pattern: the part of a scan model that is the
+/// same for every scan and sweep, usable on its own by models with their own evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "D: Serialize, T: Serialize",
+    deserialize = "D: Ord + Deserialize<'de>, T: Ord + Clone + Deserialize<'de>"
+))]
+pub struct LearnedFanOut<D: Ord, T: Ord> {
+    fan_out: FanOut<D, T>,
+    profiles: FanOutProfiles<IpAddr, T>,
+}
+
+impl<D: Ord + Clone, T: Ord + Clone> Default for LearnedFanOut<D, T> {
+    fn default() -> Self {
+        LearnedFanOut {
+            fan_out: FanOut::new(),
+            profiles: FanOutProfiles::default(),
+        }
+    }
+}
+
+impl<D: Counted, T: Target> LearnedFanOut<D, T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Windows kept before learning existed (a snapshot from an older version): the patterns
+    /// start empty.
+    pub fn from_windows(fan_out: FanOut<D, T>) -> Self {
+        LearnedFanOut {
+            fan_out,
+            profiles: FanOutProfiles::new(),
+        }
+    }
+
+    /// Notes that `device` is active (any event of it): its age, and the model's.
+    pub fn seen(&mut self, pattern: &PatternConfig, now: crate::Timestamp, device: IpAddr) {
+        self.profiles.seen(pattern, now, &device);
+    }
+
+    /// Expires old targets; call on `Tick`.
+    pub fn expire_all(&mut self, config: &FanOutConfig, now: crate::Timestamp) {
+        self.fan_out.expire_all(config, now);
+    }
+
+    /// Counts `target` for `counted` at `now` and learns it; returns the episode when this
+    /// touch makes it breach: the floor reached, `accept` agreeing with the window's targets,
+    /// and (past learning) the window beyond the device's pattern.
+    pub fn observe(
+        &mut self,
+        config: &FanOutConfig,
+        pattern: &PatternConfig,
+        now: crate::Timestamp,
+        counted: D,
+        target: T,
+        accept: impl FnOnce(&[T]) -> bool,
+    ) -> Option<Episode<T>> {
+        let device = counted.device();
+        self.profiles.seen(pattern, now, &device);
+        let profiles = &self.profiles;
+        let mut verdict = None;
+        let fired =
+            self.fan_out
+                .observe_where(config, now, counted.clone(), target.clone(), |targets| {
+                    let judged = profiles.judge(
+                        pattern,
+                        now,
+                        config.window_secs,
+                        &device,
+                        targets,
+                        config.threshold,
+                    );
+                    let breaches = judged.breaches() && accept(targets);
+                    verdict = Some(judged);
+                    breaches
+                });
+        let learned = self.profiles.learning(pattern, now, &device).is_learned();
+        // Past learning, what a breaching episode touches stays unusual until it is seen on
+        // another occasion; during learning everything is the pattern.
+        if !(learned && self.fan_out.fired(&counted)) {
+            // The usual rate: past learning, a window's new targets count towards the peak only
+            // once they are usual, so a window growing towards a breach does not raise the bar
+            // it is judged against.
+            let mut in_window = self.fan_out.count(&counted);
+            let peak = self.profiles.peak(pattern, now, &device);
+            if learned && in_window > usize::try_from(peak).unwrap_or(usize::MAX) {
+                in_window = self
+                    .fan_out
+                    .window(&counted)
+                    .filter(|t| self.profiles.is_usual(now, config.window_secs, &device, t))
+                    .count();
+            }
+            self.profiles
+                .learn(pattern, now, &device, target, in_window);
+        }
+        let targets = fired?;
+        let verdict = verdict?;
+        if learned {
+            self.profiles.forget(&device, &verdict.new);
+        }
+        let usual = self
+            .profiles
+            .usual(pattern, now, config.window_secs, &device);
+        Some(Episode {
+            targets,
+            verdict,
+            usual,
+        })
+    }
+
+    /// Devices whose pattern is kept.
+    pub fn devices(&self) -> usize {
+        self.profiles.len()
+    }
+}
+
+fn listed<T: Target>(targets: &[T], shown: usize) -> String {
+    let mut text = String::new();
+    for (i, target) in targets.iter().take(shown).enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        match (target.ip(), target.port()) {
+            (Some(ip), Some(port)) => text.push_str(&format!("{ip}:{port}")),
+            (Some(ip), None) => text.push_str(&ip.to_string()),
+            (None, Some(port)) => text.push_str(&format!("port {port}")),
+            (None, None) => {}
+        }
+    }
+    if targets.len() > shown {
+        text.push_str(&format!(" and {} more", targets.len() - shown));
+    }
+    if text.is_empty() {
+        text.push_str("none");
+    }
+    text
+}
+
+fn ports<T: Target>(targets: &[T]) -> BTreeSet<u16> {
+    targets.iter().filter_map(Target::port).collect()
+}
+
+impl<T: Target> Episode<T> {
+    /// `breach` with the pattern-of-life evidence ([`pattern`]) and its score scaled by how far
+    /// beyond the device's pattern the window went.
+    pub fn with_pattern(&self, mut breach: Breach, window_secs: u64) -> Breach {
+        let verdict = &self.verdict;
+        breach.score = verdict.score(breach.score);
+        let (state, since, until) = match verdict.learning {
+            Learning::Learning { since, until } => (pattern::LEARNING, since, Some(until)),
+            Learning::Learned { since } => (pattern::LEARNED, since, None),
+        };
+        let expected = if self.usual.is_empty() {
+            String::from("nothing: no usual targets learned for this device")
+        } else {
+            let known_ports: Vec<String> = ports(&self.usual).iter().map(u16::to_string).collect();
+            let mut text = format!(
+                "{} usual targets ({}), at most {} in {window_secs} s",
+                self.usual.len(),
+                listed(&self.usual, 8),
+                verdict.peak
+            );
+            if !known_ports.is_empty() {
+                text.push_str(&format!(", ports {}", known_ports.join(", ")));
+            }
+            text
+        };
+        let expected = match verdict.peer {
+            Some(peer) => {
+                format!("{expected}; compared with its peer {peer}, which it behaves like")
+            }
+            None => expected,
+        };
+        let mut seen = format!(
+            "{} targets in {window_secs} s, {} new for this device ({})",
+            verdict.seen,
+            verdict.new.len(),
+            listed(&verdict.new, 8)
+        );
+        let usual_ports = ports(&self.usual);
+        let new_ports: Vec<String> = ports(&verdict.new)
+            .difference(&usual_ports)
+            .map(u16::to_string)
+            .collect();
+        if !new_ports.is_empty() {
+            seen.push_str(&format!("; new ports {}", new_ports.join(", ")));
+        }
+        breach = breach
+            .with_evidence(pattern::STATE, state)
+            .with_evidence(pattern::SINCE, since.rfc3339());
+        if let Some(until) = until {
+            breach = breach.with_evidence(pattern::UNTIL, until.rfc3339());
+        }
+        breach
+            .with_evidence(pattern::EXPECTED, expected)
+            .with_evidence(pattern::SEEN, seen)
+            .with_evidence(pattern::UNUSUAL, verdict.unusual)
+    }
+}
+
+/// Where a scan model's config keeps its window and floor, and how it learns patterns.
+pub trait ScanSettings {
+    fn fan_out(&self) -> &FanOutConfig;
+    fn pattern(&self) -> &PatternConfig;
+}
+
+/// A scan model: `D` is who is counted (a device, or a device and a peer), `T` what it touches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "D: Serialize, T: Serialize",
+    deserialize = "D: Ord + Deserialize<'de>, T: Ord + Clone + Deserialize<'de>"
+))]
+pub struct ScanModel<D: Ord, T: Ord> {
+    scans: LearnedFanOut<D, T>,
+}
+
+impl<D: Ord + Clone, T: Ord + Clone> Default for ScanModel<D, T> {
+    fn default() -> Self {
+        ScanModel {
+            scans: LearnedFanOut::default(),
+        }
+    }
+}
+
+impl<D: Counted, T: Target> ScanModel<D, T> {
     pub fn new() -> Self {
         ScanModel {
-            fan_out: FanOut::new(),
+            scans: LearnedFanOut::new(),
         }
     }
 
-    /// Expires old targets on `Tick`; call for every event the plugin receives.
-    pub fn on_tick(&mut self, config: &FanOutConfig, event: &Event<'_>) {
-        if matches!(event.kind, EventKind::Tick) {
-            self.fan_out.expire_all(config, event.ts);
+    /// Expires old targets on `Tick`, and notes the source of every other event as active (its
+    /// age for the pattern); call for every event the plugin receives.
+    pub fn on_event(&mut self, config: &impl ScanSettings, event: &Event<'_>) {
+        match event.kind {
+            EventKind::Tick => self.scans.expire_all(config.fan_out(), event.ts),
+            EventKind::FlowStart => self.scans.seen(config.pattern(), event.ts, event.src.ip),
+            _ => {}
         }
     }
 
-    /// Counts `target` for `device`; when this makes the episode reach the threshold and `accept`
-    /// agrees with the whole target set, returns a breach of `model` decided by `event`.
+    /// Counts `target` for `counted`; when this makes the episode breach (see
+    /// [`LearnedFanOut::observe`]), returns a breach of `model` decided by `event`.
     pub fn observe(
         &mut self,
         model: &Model,
-        config: &FanOutConfig,
+        settings: &impl ScanSettings,
         event: &Event<'_>,
-        device: D,
+        counted: D,
         target: T,
-        accept: impl Fn(&[T]) -> bool,
+        accept: impl FnOnce(&[T]) -> bool,
     ) -> Option<Breach> {
-        let targets = self
-            .fan_out
-            .observe_where(config, event.ts, device, target, accept)?;
+        let config = settings.fan_out();
+        let episode = self.scans.observe(
+            config,
+            settings.pattern(),
+            event.ts,
+            counted,
+            target,
+            accept,
+        )?;
+        let targets = &episode.targets;
         let hosts: BTreeSet<IpAddr> = targets.iter().filter_map(Target::ip).collect();
-        let ports: BTreeSet<u16> = targets.iter().filter_map(Target::port).collect();
+        let ports = ports(targets);
         let hosts: Vec<IpAddr> = hosts.into_iter().collect();
         let breach: Breach = model
             .breach(event)
@@ -94,7 +382,12 @@ impl<D: Ord + Clone, T: Target> ScanModel<D, T> {
             .with_evidence("hosts", summarize(&hosts, 8))
             .with_destinations(hosts)
             .with_ports(ports);
-        Some(breach)
+        Some(episode.with_pattern(breach, config.window_secs))
+    }
+
+    /// Devices whose pattern is kept.
+    pub fn devices(&self) -> usize {
+        self.scans.devices()
     }
 }
 
@@ -140,6 +433,8 @@ pub trait SweepSpec {
 pub struct SweepConfig<S> {
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual sweeps are learned.
+    pub pattern: PatternConfig,
     pub ports: Vec<u16>,
     #[serde(skip)]
     spec: PhantomData<S>,
@@ -152,9 +447,19 @@ impl<S: SweepSpec> Default for SweepConfig<S> {
                 threshold: S::THRESHOLD,
                 ..FanOutConfig::default()
             },
+            pattern: PatternConfig::default(),
             ports: S::PORTS.to_vec(),
             spec: PhantomData,
         }
+    }
+}
+
+impl<S> ScanSettings for SweepConfig<S> {
+    fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
+    fn pattern(&self) -> &PatternConfig {
+        &self.pattern
     }
 }
 
@@ -167,6 +472,7 @@ pub struct ServiceSweep<S> {
 
 impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
     type Config = SweepConfig<S>;
+    type State = ScanModel<IpAddr, IpAddr>;
     const NAME: &'static str = S::NAME;
     const VERSION: &'static str = S::VERSION;
     const KIND: crate::PluginKind = crate::PluginKind::Detector;
@@ -182,25 +488,31 @@ impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans.on_tick(&self.config.fan_out, event);
+        let config = &self.config;
+        self.scans.on_event(config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && event.proto == crate::Transport::Tcp
-            && self.config.ports.contains(&event.dst.port)
+            && config.ports.contains(&event.dst.port)
             && is_scannable(&event.dst.ip);
         if !counted {
             return;
         }
-        let breach = self.scans.observe(
-            &S::MODEL,
-            &self.config.fan_out,
-            event,
-            event.src.ip,
-            event.dst.ip,
-            |_| true,
-        );
+        let breach =
+            self.scans
+                .observe(&S::MODEL, config, event, event.src.ip, event.dst.ip, |_| {
+                    true
+                });
         if let Some(breach) = breach {
             // Targets are hosts; the port is the service being swept.
             out.breach(breach.with_ports([event.dst.port]));
         }
+    }
+
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.scans)
+    }
+
+    fn set_state(&mut self, state: Self::State) {
+        self.scans = state;
     }
 }

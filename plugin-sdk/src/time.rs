@@ -43,3 +43,46 @@ impl fmt::Display for Timestamp {
         write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
     }
 }
+
+impl Timestamp {
+    /// `2026-11-23T06:48:00Z`: the form analysts read in evidence (whole seconds, UTC).
+    pub fn rfc3339(self) -> alloc::string::String {
+        let secs = self.0 / 1_000_000;
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        alloc::format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            rest / 3600,
+            rest / 60 % 60,
+            rest % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_renders_utc_dates() {
+        assert_eq!(Timestamp::from_secs(0).rfc3339(), "1970-01-01T00:00:00Z");
+        // A November morning, and a leap day.
+        assert_eq!(
+            Timestamp::from_secs(1_763_880_480).rfc3339(),
+            "2025-11-23T06:48:00Z"
+        );
+        assert_eq!(
+            Timestamp::from_secs(951_782_400).rfc3339(),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+}

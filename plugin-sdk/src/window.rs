@@ -86,7 +86,7 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
         now: Timestamp,
         device: D,
         target: K,
-        accept: impl Fn(&[K]) -> bool,
+        accept: impl FnOnce(&[K]) -> bool,
     ) -> Option<Vec<K>> {
         if !self.devices.contains_key(&device) && self.devices.len() >= config.max_devices {
             self.forget_least_active();
@@ -126,6 +126,19 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
             expire(window, config, now);
             !window.last_seen.is_empty()
         });
+    }
+
+    /// Whether `device` is in an episode that already breached.
+    pub fn fired(&self, device: &D) -> bool {
+        self.devices.get(device).is_some_and(|w| w.fired)
+    }
+
+    /// The distinct targets in `device`'s window, in order.
+    pub fn window(&self, device: &D) -> impl Iterator<Item = &K> {
+        self.devices
+            .get(device)
+            .into_iter()
+            .flat_map(|w| w.last_seen.keys())
     }
 
     /// Distinct targets currently in `device`'s window.

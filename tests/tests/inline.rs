@@ -152,8 +152,13 @@ fn blocked_ports_stop_the_attacker_only_and_heal_at_expiry() {
     let lab = Lab::new(1);
     let work = TempDir::new("inline-ports");
     let config = work.path().join("vigil.toml");
-    // The default policy (Network Scan -> block 445 and 9401), for 15 seconds.
-    std::fs::write(&config, "[plugins.responder]\nduration_secs = 15\n").expect("config");
+    // The default policy (Network Scan -> block 445 and 9401), for 15 seconds, acting on the
+    // breaches a fresh appliance raises while learning.
+    std::fs::write(
+        &config,
+        "[plugins.responder]\nduration_secs = 15\nlearning_mode = \"autonomous\"\n",
+    )
+    .expect("config");
     let data = work.path().join("data");
     let vigil = lab.start(&data, &config);
 
@@ -211,7 +216,7 @@ fn blocked_egress_stops_everything_the_attacker_sends() {
     let config = work.path().join("vigil.toml");
     std::fs::write(
         &config,
-        "[plugins.responder]\nduration_secs = 600\n\
+        "[plugins.responder]\nduration_secs = 600\nlearning_mode = \"autonomous\"\n\
          rules = [{ models = [\"Device / Network Scan\"], responses = [\"BlockEgress\"] }]\n",
     )
     .expect("config");

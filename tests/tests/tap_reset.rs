@@ -240,7 +240,12 @@ fn an_idle_connection_is_reset_within_milliseconds_of_the_deciding_breach() {
     let hub = hub();
     let work = TempDir::new("tap");
     let config = work.path().join("vigil.toml");
-    std::fs::write(&config, "[plugins.responder]\nduration_secs = 600\n").expect("config");
+    // A fresh appliance: its first breaches are raised while learning, acted on as configured.
+    std::fs::write(
+        &config,
+        "[plugins.responder]\nduration_secs = 600\nlearning_mode = \"autonomous\"\n",
+    )
+    .expect("config");
     let data = work.path().join("data");
     let vigil = start_vigil(&hub, &data, &config);
     let mut session = idle_session(&hub);

@@ -289,7 +289,13 @@ fn bench_pipeline(files: &[PathBuf], config: &Config) -> anyhow::Result<Pipeline
     let mut host = PluginHost::new(config.host_config(&data_dir))?;
     for file in files {
         let wasm = std::fs::read(file)?;
-        host.load(&wasm, &file.display().to_string(), None)?;
+        // The capture is an attack on a fresh appliance, so every breach is raised while
+        // learning: the responder acts on them at once, as the block latency row measures.
+        let responder = file
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().contains("responder"));
+        let config = responder.then_some(r#"{"learning_mode": "autonomous"}"#);
+        host.load(&wasm, &file.display().to_string(), config)?;
     }
     Ok(Pipeline::new(
         FlowConfig::default(),

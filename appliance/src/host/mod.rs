@@ -240,8 +240,17 @@ pub enum SwapError {
     OtherPlugin { running: String, offered: String },
     #[error("the running plugin could not hand over its state: {0}")]
     Snapshot(String),
-    #[error("the new version could not take over the learned state: {0}")]
-    Restore(String),
+    /// The new version refused the running one's learned state (its `migrate` failed, or the
+    /// state is not one it can read): the running version keeps running with its state.
+    #[error(
+        "plugin {plugin} {offered} could not take over the learned state of {running}: {reason}"
+    )]
+    Restore {
+        plugin: String,
+        running: String,
+        offered: String,
+        reason: String,
+    },
     #[error("the plugin refused the new config: {0}")]
     Refused(String),
 }
@@ -659,7 +668,12 @@ impl PluginHost {
                 .map_err(|err| SwapError::Snapshot(describe_err(&err, &config)))?;
             replacement
                 .call(&config, |instance| instance.restore(&state))
-                .map_err(|err| SwapError::Restore(describe_err(&err, &config)))?;
+                .map_err(|err| SwapError::Restore {
+                    plugin: current.manifest.name.clone(),
+                    running: current.manifest.version.clone(),
+                    offered: replacement.manifest.version.clone(),
+                    reason: describe_err(&err, &config),
+                })?;
         }
         replacement.stats = current.stats;
         let mut previous = std::mem::replace(current, replacement);

@@ -101,11 +101,16 @@ fn signature_id(model: &str) -> u32 {
 
 pub fn alert_record(emitted: &Emitted, device: Option<&Device>) -> Value {
     let b: &Breach = &emitted.breach;
-    let evidence: BTreeMap<&str, &str> = b
-        .evidence
-        .iter()
-        .map(|e| (e.name.as_str(), e.value.as_str()))
-        .collect();
+    // The device's pattern of life (what was expected, what was seen, learning or learned) is
+    // its own object, `vigil.pattern`, beside the model's evidence.
+    let mut evidence: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut pattern: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in &b.evidence {
+        match e.name.strip_prefix(vigil_plugin_sdk::scan::pattern::PREFIX) {
+            Some(name) => pattern.insert(name, e.value.as_str()),
+            None => evidence.insert(e.name.as_str(), e.value.as_str()),
+        };
+    }
     json!({
         "timestamp": eve_timestamp(b.ts),
         "flow_id": 0,
@@ -135,6 +140,7 @@ pub fn alert_record(emitted: &Emitted, device: Option<&Device>) -> Value {
             "destinations": b.destinations.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
             "ports": b.ports,
             "evidence": evidence,
+            "pattern": if pattern.is_empty() { Value::Null } else { json!(pattern) },
             "identity": identity(device),
         },
     })

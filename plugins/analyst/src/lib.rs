@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::incident::{Phase, TimelineEntry};
 use vigil_plugin_sdk::model::summarize;
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin, PluginKind,
     Subscriptions, Timestamp,
@@ -271,6 +270,7 @@ fn write_summary(incident: &Incident) -> String {
 
 impl Plugin for Analyst {
     type Config = Config;
+    type State = BTreeMap<IpAddr, Incident>;
     const NAME: &'static str = "analyst";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Analyst;
@@ -383,14 +383,12 @@ impl Plugin for Analyst {
         out.incident(incident.clone());
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.open).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.open)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.open = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("analyst state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.open = state;
     }
 }
 

@@ -10,7 +10,6 @@ use core::net::IpAddr;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::{
     export_plugin, Breach, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind,
     Subscriptions, Timestamp,
@@ -294,6 +293,7 @@ pub struct AttackTools {
 
 impl Plugin for AttackTools {
     type Config = Config;
+    type State = BTreeMap<(IpAddr, String), Timestamp>;
     const NAME: &'static str = "attack-tools";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -352,14 +352,12 @@ impl Plugin for AttackTools {
         out.breach(breach);
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.episodes).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.episodes)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.episodes = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("attack-tools state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.episodes = state;
     }
 }
 

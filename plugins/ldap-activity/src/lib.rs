@@ -38,7 +38,6 @@ use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::{
     export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowState, Model, Novelty,
     Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow, Subscriptions, Timestamp,
@@ -289,7 +288,7 @@ impl Episode {
 
 /// Everything carried across a restart.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
+pub struct State {
     /// The first packet time the plugin saw: the network's learning period runs from it.
     since: Option<Timestamp>,
     habits: Profiles<IpAddr, Habit>,
@@ -304,6 +303,7 @@ pub struct LdapActivity {
 
 impl Plugin for LdapActivity {
     type Config = Config;
+    type State = State;
     const NAME: &'static str = "ldap-activity";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -360,14 +360,12 @@ impl Plugin for LdapActivity {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.state).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.state)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.state = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("ldap-activity state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.state = state;
     }
 }
 

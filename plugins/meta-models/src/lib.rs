@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::model::summarize;
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::{
     export_plugin, Breach, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind,
     Subscriptions, Timestamp,
@@ -289,7 +288,7 @@ impl Tally {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
+pub struct State {
     large: Tally,
     lateral: Tally,
 }
@@ -342,6 +341,7 @@ fn lateral_breach(event: &Event<'_>, episode: &Episode, window_secs: u64) -> Bre
 
 impl Plugin for MetaModels {
     type Config = Config;
+    type State = State;
     const NAME: &'static str = "meta-models";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -431,14 +431,12 @@ impl Plugin for MetaModels {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.state).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.state)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.state = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("meta-models state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.state = state;
     }
 }
 

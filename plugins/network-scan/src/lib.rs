@@ -5,8 +5,9 @@
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
+use vigil_plugin_sdk::scan::{is_scannable, ScanModel, ScanSettings};
 use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
     Transport,
@@ -23,6 +24,8 @@ const MODEL: Model = Model {
 pub struct Config {
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual fan-out is learned.
+    pub pattern: PatternConfig,
     /// Distinct destination ports the targets must span.
     pub min_ports: usize,
 }
@@ -34,8 +37,18 @@ impl Default for Config {
                 threshold: 30,
                 ..FanOutConfig::default()
             },
+            pattern: PatternConfig::default(),
             min_ports: 3,
         }
+    }
+}
+
+impl ScanSettings for Config {
+    fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
+    fn pattern(&self) -> &PatternConfig {
+        &self.pattern
     }
 }
 
@@ -46,6 +59,7 @@ pub struct NetworkScan {
 
 impl Plugin for NetworkScan {
     type Config = Config;
+    type State = ScanModel<IpAddr, (IpAddr, u16)>;
     const NAME: &'static str = "network-scan";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -61,7 +75,7 @@ impl Plugin for NetworkScan {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans.on_tick(&self.config.fan_out, event);
+        self.scans.on_event(&self.config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && matches!(event.proto, Transport::Tcp | Transport::Udp)
             && is_scannable(&event.dst.ip);
@@ -71,7 +85,7 @@ impl Plugin for NetworkScan {
         let min_ports = self.config.min_ports;
         if let Some(breach) = self.scans.observe(
             &MODEL,
-            &self.config.fan_out,
+            &self.config,
             event,
             event.src.ip,
             (event.dst.ip, event.dst.port),
@@ -79,6 +93,14 @@ impl Plugin for NetworkScan {
         ) {
             out.breach(breach);
         }
+    }
+
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.scans)
+    }
+
+    fn set_state(&mut self, state: Self::State) {
+        self.scans = state;
     }
 }
 
@@ -147,5 +169,90 @@ mod tests {
             .map(|port| flow_start(1.0, Transport::Tcp, ip(50), ip(10), port))
             .collect();
         assert_eq!(h.feed_all(&events).len(), 1);
+    }
+
+    mod pattern_of_life {
+        use super::*;
+        use vigil_plugin_sdk::harness::nights::{flows, hosts};
+        use vigil_plugin_sdk::Breach;
+
+        const MONITOR: [u8; 4] = [10, 5, 0, 200];
+
+        /// The monitoring host's night: its 40 servers on ssh, smb and rdp, four a second.
+        fn monitoring_night(night: u64, ports: &[u16]) -> Vec<Event<'static>> {
+            let servers = hosts([10, 5, 1], 40);
+            flows(
+                night,
+                0.25,
+                Transport::Tcp,
+                IpAddr::from(MONITOR),
+                &servers,
+                ports,
+            )
+        }
+
+        fn learned() -> Harness<NetworkScan> {
+            let mut h: Harness<NetworkScan> = Harness::new();
+            for night in 0..5 {
+                h.feed_all(&monitoring_night(night, &[22, 445, 3389]));
+            }
+            h
+        }
+
+        fn evidence<'b>(breach: &'b Breach, name: &str) -> &'b str {
+            breach.evidence(name).unwrap_or("<missing>")
+        }
+
+        #[test]
+        fn the_monitoring_hosts_sixth_identical_night_raises_nothing() {
+            let mut h = learned();
+            assert_eq!(
+                h.feed_all(&monitoring_night(5, &[22, 445, 3389])),
+                Vec::new()
+            );
+        }
+
+        #[test]
+        fn a_new_port_on_its_usual_hosts_breaches_naming_the_port() {
+            let mut h = learned();
+            let breaches = h.feed_all(&monitoring_night(5, &[22, 445, 3389, 5900]));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            let b = &breaches[0];
+            assert_eq!(evidence(b, "pattern.state"), "learned");
+            assert_eq!(evidence(b, "pattern.unusual"), "true");
+            assert_eq!(
+                evidence(b, "pattern.expected"),
+                "120 usual targets (10.5.1.1:22, 10.5.1.1:445, 10.5.1.1:3389, 10.5.1.2:22, \
+                 10.5.1.2:445, 10.5.1.2:3389, 10.5.1.3:22, 10.5.1.3:445 and 112 more), at most \
+                 120 in 60 s, ports 22, 445, 3389"
+            );
+            assert_eq!(
+                evidence(b, "pattern.seen"),
+                "120 targets in 60 s, 30 new for this device (10.5.1.1:5900, 10.5.1.2:5900, \
+                 10.5.1.3:5900, 10.5.1.4:5900, 10.5.1.5:5900, 10.5.1.6:5900, 10.5.1.7:5900, \
+                 10.5.1.8:5900 and 22 more); new ports 5900"
+            );
+            // 30 of 120 targets new.
+            assert_eq!(b.score, 45);
+        }
+
+        #[test]
+        fn many_new_hosts_breach() {
+            let mut h = learned();
+            let strangers = hosts([10, 5, 2], 40);
+            let night = flows(
+                5,
+                0.25,
+                Transport::Tcp,
+                IpAddr::from(MONITOR),
+                &strangers,
+                &[22, 445, 3389],
+            );
+            let breaches = h.feed_all(&night);
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            assert_eq!(evidence(&breaches[0], "pattern.unusual"), "true");
+            assert_eq!(evidence(&breaches[0], "distinct_targets"), "30");
+            assert_eq!(breaches[0].score, 60, "every target is new");
+        }
     }
 }

@@ -13,7 +13,6 @@ use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::account::Account;
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::profile::Sighting;
 use vigil_plugin_sdk::{
     export_plugin, AuthResult, Breach, Event, EventClass, EventKind, Model, Novelty, Output,
@@ -66,7 +65,7 @@ impl Default for Config {
 
 /// Learned state: what each credential and each address has logged in from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
+pub struct State {
     credentials: Profiles<Account, String>,
     addresses: Profiles<IpAddr, String>,
 }
@@ -88,6 +87,7 @@ struct Login<'a> {
 
 impl Plugin for NtlmHostname {
     type Config = Config;
+    type State = State;
     const NAME: &'static str = "ntlm-hostname";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -128,14 +128,12 @@ impl Plugin for NtlmHostname {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.state).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.state)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.state = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("ntlm-hostname state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.state = state;
     }
 }
 

@@ -73,4 +73,45 @@ mod tests {
             .collect();
         assert!(h.feed_all(&events).is_empty());
     }
+
+    mod pattern_of_life {
+        use super::*;
+        use vigil_plugin_sdk::harness::nights::{flows, hosts};
+
+        const MONITOR: [u8; 4] = [10, 2, 0, 200];
+
+        /// The monitoring host's night: rdp to its 40 servers, one a second.
+        fn rdp(night: u64, servers: &[IpAddr]) -> Vec<Event<'static>> {
+            flows(
+                night,
+                1.0,
+                Transport::Tcp,
+                IpAddr::from(MONITOR),
+                servers,
+                &[3389],
+            )
+        }
+
+        #[test]
+        fn usual_rdp_checks_pass_and_new_hosts_breach() {
+            let mut h: Harness<RdpScan> = Harness::new();
+            for night in 0..5 {
+                h.feed_all(&rdp(night, &hosts([10, 2, 1], 40)));
+            }
+            assert_eq!(h.feed_all(&rdp(5, &hosts([10, 2, 1], 40))), Vec::new());
+            let breaches = h.feed_all(&rdp(6, &hosts([10, 2, 2], 40)));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            let b = &breaches[0];
+            assert_eq!(b.evidence("pattern.state"), Some("learned"));
+            assert_eq!(b.evidence("pattern.unusual"), Some("true"));
+            assert_eq!(
+                b.evidence("pattern.seen"),
+                Some(
+                    "10 targets in 60 s, 10 new for this device (10.2.2.1, 10.2.2.2, 10.2.2.3, \
+                     10.2.2.4, 10.2.2.5, 10.2.2.6, 10.2.2.7, 10.2.2.8 and 2 more)"
+                )
+            );
+            assert_eq!(b.score, 65);
+        }
+    }
 }

@@ -5,11 +5,18 @@
 //! matches a rule asks the core to enforce those responses on the breaching device for
 //! `duration_secs`. Incident rules do the same for an analyst's incident once its score and the
 //! number of attack phases it covers reach theirs; those actions name the incident they answer. In `autonomous` mode the core enforces at once; in `human` mode each action
-//! waits for an operator's `vigil actions confirm ID`. The core de-duplicates repeated requests,
+//! waits for an operator's `vigil actions confirm ID`.
+//!
+//! Responses follow the device's pattern of life: a breach raised while its model or device was
+//! still learning (`pattern.state` = `learning`), or one of activity the device's own pattern
+//! includes (`pattern.unusual` = `false`: only the fixed threshold was crossed), asks in
+//! `learning_mode` / `usual_mode`, human by default, so only what is unusual for the device is
+//! acted on autonomously. The core de-duplicates repeated requests,
 //! so the responder keeps no state of its own: a model update of the policy applies from the
 //! next breach.
 
 use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::scan::pattern;
 use vigil_plugin_sdk::{
     export_plugin, ActionRequest, Event, EventClass, EventKind, Output, Plugin, PluginKind,
     Response, Subscriptions,
@@ -46,6 +53,12 @@ pub struct IncidentRule {
 #[serde(default)]
 pub struct Config {
     pub mode: Mode,
+    /// Mode of the actions for a breach raised while the device's (or the model's) pattern was
+    /// still being learned: its fixed threshold decided alone, so an operator looks first.
+    pub learning_mode: Mode,
+    /// Mode of the actions for a breach of activity the device's learned pattern includes (the
+    /// fixed threshold crossed by what it always does).
+    pub usual_mode: Mode,
     /// How long an action lasts once in force.
     pub duration_secs: u64,
     /// Rules on model breaches.
@@ -59,6 +72,8 @@ impl Default for Config {
         let models = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
         Config {
             mode: Mode::Autonomous,
+            learning_mode: Mode::Human,
+            usual_mode: Mode::Human,
             // An hour: long enough for an analyst to look, short enough that a false alarm heals
             // itself.
             duration_secs: 3600,
@@ -93,6 +108,7 @@ pub struct Responder {
 
 impl Plugin for Responder {
     type Config = Config;
+    type State = ();
     const NAME: &'static str = "responder";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Responder;
@@ -121,14 +137,40 @@ impl Plugin for Responder {
                                 event.src.ip
                             ),
                             Some(*id),
+                            self.config.mode,
                         ));
                     }
                 }
             }
             return;
         }
-        let EventKind::Breach { model, score, .. } = &event.kind else {
+        let EventKind::Breach {
+            model,
+            score,
+            evidence,
+            ..
+        } = &event.kind
+        else {
             return;
+        };
+        let said = |name: &str| {
+            evidence
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| *value)
+        };
+        let learning = said(pattern::STATE) == Some(pattern::LEARNING);
+        let usual = said(pattern::UNUSUAL) == Some("false");
+        // Any mode that asks for an operator makes the action wait for one.
+        let waits = self.config.mode == Mode::Human
+            || (learning && self.config.learning_mode == Mode::Human)
+            || (usual && self.config.usual_mode == Mode::Human);
+        let mode = if waits { Mode::Human } else { Mode::Autonomous };
+        let why = match (learning, usual) {
+            (true, true) => " while learning, usual for the device",
+            (true, false) => " while learning",
+            (false, true) => ", usual for the device",
+            (false, false) => "",
         };
         for rule in &self.config.rules {
             let named = rule.models.is_empty() || rule.models.iter().any(|m| m == model);
@@ -136,8 +178,8 @@ impl Plugin for Responder {
                 continue;
             }
             for response in &rule.responses {
-                let reason = format!("{model} (score {score}) by {}", event.src.ip);
-                out.request_action(self.request(event, *response, reason, None));
+                let reason = format!("{model} (score {score}{why}) by {}", event.src.ip);
+                out.request_action(self.request(event, *response, reason, None, mode));
             }
         }
     }
@@ -150,6 +192,7 @@ impl Responder {
         response: Response,
         reason: String,
         incident: Option<u64>,
+        mode: Mode,
     ) -> ActionRequest {
         ActionRequest {
             response,
@@ -158,7 +201,7 @@ impl Responder {
             reason,
             incident,
             duration_secs: self.config.duration_secs,
-            needs_confirmation: self.config.mode == Mode::Human,
+            needs_confirmation: mode == Mode::Human,
         }
     }
 }
@@ -259,5 +302,63 @@ mod tests {
         assert_eq!(h.actions().len(), 1);
         assert!(h.actions()[0].needs_confirmation);
         assert_eq!(h.actions()[0].duration_secs, 60);
+    }
+
+    fn scan_breach(state: &str, unusual: bool) -> Breach {
+        breach("Device / Suspicious SMB Scanning Activity", 70)
+            .with_evidence(pattern::STATE, state)
+            .with_evidence(pattern::UNUSUAL, unusual)
+    }
+
+    #[test]
+    fn only_breaches_unusual_for_a_learned_device_act_autonomously() {
+        let mut h = Harness::<Responder>::new();
+        h.feed(&scan_breach("learned", true).to_event("smb-scan", 0));
+        assert_eq!(h.actions().len(), 2);
+        assert!(h.actions().iter().all(|a| !a.needs_confirmation));
+        assert_eq!(
+            h.actions()[0].reason,
+            "Device / Suspicious SMB Scanning Activity (score 70) by 10.77.0.50"
+        );
+
+        let mut h = Harness::<Responder>::new();
+        h.feed(&scan_breach("learning", true).to_event("smb-scan", 0));
+        assert_eq!(h.actions().len(), 2);
+        assert!(h.actions().iter().all(|a| a.needs_confirmation));
+        assert_eq!(
+            h.actions()[0].reason,
+            "Device / Suspicious SMB Scanning Activity (score 70 while learning) by 10.77.0.50"
+        );
+
+        // A floor-only breach of what the device always does waits too, whatever the state.
+        let mut h = Harness::<Responder>::with_config_json(r#"{"learning_mode": "autonomous"}"#)
+            .expect("config");
+        h.feed(&scan_breach("learning", false).to_event("smb-scan", 0));
+        assert_eq!(h.actions().len(), 2);
+        assert!(h.actions().iter().all(|a| a.needs_confirmation));
+        let mut h = Harness::<Responder>::new();
+        h.feed(&scan_breach("learned", false).to_event("smb-scan", 0));
+        assert!(h.actions().iter().all(|a| a.needs_confirmation));
+        assert_eq!(
+            h.actions()[0].reason,
+            "Device / Suspicious SMB Scanning Activity (score 70, usual for the device) by \
+             10.77.0.50"
+        );
+    }
+
+    #[test]
+    fn learning_breaches_act_autonomously_when_the_policy_says_so() {
+        let mut h = Harness::<Responder>::with_config_json(r#"{"learning_mode": "autonomous"}"#)
+            .expect("config");
+        h.feed(&scan_breach("learning", true).to_event("smb-scan", 0));
+        assert_eq!(h.actions().len(), 2);
+        assert!(h.actions().iter().all(|a| !a.needs_confirmation));
+        // Human mode overall still waits for everything.
+        let mut h = Harness::<Responder>::with_config_json(
+            r#"{"mode": "human", "learning_mode": "autonomous"}"#,
+        )
+        .expect("config");
+        h.feed(&scan_breach("learned", true).to_event("smb-scan", 0));
+        assert!(h.actions().iter().all(|a| a.needs_confirmation));
     }
 }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
-use vigil_plugin_sdk::plugin::RestoreError;
-use vigil_plugin_sdk::scan::{is_internal, is_scannable};
+use vigil_plugin_sdk::scan::{is_internal, is_scannable, LearnedFanOut};
+use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::window::{FanOut, FanOutConfig};
 use vigil_plugin_sdk::{
-    export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
-    Timestamp,
+    export_plugin, Event, EventClass, EventKind, Model, Output, PatternConfig, Plugin, PluginKind,
+    Subscriptions, Timestamp,
 };
 
 const MODEL: Model = Model {
@@ -43,6 +43,9 @@ pub struct Config {
     /// same range stay one breach.
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual lookups are learned: a device that resolves the same many
+    /// addresses every day (a monitoring or inventory host) is doing its job.
+    pub pattern: PatternConfig,
     /// Queries to these ports are multicast name resolution (mDNS service discovery, LLMNR),
     /// not questions to a DNS server.
     pub ignored_ports: Vec<u16>,
@@ -59,6 +62,7 @@ impl Default for Config {
                 rearm_quiet_secs: 60,
                 max_devices: 4096,
             },
+            pattern: PatternConfig::default(),
             ignored_ports: vec![5353, 5355],
             max_lookups_per_device: 1024,
         }
@@ -77,10 +81,19 @@ struct Lookup {
     name: Option<String>,
 }
 
-/// Everything carried across a restart: a sweep in progress must neither be lost nor fire twice.
+/// Everything carried across a restart: a sweep in progress must neither be lost nor fire twice,
+/// and what each device usually looks up is learned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    /// Per client device, the distinct addresses it looked up.
+pub struct State {
+    /// Per client device, the distinct addresses it looked up, and those it usually does.
+    sweeps: LearnedFanOut<IpAddr, IpAddr>,
+    /// Per client device, how each of those lookups went.
+    lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+}
+
+/// State version 1 (and the unversioned snapshots before it): the windows, nothing learned.
+#[derive(Debug, Clone, Deserialize)]
+struct StateV1 {
     sweeps: FanOut<IpAddr, IpAddr>,
     /// Per client device, how each of those lookups went.
     lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
@@ -93,6 +106,8 @@ pub struct ReverseDnsSweep {
 
 impl Plugin for ReverseDnsSweep {
     type Config = Config;
+    type State = State;
+    const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "reverse-dns-sweep";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -104,13 +119,18 @@ impl Plugin for ReverseDnsSweep {
         ReverseDnsSweep {
             config,
             state: State {
-                sweeps: FanOut::new(),
+                sweeps: LearnedFanOut::new(),
                 lookups: BTreeMap::new(),
             },
         }
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
+        if matches!(event.kind, EventKind::Dns { .. }) {
+            // Any lookup: the device is active (its age, for its pattern).
+            let pattern = &self.config.pattern;
+            self.state.sweeps.seen(pattern, event.ts, event.src.ip);
+        }
         match &event.kind {
             EventKind::Tick => self.expire(event.ts),
             EventKind::Dns {
@@ -142,14 +162,25 @@ impl Plugin for ReverseDnsSweep {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.state).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.state)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.state = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("reverse-dns-sweep state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.state = state;
+    }
+
+    fn migrate(from_version: u32, old: OldState) -> Result<State, String> {
+        match from_version {
+            0 | 1 => {
+                let old: StateV1 = old.decode()?;
+                Ok(State {
+                    sweeps: LearnedFanOut::from_windows(old.sweeps),
+                    lookups: old.lookups,
+                })
+            }
+            _ => Err(format!("no migration from state version {from_version}")),
+        }
     }
 }
 
@@ -163,10 +194,15 @@ impl ReverseDnsSweep {
         let device = event.src.ip;
         self.remember(device, address, lookup);
         let fan_out = &self.config.fan_out;
-        let targets = self
-            .state
-            .sweeps
-            .observe(fan_out, event.ts, device, address)?;
+        let episode = self.state.sweeps.observe(
+            fan_out,
+            &self.config.pattern,
+            event.ts,
+            device,
+            address,
+            |_| true,
+        )?;
+        let targets = &episode.targets;
         let known = self.state.lookups.get(&device);
         let outcomes: Vec<&Lookup> = targets
             .iter()
@@ -206,6 +242,7 @@ impl ReverseDnsSweep {
             .with_evidence("threshold", fan_out.threshold)
             .with_destinations(servers)
             .with_ports(outcomes.iter().map(|l| l.port));
+        let breach = episode.with_pattern(breach, fan_out.window_secs);
         // What this episode looked up has been reported; its outcomes need not be kept.
         if let Some(known) = self.state.lookups.get_mut(&device) {
             known.retain(|target, _| targets.binary_search(target).is_err());
@@ -433,5 +470,83 @@ mod tests {
         let mut h = Harness::<ReverseDnsSweep>::with_config_json(r#"{"threshold": 100}"#)
             .expect("valid config");
         assert!(h.feed_all(&lab_sweep(&names, 0.0)).is_empty());
+    }
+
+    /// The inventory host's night: it resolves the names of `names`, one a second.
+    fn inventory(night: u64, names: &[String]) -> Vec<Event<'_>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let at = vigil_plugin_sdk::harness::nights::at(night, i as f64);
+                ptr(at, CLIENT, 53, name, Some(NOERROR), vec!["host.corp.local"])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_inventory_hosts_usual_lookups_pass_and_a_new_range_breaches() {
+        let usual = names(40);
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        for night in 0..5 {
+            h.feed_all(&inventory(night, &usual));
+        }
+        assert_eq!(h.feed_all(&inventory(5, &usual)), Vec::new());
+        let other: Vec<String> = (1..=40)
+            .map(|host| format!("{host}.1.77.10.in-addr.arpa"))
+            .collect();
+        let mut h = h.restart().expect("state restores");
+        let breaches = h.feed_all(&inventory(6, &other));
+        assert_eq!(breaches.len(), 1, "{breaches:#?}");
+        let b = &breaches[0];
+        assert_eq!(evidence(b, "range"), "10.77.1.1 - 10.77.1.32");
+        assert_eq!(evidence(b, "pattern.state"), "learned");
+        assert_eq!(evidence(b, "pattern.unusual"), "true");
+        assert_eq!(
+            evidence(b, "pattern.expected"),
+            "40 usual targets (10.77.0.1, 10.77.0.2, 10.77.0.3, 10.77.0.4, 10.77.0.5, 10.77.0.6, \
+             10.77.0.7, 10.77.0.8 and 32 more), at most 40 in 300 s"
+        );
+        assert_eq!(b.score, 50);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_migrates_keeping_its_windows() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            sweeps: &'a FanOut<IpAddr, IpAddr>,
+            lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+        }
+        let config = Config::default();
+        let mut sweeps: FanOut<IpAddr, IpAddr> = FanOut::new();
+        for host in 1..=20u8 {
+            sweeps.observe(
+                &config.fan_out,
+                Timestamp::from_secs(100),
+                IpAddr::from(CLIENT),
+                IpAddr::from([10, 77, 0, host]),
+            );
+        }
+        let old = V1 {
+            sweeps: &sweeps,
+            lookups: BTreeMap::new(),
+        };
+        // What version 1 wrote before the envelope: postcard of its state.
+        let legacy = postcard::to_allocvec(&old).expect("encodes");
+        let state = vigil_plugin_sdk::state::open::<ReverseDnsSweep>(&legacy).expect("migrates");
+        let mut plugin = ReverseDnsSweep::new(config);
+        plugin.set_state(state);
+        let mut h = Harness::from_plugin(plugin);
+        // The sweep in progress goes on: twelve more addresses make the 32.
+        let more: Vec<String> = (21..=32)
+            .map(|host| format!("{host}.0.77.10.in-addr.arpa"))
+            .collect();
+        let events: Vec<Event<'_>> = more
+            .iter()
+            .map(|name| ptr(101.0, CLIENT, 53, name, Some(NXDOMAIN), vec![]))
+            .collect();
+        let breaches = h.feed_all(&events);
+        assert_eq!(breaches.len(), 1);
+        assert_eq!(evidence(&breaches[0], "distinct_addresses"), "32");
     }
 }

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::account::Account;
-use vigil_plugin_sdk::plugin::RestoreError;
 use vigil_plugin_sdk::{
     export_plugin, AuthResult, Breach, Event, EventClass, EventKind, Model, Output, Plugin,
     PluginKind, Subscriptions, Timestamp,
@@ -160,7 +159,7 @@ impl Episode {
 
 /// Per device, per model: everything carried across a restart.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Device {
+pub struct Device {
     admin: Episode,
     non_admin: Episode,
 }
@@ -172,6 +171,7 @@ pub struct SmbBruteForce {
 
 impl Plugin for SmbBruteForce {
     type Config = Config;
+    type State = BTreeMap<IpAddr, Device>;
     const NAME: &'static str = "smb-brute-force";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -216,14 +216,12 @@ impl Plugin for SmbBruteForce {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.devices).unwrap_or_default()
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.devices)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.devices = postcard::from_bytes(snapshot)
-            .map_err(|e| RestoreError(format!("smb-brute-force state: {e}")))?;
-        Ok(())
+    fn set_state(&mut self, state: Self::State) {
+        self.devices = state;
     }
 }
 

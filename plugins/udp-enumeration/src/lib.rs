@@ -4,8 +4,9 @@
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::scan::{is_scannable, ScanModel};
+use vigil_plugin_sdk::scan::{is_scannable, ScanModel, ScanSettings};
 use vigil_plugin_sdk::window::FanOutConfig;
+use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
     Transport,
@@ -22,6 +23,8 @@ const MODEL: Model = Model {
 pub struct Config {
     #[serde(flatten)]
     pub fan_out: FanOutConfig,
+    /// How each device's usual fan-out is learned.
+    pub pattern: PatternConfig,
 }
 
 impl Default for Config {
@@ -31,7 +34,17 @@ impl Default for Config {
                 threshold: 20,
                 ..FanOutConfig::default()
             },
+            pattern: PatternConfig::default(),
         }
+    }
+}
+
+impl ScanSettings for Config {
+    fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
+    fn pattern(&self) -> &PatternConfig {
+        &self.pattern
     }
 }
 
@@ -43,6 +56,7 @@ pub struct UdpEnumeration {
 
 impl Plugin for UdpEnumeration {
     type Config = Config;
+    type State = ScanModel<(IpAddr, IpAddr), (IpAddr, u16)>;
     const NAME: &'static str = "udp-enumeration";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
@@ -58,14 +72,14 @@ impl Plugin for UdpEnumeration {
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        self.scans.on_tick(&self.config.fan_out, event);
+        self.scans.on_event(&self.config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
             && event.proto == Transport::Udp
             && is_scannable(&event.dst.ip);
         if counted {
             if let Some(breach) = self.scans.observe(
                 &MODEL,
-                &self.config.fan_out,
+                &self.config,
                 event,
                 (event.src.ip, event.dst.ip),
                 (event.dst.ip, event.dst.port),
@@ -74,6 +88,14 @@ impl Plugin for UdpEnumeration {
                 out.breach(breach);
             }
         }
+    }
+
+    fn state(&self) -> Option<&Self::State> {
+        Some(&self.scans)
+    }
+
+    fn set_state(&mut self, state: Self::State) {
+        self.scans = state;
     }
 }
 
@@ -115,5 +137,80 @@ mod tests {
             .map(|i| flow_start(1.0, Transport::Udp, src, IpAddr::from([10, 4, 1, i]), 161))
             .collect();
         assert!(h.feed_all(&events).is_empty());
+    }
+
+    mod pattern_of_life {
+        use super::*;
+        use vigil_plugin_sdk::harness::nights::flows;
+        use vigil_plugin_sdk::Breach;
+
+        const MONITOR: [u8; 4] = [10, 4, 0, 200];
+        const SERVER: [u8; 4] = [10, 4, 0, 10];
+
+        /// The monitoring host's night: it polls 25 UDP services of a server, two a second.
+        fn polls(night: u64, server: [u8; 4], ports: &[u16]) -> Vec<Event<'static>> {
+            let server = [IpAddr::from(server)];
+            flows(
+                night,
+                0.5,
+                Transport::Udp,
+                IpAddr::from(MONITOR),
+                &server,
+                ports,
+            )
+        }
+
+        fn usual_ports() -> Vec<u16> {
+            (1000..1025).collect()
+        }
+
+        fn learned() -> Harness<UdpEnumeration> {
+            let mut h: Harness<UdpEnumeration> = Harness::new();
+            for night in 0..5 {
+                h.feed_all(&polls(night, SERVER, &usual_ports()));
+            }
+            h
+        }
+
+        fn evidence<'b>(breach: &'b Breach, name: &str) -> &'b str {
+            breach.evidence(name).unwrap_or("<missing>")
+        }
+
+        #[test]
+        fn the_usual_polls_raise_nothing_on_the_sixth_night() {
+            let mut h = learned();
+            assert_eq!(h.feed_all(&polls(5, SERVER, &usual_ports())), Vec::new());
+        }
+
+        #[test]
+        fn new_ports_on_its_usual_server_breach_naming_them() {
+            let mut h = learned();
+            let mut ports = usual_ports();
+            ports.extend(2000..2025);
+            let breaches = h.feed_all(&polls(5, SERVER, &ports));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            let b = &breaches[0];
+            assert_eq!(evidence(b, "pattern.unusual"), "true");
+            assert_eq!(
+                evidence(b, "pattern.seen"),
+                "45 targets in 60 s, 20 new for this device (10.4.0.10:2000, 10.4.0.10:2001, \
+                 10.4.0.10:2002, 10.4.0.10:2003, 10.4.0.10:2004, 10.4.0.10:2005, \
+                 10.4.0.10:2006, 10.4.0.10:2007 and 12 more); new ports 2000, 2001, 2002, 2003, \
+                 2004, 2005, 2006, 2007, 2008, 2009, 2010, 2011, 2012, 2013, 2014, 2015, 2016, \
+                 2017, 2018, 2019"
+            );
+            // 20 of 45 targets new: 42 of 45 weighted.
+            assert_eq!(b.score, 46);
+        }
+
+        #[test]
+        fn the_same_polls_of_a_new_server_breach() {
+            let mut h = learned();
+            let breaches = h.feed_all(&polls(5, [10, 4, 0, 11], &usual_ports()));
+            assert_eq!(breaches.len(), 1, "{breaches:#?}");
+            assert_eq!(breaches[0].destinations, vec![IpAddr::from([10, 4, 0, 11])]);
+            assert_eq!(evidence(&breaches[0], "pattern.state"), "learned");
+            assert_eq!(breaches[0].score, 50);
+        }
     }
 }
