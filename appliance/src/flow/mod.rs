@@ -285,7 +285,9 @@ impl FlowTable {
             Direction::FromResponder
         };
         flow.last = ts;
-        if !flow.attributed && from_orig && !flags.has(TcpFlags::RST) {
+        // A flow that already ended unattributed stays nobody's: it lingers only to absorb
+        // stragglers, and a FlowStart now would have no FlowEnd.
+        if !flow.attributed && flow.phase == Phase::Open && from_orig && !flags.has(TcpFlags::RST) {
             flow.attributed = true;
             self.stats.started += 1;
             emit(event(flow, ts, EventKind::FlowStart));

@@ -198,6 +198,21 @@ fn forged_answers_to_a_workstation_raise_no_event_and_are_counted_as_unsolicited
 }
 
 #[test]
+fn a_flow_that_ended_unattributed_stays_unattributed_while_it_lingers() {
+    let mut run = Run::new(FlowConfig::default());
+    // A SYN-ACK nobody asked for, refused: ended, unsolicited, lingering.
+    run.packet(0.0, &tcp4(B, 445, A, 40001, SYN_ACK));
+    run.packet(0.1, &tcp4(A, 40001, B, 445, TcpFlags::RST));
+    // The addressee's stragglers within the linger start nothing that could never end.
+    run.packet(0.2, &tcp4(A, 40001, B, 445, ACK));
+    run.expire(100.0);
+    assert!(run.events.is_empty(), "{:?}", run.events);
+    let stats = run.table.stats();
+    assert_eq!((stats.started, stats.ended, stats.active), (0, 0, 0));
+    assert_eq!(stats.unsolicited, 1);
+}
+
+#[test]
 fn a_syn_blames_its_sender_at_once() {
     let mut run = Run::new(FlowConfig::default());
     run.packet(0.0, &tcp4(A, 40000, B, 445, SYN));
