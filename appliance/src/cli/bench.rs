@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::ValueEnum;
 use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 
 use super::bench_captures::{self, Capture, CaptureKind};
@@ -84,6 +85,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let runs = args.runs.max(1);
     let build = |kind| bench_captures::capture(kind, args.repeat, args.flood_packets, &dir);
     let replay = Replayer::new(&dir, "replay", None, runs)?;
+    println!("captures and the replays' data dirs: {}", dir.display());
     println!(
         "vigil replay: {:.3} s to start, load the signed plugins and save on an empty capture \
          (median of {runs}); the full pipeline's rates below leave it out, the comparison with \
@@ -96,7 +98,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                 &format!("{} (median of {runs} runs)", capture.title),
                 &capture_rows(&capture, &replay, runs)?,
             ),
-            Err(reason) => println!("{kind:?}: not run: {reason}\n"),
+            Err(reason) => println!(
+                "{}: not run: {reason}\n",
+                kind.to_possible_value()
+                    .map_or_else(|| format!("{kind:?}"), |v| v.get_name().to_string())
+            ),
         }
     }
     if args.captures_only {
@@ -124,11 +130,10 @@ fn capture_rows(
         (
             "capture".to_string(),
             format!(
-                "{} packets, {:.1} MB on the wire: {} ({})",
+                "{} packets, {:.1} MB on the wire: {}",
                 capture.packets,
                 capture.wire_bytes as f64 / 1e6,
                 capture.detail,
-                path.display()
             ),
         ),
         (

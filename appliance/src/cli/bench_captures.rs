@@ -102,7 +102,11 @@ pub fn capture(
             CaptureKind::OneDevice => write_attack(repeat, Copies::OneDevice, &partial).map(Ok),
             CaptureKind::Shifted => write_attack(repeat, Copies::Shifted, &partial).map(Ok),
             CaptureKind::Flood => write_syn_flood(flood_packets, FLOOD_SEED, &partial).map(Ok),
-            CaptureKind::Http => write_http_bulk(&partial, dir),
+            // Made by tools outside this program: whatever stops them skips the capture, with
+            // the reason, rather than the whole bench.
+            CaptureKind::Http => {
+                write_http_bulk(&partial, dir).or_else(|err| Ok(Err(format!("{err:#}"))))
+            }
         };
         match built {
             Ok(Ok(())) => std::fs::rename(&partial, &path)
@@ -310,8 +314,8 @@ impl HttpLab {
             logs: dir.to_path_buf(),
         };
         let server_if = format!("vb{id}s");
+        // `lab` exists already, so an error from here on deletes whatever was made.
         ip(&["netns", "add", &lab.server_ns])?;
-        // From here on, drop deletes whatever was made.
         ip(&["netns", "add", &lab.client_ns])?;
         ip(&[
             "link",
