@@ -1,15 +1,19 @@
-//! `vigil bench`: throughput of each stage on a large capture made by repeating the bundled lab
-//! capture with shifted addresses, against tshark on the same file in the same run.
+//! `vigil bench`: four captures it builds (the lab attack x40 as one device and with shifted
+//! addresses, a 1 M-packet SYN flood, bulk HTTP made with real tools), each through decode +
+//! flows + parsers and through `vigil replay` itself, against tshark on the same file in the same
+//! run; then the figures of single stages (plugins, hot swap, reassembly, responses) on the
+//! shifted attack.
 
-use std::io::{self, Cursor};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::AtomicBool;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::ValueEnum;
 use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 
+use super::bench_captures::{self, Capture, CaptureKind};
 use super::summary::print_table;
 use crate::analyzer::Analyzer;
 use crate::capture::pcap::PcapSource;
@@ -24,24 +28,39 @@ use crate::plugin_dir;
 use crate::store::Sink;
 use crate::stream::StreamConfig;
 
-const ATTACK_PCAP: &[u8] = include_bytes!("../../../tests/fixtures/lab/attack.pcap");
-
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Copies of the lab capture in the benchmark file (each with its own addresses).
+    /// Copies of the lab attack in the two attack captures.
     #[arg(long, default_value_t = 40)]
     repeat: u32,
+    /// Packets in the SYN flood.
+    #[arg(long, default_value_t = 1_000_000)]
+    flood_packets: u32,
+    /// The captures to measure, comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "one-device,shifted,flood,http"
+    )]
+    captures: Vec<CaptureKind>,
+    /// Only the captures' table: skip the figures of single stages (plugins, hot swap,
+    /// reassembly, responses).
+    #[arg(long)]
+    captures_only: bool,
     /// Timed runs per figure; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: u32,
-    /// Directory of compiled plugins (*.wasm).
+    /// Directory of compiled plugins (*.wasm), for the figures of single stages.
     #[arg(long)]
     plugins: Option<PathBuf>,
-    /// Where to write the benchmark capture.
+    /// Where the captures are kept (built once, reused by later runs) and the replays' data
+    /// dirs made.
     #[arg(long)]
-    out: Option<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
+/// For the in-process figures of single stages, which time the pipeline and not its output.
 struct NullSink;
 
 impl Sink for NullSink {
@@ -58,78 +77,150 @@ impl Sink for NullSink {
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("vigil-bench"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let runs = args.runs.max(1);
+    let build = |kind| bench_captures::capture(kind, args.repeat, args.flood_packets, &dir);
+    let replay = Replayer::new(&dir, "replay", None, runs)?;
+    println!("captures and the replays' data dirs: {}", dir.display());
+    println!(
+        "vigil replay: {:.3} s to start, load the signed plugins and save on an empty capture \
+         (median of {runs}); the full pipeline's rates below leave it out, the comparison with \
+         tshark (whole commands) keeps it\n",
+        replay.startup.as_secs_f64()
+    );
+    for &kind in &args.captures {
+        match build(kind)? {
+            Ok(capture) => print_table(
+                &format!("{} (median of {runs} runs)", capture.title),
+                &capture_rows(&capture, &replay, runs)?,
+            ),
+            Err(reason) => println!(
+                "{}: not run: {reason}\n",
+                kind.to_possible_value()
+                    .map_or_else(|| format!("{kind:?}"), |v| v.get_name().to_string())
+            ),
+        }
+    }
+    if args.captures_only {
+        return Ok(());
+    }
+    let capture = build(CaptureKind::Shifted)?.map_err(anyhow::Error::msg)?;
+    stage_rows(args, &capture, &dir, &replay, runs)
+}
+
+/// One capture: decode + flows + parsers, `vigil replay` (rates, peak RSS, eve.json per breach)
+/// and tshark, each a median of `runs`.
+fn capture_rows(
+    capture: &Capture,
+    replay: &Replayer,
+    runs: u32,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let path = &capture.path;
+    let parse_time = median(runs, || decode_flows_and_parsers(path))?;
+    let (full, peak_rss) = replay.median(path, runs)?;
+    let full_time = replay.packet_time(&full);
+    let rate = |t: Duration| capture.packets as f64 / t.as_secs_f64();
+    let gbits = |t: Duration| capture.wire_bytes as f64 * 8.0 / t.as_secs_f64() / 1e9;
+    let speed = |t: Duration| format!("{:>10.0} packets/s {:>6.2} Gbit/s", rate(t), gbits(t));
+    let mut rows = vec![
+        (
+            "capture".to_string(),
+            format!(
+                "{} packets, {:.1} MB on the wire: {}",
+                capture.packets,
+                capture.wire_bytes as f64 / 1e6,
+                capture.detail,
+            ),
+        ),
+        (
+            "decode + flows + parsers".to_string(),
+            format!("{}  ({:.3} s)", speed(parse_time), parse_time.as_secs_f64()),
+        ),
+        (
+            "full pipeline (vigil replay)".to_string(),
+            format!(
+                "{}  ({:.3} s + start-up)  = {:.2}x decode + flows + parsers",
+                speed(full_time),
+                full_time.as_secs_f64(),
+                parse_time.as_secs_f64() / full_time.as_secs_f64()
+            ),
+        ),
+        (
+            "peak RSS of the replay".to_string(),
+            format!("{:.1} MiB", peak_rss as f64 / 1024.0),
+        ),
+        (
+            "eve.json".to_string(),
+            match full.breaches {
+                0 => format!("{} bytes, no breaches", full.eve_bytes),
+                n => format!(
+                    "{:.0} bytes per breach ({n} breaches, {:.2} MB)",
+                    full.eve_bytes as f64 / n as f64,
+                    full.eve_bytes as f64 / 1e6
+                ),
+            },
+        ),
+    ];
+    rows.push(match median(runs, || tshark_read(path)) {
+        Ok(tshark) => (
+            "tshark -r FILE -q".to_string(),
+            format!(
+                "{}  ({:.3} s)  vigil replay = {:.2}x tshark's packet rate",
+                speed(tshark),
+                tshark.as_secs_f64(),
+                tshark.as_secs_f64() / full.time.as_secs_f64()
+            ),
+        ),
+        Err(err) => ("tshark -r FILE -q".to_string(), format!("not run: {err:#}")),
+    });
+    Ok(rows)
+}
+
+/// The figures of single stages, on the shifted attack.
+fn stage_rows(
+    args: &BenchArgs,
+    capture: &Capture,
+    dir: &Path,
+    replay: &Replayer,
+    runs: u32,
+) -> anyhow::Result<()> {
     let config = Config::default();
     let plugin_dir = args
         .plugins
         .clone()
         .unwrap_or_else(crate::config::default_module_dir);
-    let path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("vigil-bench.pcap"));
-    let (packets, bytes) = write_repeated(ATTACK_PCAP, args.repeat, &path)?;
-    println!(
-        "benchmark capture: {} ({packets} packets, {:.1} MB, {} copies of the lab attack)",
-        path.display(),
-        bytes as f64 / 1e6,
-        args.repeat
-    );
     let files = plugin_dir::plugin_files(&plugin_dir)
         .with_context(|| format!("reading plugin dir {}", plugin_dir.display()))?;
-    let runs = args.runs.max(1);
-
-    let decode_time = median(runs, || decode_and_flows(&path))?;
-    let parse_time = median(runs, || decode_flows_and_parsers(&path))?;
-    let mut plugin_events = 0;
-    let full_time = median(runs, || {
-        let (time, events) = full_pipeline(&path, &files, &config)?;
-        plugin_events = events;
-        Ok(time)
-    })?;
+    let (path, packets) = (capture.path.as_path(), capture.packets);
     // The image compiles plugins ahead of time for the baseline CPU (no host feature inference).
-    let mut portable = config.clone();
-    portable.host.portable_code = true;
-    let portable_time = median(runs, || Ok(full_pipeline(&path, &files, &portable)?.0))?;
-    let latencies = breach_latencies(&path, &files, &config)?;
-    let events = flow_events(&path)?;
+    let portable = Replayer::new(
+        dir,
+        "portable",
+        Some("[host]\nportable_code = true\n"),
+        runs,
+    )?;
+    let native_time = replay.packet_time(&replay.median(path, runs)?.0);
+    let portable_time = portable.packet_time(&portable.median(path, runs)?.0);
+    let latencies = breach_latencies(path, &files, &config)?;
+    let events = flow_events(path)?;
     let scan_plugin = files
         .iter()
         .find(|f| plugin_dir::plugin_name_from_file(f) == "network-scan")
         .context("network-scan plugin not found")?;
     let batched = median(runs, || into_one_plugin(scan_plugin, &events, 256))?;
     let per_event = median(runs, || into_one_plugin(scan_plugin, &events, 1))?;
-    let tshark = median(runs, || tshark_read(&path)).ok();
 
-    let rate = |n: usize, t: Duration| n as f64 / t.as_secs_f64();
     let mut rows = vec![
-        row("decode + flows", packets, "packets", decode_time, None),
         row(
-            "decode + flows + all parsers",
-            packets,
-            "packets",
-            parse_time,
-            Some(("decode + flows", decode_time)),
-        ),
-        row(
-            &format!("full pipeline, {} plugins", files.len()),
-            packets,
-            "packets",
-            full_time,
-            Some(("decode + flows", decode_time)),
-        ),
-        row(
-            "full pipeline, baseline-CPU plugin code (image)",
+            "vigil replay, baseline-CPU plugin code (image)",
             packets,
             "packets",
             portable_time,
-            Some(("full pipeline", full_time)),
-        ),
-        row(
-            &format!("events into all {} plugins", files.len()),
-            plugin_events as usize,
-            "events",
-            full_time,
-            None,
+            Some(("native plugin code", native_time)),
         ),
         (
             "breach latency (deciding packet -> breach)".into(),
@@ -161,7 +252,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     ];
     rows.push(super::bench_updates::hot_swap(
         bench_pipeline(&files, &config)?,
-        &path,
+        path,
         packets,
         runs,
     )?);
@@ -170,7 +261,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     })?);
     rows.push(super::bench_respond::lookups(runs)?);
     let (block, block_median) =
-        super::bench_respond::breach_to_block(bench_pipeline(&files, &config)?, &path)?;
+        super::bench_respond::breach_to_block(bench_pipeline(&files, &config)?, path)?;
     rows.push(block);
     rows.push(super::bench_respond::decision_to_resets(
         runs,
@@ -183,27 +274,181 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             format!("not run: {err:#} (run ./setup.sh to sign the bundles)"),
         )),
     }
-    match tshark {
-        Some(t) => {
-            rows.push(row("tshark -r FILE -q", packets, "packets", t, None));
-            rows.push((
-                "full pipeline / tshark".into(),
-                format!(
-                    "{:.2}x tshark's packet rate",
-                    rate(packets, full_time) / rate(packets, t)
-                ),
-            ));
-        }
-        None => rows.push((
-            "tshark -r FILE -q".into(),
-            "not run (tshark not installed)".into(),
-        )),
-    }
     print_table(
-        &format!("median of {runs} runs, same machine, same file"),
+        &format!(
+            "single stages on the {} (median of {runs} runs)",
+            capture.title
+        ),
         &rows,
     );
     Ok(())
+}
+
+/// One run of `vigil replay`.
+struct ReplayRun {
+    /// Wall clock from spawn to exit.
+    time: Duration,
+    /// The child's peak resident set, KiB.
+    max_rss_kib: u64,
+    eve_bytes: u64,
+    breaches: u64,
+}
+
+/// `vigil replay` as an operator runs it: this executable spawned with `replay --data-dir DIR
+/// FILE`, a fresh data dir each run. Spawning rather than calling the replay code in-process
+/// means nothing can drift from what `vigil replay` does (config, signed bundles, ticks, expiry,
+/// reorder buffer, the EVE sink, incidents.json, the saved state), and wait4 gives the replay's
+/// own peak RSS, which an in-process run could not separate from the bench's. The module cache
+/// of a warm-up run is linked into every data dir (an appliance compiles its plugins once), and
+/// the time of a replay of an empty capture, measured the same way, is the start-up left out of
+/// the packet rates.
+struct Replayer {
+    exe: PathBuf,
+    name: String,
+    work: PathBuf,
+    config: Option<PathBuf>,
+    cache: PathBuf,
+    startup: Duration,
+}
+
+impl Replayer {
+    fn new(work: &Path, name: &str, config: Option<&str>, runs: u32) -> anyhow::Result<Replayer> {
+        let config = match config {
+            Some(text) => {
+                let path = work.join(format!("{name}.toml"));
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let empty = work.join("empty.pcap");
+        bench_captures::write_empty(&empty)?;
+        let mut replayer = Replayer {
+            exe: std::env::current_exe().context("finding this executable")?,
+            name: name.to_string(),
+            work: work.to_path_buf(),
+            config,
+            cache: work.join(format!("{name}-cache")),
+            startup: Duration::ZERO,
+        };
+        // The warm-up compiles every plugin; its module cache is kept for the timed runs.
+        let _ = std::fs::remove_dir_all(&replayer.cache);
+        replayer.run(&empty)?;
+        std::fs::rename(replayer.data_dir().join("cache"), &replayer.cache)
+            .context("keeping the module cache")?;
+        replayer.startup = replayer.median(&empty, runs)?.0.time;
+        Ok(replayer)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.work.join(format!("{}-data", self.name))
+    }
+
+    /// A run's time without the start-up.
+    fn packet_time(&self, run: &ReplayRun) -> Duration {
+        run.time
+            .saturating_sub(self.startup)
+            .max(Duration::from_micros(1))
+    }
+
+    /// The median run of `runs` (after a warm-up), and the highest peak RSS of them, KiB.
+    fn median(&self, capture: &Path, runs: u32) -> anyhow::Result<(ReplayRun, u64)> {
+        self.run(capture)?;
+        let mut all = (0..runs)
+            .map(|_| self.run(capture))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let peak = all.iter().map(|r| r.max_rss_kib).max().unwrap_or(0);
+        all.sort_by_key(|r| r.time);
+        let median = all.swap_remove(all.len() / 2);
+        Ok((median, peak))
+    }
+
+    fn run(&self, capture: &Path) -> anyhow::Result<ReplayRun> {
+        let data = self.data_dir();
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing {}", data.display()))?;
+        }
+        std::fs::create_dir_all(&data)?;
+        if self.cache.is_dir() {
+            let cache = data.join("cache");
+            std::fs::create_dir_all(&cache)?;
+            for entry in std::fs::read_dir(&self.cache)? {
+                let entry = entry?;
+                let to = cache.join(entry.file_name());
+                if std::fs::hard_link(entry.path(), &to).is_err() {
+                    std::fs::copy(entry.path(), &to)?;
+                }
+            }
+        }
+        let log_path = self.work.join(format!("{}.log", self.name));
+        let mut command = Command::new(&self.exe);
+        command.arg("replay").arg("--data-dir").arg(&data);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        command
+            .arg(capture)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?);
+        let start = Instant::now();
+        let child = command.spawn().context("starting vigil replay")?;
+        let (status, usage) = wait_with_usage(child)?;
+        let time = start.elapsed();
+        anyhow::ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "vigil replay {} failed (status {status:#x}); see {}",
+            capture.display(),
+            log_path.display()
+        );
+        let (eve_bytes, breaches) = eve_breaches(&data.join("eve.json"))?;
+        Ok(ReplayRun {
+            time,
+            max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            eve_bytes,
+            breaches,
+        })
+    }
+}
+
+/// Waits for `child` and returns its wait status and resource usage.
+fn wait_with_usage(child: std::process::Child) -> anyhow::Result<(i32, libc::rusage)> {
+    let pid = libc::pid_t::try_from(child.id()).context("child pid")?;
+    let mut status = 0;
+    // SAFETY: rusage is integers and timevals, for which all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child, not yet reaped (`Child` only reaps in wait()); both
+        // pointers are to live locals.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if waited == pid {
+            return Ok((status, usage));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(anyhow::Error::new(err).context("waiting for vigil replay"));
+        }
+    }
+}
+
+/// eve.json's size and its alerts (one per breach).
+fn eve_breaches(path: &Path) -> anyhow::Result<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow)]
+        event_type: std::borrow::Cow<'a, str>,
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let bytes = file.metadata()?.len();
+    let mut breaches = 0;
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        let record: Record = serde_json::from_str(&line)
+            .with_context(|| format!("a record of {}", path.display()))?;
+        breaches += u64::from(record.event_type == "alert");
+    }
+    Ok((bytes, breaches))
 }
 
 fn row(
@@ -238,21 +483,6 @@ pub(super) fn median(
         .collect::<anyhow::Result<Vec<_>>>()?;
     times.sort();
     Ok(times[times.len() / 2])
-}
-
-fn decode_and_flows(path: &Path) -> anyhow::Result<Duration> {
-    let mut source = PcapSource::open(path)?;
-    let mut flows = FlowTable::new(FlowConfig::default());
-    let mut events = 0u64;
-    let start = Instant::now();
-    while let Next::Packet(packet) = source.next_packet()? {
-        if let Ok(decoded) = decode(packet.data) {
-            flows.observe(packet.ts, &decoded, &mut |_| events += 1);
-        }
-    }
-    flows.flush(&mut |_| events += 1);
-    std::hint::black_box(events);
-    Ok(start.elapsed())
 }
 
 /// What the analyzer adds: reassembly and every protocol parser, events counted, no plugins.
@@ -306,20 +536,6 @@ fn bench_pipeline(files: &[PathBuf], config: &Config) -> anyhow::Result<Pipeline
         Box::new(NullSink),
         None,
     ))
-}
-
-/// The whole pipeline with every plugin: its time, and the events it handed to plugins.
-fn full_pipeline(
-    path: &Path,
-    files: &[PathBuf],
-    config: &Config,
-) -> anyhow::Result<(Duration, u64)> {
-    let mut pipeline = bench_pipeline(files, config)?;
-    let mut source = PcapSource::open(path)?;
-    let start = Instant::now();
-    pipeline.run(&mut source, &AtomicBool::new(false), false, |_| {})?;
-    pipeline.finish()?;
-    Ok((start.elapsed(), pipeline.stats().events))
 }
 
 /// Breach latency: wall-clock time from handling the packet whose time the breach carries (the
@@ -408,42 +624,4 @@ fn tshark_read(path: &Path) -> anyhow::Result<Duration> {
         .status()?;
     anyhow::ensure!(status.success(), "tshark failed: {status}");
     Ok(start.elapsed())
-}
-
-/// Writes `copies` of a pcap, each with the second octet of every IPv4 address shifted and the
-/// clock moved past the previous copy, so flows and devices do not repeat. Returns the packet
-/// count and file size.
-fn write_repeated(pcap: &[u8], copies: u32, out: &Path) -> anyhow::Result<(usize, usize)> {
-    let mut source = PcapSource::from_reader("bundled attack.pcap", Cursor::new(pcap.to_vec()))?;
-    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
-    while let Next::Packet(packet) = source.next_packet()? {
-        frames.push((packet.ts.micros(), packet.data.to_vec()));
-    }
-    let first = frames.first().map_or(0, |f| f.0);
-    let span = frames.last().map_or(0, |f| f.0) - first + 1_000_000;
-    let mut file = Vec::with_capacity(pcap.len() * copies as usize);
-    file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    file.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    file.extend_from_slice(&262_144u32.to_le_bytes());
-    file.extend_from_slice(&1u32.to_le_bytes());
-    let mut packets = 0;
-    for copy in 0..copies {
-        for (ts, frame) in &frames {
-            let mut frame = frame.clone();
-            // Untagged IPv4: addresses at 26..30 and 30..34.
-            if frame.len() >= 34 && frame[12..14] == [0x08, 0x00] {
-                frame[27] = frame[27].wrapping_add(copy as u8);
-                frame[31] = frame[31].wrapping_add(copy as u8);
-            }
-            let ts = ts + u64::from(copy) * span;
-            file.extend_from_slice(&((ts / 1_000_000) as u32).to_le_bytes());
-            file.extend_from_slice(&((ts % 1_000_000) as u32).to_le_bytes());
-            file.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-            file.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-            file.extend_from_slice(&frame);
-            packets += 1;
-        }
-    }
-    std::fs::write(out, &file).with_context(|| format!("writing {}", out.display()))?;
-    Ok((packets, file.len()))
 }

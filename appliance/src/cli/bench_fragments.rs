@@ -236,7 +236,7 @@ fn flood() -> Frames {
 }
 
 /// A TCP header (nmap's SYN carries an MSS option: 24 bytes).
-fn tcp(
+pub(super) fn tcp(
     src: Ipv4Address,
     dst: Ipv4Address,
     src_port: u16,
@@ -269,7 +269,7 @@ fn tcp(
 }
 
 /// An Ethernet frame with an IPv4 packet carrying `data` at `offset` of datagram `ident`.
-fn ipv4(
+pub(super) fn ipv4(
     src: Ipv4Address,
     dst: Ipv4Address,
     ident: u16,

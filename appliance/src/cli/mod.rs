@@ -2,6 +2,7 @@
 
 mod actions;
 mod bench;
+mod bench_captures;
 mod bench_fragments;
 mod bench_respond;
 mod bench_updates;
