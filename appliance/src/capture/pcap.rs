@@ -285,7 +285,9 @@ fn parse_block(
             Ok(Parsed::Frame {
                 ts: Timestamp(0),
                 wire_len: spb.origlen,
-                link_type: interfaces.first().map_or(Linktype::ETHERNET, |i| i.linktype),
+                link_type: interfaces
+                    .first()
+                    .map_or(Linktype::ETHERNET, |i| i.linktype),
             })
         }
         PcapBlockOwned::NG(_) => Ok(Parsed::Metadata),
@@ -303,12 +305,16 @@ mod tests {
     use std::io::Cursor;
 
     fn pcap_header() -> Vec<u8> {
+        pcap_header_of(Linktype::ETHERNET)
+    }
+
+    fn pcap_header_of(link_type: Linktype) -> Vec<u8> {
         let mut h = Vec::new();
         h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         h.extend_from_slice(&[2, 0, 4, 0]);
         h.extend_from_slice(&[0; 8]);
         h.extend_from_slice(&65535u32.to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&link_type.0.to_le_bytes());
         h
     }
 
@@ -354,6 +360,25 @@ mod tests {
                 (Timestamp(101_000_006), b"second".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn every_record_carries_the_files_link_type_supported_or_not() {
+        for link_type in [Linktype::LINUX_SLL2, Linktype::RAW, Linktype(105)] {
+            let mut file = pcap_header_of(link_type);
+            file.extend(record(1, 0, b"one"));
+            file.extend(record(2, 0, b"two"));
+            let mut source =
+                PcapSource::from_reader("mem.pcap", Cursor::new(file)).expect("a capture");
+            let mut seen = Vec::new();
+            while let Next::Packet(packet) = source.next_packet().expect("clean") {
+                seen.push((packet.link_type, packet.data.to_vec()));
+            }
+            assert_eq!(
+                seen,
+                vec![(link_type, b"one".to_vec()), (link_type, b"two".to_vec())]
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! them, VLAN tags are read afterwards like Ethernet's) and an ethertype naming what follows, so
 //! the network layer is decoded from the captured bytes directly, whatever the link type.
 
-use pcap_parser::Linktype;
+pub use pcap_parser::Linktype;
 
 use super::{Link, Skip, NO_LINK};
 
@@ -147,8 +147,8 @@ pub(super) fn header(link_type: Linktype, frame: &[u8]) -> Result<(Link, u16, &[
 }
 
 fn ethernet(frame: &[u8]) -> Result<(Link, u16, &[u8]), Skip> {
-    let eth = smoltcp::wire::EthernetFrame::new_checked(frame)
-        .map_err(|_| Skip::TruncatedEthernet)?;
+    let eth =
+        smoltcp::wire::EthernetFrame::new_checked(frame).map_err(|_| Skip::TruncatedEthernet)?;
     let link = Link {
         src_mac: eth.src_addr().0,
         dst_mac: eth.dst_addr().0,

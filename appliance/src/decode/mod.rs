@@ -18,8 +18,8 @@ use std::net::IpAddr;
 
 use pcap_parser::Linktype;
 use smoltcp::wire::{
-    EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet,
-    IpProtocol, Ipv4Packet, Ipv6FragmentHeader, Ipv6Packet, TcpPacket, UdpPacket,
+    EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol,
+    Ipv4Packet, Ipv6FragmentHeader, Ipv6Packet, TcpPacket, UdpPacket,
 };
 
 const ETHERTYPE_VLAN: u16 = 0x8100;
