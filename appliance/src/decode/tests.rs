@@ -309,11 +309,14 @@ mod links {
 
     #[test]
     fn linux_cooked_v1_and_v2_decode_with_the_senders_mac() {
-        let d = decode_link(Linktype::LINUX_SLL, &sll(0x0800, &syn())).expect("SLL");
+        let frame = sll(0x0800, &syn());
+        let d = decode_link(Linktype::LINUX_SLL, &frame).expect("SLL");
         assert_syn(&d, MAC_A);
-        let d = decode_link(Linktype::LINUX_SLL2, &sll2(0x0800, &syn())).expect("SLL2");
+        let frame = sll2(0x0800, &syn());
+        let d = decode_link(Linktype::LINUX_SLL2, &frame).expect("SLL2");
         assert_syn(&d, MAC_A);
-        let d = decode_link(Linktype::LINUX_SLL2, &sll2(0x86dd, &ipv6_udp())).expect("v6");
+        let frame = sll2(0x86dd, &ipv6_udp());
+        let d = decode_link(Linktype::LINUX_SLL2, &frame).expect("v6");
         assert!(matches!(
             d.transport,
             Transport::Udp {
@@ -325,7 +328,8 @@ mod links {
         // A tag the kernel left in the packet follows the cooked header's protocol.
         let mut tagged = vec![0x00, 0x2a, 0x08, 0x00];
         tagged.extend_from_slice(&syn());
-        let d = decode_link(Linktype::LINUX_SLL, &sll(0x8100, &tagged)).expect("tagged");
+        let frame = sll(0x8100, &tagged);
+        let d = decode_link(Linktype::LINUX_SLL, &frame).expect("tagged");
         assert_eq!(d.vlans.vlan_id(), Some(42));
         assert_syn(&d, MAC_A);
         // An address that is not 6 bytes long (a tunnel's) is no MAC.
@@ -342,11 +346,13 @@ mod links {
     #[test]
     fn raw_ip_is_read_by_its_version() {
         for link in [Linktype::RAW, DLT_RAW, DLT_RAW_OPENBSD, Linktype::IPV4] {
-            let d = decode_link(link, &syn()).expect("raw IPv4");
+            let frame = syn();
+            let d = decode_link(link, &frame).expect("raw IPv4");
             assert_syn(&d, [0; 6]);
         }
         for link in [Linktype::RAW, DLT_RAW, Linktype::IPV6] {
-            let d = decode_link(link, &ipv6_udp()).expect("raw IPv6");
+            let frame = ipv6_udp();
+            let d = decode_link(link, &frame).expect("raw IPv6");
             assert_eq!(d.dst, "fd00::2".parse::<IpAddr>().expect("address"));
         }
         let mut neither = syn();
@@ -364,19 +370,21 @@ mod links {
     fn bsd_null_in_either_byte_order_and_loop_in_network_order() {
         // NULL: AF_INET as written by a little-endian and by a big-endian host.
         for header in [[2, 0, 0, 0], [0, 0, 0, 2]] {
-            let d = decode_link(Linktype::NULL, &family(header, &syn())).expect("null");
+            let frame = family(header, &syn());
+            let d = decode_link(Linktype::NULL, &frame).expect("null");
             assert_syn(&d, [0; 6]);
         }
         // AF_INET6 as Linux, OpenBSD, FreeBSD and macOS number it.
         for af in [10u8, 24, 28, 30] {
-            let d =
-                decode_link(Linktype::NULL, &family([af, 0, 0, 0], &ipv6_udp())).expect("null v6");
+            let frame = family([af, 0, 0, 0], &ipv6_udp());
+            let d = decode_link(Linktype::NULL, &frame).expect("null v6");
             assert!(matches!(d.transport, Transport::Udp { dst_port: 53, .. }));
-            let d =
-                decode_link(Linktype::LOOP, &family([0, 0, 0, af], &ipv6_udp())).expect("loop v6");
+            let frame = family([0, 0, 0, af], &ipv6_udp());
+            let d = decode_link(Linktype::LOOP, &frame).expect("loop v6");
             assert!(matches!(d.transport, Transport::Udp { dst_port: 53, .. }));
         }
-        let d = decode_link(Linktype::LOOP, &family([0, 0, 0, 2], &syn())).expect("loop");
+        let frame = family([0, 0, 0, 2], &syn());
+        let d = decode_link(Linktype::LOOP, &frame).expect("loop");
         assert_syn(&d, [0; 6]);
         // Another family (AF_APPLETALK) is not IP; LOOP is never little-endian.
         assert_eq!(
