@@ -477,6 +477,9 @@ mod links {
         )
     }
 
+    /// Puts a link header in front of an IP packet.
+    type Wrap = fn(&[u8]) -> Vec<u8>;
+
     #[test]
     fn fragments_of_cooked_and_raw_captures_reassemble_with_their_link_facts() {
         let whole = ipv4(
@@ -486,7 +489,7 @@ mod links {
             &udp(5000, 53, b"a question of sixteen"),
         );
         let (first, last) = fragments_of(&whole);
-        let cases: [(Linktype, fn(&[u8]) -> Vec<u8>, [u8; 6]); 3] = [
+        let cases: [(Linktype, Wrap, [u8; 6]); 3] = [
             (Linktype::LINUX_SLL2, |ip| sll2(0x0800, ip), MAC_A),
             (Linktype::RAW, <[u8]>::to_vec, [0; 6]),
             (Linktype::NULL, |ip| family([2, 0, 0, 0], ip), [0; 6]),
