@@ -63,6 +63,26 @@ fn scan_models() -> BTreeSet<String> {
         .collect()
 }
 
+/// Each device of a data dir's devices.json: its addresses and its MACs.
+fn devices(data_dir: &Path) -> BTreeSet<(Vec<String>, Vec<String>)> {
+    let text = std::fs::read_to_string(data_dir.join("devices.json")).expect("devices.json");
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let values = |device: &serde_json::Value, list: &str| -> Vec<String> {
+        device[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["value"].as_str().map(str::to_string))
+            .collect()
+    };
+    saved["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| (values(d, "addresses"), values(d, "macs")))
+        .collect()
+}
+
 fn warnings(out: &Output) -> Vec<String> {
     text(&out.stdout)
         .lines()
@@ -178,7 +198,7 @@ fn cooked_and_bsd_loopback_captures_give_the_ethernet_captures_flows_breaches_an
         eprintln!("skipping: needs root, iproute2, nmap, socat and tcpdump");
         return;
     }
-    let (scanner, victim, if_scanner, _pair) = namespaces();
+    let (scanner, victim, if_scanner, pair) = namespaces();
     scanner
         .run(
             "ip",
@@ -293,6 +313,30 @@ fn cooked_and_bsd_loopback_captures_give_the_ethernet_captures_flows_breaches_an
     for ((path, _), found) in cases.iter().zip(&outcomes).skip(1) {
         assert_eq!(found, ethernet, "{} against Ethernet", path.display());
     }
+    // The socat exchange proves both ends: the cooked headers give each the MAC it sent from,
+    // as Ethernet does; BSD loopback has no MACs, so the devices are their addresses alone.
+    let found: Vec<_> = (0..cases.len())
+        .map(|i| devices(&work.path().join(format!("data-{i}"))))
+        .collect();
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let ends = BTreeSet::from([
+        (vec![SCANNER.to_string()], vec![mac(pair.mac_a())]),
+        (vec!["10.226.0.1".to_string()], vec![mac(pair.mac_b())]),
+    ]);
+    assert!(found[0].is_superset(&ends), "{:?}", found[0]);
+    assert_eq!(found[1], found[0], "SLL2 devices");
+    assert_eq!(found[2], found[0], "SLL devices");
+    let without_macs: BTreeSet<_> = found[0]
+        .iter()
+        .map(|(addresses, _)| (addresses.clone(), Vec::new()))
+        .collect();
+    assert_eq!(found[3], without_macs, "NULL devices");
+    assert_eq!(found[4], without_macs, "LOOP devices");
 }
 
 #[test]
