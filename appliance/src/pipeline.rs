@@ -16,7 +16,7 @@ use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
-use crate::decode::{decode_frame, Fragment, Frame, SkipCounts, Transport as Layer4};
+use crate::decode::{decode_frame, Fragment, Frame, Skip, SkipCounts, Transport as Layer4};
 use crate::devices::DeviceTable;
 use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
@@ -42,6 +42,8 @@ pub struct PipelineStats {
     pub bytes: u64,
     pub decoded: u64,
     pub skipped: SkipCounts,
+    /// Frames of link types not decoded ([`crate::decode::link::supported`]), by link type.
+    pub unsupported_link_types: BTreeMap<i32, u64>,
     /// IPv4/IPv6 fragment reassembly (fragments are neither decoded nor skipped frames; a
     /// datagram they complete is decoded with the fragment that completed it).
     pub fragments: FragmentStats,
@@ -64,6 +66,38 @@ pub struct PipelineStats {
 impl PipelineStats {
     pub fn breaches(&self) -> u64 {
         self.breaches_by_model.values().sum()
+    }
+
+    /// Why no frame could be decoded, when frames came and none was (a capture of a link type
+    /// not decoded here, or with no IP in it): such a run has shown nothing, and says so.
+    pub fn undecodable(&self) -> Option<String> {
+        if self.packets == 0 || self.decoded > 0 {
+            return None;
+        }
+        let mut reasons: Vec<String> = self
+            .unsupported_link_types
+            .iter()
+            .map(|(&link_type, n)| {
+                let name = crate::decode::link::name(pcap_parser::Linktype(link_type));
+                format!("{n} of unsupported link type {link_type} ({name})")
+            })
+            .collect();
+        reasons.extend(
+            self.skipped
+                .iter()
+                .filter(|(reason, _)| *reason != Skip::UnsupportedLinkType)
+                .map(|(reason, n)| format!("{n} {reason}")),
+        );
+        let skipped: u64 = self.skipped.iter().map(|(_, n)| n).sum();
+        let held = self.packets.saturating_sub(skipped);
+        if held > 0 {
+            reasons.push(format!("{held} fragments never reassembled"));
+        }
+        Some(format!(
+            "none of the {} frames could be decoded: {}",
+            self.packets,
+            reasons.join(", ")
+        ))
     }
 }
 
@@ -363,7 +397,7 @@ impl Pipeline {
         self.advance_clock(packet.ts)?;
         let mut reassembled = false;
         // None: a fragment held until its datagram is whole.
-        let decoded = match decode_frame(packet.data) {
+        let decoded = match decode_frame(packet.link_type, packet.data) {
             Ok(Frame::Whole(decoded)) => Some(Ok(decoded)),
             Ok(Frame::Fragment(fragment)) => match self.fragments.push(packet.ts, &fragment) {
                 // Decoded as if it had arrived whole, with the completing fragment's time.
@@ -438,7 +472,16 @@ impl Pipeline {
                 }
                 self.close_ended(packet.ts);
             }
-            Some(Err(reason)) => self.stats.skipped.add(reason),
+            Some(Err(reason)) => {
+                self.stats.skipped.add(reason);
+                if reason == Skip::UnsupportedLinkType {
+                    *self
+                        .stats
+                        .unsupported_link_types
+                        .entry(packet.link_type.0)
+                        .or_default() += 1;
+                }
+            }
             None => {}
         }
         if reassembled {
@@ -658,7 +701,11 @@ impl Pipeline {
             match next {
                 Next::Packet(packet) => {
                     // A mirror port cannot drop: a blocked TCP connection is reset instead.
-                    if self.handle(&packet)? && self.tap_resets {
+                    // Resets are built as Ethernet frames, for the Ethernet port they go out on.
+                    if self.handle(&packet)?
+                        && self.tap_resets
+                        && packet.link_type == pcap_parser::Linktype::ETHERNET
+                    {
                         self.resets.extend(reset::resets(packet.data));
                     }
                     since_progress += 1;

@@ -1,13 +1,13 @@
-//! Classic pcap files (little-endian, microsecond stamps, Ethernet), as the lab's captures and
-//! `tcpdump -w` are: read them into records, write records a test built, and stream large
-//! generated captures to disk.
+//! Classic pcap files (little-endian, microsecond stamps; Ethernet unless a link type is given),
+//! as the lab's captures and `tcpdump -w` are: read them into records, write records a test
+//! built, and stream large generated captures to disk.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
-const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_ETHERNET: u32 = 1;
 const SNAPLEN: u32 = 262_144;
 
 /// One captured frame and its stamp (microseconds since the epoch).
@@ -45,9 +45,21 @@ pub fn read(path: &Path) -> Vec<Record> {
     records
 }
 
-/// Writes `records` as a classic pcap, in the order given.
+/// The link type a classic pcap's header names (`LINKTYPE_*`, tcpdump.org/linktypes.html).
+pub fn link_type(path: &Path) -> u32 {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let field = bytes.get(20..24).expect("a pcap header");
+    u32::from_le_bytes(field.try_into().expect("4 bytes"))
+}
+
+/// Writes `records` as a classic Ethernet pcap, in the order given.
 pub fn write(path: &Path, records: &[Record]) {
-    let mut writer = Writer::create(path);
+    write_link(path, LINKTYPE_ETHERNET, records);
+}
+
+/// Writes `records` as a classic pcap of `link_type`, in the order given.
+pub fn write_link(path: &Path, link_type: u32, records: &[Record]) {
+    let mut writer = Writer::create_link(path, link_type);
     for record in records {
         writer.frame(record.ts_micros, &record.data);
     }
@@ -60,7 +72,12 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// An Ethernet capture.
     pub fn create(path: &Path) -> Writer {
+        Writer::create_link(path, LINKTYPE_ETHERNET)
+    }
+
+    pub fn create_link(path: &Path, link_type: u32) -> Writer {
         let file = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut header = Vec::with_capacity(24);
@@ -69,7 +86,7 @@ impl Writer {
         header.extend_from_slice(&4u16.to_le_bytes());
         header.extend_from_slice(&[0; 8]);
         header.extend_from_slice(&SNAPLEN.to_le_bytes());
-        header.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+        header.extend_from_slice(&link_type.to_le_bytes());
         out.write_all(&header).expect("write pcap header");
         Writer { out }
     }

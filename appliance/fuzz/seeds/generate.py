@@ -187,9 +187,9 @@ def ntlmssp(paths):
 
 
 def capture_records(path, start, count):
-    """`count` frames from `start` in the decode target's format: [step][len u16 LE][frame],
-    the step in 20 ms units as the target reads it."""
-    out, last = b"", None
+    """`count` frames from `start` in the decode target's format: the link type's index (0,
+    Ethernet), then [step][len u16 LE][frame], the step in 20 ms units as the target reads it."""
+    out, last = b"\x00", None
     for i, (ts, frame) in enumerate(records(path)):
         if i < start:
             continue
@@ -249,7 +249,7 @@ def main():
     total = sum(1 for _ in records(attack))
     windows = [capture_records(attack, i * total // 12, 8) for i in range(12)]
     windows += [capture_records(p, 0, 8) for p in [ZEEK / "dns53.pcap"] + krb + rdp + ldap[:1]]
-    write("decode", [w for w in windows if w])
+    write("decode", [w for w in windows if len(w) > 1])
 
 
 if __name__ == "__main__":

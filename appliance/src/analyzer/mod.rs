@@ -51,6 +51,18 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 9] = [
+        Protocol::Dns,
+        Protocol::Http,
+        Protocol::Smb,
+        Protocol::Ntlm,
+        Protocol::Ldap,
+        Protocol::Kerberos,
+        Protocol::Rdp,
+        Protocol::DceRpc,
+        Protocol::Unknown,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Protocol::Dns => "dns",
@@ -207,6 +219,15 @@ struct FlowState {
     lost: [bool; 2],
 }
 
+/// Per protocol: flows given to it (on its ports or recognised by content, with payload) and
+/// the events its sessions produced, so a protocol that saw traffic and made nothing of it is
+/// told ([`Analyzer::silent_protocols`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub flows: u64,
+    pub records: u64,
+}
+
 pub struct Analyzer {
     streams: StreamTable,
     /// Largest message kept whole for parsing: what one direction's stream buffer can hold.
@@ -214,6 +235,8 @@ pub struct Analyzer {
     flows: HashMap<u64, FlowState>,
     errors: Counts,
     counts: Counts,
+    /// Indexed by `Protocol as usize`.
+    traffic: [Traffic; Protocol::ALL.len()],
     logs: Option<ProtocolLogs>,
 }
 
@@ -225,8 +248,23 @@ impl Analyzer {
             flows: HashMap::new(),
             errors: Counts::new(),
             counts: Counts::new(),
+            traffic: [Traffic::default(); Protocol::ALL.len()],
             logs,
         }
+    }
+
+    /// Flows and records per protocol, for protocols that saw any flow.
+    pub fn traffic(&self) -> impl Iterator<Item = (Protocol, Traffic)> + '_ {
+        Protocol::ALL
+            .iter()
+            .map(|p| (*p, self.traffic[*p as usize]))
+            .filter(|(_, t)| t.flows > 0)
+    }
+
+    /// Protocols that were given flows and produced no record at all: traffic Vigil could not
+    /// read (another protocol on its port, a dialect or a capture cut it does not parse).
+    pub fn silent_protocols(&self) -> impl Iterator<Item = (Protocol, Traffic)> + '_ {
+        self.traffic().filter(|(_, t)| t.records == 0)
     }
 
     /// Parse errors by protocol and reason.
@@ -253,14 +291,21 @@ impl Analyzer {
     ) {
         match packet.transport {
             Transport::Udp { payload, .. } if !payload.is_empty() => {
-                let Some(state) = Self::state(&mut self.flows, observed, payload) else {
+                let Some(state) =
+                    Self::state(&mut self.flows, &mut self.traffic, observed, payload)
+                else {
                     return;
+                };
+                let records = &mut self.traffic[state.protocol as usize].records;
+                let mut emit = |event: &Event<'_>| {
+                    *records += 1;
+                    emit(event);
                 };
                 let mut report = Report::new(
                     ts,
                     *observed,
                     state.protocol,
-                    emit,
+                    &mut emit,
                     self.logs.as_mut(),
                     &mut self.errors,
                     &mut self.counts,
@@ -284,7 +329,9 @@ impl Analyzer {
                     }
                     return;
                 }
-                let Some(state) = Self::state(&mut self.flows, observed, payload) else {
+                let Some(state) =
+                    Self::state(&mut self.flows, &mut self.traffic, observed, payload)
+                else {
                     return;
                 };
                 if state.protocol == Protocol::Unknown {
@@ -307,6 +354,7 @@ impl Analyzer {
     /// The flow's state, created on its first payload: `None` when the flow is not worth any.
     fn state<'f>(
         flows: &'f mut HashMap<u64, FlowState>,
+        traffic: &mut [Traffic; Protocol::ALL.len()],
         observed: &Observed,
         payload: &[u8],
     ) -> Option<&'f mut FlowState> {
@@ -323,6 +371,9 @@ impl Analyzer {
                 } else {
                     return None;
                 };
+                if protocol != Protocol::Unknown {
+                    traffic[protocol as usize].flows += 1;
+                }
                 // Unknown TCP flows keep a marker so later segments are not classified anew.
                 Some(entry.insert(FlowState {
                     protocol,
@@ -353,11 +404,16 @@ impl Analyzer {
         let Some(state) = self.flows.get_mut(&observed.flow) else {
             return;
         };
+        let records = &mut self.traffic[protocol as usize].records;
+        let mut emit = |event: &Event<'_>| {
+            *records += 1;
+            emit(event);
+        };
         let mut report = Report::new(
             ts,
             *observed,
             protocol,
-            emit,
+            &mut emit,
             self.logs.as_mut(),
             &mut self.errors,
             &mut self.counts,
@@ -413,11 +469,16 @@ impl Analyzer {
             // Only attributed flows reach the analyzer, or end with an event.
             attributed: true,
         };
+        let records = &mut self.traffic[state.protocol as usize].records;
+        let mut emit = |event: &Event<'_>| {
+            *records += 1;
+            emit(event);
+        };
         let mut report = Report::new(
             ts,
             observed,
             state.protocol,
-            emit,
+            &mut emit,
             self.logs.as_mut(),
             &mut self.errors,
             &mut self.counts,

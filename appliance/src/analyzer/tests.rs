@@ -214,3 +214,44 @@ fn frames_are_cut_whole_skipped_when_too_large_and_lost_on_bad_framing() {
     let progress = framed(&[1, 2], 4, |_| Err("bad"), |_| {});
     assert!(matches!(progress, Progress::Lost("bad")));
 }
+
+#[test]
+fn a_protocol_given_flows_it_cannot_read_is_silent_until_it_makes_a_record() {
+    let mut h = Harness::new(StreamConfig::default());
+    // An SSH banner on an HTTP port: a flow for HTTP, no HTTP record.
+    h.segment(8080, true, SYN, 99, &[]);
+    h.segment(8080, true, PSH_ACK, 100, b"SSH-2.0-OpenSSH_9.2p1\r\n");
+    let silent: Vec<_> = h.analyzer.silent_protocols().collect();
+    assert_eq!(
+        silent,
+        [(
+            Protocol::Http,
+            Traffic {
+                flows: 1,
+                records: 0
+            }
+        )]
+    );
+    // A real exchange on another connection is a record: HTTP is no longer silent.
+    let request = b"GET / HTTP/1.1\r\nHost: web01\r\n\r\n";
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    h.frame(&ethernet(
+        0x0800,
+        &ipv4(CLIENT, SERVER, 6, &tcp(40001, 80, SYN, 499, &[])),
+    ));
+    h.frame(&ethernet(
+        0x0800,
+        &ipv4(CLIENT, SERVER, 6, &tcp(40001, 80, PSH_ACK, 500, request)),
+    ));
+    h.frame(&ethernet(
+        0x0800,
+        &ipv4(SERVER, CLIENT, 6, &tcp(80, 40001, PSH_ACK, 900, response)),
+    ));
+    assert_eq!(h.analyzer.silent_protocols().count(), 0);
+    let http: Vec<_> = h.analyzer.traffic().collect();
+    assert_eq!(http.len(), 1);
+    assert_eq!(http[0].0, Protocol::Http);
+    assert_eq!(http[0].1.flows, 2);
+    assert_eq!(http[0].1.records, 1, "{:?}", h.events);
+    assert_eq!(h.events.len(), 1);
+}

@@ -7,14 +7,17 @@ pub mod xdp;
 
 use std::fmt;
 
+use pcap_parser::Linktype;
 use vigil_plugin_sdk::Timestamp;
 
 /// One captured frame, borrowed from the source's buffer until the next call.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
     pub ts: Timestamp,
-    /// The captured bytes, starting at the Ethernet header.
+    /// The captured bytes, starting at the link-layer header `link_type` names.
     pub data: &'a [u8],
+    /// The capture's link type (AF_XDP: always Ethernet).
+    pub link_type: Linktype,
     /// The length on the wire (may exceed `data.len()` when the capture was truncated).
     pub wire_len: u32,
 }
@@ -62,8 +65,6 @@ pub enum CaptureError {
         offset: u64,
         reason: String,
     },
-    /// The link type is not Ethernet (or raw IP, which we also decode).
-    UnsupportedLinkType { source: String, link_type: i32 },
     Io {
         source: String,
         error: std::io::Error,
@@ -83,12 +84,6 @@ impl fmt::Display for CaptureError {
                 offset,
                 reason,
             } => write!(f, "{source}: damaged at byte offset {offset}: {reason}"),
-            CaptureError::UnsupportedLinkType { source, link_type } => {
-                write!(
-                    f,
-                    "{source}: unsupported link type {link_type} (Ethernet only)"
-                )
-            }
             CaptureError::Io { source, error } => write!(f, "{source}: {error}"),
             CaptureError::Xdp { source, reason } => write!(f, "{source}: AF_XDP: {reason}"),
         }

@@ -2,6 +2,10 @@
 //!
 //! Damage is reported with the file name and byte offset, after every packet before it has been
 //! delivered: an analyst replaying a capture cut short by a full disk still gets what is there.
+//!
+//! Every packet goes out with its link type (pcapng interfaces may differ); one the decoder cannot
+//! read is named in a warning once per file or interface, and its frames are still delivered, so
+//! the pipeline counts them.
 
 use std::fs::File;
 use std::io::Read;
@@ -13,6 +17,7 @@ use pcap_parser::{create_reader, Linktype, PcapBlockOwned, PcapError};
 use vigil_plugin_sdk::Timestamp;
 
 use super::{CaptureError, Next, Packet, Source};
+use crate::decode::link;
 
 /// Streaming buffer; grows up to [`MAX_RECORD`] for jumbo or GSO-sized records.
 const BUFFER: usize = 256 * 1024;
@@ -39,8 +44,6 @@ pub struct PcapSource {
     legacy_linktype: Linktype,
     legacy_nanos: bool,
     interfaces: Vec<Interface>,
-    /// Records whose link type we cannot decode, skipped.
-    pub skipped_records: u64,
 }
 
 impl PcapSource {
@@ -78,7 +81,6 @@ impl PcapSource {
             legacy_linktype: Linktype::ETHERNET,
             legacy_nanos: false,
             interfaces: Vec::new(),
-            skipped_records: 0,
         })
     }
 
@@ -119,9 +121,12 @@ impl PcapSource {
 
 /// What one block turned out to be, computed while the block borrows the reader.
 enum Parsed {
-    Frame { ts: Timestamp, wire_len: u32 },
+    Frame {
+        ts: Timestamp,
+        wire_len: u32,
+        link_type: Linktype,
+    },
     Metadata,
-    Skipped,
 }
 
 impl Source for PcapSource {
@@ -134,6 +139,7 @@ impl Source for PcapSource {
             let parsed = match self.reader.next() {
                 Ok((size, block)) => {
                     let parsed = parse_block(
+                        &self.path,
                         block,
                         &mut self.frame,
                         &mut self.legacy_linktype,
@@ -161,19 +167,23 @@ impl Source for PcapSource {
                 }
             };
             match parsed {
-                (size, Ok(Parsed::Frame { ts, wire_len })) => {
+                (
+                    size,
+                    Ok(Parsed::Frame {
+                        ts,
+                        wire_len,
+                        link_type,
+                    }),
+                ) => {
                     self.pending = size;
                     return Ok(Next::Packet(Packet {
                         ts,
                         data: &self.frame,
                         wire_len,
+                        link_type,
                     }));
                 }
                 (size, Ok(Parsed::Metadata)) => self.reader.consume(size),
-                (size, Ok(Parsed::Skipped)) => {
-                    self.skipped_records += 1;
-                    self.reader.consume(size);
-                }
                 (_, Err(reason)) => return Err(self.corrupt(reason)),
             }
         }
@@ -184,12 +194,25 @@ impl Source for PcapSource {
     }
 }
 
-fn decodable(linktype: Linktype) -> bool {
-    linktype == Linktype::ETHERNET
+/// Says once per file or interface that its frames cannot be decoded, naming the link type.
+fn warn_unsupported(path: &Path, interface: Option<usize>, linktype: Linktype) {
+    if link::supported(linktype) {
+        return;
+    }
+    let place = match interface {
+        Some(i) => format!("{}, interface {i}", path.display()),
+        None => path.display().to_string(),
+    };
+    tracing::warn!(
+        "{place}: link type {} ({}) is not supported: its frames are counted and not decoded",
+        linktype.0,
+        link::name(linktype)
+    );
 }
 
 /// Interprets one block, copying a packet's bytes into `frame`.
 fn parse_block(
+    path: &Path,
     block: PcapBlockOwned<'_>,
     frame: &mut Vec<u8>,
     legacy_linktype: &mut Linktype,
@@ -199,13 +222,11 @@ fn parse_block(
     match block {
         PcapBlockOwned::LegacyHeader(header) => {
             *legacy_linktype = header.network;
+            warn_unsupported(path, None, header.network);
             *legacy_nanos = PCAP_NANOSECOND_MAGICS.contains(&header.magic_number);
             Ok(Parsed::Metadata)
         }
         PcapBlockOwned::Legacy(record) => {
-            if !decodable(*legacy_linktype) {
-                return Ok(Parsed::Skipped);
-            }
             let fraction = u64::from(record.ts_usec);
             let micros = if *legacy_nanos {
                 fraction / 1000
@@ -216,6 +237,7 @@ fn parse_block(
             Ok(Parsed::Frame {
                 ts: Timestamp(u64::from(record.ts_sec) * 1_000_000 + micros),
                 wire_len: record.origlen,
+                link_type: *legacy_linktype,
             })
         }
         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
@@ -224,6 +246,7 @@ fn parse_block(
             Ok(Parsed::Metadata)
         }
         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+            warn_unsupported(path, Some(interfaces.len()), idb.linktype);
             interfaces.push(Interface {
                 linktype: idb.linktype,
                 resolution: idb.ts_resolution().unwrap_or(1_000_000),
@@ -241,9 +264,6 @@ fn parse_block(
                     epb.if_id
                 ));
             };
-            if !decodable(interface.linktype) {
-                return Ok(Parsed::Skipped);
-            }
             let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
             let resolution = interface.resolution.max(1);
             let secs = (ticks / resolution).saturating_add_signed(interface.offset_secs);
@@ -255,15 +275,19 @@ fn parse_block(
             Ok(Parsed::Frame {
                 ts: Timestamp(secs.saturating_mul(1_000_000).saturating_add(micros)),
                 wire_len: epb.origlen,
+                link_type: interface.linktype,
             })
         }
         PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
             // Simple packets carry no time: they inherit none, so they get time zero and
-            // are still counted and decoded.
+            // are still counted and decoded. They belong to the first interface (RFC draft).
             copy_frame(frame, spb.data);
             Ok(Parsed::Frame {
                 ts: Timestamp(0),
                 wire_len: spb.origlen,
+                link_type: interfaces
+                    .first()
+                    .map_or(Linktype::ETHERNET, |i| i.linktype),
             })
         }
         PcapBlockOwned::NG(_) => Ok(Parsed::Metadata),
@@ -281,12 +305,16 @@ mod tests {
     use std::io::Cursor;
 
     fn pcap_header() -> Vec<u8> {
+        pcap_header_of(Linktype::ETHERNET)
+    }
+
+    fn pcap_header_of(link_type: Linktype) -> Vec<u8> {
         let mut h = Vec::new();
         h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         h.extend_from_slice(&[2, 0, 4, 0]);
         h.extend_from_slice(&[0; 8]);
         h.extend_from_slice(&65535u32.to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&link_type.0.to_le_bytes());
         h
     }
 
@@ -332,6 +360,25 @@ mod tests {
                 (Timestamp(101_000_006), b"second".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn every_record_carries_the_files_link_type_supported_or_not() {
+        for link_type in [Linktype::LINUX_SLL2, Linktype::RAW, Linktype(105)] {
+            let mut file = pcap_header_of(link_type);
+            file.extend(record(1, 0, b"one"));
+            file.extend(record(2, 0, b"two"));
+            let mut source =
+                PcapSource::from_reader("mem.pcap", Cursor::new(file)).expect("a capture");
+            let mut seen = Vec::new();
+            while let Next::Packet(packet) = source.next_packet().expect("clean") {
+                seen.push((packet.link_type, packet.data.to_vec()));
+            }
+            assert_eq!(
+                seen,
+                vec![(link_type, b"one".to_vec()), (link_type, b"two".to_vec())]
+            );
+        }
     }
 
     #[test]

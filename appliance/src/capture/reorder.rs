@@ -15,6 +15,8 @@ use std::collections::BinaryHeap;
 
 use vigil_plugin_sdk::Timestamp;
 
+use pcap_parser::Linktype;
+
 use super::{CaptureError, Next, Packet, Source};
 
 /// A held frame buffer larger than this is given back when freed, so one jumbo or GSO frame
@@ -68,6 +70,7 @@ impl std::ops::AddAssign for ReorderStats {
 struct Slot {
     data: Vec<u8>,
     wire_len: u32,
+    link_type: Linktype,
 }
 
 /// Wraps `S`, releasing its packets in timestamp order within [`ReorderConfig::window_micros`].
@@ -154,6 +157,7 @@ impl Buffer {
         held.data.clear();
         held.data.extend_from_slice(packet.data);
         held.wire_len = packet.wire_len;
+        held.link_type = packet.link_type;
         self.held_bytes += packet.data.len();
         match (self.released, self.latest) {
             (Some(released), _) if packet.ts < released => {
@@ -220,6 +224,7 @@ impl<S: Source> Source for Reorder<S> {
             ts,
             data: &held.data,
             wire_len: held.wire_len,
+            link_type: held.link_type,
         }))
     }
 
@@ -258,6 +263,7 @@ mod tests {
                 ts: Timestamp(ms * 1000),
                 data: &self.byte,
                 wire_len: 1,
+                link_type: Linktype::ETHERNET,
             }))
         }
 

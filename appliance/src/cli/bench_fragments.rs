@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use pcap_parser::Linktype;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
@@ -145,7 +146,7 @@ fn decode_reassemble_flows(frames: &Frames) -> (Duration, FragmentStats) {
     let mut events = 0u64;
     let start = Instant::now();
     for (ts, frame) in frames {
-        let decoded = match decode_frame(frame) {
+        let decoded = match decode_frame(Linktype::ETHERNET, frame) {
             Ok(Frame::Whole(decoded)) => decoded,
             Ok(Frame::Fragment(fragment)) => match reassembler.push(*ts, &fragment) {
                 Some(datagram) => match datagram.decode() {
@@ -170,6 +171,7 @@ fn full_pipeline(mut pipeline: Pipeline, frames: &Frames) -> anyhow::Result<Dura
             ts: *ts,
             data,
             wire_len: data.len() as u32,
+            link_type: Linktype::ETHERNET,
         })?;
     }
     pipeline.finish()?;
@@ -180,7 +182,7 @@ fn full_pipeline(mut pipeline: Pipeline, frames: &Frames) -> anyhow::Result<Dura
 fn flood_memory(frames: &Frames) -> usize {
     let mut reassembler = Reassembler::new(FragmentConfig::default());
     for (ts, frame) in frames {
-        if let Ok(Frame::Fragment(fragment)) = decode_frame(frame) {
+        if let Ok(Frame::Fragment(fragment)) = decode_frame(Linktype::ETHERNET, frame) {
             reassembler.push(*ts, &fragment);
         }
     }

@@ -19,6 +19,10 @@ pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow
     save_learned(&mut pipeline, &common.data_dir)?;
     summary::print(&pipeline, &loaded, &failures);
     println!("alerts: {}", common.data_dir.join("eve.json").display());
+    // A capture Vigil cannot read at all must not pass for a quiet one.
+    if let Some(reason) = pipeline.stats().undecodable() {
+        anyhow::bail!("{reason}");
+    }
     // Everything readable was processed and saved; still fail so a script notices the damage.
     if !failures.is_empty() {
         anyhow::bail!(

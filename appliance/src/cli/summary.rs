@@ -1,5 +1,9 @@
-//! The table printed after a run.
+//! The table printed after a run, then a warning line for each thing the user should know did
+//! not work: frames of a link type not decoded, a protocol that saw traffic and made no record.
 
+use pcap_parser::Linktype;
+
+use crate::decode::link;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::Loaded;
 
@@ -29,6 +33,15 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         ),
         ("tcp resets sent".into(), stats.resets_sent.to_string()),
     ];
+    for (&link_type, n) in &stats.unsupported_link_types {
+        rows.push((
+            format!(
+                "frames of unsupported link type {link_type} ({})",
+                link::name(Linktype(link_type))
+            ),
+            n.to_string(),
+        ));
+    }
     for (name, value) in [
         ("packets put back in time order", stats.reorder.reordered),
         (
@@ -169,6 +182,44 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
             .collect();
         print_table("capture errors", &rows);
     }
+    for warning in warnings(pipeline) {
+        println!("warning: {warning}");
+    }
+}
+
+/// What the run could not read, one line each: unsupported link types, then protocols that
+/// were given flows and produced no record (with their parse errors, which say why).
+pub fn warnings(pipeline: &Pipeline) -> Vec<String> {
+    let stats = pipeline.stats();
+    let mut warnings: Vec<String> = stats
+        .unsupported_link_types
+        .iter()
+        .map(|(&link_type, n)| {
+            format!(
+                "{n} frames of link type {link_type} ({}) were not decoded: the link type is not supported",
+                link::name(Linktype(link_type))
+            )
+        })
+        .collect();
+    let errors = pipeline.analyzer().errors();
+    for (protocol, traffic) in pipeline.analyzer().silent_protocols() {
+        let name = protocol.name();
+        let reasons: Vec<String> = errors
+            .iter()
+            .filter(|((p, _), _)| *p == name)
+            .map(|((_, reason), n)| format!("{reason} {n}"))
+            .collect();
+        let why = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" (parse errors: {})", reasons.join(", "))
+        };
+        warnings.push(format!(
+            "{name}: {} flows on its ports or recognised by content, and no {name} record{why}",
+            traffic.flows
+        ));
+    }
+    warnings
 }
 
 pub fn print_table(title: &str, rows: &[(String, String)]) {

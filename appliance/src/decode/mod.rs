@@ -4,6 +4,10 @@
 //! Checksums are never verified: veth and offloading NICs hand us frames whose checksums the
 //! hardware would have finished, and an IDS must see what the host sees.
 //!
+//! Frames start with the link layer their capture names ([`link`]: Ethernet with 802.1Q/802.1ad
+//! tags, Linux cooked v1/v2, raw IPv4/IPv6, BSD loopback); the network layer is then read from
+//! the captured bytes in place, whatever the link type.
+//!
 //! [`decode`] takes whole datagrams only. [`decode_frame`] also recognises IPv4 and IPv6
 //! fragments and hands them out as [`Fragment`]s, for [`fragments::Reassembler`] to put back
 //! together; a reassembled datagram is decoded by [`fragments::Datagram::decode`] exactly as if it
@@ -12,15 +16,17 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use pcap_parser::Linktype;
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet,
-    IpProtocol, Ipv4Packet, Ipv6FragmentHeader, Ipv6Packet, TcpPacket, UdpPacket,
+    EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol,
+    Ipv4Packet, Ipv6FragmentHeader, Ipv6Packet, TcpPacket, UdpPacket,
 };
 
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 const VLAN_TAG_LEN: usize = 4;
 pub mod fragments;
+pub mod link;
 
 /// Nested tags accepted (QinQ and one more): deeper stacks are malformed in practice.
 const MAX_VLAN_TAGS: usize = 3;
@@ -160,6 +166,12 @@ pub struct Decoded<'a> {
 pub enum Skip {
     NotIp,
     TruncatedEthernet,
+    /// A Linux cooked (SLL, SLL2) or BSD loopback header cut short.
+    TruncatedLinkHeader,
+    /// A raw-IP link type whose packet is neither IPv4 nor IPv6.
+    BadIpVersion,
+    /// The capture's link type is not one decoded here ([`link::supported`]).
+    UnsupportedLinkType,
     TruncatedVlan,
     TooManyVlanTags,
     BadIpv4,
@@ -174,9 +186,12 @@ pub enum Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 11] = [
+    pub const ALL: [Skip; 14] = [
         Skip::NotIp,
         Skip::TruncatedEthernet,
+        Skip::TruncatedLinkHeader,
+        Skip::BadIpVersion,
+        Skip::UnsupportedLinkType,
         Skip::TruncatedVlan,
         Skip::TooManyVlanTags,
         Skip::BadIpv4,
@@ -192,6 +207,9 @@ impl Skip {
         match self {
             Skip::NotIp => "not_ip",
             Skip::TruncatedEthernet => "truncated_ethernet",
+            Skip::TruncatedLinkHeader => "truncated_link_header",
+            Skip::BadIpVersion => "bad_ip_version",
+            Skip::UnsupportedLinkType => "unsupported_link_type",
             Skip::TruncatedVlan => "truncated_vlan",
             Skip::TooManyVlanTags => "too_many_vlan_tags",
             Skip::BadIpv4 => "bad_ipv4",
@@ -204,9 +222,12 @@ impl Skip {
         }
     }
 
-    /// Whether the frame was damaged (as opposed to merely not for us).
+    /// Whether the frame was damaged (as opposed to merely not for us, or not readable here).
     pub const fn is_malformed(self) -> bool {
-        !matches!(self, Skip::NotIp | Skip::Fragment)
+        !matches!(
+            self,
+            Skip::NotIp | Skip::Fragment | Skip::UnsupportedLinkType
+        )
     }
 }
 
@@ -289,31 +310,29 @@ pub enum Frame<'a> {
 /// Decodes an Ethernet frame (with up to three 802.1Q/802.1ad tags) holding a whole datagram;
 /// a fragment is [`Skip::Fragment`] (see [`decode_frame`]).
 pub fn decode(frame: &[u8]) -> Result<Decoded<'_>, Skip> {
-    match decode_frame(frame)? {
+    decode_link(Linktype::ETHERNET, frame)
+}
+
+/// Decodes a frame of `link_type` holding a whole datagram.
+pub fn decode_link(link_type: Linktype, frame: &[u8]) -> Result<Decoded<'_>, Skip> {
+    match decode_frame(link_type, frame)? {
         Frame::Whole(decoded) => Ok(decoded),
         Frame::Fragment(_) => Err(Skip::Fragment),
     }
 }
 
-/// Decodes an Ethernet frame, handing out fragments instead of skipping them.
-pub fn decode_frame(frame: &[u8]) -> Result<Frame<'_>, Skip> {
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| Skip::TruncatedEthernet)?;
-    let src_mac = eth.src_addr().0;
-    let dst_mac = eth.dst_addr().0;
-    let mut ethertype = u16::from(eth.ethertype());
-    let mut payload = eth.payload();
-    let mut vlans = VlanTags::default();
+/// Decodes a frame of `link_type` (see [`link`]), handing out fragments instead of skipping
+/// them.
+pub fn decode_frame(link_type: Linktype, frame: &[u8]) -> Result<Frame<'_>, Skip> {
+    let (mut link, mut ethertype, mut payload) = link::header(link_type, frame)?;
+    // Ethernet's and the cooked headers' protocol is an ethertype: tags may follow it.
     while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
         let tag = payload.get(..VLAN_TAG_LEN).ok_or(Skip::TruncatedVlan)?;
-        vlans.push(ethertype, u16::from_be_bytes([tag[0], tag[1]]))?;
+        link.vlans
+            .push(ethertype, u16::from_be_bytes([tag[0], tag[1]]))?;
         ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         payload = &payload[VLAN_TAG_LEN..];
     }
-    let link = Link {
-        src_mac,
-        dst_mac,
-        vlans,
-    };
     let network = match EthernetProtocol::from(ethertype) {
         EthernetProtocol::Ipv4 => decode_ipv4(payload)?,
         EthernetProtocol::Ipv6 => decode_ipv6(payload)?,
@@ -321,9 +340,9 @@ pub fn decode_frame(frame: &[u8]) -> Result<Frame<'_>, Skip> {
     };
     Ok(match network {
         Network::Whole(src, dst, transport) => Frame::Whole(Decoded {
-            src_mac,
-            dst_mac,
-            vlans,
+            src_mac: link.src_mac,
+            dst_mac: link.dst_mac,
+            vlans: link.vlans,
             src,
             dst,
             transport,

@@ -328,6 +328,8 @@ impl Source for XdpSource {
                 ts: now(),
                 data,
                 wire_len: desc.len,
+                // A mirror port or an inline bridge port is Ethernet.
+                link_type: pcap_parser::Linktype::ETHERNET,
             }));
         }
     }

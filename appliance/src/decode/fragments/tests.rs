@@ -7,6 +7,7 @@ use smoltcp::wire::{
 
 use super::*;
 use crate::decode::{decode, decode_frame, Frame, Transport};
+use pcap_parser::Linktype;
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -174,7 +175,7 @@ fn v6_whole(next: IpProtocol, data: &[u8]) -> Vec<u8> {
 }
 
 fn fragment_of(frame: &[u8]) -> Fragment<'_> {
-    match decode_frame(frame) {
+    match decode_frame(Linktype::ETHERNET, frame) {
         Ok(Frame::Fragment(fragment)) => fragment,
         other => panic!("expected a fragment, got {other:?}"),
     }
