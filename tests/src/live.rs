@@ -141,6 +141,22 @@ pub fn start_tcpdump(ns: &Netns, args: &[&str]) -> Child {
     tcpdump
 }
 
+/// Waits until a capture file has stopped growing for half a second (tcpdump with `-U` writes
+/// each frame as it comes), so a test reads all of what was captured.
+pub fn wait_until_written(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let len = std::fs::metadata(path).map(|m| m.len()).ok();
+        if len.is_some() && len == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} kept growing", path.display());
+        last = len;
+    }
+}
+
 /// A real TCP SYN scan of `ports` on `target` from `ns`; returns nmap's report.
 pub fn syn_scan(ns: &Netns, target: &str, ports: &str) -> String {
     let report = ns

@@ -7,9 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
-use vigil_tests::live::{nmap_available, start_tcpdump};
+use vigil_tests::live::{nmap_available, start_tcpdump, wait_until_written};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
 use vigil_tests::workspace::{eve_records, replay_ok, replay_with, summary_value, TempDir};
@@ -50,22 +49,6 @@ fn ipv4_fragments(frames: &[Record]) -> (u64, u64) {
         all += u64::from(more || offset != 0);
     }
     (first, all)
-}
-
-/// Waits until the capture file has stopped growing for half a second (tcpdump writes every
-/// frame as it comes: `--immediate-mode -U`).
-fn wait_until_written(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let len = std::fs::metadata(path).map(|m| m.len()).ok();
-        if len.is_some() && len == last {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{} kept growing", path.display());
-        last = len;
-    }
 }
 
 /// A real nmap SYN scan of five ports on 40 hosts from `scanner`, with `extra` options,

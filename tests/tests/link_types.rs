@@ -13,7 +13,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use vigil_tests::lab::fixture;
-use vigil_tests::live::{nmap_available, start_tcpdump};
+use vigil_tests::live::{nmap_available, start_tcpdump, wait_until_written};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
 use vigil_tests::workspace::{eve_records, replay, replay_ok, summary_value, TempDir};
@@ -89,22 +89,6 @@ fn warnings(out: &Output) -> Vec<String> {
         .filter(|l| l.starts_with("warning: "))
         .map(str::to_string)
         .collect()
-}
-
-/// Waits until the capture file has stopped growing for half a second (`-U`: tcpdump writes
-/// each frame as it comes).
-fn wait_until_written(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let len = std::fs::metadata(path).map(|m| m.len()).ok();
-        if len.is_some() && len == last {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{} kept growing", path.display());
-        last = len;
-    }
 }
 
 /// The scan every capture here records: five ports on 40 hosts.
