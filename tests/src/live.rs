@@ -159,26 +159,18 @@ pub fn wait_until_written(path: &Path) {
 
 /// A real TCP SYN scan of `ports` on `target` from `ns`; returns nmap's report.
 pub fn syn_scan(ns: &Netns, target: &str, ports: &str) -> String {
-    let report = ns
-        .run(
-            "nmap",
-            &[
-                "-n",
-                "-Pn",
-                // AF_XDP takes the appliance end's ARP too: nmap must use the pinned neighbour
-                // through the kernel instead of resolving it on the wire itself.
-                "--send-ip",
-                "--disable-arp-ping",
-                "-sS",
-                "-T4",
-                "--max-retries",
-                "0",
-                "-p",
-                ports,
-                target,
-            ],
-        )
-        .expect("nmap runs");
+    // AF_XDP takes the appliance end's ARP too: nmap must use the pinned neighbour through the
+    // kernel instead of resolving it on the wire itself.
+    nmap_syn_scan(ns, target, ports, &["--send-ip", "--disable-arp-ping"])
+}
+
+/// A real TCP SYN scan (one try per probe) of `ports` on `targets` from `ns`, with `extra`
+/// options; returns nmap's report.
+pub fn nmap_syn_scan(ns: &Netns, targets: &str, ports: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-n", "-Pn", "-sS", "-T4", "--max-retries", "0", "-p", ports];
+    args.extend_from_slice(extra);
+    args.push(targets);
+    let report = ns.run("nmap", &args).expect("nmap runs");
     assert!(report.contains("Nmap done"), "{report}");
     report
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
-use vigil_tests::live::{nmap_available, start_tcpdump, wait_until_written};
+use vigil_tests::live::{nmap_available, nmap_syn_scan, start_tcpdump, wait_until_written};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
 use vigil_tests::workspace::{eve_records, replay_ok, replay_with, summary_value, TempDir};
@@ -59,20 +59,7 @@ fn capture_scan(scanner: &Netns, iface: &str, extra: &[&str], out: &Path) {
         scanner,
         &["-i", iface, "--immediate-mode", "-U", "-w", &path, "ip"],
     );
-    let mut args = vec![
-        "-n",
-        "-Pn",
-        "-sS",
-        "-T4",
-        "--max-retries",
-        "0",
-        "-p",
-        "22,80,139,445,3389",
-    ];
-    args.extend_from_slice(extra);
-    args.push(TARGETS);
-    let report = scanner.run("nmap", &args).expect("nmap runs");
-    assert!(report.contains("Nmap done"), "{report}");
+    nmap_syn_scan(scanner, TARGETS, "22,80,139,445,3389", extra);
     wait_until_written(out);
     let _ = tcpdump.kill();
     let _ = tcpdump.wait();

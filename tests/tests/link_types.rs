@@ -13,7 +13,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use vigil_tests::lab::fixture;
-use vigil_tests::live::{nmap_available, start_tcpdump, wait_until_written};
+use vigil_tests::live::{nmap_available, nmap_syn_scan, start_tcpdump, wait_until_written};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
 use vigil_tests::workspace::{eve_records, replay, replay_ok, summary_value, TempDir};
@@ -93,23 +93,7 @@ fn warnings(out: &Output) -> Vec<String> {
 
 /// The scan every capture here records: five ports on 40 hosts.
 fn scan(scanner: &Netns) {
-    let report = scanner
-        .run(
-            "nmap",
-            &[
-                "-n",
-                "-Pn",
-                "-sS",
-                "-T4",
-                "--max-retries",
-                "0",
-                "-p",
-                "22,80,139,445,3389",
-                TARGETS,
-            ],
-        )
-        .expect("nmap runs");
-    assert!(report.contains("Nmap done"), "{report}");
+    nmap_syn_scan(scanner, TARGETS, "22,80,139,445,3389", &[]);
 }
 
 /// A scanner and a victim namespace joined by a veth pair; the victim answers for TARGETS.
