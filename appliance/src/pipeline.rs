@@ -16,9 +16,12 @@ use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
-use crate::decode::{decode_frame, Fragment, Frame, Skip, SkipCounts, Transport as Layer4};
+use crate::decode::{
+    decode_frame, Decoded, Fragment, Frame, Skip, SkipCounts, Transport as Layer4,
+};
 use crate::devices::DeviceTable;
-use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable};
+use crate::flow::held::{HeldFrames, HeldStats};
+use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable, Observed};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
 use crate::respond::{reset, ActionError, Actions, Decision, ResponseGuard};
@@ -105,6 +108,8 @@ pub struct Pipeline {
     /// Fragments until their datagram is whole: nothing past decode sees a fragment.
     fragments: Reassembler,
     flows: FlowTable,
+    /// Frames of flows not yet attributed, for the parsers once they are.
+    held: HeldFrames,
     analyzer: Analyzer,
     /// Flows that ended during the current packet, for the analyzer to close (reused).
     ended: Vec<Event<'static>>,
@@ -147,6 +152,7 @@ impl Pipeline {
         Pipeline {
             fragments: Reassembler::default(),
             flows: FlowTable::new(flow),
+            held: HeldFrames::default(),
             analyzer: Analyzer::new(streams, logs),
             ended: Vec::new(),
             host,
@@ -181,6 +187,11 @@ impl Pipeline {
 
     pub fn flow_stats(&self) -> FlowStats {
         self.flows.stats()
+    }
+
+    /// Frames held for flows not yet attributed, released to the parsers or dropped.
+    pub fn held_stats(&self) -> HeldStats {
+        self.held.stats()
     }
 
     pub fn analyzer(&self) -> &Analyzer {
@@ -455,20 +466,41 @@ impl Pipeline {
                         ended.push(event);
                     }
                 });
-                // An unattributed flow's packets are nobody's doing yet (see `flow`).
-                if let Some(observed) = observed.filter(|o| o.attributed) {
-                    // What the responder's packet completes was answered: it proves both ends.
-                    let answer = observed.direction == Direction::FromResponder;
-                    self.analyzer
-                        .packet(packet.ts, &decoded, &observed, &mut |event| {
-                            *events += 1;
-                            if answer {
-                                devices.observe_answer(event);
-                            } else {
-                                devices.observe(event);
+                // An unattributed flow's packets are nobody's doing yet (see `flow`); what its
+                // responder says meanwhile is held for the parsers until it is someone's.
+                match observed {
+                    Some(observed) if observed.attributed => {
+                        let mut parsers = Parsers {
+                            analyzer: &mut self.analyzer,
+                            devices,
+                            batch,
+                            events,
+                        };
+                        if observed.attributed_now {
+                            for frame in self.held.release(observed.flow) {
+                                if let Ok(Frame::Whole(held)) =
+                                    decode_frame(frame.link_type, &frame.data)
+                                {
+                                    let observed = Observed {
+                                        direction: frame.direction,
+                                        ..observed
+                                    };
+                                    parsers.packet(frame.ts, &held, &observed);
+                                }
                             }
-                            batch.push(event);
-                        });
+                        }
+                        parsers.packet(packet.ts, &decoded, &observed);
+                    }
+                    // A reassembled datagram is not one frame: it is not held.
+                    Some(observed) if !reassembled && decoded.transport.has_payload() => {
+                        self.held.hold(
+                            observed.flow,
+                            (packet.ts, observed.direction),
+                            packet.link_type,
+                            packet.data,
+                        );
+                    }
+                    _ => {}
                 }
                 self.close_ended(packet.ts);
             }
@@ -796,5 +828,35 @@ fn no_actions() -> Answer {
     Answer {
         status: 503,
         body: serde_json::json!({ "error": "this appliance keeps no actions (no data directory)" }),
+    }
+}
+
+/// What a packet of an attributed flow goes through above the flow table.
+struct Parsers<'a> {
+    analyzer: &'a mut Analyzer,
+    devices: &'a mut DeviceTable,
+    batch: &'a mut EventBatch,
+    events: &'a mut u64,
+}
+
+impl Parsers<'_> {
+    fn packet(&mut self, ts: Timestamp, decoded: &Decoded<'_>, observed: &Observed) {
+        // What the responder's packet completes was answered: it proves both ends.
+        let answer = observed.direction == Direction::FromResponder;
+        let Parsers {
+            analyzer,
+            devices,
+            batch,
+            events,
+        } = self;
+        analyzer.packet(ts, decoded, observed, &mut |event| {
+            **events += 1;
+            if answer {
+                devices.observe_answer(event);
+            } else {
+                devices.observe(event);
+            }
+            batch.push(event);
+        });
     }
 }

@@ -468,6 +468,7 @@ impl Analyzer {
             direction: Direction::FromOriginator,
             // Only attributed flows reach the analyzer, or end with an event.
             attributed: true,
+            attributed_now: false,
         };
         let records = &mut self.traffic[state.protocol as usize].records;
         let mut emit = |event: &Event<'_>| {

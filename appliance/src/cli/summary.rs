@@ -42,7 +42,16 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
             n.to_string(),
         ));
     }
+    let held = pipeline.held_stats();
     for (name, value) in [
+        (
+            "frames held until their flow's originator spoke, then parsed",
+            held.released,
+        ),
+        (
+            "frames held for flows nobody answered, dropped",
+            held.dropped,
+        ),
         ("packets put back in time order", stats.reorder.reordered),
         (
             "packets released early (reorder buffer full)",

@@ -127,6 +127,16 @@ pub enum Transport<'a> {
     },
 }
 
+impl Transport<'_> {
+    /// Whether the segment or datagram carries application bytes.
+    pub fn has_payload(&self) -> bool {
+        match self {
+            Transport::Tcp { payload, .. } | Transport::Udp { payload, .. } => !payload.is_empty(),
+            Transport::Icmp { .. } | Transport::Other { .. } => false,
+        }
+    }
+}
+
 /// What an ICMP message means for flow tracking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IcmpKind {

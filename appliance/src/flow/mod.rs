@@ -17,6 +17,7 @@
 //! [`FlowStats::unsolicited`] when they end.
 
 mod expiry;
+pub mod held;
 mod tcp;
 
 use std::hash::{BuildHasher, Hash};
@@ -174,6 +175,8 @@ pub struct Observed {
     pub direction: Direction,
     /// Whether the flow's originator has demonstrably sent: parsers only see attributed flows.
     pub attributed: bool,
+    /// Whether this packet attributed it (what was held for the flow is now the parsers').
+    pub attributed_now: bool,
 }
 
 pub struct FlowTable {
@@ -287,7 +290,9 @@ impl FlowTable {
         flow.last = ts;
         // A flow that already ended unattributed stays nobody's: it lingers only to absorb
         // stragglers, and a FlowStart now would have no FlowEnd.
-        if !flow.attributed && flow.phase == Phase::Open && from_orig && !flags.has(TcpFlags::RST) {
+        let attributed_now =
+            !flow.attributed && flow.phase == Phase::Open && from_orig && !flags.has(TcpFlags::RST);
+        if attributed_now {
             flow.attributed = true;
             self.stats.started += 1;
             emit(event(flow, ts, EventKind::FlowStart));
@@ -329,6 +334,7 @@ impl FlowTable {
             transport: flow.transport,
             direction,
             attributed: flow.attributed,
+            attributed_now,
         })
     }
 
