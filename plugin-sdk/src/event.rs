@@ -158,6 +158,10 @@ pub enum EventKind<'a> {
         #[serde(borrow)]
         phases: alloc::vec::Vec<&'a str>,
         breaches: u32,
+        /// Breaches beyond their device's pattern (see [`crate::scan::pattern::Standing`]).
+        unusual: u32,
+        /// Breaches raised while their device or model was learning.
+        learning: u32,
     },
 }
 

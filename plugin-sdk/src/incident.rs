@@ -55,6 +55,13 @@ pub struct Incident {
     /// Breaches per model name, all of them, sorted by name.
     #[serde(default)]
     pub by_model: Vec<(String, u32)>,
+    /// Breaches beyond their device's pattern of life, or of models that do not learn: what
+    /// makes the incident more than a device's usual job or a floor crossed while learning.
+    #[serde(default)]
+    pub unusual: u32,
+    /// Breaches raised while their device's (or model's) pattern was still being learned.
+    #[serde(default)]
+    pub learning: u32,
     /// The first and the latest breaches (an analyst keeps a bounded number of each), in time
     /// order; [`Incident::breaches`] and [`Incident::by_model`] count the rest.
     pub timeline: Vec<TimelineEntry>,
@@ -81,6 +88,8 @@ impl Incident {
                 score: self.score,
                 phases: self.phases.iter().map(|p| p.name.as_str()).collect(),
                 breaches: self.breaches,
+                unusual: self.unusual,
+                learning: self.learning,
             },
         }
     }

@@ -96,6 +96,39 @@ pub mod pattern {
     pub const UNUSUAL: &str = "pattern.unusual";
     pub const LEARNING: &str = "learning";
     pub const LEARNED: &str = "learned";
+
+    /// How a breach stands against its device's pattern of life, from its evidence.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Standing {
+        /// Raised while the device's (or the model's) pattern was still being learned: the
+        /// fixed threshold decided alone; `usual` when what crossed it is what the device did
+        /// while learning.
+        Learning { usual: bool },
+        /// Past learning, of activity the device's pattern includes (only a floor crossed).
+        Usual,
+        /// Beyond the device's pattern, or from a model that does not learn (a signature, a
+        /// learned hostname or account): evidence of something new.
+        Unusual,
+        /// Built from other breaches (`hop` > 0): it repeats what they showed and adds nothing.
+        Derived,
+    }
+
+    impl Standing {
+        pub fn of(evidence: &[(&str, &str)], hop: u8) -> Standing {
+            if hop > 0 {
+                return Standing::Derived;
+            }
+            let said = |name: &str| evidence.iter().find(|(n, _)| *n == name).map(|e| e.1);
+            let usual = said(UNUSUAL) == Some("false");
+            if said(STATE) == Some(LEARNING) {
+                Standing::Learning { usual }
+            } else if usual {
+                Standing::Usual
+            } else {
+                Standing::Unusual
+            }
+        }
+    }
 }
 
 /// A breaching window: its targets and how they compare with the device's pattern.

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::incident::{Phase, TimelineEntry};
 use vigil_plugin_sdk::model::summarize;
+use vigil_plugin_sdk::scan::pattern::Standing;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin, PluginKind,
     Subscriptions, Timestamp,
@@ -265,6 +266,19 @@ fn write_summary(incident: &Incident) -> String {
             top.model, top.score
         ));
     }
+    if incident.learning > 0 {
+        text.push_str(&format!(
+            " {} of its {} breaches came while the device's pattern of life was still being \
+             learned{}.",
+            incident.learning,
+            incident.breaches,
+            if incident.unusual == 0 {
+                ", and none was beyond what it usually does"
+            } else {
+                ""
+            }
+        ));
+    }
     text
 }
 
@@ -291,6 +305,7 @@ impl Plugin for Analyst {
             destinations,
             ports,
             evidence,
+            hop,
             ..
         } = &event.kind
         else {
@@ -318,12 +333,19 @@ impl Plugin for Analyst {
             phases: Vec::new(),
             breaches: 0,
             by_model: Vec::new(),
+            unusual: 0,
+            learning: 0,
             timeline: Vec::new(),
             summary: String::new(),
         });
         incident.first = incident.first.min(event.ts);
         incident.last = incident.last.max(event.ts);
         incident.breaches = incident.breaches.saturating_add(1);
+        match Standing::of(evidence, *hop) {
+            Standing::Unusual => incident.unusual = incident.unusual.saturating_add(1),
+            Standing::Learning { .. } => incident.learning = incident.learning.saturating_add(1),
+            Standing::Usual | Standing::Derived => {}
+        }
         match incident
             .by_model
             .binary_search_by(|(name, _)| name.as_str().cmp(model))

@@ -11,12 +11,13 @@
 //! still learning (`pattern.state` = `learning`), or one of activity the device's own pattern
 //! includes (`pattern.unusual` = `false`: only the fixed threshold was crossed), asks in
 //! `learning_mode` / `usual_mode`, human by default, so only what is unusual for the device is
-//! acted on autonomously. The core de-duplicates repeated requests,
+//! acted on autonomously. An incident stands as its breaches do: one with no breach beyond its
+//! device's pattern (all raised while learning, usual, or built from those) asks the same way. The core de-duplicates repeated requests,
 //! so the responder keeps no state of its own: a model update of the policy applies from the
 //! next breach.
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::scan::pattern;
+use vigil_plugin_sdk::scan::pattern::Standing;
 use vigil_plugin_sdk::{
     export_plugin, ActionRequest, Event, EventClass, EventKind, Output, Plugin, PluginKind,
     Response, Subscriptions,
@@ -122,9 +123,22 @@ impl Plugin for Responder {
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         if let EventKind::Incident {
-            id, score, phases, ..
+            id,
+            score,
+            phases,
+            unusual,
+            learning,
+            ..
         } = &event.kind
         {
+            // An incident none of whose breaches is beyond its device's pattern stands as its
+            // breaches do: raised while learning, or the device's usual job.
+            let standing = match (*unusual, *learning) {
+                (0, 0) => Standing::Usual,
+                (0, _) => Standing::Learning { usual: false },
+                _ => Standing::Unusual,
+            };
+            let (mode, why) = self.mode_for(standing);
             for rule in &self.config.incident_rules {
                 if *score >= rule.min_score && phases.len() >= rule.min_phases {
                     for response in &rule.responses {
@@ -132,12 +146,12 @@ impl Plugin for Responder {
                             event,
                             *response,
                             format!(
-                                "incident {id} (score {score}, phases: {}) on {}",
+                                "incident {id} (score {score}{why}, phases: {}) on {}",
                                 phases.join(", "),
                                 event.src.ip
                             ),
                             Some(*id),
-                            self.config.mode,
+                            mode,
                         ));
                     }
                 }
@@ -148,30 +162,13 @@ impl Plugin for Responder {
             model,
             score,
             evidence,
+            hop,
             ..
         } = &event.kind
         else {
             return;
         };
-        let said = |name: &str| {
-            evidence
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, value)| *value)
-        };
-        let learning = said(pattern::STATE) == Some(pattern::LEARNING);
-        let usual = said(pattern::UNUSUAL) == Some("false");
-        // Any mode that asks for an operator makes the action wait for one.
-        let waits = self.config.mode == Mode::Human
-            || (learning && self.config.learning_mode == Mode::Human)
-            || (usual && self.config.usual_mode == Mode::Human);
-        let mode = if waits { Mode::Human } else { Mode::Autonomous };
-        let why = match (learning, usual) {
-            (true, true) => " while learning, usual for the device",
-            (true, false) => " while learning",
-            (false, true) => ", usual for the device",
-            (false, false) => "",
-        };
+        let (mode, why) = self.mode_for(Standing::of(evidence, *hop));
         for rule in &self.config.rules {
             let named = rule.models.is_empty() || rule.models.iter().any(|m| m == model);
             if !named || *score < rule.min_score {
@@ -186,6 +183,26 @@ impl Plugin for Responder {
 }
 
 impl Responder {
+    /// The mode of an action answering something of `standing`, and how its reason says so:
+    /// any mode that asks for an operator makes the action wait for one.
+    fn mode_for(&self, standing: Standing) -> (Mode, &'static str) {
+        let learning = self.config.learning_mode == Mode::Human;
+        let usual = self.config.usual_mode == Mode::Human;
+        let (waits, why) = match standing {
+            Standing::Learning { usual: false } => (learning, " while learning"),
+            Standing::Learning { usual: true } => {
+                (learning || usual, " while learning, usual for the device")
+            }
+            Standing::Usual => (usual, ", usual for the device"),
+            Standing::Unusual | Standing::Derived => (false, ""),
+        };
+        if waits || self.config.mode == Mode::Human {
+            (Mode::Human, why)
+        } else {
+            (Mode::Autonomous, why)
+        }
+    }
+
     fn request(
         &self,
         event: &Event<'_>,
@@ -213,6 +230,7 @@ mod tests {
     use super::*;
     use core::net::IpAddr;
     use vigil_plugin_sdk::harness::Harness;
+    use vigil_plugin_sdk::scan::pattern;
     use vigil_plugin_sdk::{Breach, Endpoint, Timestamp, Transport};
 
     fn breach(model: &str, score: u8) -> Breach {
@@ -264,6 +282,8 @@ mod tests {
             phases: vec![phase("Initial Access")],
             breaches: 2,
             by_model: Vec::new(),
+            unusual: 2,
+            learning: 0,
             timeline: Vec::new(),
             summary: String::new(),
         };
@@ -283,6 +303,19 @@ mod tests {
             .actions()
             .iter()
             .all(|a| a.device == IpAddr::from([10, 77, 0, 50]) && a.duration_secs == 3600));
+        // The same intrusion whose breaches all came while the device was learning waits.
+        incident.id = 8;
+        incident.unusual = 0;
+        incident.learning = 2;
+        h.feed(&incident.to_event());
+        let waiting = h.actions().last().expect("an action");
+        assert_eq!(waiting.incident, Some(8));
+        assert!(waiting.needs_confirmation, "{}", waiting.reason);
+        assert!(
+            waiting.reason.contains("while learning"),
+            "{}",
+            waiting.reason
+        );
         // A model no rule names asks for nothing.
         let before = h.actions().len();
         feed(&mut h, "Device / Reverse DNS Sweep", 60);
