@@ -326,6 +326,40 @@ fn usual_jobs_raise_nothing_after_learning_and_new_activity_of_the_same_devices_
         "breaches raised while learning wait for an operator: {actions:#?}"
     );
 
+    // The device table shows the second monitoring host, still learning, in the first one's
+    // peer group, and the backup server in neither.
+    let table: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.path().join("devices.json")).expect("devices.json"),
+    )
+    .expect("devices.json is JSON");
+    let device = |ip: &str| -> Value {
+        table["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| {
+                d["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["value"] == ip))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("{ip} is in the device table"))
+    };
+    let group_of = |ip: &str| -> Option<Value> {
+        let id = device(ip)["id"].clone();
+        table["peer_groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["members"].as_array().is_some_and(|m| m.contains(&id)))
+            .cloned()
+    };
+    let monitors = group_of(MONITOR).expect("the monitoring host has a peer group");
+    assert_eq!(group_of(SECOND_MONITOR), Some(monitors.clone()));
+    assert_ne!(group_of(BACKUP), Some(monitors.clone()), "{monitors}");
+    assert_eq!(device(MONITOR)["learning"]["state"], "learned");
+    assert_eq!(device(SECOND_MONITOR)["learning"]["state"], "learning");
+
     // The next night, the same devices do something new: each breaches, past learning, with
     // what its pattern expected and what it did.
     let unusual_night = on_day(&unusual, NIGHTS + 1);

@@ -17,6 +17,7 @@
 //! any source address, so it only refreshes a device already known: a flood from random
 //! addresses adds nothing. When the table is full the least recently seen devices make room.
 
+mod peers;
 mod reveal;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use smoltcp::wire::IpCidr;
 use vigil_plugin_sdk::{Event, Timestamp};
 
 use crate::proto::dhcp::DhcpMessage;
+pub use peers::PeerGroup;
 pub use reveal::NameSource;
 
 /// Names and addresses kept per device: the most recent win when a device has more.
@@ -37,6 +39,8 @@ const MAX_ADDRESSES: usize = 16;
 const MAX_MACS: usize = 8;
 /// Services (peer and port) a device's pattern of life keeps; the least recently used go first.
 const MAX_SERVICES: usize = 256;
+/// Service ports a device was seen to offer (answered on); the least recently used go first.
+const MAX_OFFERS: usize = 64;
 /// A full table forgets this fraction of its devices (the least recently seen) at once, so
 /// making room costs one pass per `max_devices / EVICT_FRACTION` new devices, not one per device.
 const EVICT_FRACTION: usize = 64;
@@ -52,6 +56,10 @@ pub struct DeviceConfig {
     pub max_devices: usize,
     /// A device not seen for this long (packet time) is forgotten when the table is saved.
     pub forget_after_days: u64,
+    /// How long after it is first seen a device's pattern of life is still being learned, as
+    /// the device table shows it: the scan models' default (each model's own period, in its
+    /// config, is what its breaches report).
+    pub learning_days: u64,
 }
 
 impl Default for DeviceConfig {
@@ -60,6 +68,7 @@ impl Default for DeviceConfig {
             home_nets: Vec::new(),
             max_devices: 65_536,
             forget_after_days: 90,
+            learning_days: 4,
         }
     }
 }
@@ -106,6 +115,34 @@ pub struct Device {
     /// "enforce its pattern of life" lets through.
     #[serde(default)]
     pub services: Vec<Seen<(IpAddr, u16)>>,
+    /// The service ports it answered connections on.
+    #[serde(default)]
+    pub offers: Vec<Seen<u16>>,
+    /// Where its pattern of life stands; filled in when the table is saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning: Option<Learning>,
+}
+
+/// Whether a device's pattern of life is still being learned, and since (until) when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Learning {
+    Learning { since: Timestamp, until: Timestamp },
+    Learned { since: Timestamp },
+}
+
+impl Learning {
+    fn at(first_seen: Timestamp, now: Timestamp, days: u64) -> Learning {
+        let until = first_seen.plus_secs(days.saturating_mul(86_400));
+        if now >= until {
+            Learning::Learned { since: until }
+        } else {
+            Learning::Learning {
+                since: first_seen,
+                until,
+            }
+        }
+    }
 }
 
 impl Device {
@@ -136,6 +173,9 @@ enum MacOwner {
 pub struct SavedDevices {
     pub devices: Vec<Device>,
     pub shared_macs: Vec<String>,
+    /// Devices doing the same job (see [`peers`]); derived, so not read back.
+    #[serde(default, skip_deserializing)]
+    pub peer_groups: Vec<PeerGroup>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -218,7 +258,10 @@ impl DeviceTable {
             .devices
             .iter()
             .filter(|d| now.since(d.last_seen) / 1_000_000 <= horizon)
-            .cloned()
+            .map(|d| Device {
+                learning: Some(Learning::at(d.first_seen, now, self.config.learning_days)),
+                ..d.clone()
+            })
             .collect();
         devices.sort_by_key(|d| d.id);
         // A router's MAC is worth keeping while a saved device was seen behind it; so the file
@@ -236,6 +279,7 @@ impl DeviceTable {
             .collect();
         shared_macs.sort();
         SavedDevices {
+            peer_groups: peers::peer_groups(&devices),
             devices,
             shared_macs,
         }
@@ -296,6 +340,14 @@ impl DeviceTable {
                     service,
                     event.ts,
                     MAX_SERVICES,
+                );
+            }
+            if let Some(&index) = self.by_address.get(&service.0) {
+                touch(
+                    &mut self.devices[index].offers,
+                    service.1,
+                    event.ts,
+                    MAX_OFFERS,
                 );
             }
         }
@@ -499,6 +551,8 @@ impl DeviceTable {
             macs: Vec::new(),
             host_names: Vec::new(),
             services: Vec::new(),
+            offers: Vec::new(),
+            learning: None,
         });
         index
     }
