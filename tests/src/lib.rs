@@ -7,5 +7,6 @@ pub mod live;
 pub mod logs;
 pub mod netns;
 pub mod pcap;
+pub mod samba;
 pub mod vm;
 pub mod workspace;

@@ -149,6 +149,43 @@ fn ldap_sasl_ntlm_bind_searches_and_ntlm_user_match_zeek() {
     );
 }
 
+/// Zeek leaves an NTLM login's `success` unset over LDAP; Vigil takes it from the bind response
+/// that answers the AUTHENTICATE, which is compared here with what tshark reads.
+#[test]
+fn ldap_sasl_ntlm_login_result_is_the_bind_response_tshark_reads() {
+    let Some(dir) = zeek_dir() else {
+        return;
+    };
+    let pcap = dir.join("ldap/sasl-ntlm.pcap");
+    let responses = tshark_fields(
+        &pcap,
+        "ldap.protocolOp == 1",
+        &["ldap.messageID", "ldap.resultCode"],
+    );
+    let mut expected: Vec<Vec<String>> = tshark_fields(
+        &pcap,
+        "ntlmssp.messagetype == 0x00000003",
+        &["ldap.messageID", "ntlmssp.auth.username"],
+    )
+    .into_iter()
+    .map(|auth| {
+        let response = responses
+            .iter()
+            .find(|r| r[0] == auth[0])
+            .unwrap_or_else(|| panic!("no bind response to message {}", auth[0]));
+        let success = if response[1] == "0" { "T" } else { "F" };
+        vec![auth[1].clone(), success.to_string()]
+    })
+    .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    let replay = Replay::run(&pcap);
+    assert_eq!(
+        ours(&replay.log("ntlm"), &["username", "success"]),
+        expected
+    );
+}
+
 /// Zeek logs only the server's CHALLENGE of this DCE/RPC exchange (its user fields are unset),
 /// so the server names are compared with Zeek and the login itself with what tshark reads.
 #[test]

@@ -1,9 +1,10 @@
 //! SMB over TCP: the input is one direction of a stream, cut into NetBIOS frames as the analyzer
-//! does, then every SMB message of each frame.
+//! does, then every SMB message of each frame (SMB2 compounds, SMB1 AndX chains).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vigil::proto::smb1::{self, Command};
 use vigil::proto::smb2::{self, Body, Repr};
 use vigil_fuzz::{frames, Framing};
 
@@ -46,7 +47,19 @@ fn walk(payload: &[u8]) {
                 // At most 2048 bytes of UTF-16.
                 assert!(path.chars().count() <= 1024, "tree path of {}", path.len());
             }
-            Ok(Repr::Smb1Negotiate { dialects }) => assert!(dialects.len() <= 64),
+            Ok(Repr::Smb1(message)) => smb1_chain(&message),
+            _ => {}
+        }
+    }
+}
+
+/// Every AndX link moves forward and the chain is bounded; strings stay bounded.
+fn smb1_chain(message: &smb1::Repr) {
+    assert!(message.commands.len() <= 8, "AndX chain of {}", message.commands.len());
+    for command in &message.commands {
+        match command {
+            Command::NegotiateRequest { dialects } => assert!(dialects.len() <= 64),
+            Command::TreeConnectRequest { path } => assert!(path.chars().count() <= 1024),
             _ => {}
         }
     }

@@ -60,17 +60,28 @@ impl Exchange {
                 workstation,
                 anonymous,
                 ..
-            } => {
-                self.started.get_or_insert(report.ts);
-                self.authenticate = Some(Authenticate {
-                    ts: report.ts,
-                    user,
-                    domain,
-                    workstation,
-                    anonymous,
-                });
-            }
+            } => self.authenticate(user, domain, workstation, anonymous, report),
         }
+    }
+
+    /// The client's names and answer to the challenge: from an NTLMSSP AUTHENTICATE, or from a
+    /// carrier that sends them itself (SMB1 without extended security).
+    pub fn authenticate(
+        &mut self,
+        user: String,
+        domain: String,
+        workstation: String,
+        anonymous: bool,
+        report: &mut Report<'_>,
+    ) {
+        self.started.get_or_insert(report.ts);
+        self.authenticate = Some(Authenticate {
+            ts: report.ts,
+            user,
+            domain,
+            workstation,
+            anonymous,
+        });
     }
 
     /// Whether an AUTHENTICATE is waiting for the carrier's verdict.

@@ -1,6 +1,7 @@
-//! SMB sessions: the dialect the server picks, tree connects paired with their responses by
-//! message id, and NTLM logins inside session setups with the status that answers them (every
-//! `STATUS_LOGON_FAILURE` is counted). Encrypted SMB3 is recognised and passed over quietly.
+//! SMB sessions, SMB1 and SMB2 alike: the dialect the server picks, tree connects paired with
+//! their responses by message id, and NTLM logins inside session setups with the status that
+//! answers them (every `STATUS_LOGON_FAILURE` is counted). Encrypted SMB3 is recognised and
+//! passed over quietly.
 
 use std::collections::HashMap;
 
@@ -9,10 +10,10 @@ use vigil_plugin_sdk::{AuthResult, EventKind, Timestamp};
 
 use super::ntlm::Exchange;
 use super::{framed, Progress, Report, MAX_PENDING_PER_FLOW};
-use crate::proto::smb2::{self, command, status, Body, HeaderRepr, Repr};
+use crate::proto::smb1::{self, Login};
+use crate::proto::{ntlm, smb2};
+use smb2::{command, status, Body, HeaderRepr, Repr};
 
-/// SMB1's NEGOTIATE command; a server answering it speaks SMB1.
-const SMB1_NEGOTIATE: u8 = 0x72;
 /// The dialect value events use for SMB1.
 const DIALECT_SMB1: u16 = 0x0001;
 
@@ -68,12 +69,39 @@ impl Session {
     fn message(&mut self, repr: Repr, report: &mut Report<'_>) {
         match repr {
             Repr::Smb2 { header, body } => self.smb2(header, body, report),
-            Repr::Smb1 {
-                command: SMB1_NEGOTIATE,
-                is_response: true,
-            } => negotiated(DIALECT_SMB1, report),
+            Repr::Smb1(message) => self.smb1(message, report),
             Repr::Encrypted { .. } | Repr::Compressed => report.count("encrypted_message"),
-            Repr::Smb1 { .. } | Repr::Smb1Negotiate { .. } => {}
+        }
+    }
+
+    fn smb1(&mut self, message: smb1::Repr, report: &mut Report<'_>) {
+        let header = message.header;
+        for command in message.commands {
+            match command {
+                smb1::Command::NegotiateResponse => negotiated(DIALECT_SMB1, report),
+                smb1::Command::SessionSetupRequest(Login::Ntlmssp(Some(token))) => {
+                    self.ntlm.message(token, report);
+                }
+                smb1::Command::SessionSetupRequest(Login::WithoutExtendedSecurity {
+                    user,
+                    domain,
+                    anonymous,
+                }) => {
+                    // No workstation travels in this form.
+                    self.ntlm
+                        .authenticate(user, domain, String::new(), anonymous, report);
+                }
+                smb1::Command::SessionSetupResponse { ntlm } => {
+                    self.session_setup_answered(header.status, ntlm, report);
+                }
+                smb1::Command::TreeConnectRequest { path } => {
+                    self.tree_requested(header.mid.into(), path, report);
+                }
+                smb1::Command::TreeConnectResponse { share_type } => {
+                    self.tree_answered(header.mid.into(), share_type, header.status, report);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -82,30 +110,55 @@ impl Session {
             Body::NegotiateResponse { dialect } => negotiated(dialect, report),
             Body::SessionSetupRequest { ntlm: Some(token) } => self.ntlm.message(token, report),
             Body::SessionSetupResponse { ntlm } if header.command == command::SESSION_SETUP => {
-                if header.status == status::MORE_PROCESSING_REQUIRED {
-                    if let Some(challenge) = ntlm {
-                        self.ntlm.message(challenge, report);
-                    }
-                    return;
-                }
-                if header.status == status::LOGON_FAILURE {
-                    report.count("logon_failure");
-                }
-                self.ntlm.result(auth_result(header.status), report);
+                self.session_setup_answered(header.status, ntlm, report);
             }
             Body::TreeConnectRequest { path } => {
-                if self.trees.len() < MAX_PENDING_PER_FLOW {
-                    self.trees.insert(header.message_id, (report.ts, path));
-                } else {
-                    report.error("too_many_pending");
-                }
+                self.tree_requested(header.message_id, path, report);
             }
             Body::TreeConnectResponse { share_type } => {
-                if let Some((ts, path)) = self.trees.remove(&header.message_id) {
-                    tree(report, ts, &path, share_type, Some(header.status));
-                }
+                self.tree_answered(header.message_id, share_type, header.status, report);
             }
             _ => {}
+        }
+    }
+
+    /// A session setup's answer: the CHALLENGE while more processing is required, else the
+    /// login's result.
+    fn session_setup_answered(
+        &mut self,
+        code: u32,
+        ntlm: Option<Result<ntlm::Message, ntlm::Error>>,
+        report: &mut Report<'_>,
+    ) {
+        if code == status::MORE_PROCESSING_REQUIRED {
+            if let Some(challenge) = ntlm {
+                self.ntlm.message(challenge, report);
+            }
+            return;
+        }
+        if code == status::LOGON_FAILURE {
+            report.count("logon_failure");
+        }
+        self.ntlm.result(auth_result(code), report);
+    }
+
+    fn tree_requested(&mut self, message_id: u64, path: String, report: &mut Report<'_>) {
+        if self.trees.len() < MAX_PENDING_PER_FLOW {
+            self.trees.insert(message_id, (report.ts, path));
+        } else {
+            report.error("too_many_pending");
+        }
+    }
+
+    fn tree_answered(
+        &mut self,
+        message_id: u64,
+        share_type: Option<u8>,
+        code: u32,
+        report: &mut Report<'_>,
+    ) {
+        if let Some((ts, path)) = self.trees.remove(&message_id) {
+            tree(report, ts, &path, share_type, Some(code));
         }
     }
 

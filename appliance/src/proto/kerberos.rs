@@ -248,11 +248,13 @@ mod tests {
     use super::*;
     use crate::proto::smb2::test_streams;
 
-    /// DER TLV with a short or two-byte long length.
+    /// DER TLV with the shortest length form up to two bytes.
     fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
         if content.len() < 0x80 {
             out.push(content.len() as u8);
+        } else if content.len() <= 0xff {
+            out.extend_from_slice(&[0x81, content.len() as u8]);
         } else {
             out.push(0x82);
             out.extend_from_slice(&(content.len() as u16).to_be_bytes());
@@ -382,6 +384,110 @@ mod tests {
         deep.insert(0, 0x80);
         deep.insert(0, tag::AS_REQ);
         assert!(Repr::parse(&deep).is_err());
+    }
+
+    /// The TLVs directly inside `content` as (tag, content); stops at the first that does not fit.
+    fn children(mut content: &[u8]) -> Vec<(u8, &[u8])> {
+        let mut out = Vec::new();
+        while let [tag, first, rest @ ..] = content {
+            let (len, rest) = if first & 0x80 == 0 {
+                (usize::from(*first), rest)
+            } else {
+                let n = usize::from(first & 0x7f);
+                let Some(bytes) = rest.get(..n) else { break };
+                let len = bytes.iter().fold(0, |len, b| len << 8 | usize::from(*b));
+                (len, &rest[n..])
+            };
+            let Some(value) = rest.get(..len) else { break };
+            out.push((*tag, value));
+            content = &rest[len..];
+        }
+        out
+    }
+
+    /// The context tag numbers of a KDC request's KDC-REQ-BODY fields.
+    fn body_fields(req: &[u8]) -> Vec<u8> {
+        let [(_, outer)] = children(req)[..] else {
+            panic!("one application TLV");
+        };
+        let [(0x30, fields)] = children(outer)[..] else {
+            panic!("a KDC-REQ sequence");
+        };
+        let Some((_, body)) = children(fields).into_iter().find(|(tag, _)| *tag == 0xa4) else {
+            panic!("a req-body");
+        };
+        let [(0x30, body)] = children(body)[..] else {
+            panic!("a KDC-REQ-BODY sequence");
+        };
+        children(body).iter().map(|(tag, _)| tag & 0x1f).collect()
+    }
+
+    /// `req` (an AS-REQ or TGS-REQ) re-encoded without the KDC-REQ-BODY fields tagged `drop`.
+    fn without_body_fields(req: &[u8], drop: &[u8]) -> Vec<u8> {
+        let [(app, outer)] = children(req)[..] else {
+            panic!("one application TLV");
+        };
+        let [(0x30, fields)] = children(outer)[..] else {
+            panic!("a KDC-REQ sequence");
+        };
+        let fields: Vec<u8> = children(fields)
+            .into_iter()
+            .flat_map(|(tag, value)| {
+                if tag != 0xa4 {
+                    return tlv(tag, value);
+                }
+                let [(0x30, body)] = children(value)[..] else {
+                    panic!("a KDC-REQ-BODY sequence");
+                };
+                let kept: Vec<u8> = children(body)
+                    .into_iter()
+                    .filter(|(tag, _)| !drop.contains(&(tag & 0x1f)))
+                    .flat_map(|(tag, value)| tlv(tag, value))
+                    .collect();
+                ctx(4, &tlv(0x30, &kept))
+            })
+            .collect();
+        tlv(app, &tlv(0x30, &fields))
+    }
+
+    #[test]
+    fn kinit_requests_without_their_optional_body_fields_still_parse() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        let path = dir.join("krb/kinit.pcap");
+        let request = test_streams::udp_datagrams(&path, 88)
+            .into_iter()
+            .find(|(to_server, m)| *to_server && m.first() == Some(&tag::AS_REQ))
+            .map(|(_, m)| m)
+            .expect("kinit sends an AS-REQ");
+        let Ok(Repr::Request { realm, .. }) = Repr::parse(&request) else {
+            panic!("the real AS-REQ parses");
+        };
+        // The request re-encodes to itself, so what changes below is only what was dropped.
+        assert_eq!(without_body_fields(&request, &[]), request);
+        // Of KDC-REQ-BODY's OPTIONAL fields (RFC 4120 §5.4.1) kinit already leaves out from (4),
+        // rtime (6), addresses (9), enc-authorization-data (10) and additional-tickets (11);
+        // cname (1) and sname (3) are dropped here, one at a time and together.
+        const CNAME: u8 = 1;
+        const SNAME: u8 = 3;
+        assert_eq!(body_fields(&request), [0, CNAME, 2, SNAME, 5, 7, 8]);
+        for dropped in [&[CNAME][..], &[SNAME], &[CNAME, SNAME]] {
+            let stripped = without_body_fields(&request, dropped);
+            match Repr::parse(&stripped) {
+                Ok(Repr::Request {
+                    kind: Kind::As,
+                    client,
+                    realm: stripped_realm,
+                    service,
+                }) => {
+                    assert_eq!(stripped_realm, realm);
+                    assert_eq!(client.is_none(), dropped.contains(&CNAME), "{dropped:?}");
+                    assert_eq!(service.is_none(), dropped.contains(&SNAME), "{dropped:?}");
+                }
+                other => panic!("without {dropped:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod kerberos;
 pub mod ldap;
 pub mod ntlm;
 pub mod rdp;
+pub mod smb1;
 pub mod smb2;

@@ -1,13 +1,13 @@
 //! SMB over TCP (445, and 139 after a NetBIOS session request): the NetBIOS session service
-//! framing (RFC 1002 §4.3), SMB2/3 messages (MS-SMB2 §2.2) with their compound chains, the SMB1
-//! NEGOTIATE that old clients and scanners still open with, and SMB3 transform headers, which mark
-//! an encrypted message we recognise and skip.
+//! framing (RFC 1002 §4.3), SMB2/3 messages (MS-SMB2 §2.2) with their compound chains, SMB1
+//! messages (read in [`super::smb1`]), and SMB3 transform headers, which mark an encrypted message
+//! we recognise and skip.
 //!
 //! [`frame_len`] cuts the stream into NetBIOS frames; [`Frame`] is a view over one; [`messages`]
 //! walks the SMB messages inside it, each a [`Repr`]. Only what a detector needs is decoded:
 //! dialects, NTLMSSP inside session setups, tree paths and share types, and every header's status.
 
-use super::ntlm;
+use super::{ntlm, smb1};
 
 mod field {
     use std::ops::Range;
@@ -38,28 +38,19 @@ mod field {
     pub const TRANSFORM_ORIGINAL_SIZE: usize = 36;
     pub const TRANSFORM_SESSION_ID: usize = 44;
     pub const TRANSFORM_END: usize = 52;
-    // SMB1 header ([MS-CIFS] §2.2.3.1)
-    pub const SMB1_COMMAND: usize = 4;
-    pub const SMB1_FLAGS: usize = 9;
-    pub const SMB1_WORD_COUNT: usize = 32;
 }
 
 const PROTOCOL_SMB2: &[u8] = b"\xfeSMB";
-const PROTOCOL_SMB1: &[u8] = b"\xffSMB";
 const PROTOCOL_TRANSFORM: &[u8] = b"\xfdSMB";
 const PROTOCOL_COMPRESSED: &[u8] = b"\xfcSMB";
 const HEADER_STRUCTURE_SIZE: u16 = 64;
 const FLAG_SERVER_TO_REDIR: u32 = 0x0000_0001;
-const SMB1_FLAG_REPLY: u8 = 0x80;
-const SMB1_COM_NEGOTIATE: u8 = 0x72;
 /// NetBIOS session message; the others (0x81 request, 0x82/0x83 responses, 0x84 retarget,
 /// 0x85 keep-alive) are framing only.
 pub const NETBIOS_SESSION_MESSAGE: u8 = 0x00;
 const NETBIOS_TYPES: [u8; 6] = [0x00, 0x81, 0x82, 0x83, 0x84, 0x85];
 /// Tree paths longer than this (in bytes of UTF-16) are not paths.
 const MAX_PATH_LEN: usize = 2048;
-/// SMB1 dialect strings read from one negotiate; a real client sends about ten.
-const MAX_SMB1_DIALECTS: usize = 64;
 
 /// SMB2 command codes (MS-SMB2 §2.2.1.2).
 pub mod command {
@@ -106,6 +97,8 @@ pub enum Error {
     BadNextCommand,
     /// A body's offset/length pair points outside the message.
     FieldOutOfBounds,
+    /// An SMB1 AndX offset that does not move forward.
+    BadAndXOffset,
 }
 
 impl Error {
@@ -117,6 +110,7 @@ impl Error {
             Error::BadHeader => "bad_header",
             Error::BadNextCommand => "bad_next_command",
             Error::FieldOutOfBounds => "field_out_of_bounds",
+            Error::BadAndXOffset => "bad_andx_offset",
         }
     }
 }
@@ -162,7 +156,7 @@ pub fn looks_like_smb(start: &[u8]) -> bool {
     start.first() == Some(&NETBIOS_SESSION_MESSAGE)
         && matches!(
             start.get(field::NB_END..field::NB_END + 4),
-            Some(id) if id == PROTOCOL_SMB2 || id == PROTOCOL_SMB1 || id == PROTOCOL_TRANSFORM
+            Some(id) if id == PROTOCOL_SMB2 || id == smb1::PROTOCOL || id == PROTOCOL_TRANSFORM
         )
 }
 
@@ -341,15 +335,7 @@ pub enum Repr {
         header: HeaderRepr,
         body: Body,
     },
-    /// An SMB1 NEGOTIATE request and the dialect strings it offers ("NT LM 0.12", "SMB 2.???").
-    Smb1Negotiate {
-        dialects: Vec<String>,
-    },
-    /// Any other SMB1 message.
-    Smb1 {
-        command: u8,
-        is_response: bool,
-    },
+    Smb1(smb1::Repr),
     /// An SMB3 transform header: the rest of the frame is encrypted and skipped.
     Encrypted {
         session_id: u64,
@@ -386,7 +372,7 @@ impl Iterator for Messages<'_> {
             // Everything but SMB2 fills the frame alone.
             self.done = true;
             return Some(match protocol {
-                Some(PROTOCOL_SMB1) => parse_smb1(buf),
+                Some(smb1::PROTOCOL) => smb1::Repr::parse(buf).map(Repr::Smb1),
                 Some(PROTOCOL_TRANSFORM) => parse_transform(buf),
                 Some(PROTOCOL_COMPRESSED) => Ok(Repr::Compressed),
                 Some(_) => Err(Error::NotSmb),
@@ -473,7 +459,8 @@ impl Repr {
     }
 }
 
-fn ntlm_in(blob: &[u8]) -> Option<Result<ntlm::Message, ntlm::Error>> {
+/// The NTLMSSP message in a session setup's security blob, raw or inside SPNEGO.
+pub(super) fn ntlm_in(blob: &[u8]) -> Option<Result<ntlm::Message, ntlm::Error>> {
     ntlm::find(blob).map(ntlm::Message::parse)
 }
 
@@ -493,36 +480,6 @@ fn parse_transform(buf: &[u8]) -> Result<Repr, Error> {
         session_id: le64(buf, field::TRANSFORM_SESSION_ID).ok_or(Error::Truncated)?,
         original_size: le32(buf, field::TRANSFORM_ORIGINAL_SIZE).ok_or(Error::Truncated)?,
     })
-}
-
-fn parse_smb1(buf: &[u8]) -> Result<Repr, Error> {
-    let command = *buf.get(field::SMB1_COMMAND).ok_or(Error::Truncated)?;
-    let flags = *buf.get(field::SMB1_FLAGS).ok_or(Error::Truncated)?;
-    let word_count = usize::from(*buf.get(field::SMB1_WORD_COUNT).ok_or(Error::Truncated)?);
-    let is_response = flags & SMB1_FLAG_REPLY != 0;
-    if command != SMB1_COM_NEGOTIATE || is_response {
-        return Ok(Repr::Smb1 {
-            command,
-            is_response,
-        });
-    }
-    // WordCount, words, ByteCount, then the dialects: each 0x02 and a NUL-terminated string.
-    let count_at = field::SMB1_WORD_COUNT + 1 + 2 * word_count;
-    let byte_count = usize::from(le16(buf, count_at).ok_or(Error::Truncated)?);
-    let mut bytes = buf
-        .get(count_at + 2..count_at + 2 + byte_count)
-        .ok_or(Error::FieldOutOfBounds)?;
-    let mut dialects = Vec::new();
-    while let [0x02, rest @ ..] = bytes {
-        if dialects.len() == MAX_SMB1_DIALECTS {
-            break;
-        }
-        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        let name = rest.get(..end).unwrap_or(rest);
-        dialects.push(String::from_utf8_lossy(name).into_owned());
-        bytes = rest.get(end + 1..).unwrap_or(&[]);
-    }
-    Ok(Repr::Smb1Negotiate { dialects })
 }
 
 /// Test scaffolding shared by the protocol modules' conformance tests: reads a capture with the
@@ -852,17 +809,25 @@ mod tests {
     #[test]
     fn smb1_negotiate_and_transform_header_are_recognised() {
         let mut m = vec![0u8; 32];
-        m[..4].copy_from_slice(PROTOCOL_SMB1);
-        m[4] = SMB1_COM_NEGOTIATE;
+        m[..4].copy_from_slice(smb1::PROTOCOL);
+        m[4] = smb1::command::NEGOTIATE;
         let dialects = b"\x02NT LM 0.12\0\x02SMB 2.002\0\x02SMB 2.???\0";
         m.push(0);
         m.extend_from_slice(&(dialects.len() as u16).to_le_bytes());
         m.extend_from_slice(dialects);
         assert_eq!(
             all(&netbios(&m)),
-            vec![Ok(Repr::Smb1Negotiate {
-                dialects: vec!["NT LM 0.12".into(), "SMB 2.002".into(), "SMB 2.???".into()]
-            })]
+            vec![Ok(Repr::Smb1(smb1::Repr {
+                header: smb1::HeaderRepr {
+                    command: smb1::command::NEGOTIATE,
+                    status: 0,
+                    is_response: false,
+                    mid: 0,
+                },
+                commands: vec![smb1::Command::NegotiateRequest {
+                    dialects: vec!["NT LM 0.12".into(), "SMB 2.002".into(), "SMB 2.???".into()]
+                }]
+            }))]
         );
         let mut t = vec![0xaa; 52 + 100];
         t[..4].copy_from_slice(PROTOCOL_TRANSFORM);
