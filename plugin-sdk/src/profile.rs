@@ -381,6 +381,9 @@ pub struct PatternConfig {
     /// A window with this many times the device's learned peak of distinct targets is "well
     /// over" its usual rate, even when every target is one it knows.
     pub peak_factor: u32,
+    /// `false`: nothing is learned and the fixed threshold alone decides, as before models
+    /// learned (breaches carry no pattern evidence); the benchmark's baseline.
+    pub learn: bool,
 }
 
 impl Default for PatternConfig {
@@ -392,6 +395,7 @@ impl Default for PatternConfig {
             max_targets: 1024,
             max_targets_total: 200_000,
             peak_factor: 3,
+            learn: true,
         }
     }
 }
@@ -404,6 +408,8 @@ pub enum Learning {
     Learning { since: Timestamp, until: Timestamp },
     /// Learned since `since`.
     Learned { since: Timestamp },
+    /// The model does not learn ([`PatternConfig::learn`] is off): its threshold decides.
+    Off,
 }
 
 impl Learning {

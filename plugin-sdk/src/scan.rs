@@ -177,7 +177,9 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
 
     /// Notes that `device` is active (any event of it): its age, and the model's.
     pub fn seen(&mut self, pattern: &PatternConfig, now: crate::Timestamp, device: IpAddr) {
-        self.profiles.seen(pattern, now, &device);
+        if pattern.learn {
+            self.profiles.seen(pattern, now, &device);
+        }
     }
 
     /// Expires old targets; call on `Tick`.
@@ -197,6 +199,23 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
         target: T,
         accept: impl FnOnce(&[T]) -> bool,
     ) -> Option<Episode<T>> {
+        if !pattern.learn {
+            let targets = self
+                .fan_out
+                .observe_where(config, now, counted, target, accept)?;
+            return Some(Episode {
+                verdict: FanOutVerdict {
+                    learning: Learning::Off,
+                    peer: None,
+                    seen: targets.len(),
+                    new: Vec::new(),
+                    peak: 0,
+                    unusual: true,
+                },
+                targets,
+                usual: Vec::new(),
+            });
+        }
         let device = counted.device();
         self.profiles.seen(pattern, now, &device);
         let profiles = &self.profiles;
@@ -291,6 +310,8 @@ impl<T: Target> Episode<T> {
         let (state, since, until) = match verdict.learning {
             Learning::Learning { since, until } => (pattern::LEARNING, since, Some(until)),
             Learning::Learned { since } => (pattern::LEARNED, since, None),
+            // Nothing learned, nothing to compare with: the model's own evidence says it all.
+            Learning::Off => return breach,
         };
         let expected = if self.usual.is_empty() {
             String::from("nothing: no usual targets learned for this device")

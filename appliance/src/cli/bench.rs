@@ -250,6 +250,7 @@ fn stage_rows(
             Some(("batched", batched)),
         ),
     ];
+    rows.extend(super::bench_learning::rows(&files, &events, runs)?);
     rows.push(super::bench_updates::hot_swap(
         bench_pipeline(&files, &config)?,
         path,

@@ -4,6 +4,7 @@ mod actions;
 mod bench;
 mod bench_captures;
 mod bench_fragments;
+mod bench_learning;
 mod bench_respond;
 mod bench_updates;
 mod bundle;
