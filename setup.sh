@@ -11,13 +11,16 @@ apt-get update -qq
 # iproute2/ethtool: the namespaces and veth pairs of the live tests; nmap: real scans in them;
 # tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries;
 # dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test; socat: the
-# servers and connections of the inline test; tcpreplay: forged frames onto a veth. The rest builds the flashable image (image/build.sh:
+# servers and connections of the inline test; tcpreplay: forged frames onto a veth; avahi-daemon,
+# samba (nmbd), samba-common-bin (nmblookup), dnsutils (dig) and python3 (the LLMNR responder): the
+# local name protocols test (tests/tests/local_names.rs). The rest builds the flashable image (image/build.sh:
 # kmod for module dependencies, faketime for reproducible timestamps, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
 # stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware; openssl
 # unlocks the Secure Boot test key OVMF ships).
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
     musl-tools dnsmasq-base isc-dhcp-client socat tcpreplay \
+    avahi-daemon samba samba-common-bin dnsutils python3 \
     kmod cpio zstd faketime erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
     systemd-boot-efi sbsigntool openssl qemu-system-x86 ovmf \
     >/dev/null
