@@ -447,4 +447,26 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn dns_is_recognised_by_its_shape() {
+        let query_bytes = query("fileserver.lab", qtype::A);
+        assert!(looks_like_dns(&query_bytes));
+        // mDNS's unicast-response bit in the question's class.
+        let mut unicast = query_bytes.clone();
+        let class_at = unicast.len() - 2;
+        unicast[class_at] = 0x80;
+        assert!(looks_like_dns(&unicast));
+        let mut two_questions = query_bytes.clone();
+        two_questions[5] = 2;
+        assert!(!looks_like_dns(&two_questions));
+        let mut query_with_answers = query_bytes.clone();
+        query_with_answers[7] = 1;
+        assert!(!looks_like_dns(&query_with_answers));
+        let mut chaos = query_bytes.clone();
+        chaos[class_at + 1] = 3;
+        assert!(!looks_like_dns(&chaos));
+        assert!(!looks_like_dns(&query_bytes[..query_bytes.len() - 1]));
+        assert!(!looks_like_dns(b"M-SEARCH * HTTP/1.1\r\n\r\n"));
+    }
 }
