@@ -14,6 +14,7 @@
 use vigil_plugin_sdk::EventKind;
 
 use super::dns::Logged;
+use super::log::Record as LogRecord;
 use super::{Protocol, Report};
 use crate::proto::dns::{self, qtype, Message, Record};
 use crate::proto::nbns;
@@ -64,28 +65,34 @@ pub(crate) fn datagram(payload: &[u8], report: &mut Report<'_>) {
     }
     let claims = claims_names(report.protocol, &message);
     let rcode = message.is_response().then(|| message.rcode());
+    let (protocol, transport, ts) = (report.protocol, report.observed.transport, report.ts);
     for line in &lines {
-        if let (true, Some(addresses)) = (claims, &line.claim) {
-            report.event(
-                report.ts,
-                EventKind::Dns {
-                    query: &line.query,
-                    qtype: line.qtype,
-                    rcode: Some(message.rcode()),
-                    answers: addresses.iter().map(String::as_str).collect(),
-                },
-            );
-        }
         let logged = Logged {
             id: message.id(),
             query: &line.query,
             qtype: line.qtype,
-            qtype_name: type_name(report.protocol, line.qtype),
+            qtype_name: type_name(protocol, line.qtype),
             rcode,
             answers: &line.answers,
         };
-        let (protocol, transport, ts) = (report.protocol, report.observed.transport, report.ts);
-        report.log_without_event("dns", ts, |record| logged.fill(protocol, transport, record));
+        let fill = |record: &mut LogRecord| logged.fill(protocol, transport, record);
+        match line.claim.as_ref().filter(|_| claims) {
+            Some(addresses) => {
+                report.event(
+                    ts,
+                    EventKind::Dns {
+                        query: &line.query,
+                        qtype: line.qtype,
+                        // An NBNS registration is a request, its rcode field zero: the claim
+                        // stands as an answer would.
+                        rcode: Some(message.rcode()),
+                        answers: addresses.iter().map(String::as_str).collect(),
+                    },
+                );
+                report.log("dns", ts, fill);
+            }
+            None => report.log_without_event("dns", ts, fill),
+        }
     }
 }
 
