@@ -12,14 +12,17 @@ apt-get update -qq
 # tshark: the benchmark's baseline; musl-tools: the static binary the flashable image carries;
 # dnsmasq-base/isc-dhcp-client: the real DHCP exchange of the device identity test; socat: the
 # servers and connections of the inline test; tcpreplay: forged frames onto a veth; samba,
-# smbclient and libnss-wrapper: the real SMB1 logins of tests/tests/smb1_ntlm.rs (smbd runs only
-# inside the test's namespaces: policy-rc.d keeps package scripts from starting it system-wide,
-# and a samba this run installs is not enabled for the next boot either).
+# smbclient and libnss-wrapper: the real SMB1 logins of tests/tests/smb1_ntlm.rs; avahi-daemon,
+# samba (nmbd), samba-common-bin (nmblookup), dnsutils (dig) and python3 (the LLMNR responder):
+# the local name protocols test (tests/tests/local_names.rs). Those daemons run only inside the
+# tests' namespaces: policy-rc.d keeps package scripts from starting them system-wide, and what
+# this run installs is not enabled for the next boot either.
 # The rest builds the flashable image (image/build.sh:
 # kmod for module dependencies, faketime for reproducible timestamps, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
 # stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware; openssl
 # unlocks the Secure Boot test key OVMF ships).
 samba_before=$(dpkg-query -W -f='${Status}' samba 2>/dev/null || true)
+avahi_before=$(dpkg-query -W -f='${Status}' avahi-daemon 2>/dev/null || true)
 made_policy=0
 if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
@@ -27,13 +30,17 @@ if [[ ! -e /usr/sbin/policy-rc.d ]]; then
 fi
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
-    musl-tools dnsmasq-base isc-dhcp-client socat tcpreplay samba smbclient libnss-wrapper \
+    musl-tools dnsmasq-base isc-dhcp-client socat tcpreplay \
+    samba smbclient libnss-wrapper samba-common-bin avahi-daemon dnsutils python3 \
     kmod cpio zstd faketime erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
     systemd-boot-efi sbsigntool openssl qemu-system-x86 ovmf \
     >/dev/null
 if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 if [[ $samba_before != *installed* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --quiet smbd nmbd 2>/dev/null || true
+fi
+if [[ $avahi_before != *installed* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --quiet avahi-daemon avahi-daemon.socket 2>/dev/null || true
 fi
 
 echo "==> Rust toolchain and targets"

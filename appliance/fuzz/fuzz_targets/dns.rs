@@ -1,9 +1,12 @@
-//! DNS messages as carried in one UDP datagram.
+//! DNS messages as carried in one UDP datagram: ordinary DNS, DNS recognised by content on an
+//! odd port, and the local name protocols (mDNS, LLMNR, and NBNS with its encoded names and
+//! records) as the analyzer reads them.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::dns::{self, Message, Repr};
+use vigil::proto::nbns;
 
 const HEADER: usize = 12;
 /// A name is cut once its text passes 4 × 255 bytes (every byte escaped as `\ddd`), so one
@@ -20,11 +23,39 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let mut name = String::new();
-    if let Ok(Some((_, after))) = message.first_question(&mut name) {
-        assert!(
-            after <= data.len(),
-            "question section ends past the message"
-        );
+    let after = match message.first_question(&mut name) {
+        Ok(Some((_, after))) => {
+            assert!(
+                after <= data.len(),
+                "question section ends past the message"
+            );
+            netbios_name(&name);
+            after
+        }
+        Ok(None) => dns::HEADER_LEN,
+        Err(_) => {
+            assert!(!dns::looks_like_dns(data), "DNS by content that does not parse");
+            return;
+        }
+    };
+    if dns::looks_like_dns(data) {
+        assert_eq!(message.question_count(), 1);
+        assert_eq!(message.opcode(), 0);
+    }
+    if let Ok(records) = message.answers_and_additionals(after) {
+        assert!(records.len() <= dns::MAX_ANSWERS);
+        for (owner, record) in &records {
+            assert!(record.rdata.start >= after && record.rdata.end <= data.len());
+            let _ = message.rdata_text(record);
+            netbios_name(owner);
+            let rdata = message.rdata(record);
+            if let Ok(entries) = nbns::nb_addresses(rdata) {
+                assert_eq!(entries.len() * 6, rdata.len());
+            }
+            if let Ok(names) = nbns::status_names(rdata) {
+                assert!(names.len() * 18 < rdata.len());
+            }
+        }
     }
     if let Ok(Some(repr)) = Repr::parse(&message) {
         assert_eq!(repr.response, message.is_response());
@@ -39,3 +70,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = (dns::qtype_name(repr.qtype), dns::rcode_name(repr.rcode));
     }
 });
+
+/// A name decoded as NetBIOS reads back from its display form (`WS01<20>`), as the device table
+/// reads it from an event.
+fn netbios_name(dotted: &str) {
+    if let Ok(name) = nbns::decode_name(dotted) {
+        assert_eq!(nbns::parse_display(&name.to_string()), Some(name));
+    }
+}

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use vigil_plugin_sdk::{EventKind, Timestamp};
+use vigil_plugin_sdk::{EventKind, Timestamp, Transport};
 
-use super::{framed, Progress, Report, MAX_PENDING_PER_FLOW};
+use super::log::Record;
+use super::{framed, Progress, Protocol, Report, MAX_PENDING_PER_FLOW};
 use crate::proto::dns;
 
 struct Pending {
@@ -72,7 +73,7 @@ impl Session {
 }
 
 fn emit(report: &mut Report<'_>, id: u16, query: &Pending, rcode: Option<u8>, answers: &[String]) {
-    let event = report.event(
+    report.event(
         query.ts,
         EventKind::Dns {
             query: &query.query,
@@ -81,16 +82,43 @@ fn emit(report: &mut Report<'_>, id: u16, query: &Pending, rcode: Option<u8>, an
             answers: answers.iter().map(String::as_str).collect(),
         },
     );
+    let logged = Logged {
+        id,
+        query: &query.query,
+        qtype: query.qtype,
+        qtype_name: dns::qtype_name(query.qtype),
+        rcode,
+        answers,
+    };
+    let (protocol, transport) = (report.protocol, report.observed.transport);
     report.log("dns", query.ts, |record| {
-        record.insert("proto".into(), json!(event.proto.name().to_lowercase()));
-        record.insert("trans_id".into(), json!(id));
-        record.insert("query".into(), json!(query.query));
-        record.insert("qtype".into(), json!(query.qtype));
-        record.insert("qtype_name".into(), json!(dns::qtype_name(query.qtype)));
-        if let Some(rcode) = rcode {
+        logged.fill(protocol, transport, record)
+    });
+}
+
+/// One line of the `dns` log, which DNS and the local name protocols share.
+pub(super) struct Logged<'a> {
+    pub id: u16,
+    pub query: &'a str,
+    pub qtype: u16,
+    pub qtype_name: String,
+    pub rcode: Option<u8>,
+    pub answers: &'a [String],
+}
+
+impl Logged<'_> {
+    pub fn fill(&self, protocol: Protocol, transport: Transport, record: &mut Record) {
+        record.insert("proto".into(), json!(transport.name().to_lowercase()));
+        // Zeek's `proto` is the transport; which name protocol it was is ours to add.
+        record.insert("protocol".into(), json!(protocol.name()));
+        record.insert("trans_id".into(), json!(self.id));
+        record.insert("query".into(), json!(self.query));
+        record.insert("qtype".into(), json!(self.qtype));
+        record.insert("qtype_name".into(), json!(self.qtype_name));
+        if let Some(rcode) = self.rcode {
             record.insert("rcode".into(), json!(rcode));
             record.insert("rcode_name".into(), json!(dns::rcode_name(rcode)));
         }
-        record.insert("answers".into(), json!(answers));
-    });
+        record.insert("answers".into(), json!(self.answers));
+    }
 }

@@ -10,6 +10,7 @@ mod dns;
 mod http;
 mod kerberos;
 mod ldap;
+mod local_names;
 mod log;
 mod ntlm;
 mod rdp;
@@ -24,11 +25,12 @@ use vigil_plugin_sdk::{Event, Timestamp, Transport as Proto};
 use crate::decode::{Decoded, TcpFlags, Transport};
 use crate::flow::{Direction, Observed};
 use crate::proto;
+use crate::proto::local_names::LocalNames;
 use crate::stream::{StreamConfig, StreamTable};
 
 pub use log::ProtocolLogs;
 pub use report::Counts;
-use report::Report;
+use report::{Report, Tally};
 
 /// Parse errors by protocol and reason, for the summary and metrics.
 pub type ErrorCounts = Counts;
@@ -47,11 +49,15 @@ pub enum Protocol {
     Kerberos,
     Rdp,
     DceRpc,
+    /// The local name protocols (see [`LocalNames`]), logged with DNS.
+    Mdns,
+    Llmnr,
+    Nbns,
     Unknown,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 9] = [
+    pub const ALL: [Protocol; 12] = [
         Protocol::Dns,
         Protocol::Http,
         Protocol::Smb,
@@ -60,6 +66,9 @@ impl Protocol {
         Protocol::Kerberos,
         Protocol::Rdp,
         Protocol::DceRpc,
+        Protocol::Mdns,
+        Protocol::Llmnr,
+        Protocol::Nbns,
         Protocol::Unknown,
     ];
 
@@ -73,14 +82,26 @@ impl Protocol {
             Protocol::Kerberos => "kerberos",
             Protocol::Rdp => "rdp",
             Protocol::DceRpc => "dce_rpc",
+            Protocol::Mdns => "mdns",
+            Protocol::Llmnr => "llmnr",
+            Protocol::Nbns => "nbns",
             Protocol::Unknown => "unknown",
         }
     }
 
-    /// The protocol a flow's responder port says it speaks.
+    /// The protocol a flow's responder port says it speaks; for the local name protocols
+    /// either port, as their answers often start a flow of their own from the service port.
     fn by_port(observed: &Observed) -> Protocol {
+        if observed.transport == Proto::Udp {
+            match LocalNames::of_udp_ports(observed.orig.port, observed.resp.port) {
+                Some(LocalNames::Mdns) => return Protocol::Mdns,
+                Some(LocalNames::Llmnr) => return Protocol::Llmnr,
+                Some(LocalNames::Nbns) => return Protocol::Nbns,
+                None => {}
+            }
+        }
         match (observed.transport, observed.resp.port) {
-            (Proto::Udp | Proto::Tcp, 53) | (Proto::Udp, 5353) => Protocol::Dns,
+            (Proto::Udp | Proto::Tcp, 53) => Protocol::Dns,
             (Proto::Tcp, 80 | 8000 | 8080) => Protocol::Http,
             (Proto::Tcp, 445 | 139) => Protocol::Smb,
             (Proto::Tcp, 389 | 3268) => Protocol::Ldap,
@@ -92,7 +113,14 @@ impl Protocol {
     }
 
     /// The protocol a flow's first payload looks like, for unusual ports.
-    fn by_content(first: &[u8]) -> Protocol {
+    fn by_content(transport: Proto, first: &[u8]) -> Protocol {
+        if transport == Proto::Udp {
+            return if proto::dns::looks_like_dns(first) {
+                Protocol::Dns
+            } else {
+                Protocol::Unknown
+            };
+        }
         if proto::http::looks_like_request(first) {
             Protocol::Http
         } else if proto::smb2::looks_like_smb(first) {
@@ -154,6 +182,8 @@ enum Session {
     Kerberos(kerberos::Session),
     Rdp(rdp::Session),
     DceRpc(dcerpc::Session),
+    /// Each datagram stands alone: no pairing (see [`local_names`]).
+    LocalNames,
     /// Not a protocol parsed here: its bytes are not kept.
     Ignored,
 }
@@ -168,6 +198,7 @@ impl Session {
             Protocol::Kerberos => Session::Kerberos(kerberos::Session::default()),
             Protocol::Rdp => Session::Rdp(rdp::Session::default()),
             Protocol::DceRpc => Session::DceRpc(dcerpc::Session::default()),
+            Protocol::Mdns | Protocol::Llmnr | Protocol::Nbns => Session::LocalNames,
             Protocol::Ntlm | Protocol::Unknown => Session::Ignored,
         }
     }
@@ -181,7 +212,7 @@ impl Session {
             Session::Kerberos(s) => s.stream(data, max_frame, report),
             Session::Rdp(s) => s.stream(data, report),
             Session::DceRpc(s) => s.stream(data, max_frame, report),
-            Session::Ignored => Progress::Used {
+            Session::LocalNames | Session::Ignored => Progress::Used {
                 used: data.len(),
                 skip: 0,
             },
@@ -192,6 +223,7 @@ impl Session {
         match self {
             Session::Dns(s) => s.message(payload, report),
             Session::Kerberos(s) => s.message(payload, report),
+            Session::LocalNames => local_names::datagram(payload, report),
             _ => {}
         }
     }
@@ -205,7 +237,7 @@ impl Session {
             Session::Kerberos(s) => s.ended(report),
             Session::Rdp(s) => s.ended(report),
             Session::DceRpc(s) => s.ended(report),
-            Session::Ignored => {}
+            Session::LocalNames | Session::Ignored => {}
         }
     }
 }
@@ -233,10 +265,7 @@ pub struct Analyzer {
     /// Largest message kept whole for parsing: what one direction's stream buffer can hold.
     max_frame: usize,
     flows: HashMap<u64, FlowState>,
-    errors: Counts,
-    counts: Counts,
-    /// Indexed by `Protocol as usize`.
-    traffic: [Traffic; Protocol::ALL.len()],
+    tally: Tally,
     logs: Option<ProtocolLogs>,
 }
 
@@ -246,9 +275,7 @@ impl Analyzer {
             max_frame: streams.max_direction_bytes,
             streams: StreamTable::new(streams),
             flows: HashMap::new(),
-            errors: Counts::new(),
-            counts: Counts::new(),
-            traffic: [Traffic::default(); Protocol::ALL.len()],
+            tally: Tally::default(),
             logs,
         }
     }
@@ -257,7 +284,7 @@ impl Analyzer {
     pub fn traffic(&self) -> impl Iterator<Item = (Protocol, Traffic)> + '_ {
         Protocol::ALL
             .iter()
-            .map(|p| (*p, self.traffic[*p as usize]))
+            .map(|p| (*p, self.tally.traffic[*p as usize]))
             .filter(|(_, t)| t.flows > 0)
     }
 
@@ -269,12 +296,12 @@ impl Analyzer {
 
     /// Parse errors by protocol and reason.
     pub fn errors(&self) -> &Counts {
-        &self.errors
+        &self.tally.errors
     }
 
     /// Outcomes worth a summary line, by protocol (e.g. `("smb", "logon_failure")`).
     pub fn counts(&self) -> &Counts {
-        &self.counts
+        &self.tally.counts
     }
 
     pub fn stream_stats(&self) -> crate::stream::StreamStats {
@@ -292,23 +319,20 @@ impl Analyzer {
         match packet.transport {
             Transport::Udp { payload, .. } if !payload.is_empty() => {
                 let Some(state) =
-                    Self::state(&mut self.flows, &mut self.traffic, observed, payload)
+                    Self::state(&mut self.flows, &mut self.tally.traffic, observed, payload)
                 else {
                     return;
                 };
-                let records = &mut self.traffic[state.protocol as usize].records;
-                let mut emit = |event: &Event<'_>| {
-                    *records += 1;
-                    emit(event);
-                };
+                if state.protocol == Protocol::Unknown {
+                    return;
+                }
                 let mut report = Report::new(
                     ts,
                     *observed,
                     state.protocol,
-                    &mut emit,
+                    emit,
                     self.logs.as_mut(),
-                    &mut self.errors,
-                    &mut self.counts,
+                    &mut self.tally,
                 );
                 state.session.datagram(payload, &mut report);
             }
@@ -330,7 +354,7 @@ impl Analyzer {
                     return;
                 }
                 let Some(state) =
-                    Self::state(&mut self.flows, &mut self.traffic, observed, payload)
+                    Self::state(&mut self.flows, &mut self.tally.traffic, observed, payload)
                 else {
                     return;
                 };
@@ -364,17 +388,17 @@ impl Analyzer {
                 let by_port = Protocol::by_port(observed);
                 let protocol = if by_port != Protocol::Unknown {
                     by_port
-                } else if observed.transport == Proto::Tcp {
+                } else if matches!(observed.transport, Proto::Tcp | Proto::Udp) {
                     // Either direction: a capture that starts mid-connection leaves the flow
                     // table to guess which side opened it.
-                    Protocol::by_content(payload)
+                    Protocol::by_content(observed.transport, payload)
                 } else {
                     return None;
                 };
                 if protocol != Protocol::Unknown {
                     traffic[protocol as usize].flows += 1;
                 }
-                // Unknown TCP flows keep a marker so later segments are not classified anew.
+                // Unknown flows keep a marker so later packets are not classified anew.
                 Some(entry.insert(FlowState {
                     protocol,
                     session: Session::new(protocol),
@@ -397,6 +421,7 @@ impl Analyzer {
         let side = usize::from(!from_orig);
         if self.streams.take_desync(observed.flow, from_orig) {
             *self
+                .tally
                 .errors
                 .entry((protocol.name(), "stream_gap"))
                 .or_default() += 1;
@@ -404,19 +429,13 @@ impl Analyzer {
         let Some(state) = self.flows.get_mut(&observed.flow) else {
             return;
         };
-        let records = &mut self.traffic[protocol as usize].records;
-        let mut emit = |event: &Event<'_>| {
-            *records += 1;
-            emit(event);
-        };
         let mut report = Report::new(
             ts,
             *observed,
             protocol,
-            &mut emit,
+            emit,
             self.logs.as_mut(),
-            &mut self.errors,
-            &mut self.counts,
+            &mut self.tally,
         );
         loop {
             let data = self.streams.data(observed.flow, from_orig);
@@ -470,19 +489,13 @@ impl Analyzer {
             attributed: true,
             attributed_now: false,
         };
-        let records = &mut self.traffic[state.protocol as usize].records;
-        let mut emit = |event: &Event<'_>| {
-            *records += 1;
-            emit(event);
-        };
         let mut report = Report::new(
             ts,
             observed,
             state.protocol,
-            &mut emit,
+            emit,
             self.logs.as_mut(),
-            &mut self.errors,
-            &mut self.counts,
+            &mut self.tally,
         );
         state.session.ended(&mut report);
     }

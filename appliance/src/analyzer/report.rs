@@ -8,11 +8,20 @@ use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 use serde_json::json;
 
 use super::log::Record;
-use super::{Protocol, ProtocolLogs};
+use super::{Protocol, ProtocolLogs, Traffic};
 use crate::flow::{Direction, Observed};
 
 /// Counters by (protocol, reason or outcome).
 pub type Counts = BTreeMap<(&'static str, &'static str), u64>;
+
+/// What the analyzer counts as its sessions report: parse errors, outcomes, and flows and
+/// records per protocol (indexed by `Protocol as usize`).
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub errors: Counts,
+    pub counts: Counts,
+    pub traffic: [Traffic; Protocol::ALL.len()],
+}
 
 pub(crate) struct Report<'r> {
     /// Packet time of what is being parsed.
@@ -21,8 +30,7 @@ pub(crate) struct Report<'r> {
     pub protocol: Protocol,
     emit: &'r mut dyn FnMut(&Event<'_>),
     logs: Option<&'r mut ProtocolLogs>,
-    errors: &'r mut Counts,
-    counts: &'r mut Counts,
+    tally: &'r mut Tally,
 }
 
 impl<'r> Report<'r> {
@@ -32,8 +40,7 @@ impl<'r> Report<'r> {
         protocol: Protocol,
         emit: &'r mut dyn FnMut(&Event<'_>),
         logs: Option<&'r mut ProtocolLogs>,
-        errors: &'r mut Counts,
-        counts: &'r mut Counts,
+        tally: &'r mut Tally,
     ) -> Report<'r> {
         Report {
             ts,
@@ -41,14 +48,14 @@ impl<'r> Report<'r> {
             protocol,
             emit,
             logs,
-            errors,
-            counts,
+            tally,
         }
     }
 
     /// A parse error or a protocol violation, counted by reason.
     pub fn error(&mut self, reason: &'static str) {
         *self
+            .tally
             .errors
             .entry((self.protocol.name(), reason))
             .or_default() += 1;
@@ -56,7 +63,11 @@ impl<'r> Report<'r> {
 
     /// Something worth a line in the summary (e.g. SMB logon failures).
     pub fn count(&mut self, what: &'static str) {
-        *self.counts.entry((self.protocol.name(), what)).or_default() += 1;
+        *self
+            .tally
+            .counts
+            .entry((self.protocol.name(), what))
+            .or_default() += 1;
     }
 
     /// Whether the message being parsed travels from the flow's originator.
@@ -74,8 +85,21 @@ impl<'r> Report<'r> {
             dst: self.observed.resp,
             kind,
         };
+        self.tally.traffic[self.protocol as usize].records += 1;
         (self.emit)(&event);
         event
+    }
+
+    /// Like [`Report::log`], for a record that goes to no plugin: it still counts as one the
+    /// protocol made (see [`super::Analyzer::silent_protocols`]).
+    pub fn log_without_event(
+        &mut self,
+        log: &'static str,
+        ts: Timestamp,
+        fill: impl FnOnce(&mut Record),
+    ) {
+        self.tally.traffic[self.protocol as usize].records += 1;
+        self.log(log, ts, fill);
     }
 
     /// Writes one line to `DATA_DIR/proto/<log>.json` (when `--protocol-logs` asked for them):

@@ -255,3 +255,70 @@ fn a_protocol_given_flows_it_cannot_read_is_silent_until_it_makes_a_record() {
     assert_eq!(http[0].1.records, 1, "{:?}", h.events);
     assert_eq!(h.events.len(), 1);
 }
+
+/// A DNS query for `name` (type A) with transaction id 0x1234.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+#[test]
+fn dns_on_an_odd_udp_port_is_recognised_by_content_and_other_datagrams_are_not() {
+    let mut h = Harness::new(StreamConfig::default());
+    let query = dns_query("fileserver.lab");
+    let mut answer = query.clone();
+    answer[2] = 0x81;
+    answer[3] = 0x80;
+    answer[7] = 1;
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 20]);
+    h.frame(&udp4(CLIENT, 40000, SERVER, 5300, &query));
+    h.frame(&udp4(SERVER, 5300, CLIENT, 40000, &answer));
+    // SSDP on an unclaimed port: not DNS, no record and no error.
+    h.frame(&udp4(
+        CLIENT,
+        40001,
+        SERVER,
+        1900,
+        b"M-SEARCH * HTTP/1.1\r\n\r\n",
+    ));
+    assert_eq!(h.events.len(), 1, "{:?}", h.events);
+    assert!(h.events[0].contains("10.0.0.20"), "{:?}", h.events);
+    let traffic: Vec<_> = h.analyzer.traffic().collect();
+    assert_eq!(
+        traffic,
+        [(
+            Protocol::Dns,
+            Traffic {
+                flows: 1,
+                records: 1
+            }
+        )]
+    );
+    assert!(h.analyzer.errors().is_empty(), "{:?}", h.analyzer.errors());
+}
+
+#[test]
+fn a_local_name_question_is_a_record_but_no_event() {
+    let mut h = Harness::new(StreamConfig::default());
+    let mut question = dns_query("ws07.local");
+    question[..2].copy_from_slice(&[0, 0]);
+    h.frame(&udp4(CLIENT, 5353, [224, 0, 0, 251], 5353, &question));
+    assert!(h.events.is_empty(), "{:?}", h.events);
+    assert_eq!(h.analyzer.silent_protocols().count(), 0);
+    let traffic: Vec<_> = h.analyzer.traffic().collect();
+    assert_eq!(
+        traffic,
+        [(
+            Protocol::Mdns,
+            Traffic {
+                flows: 1,
+                records: 1
+            }
+        )]
+    );
+}

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
 use vigil_plugin_sdk::{Event, EventKind, FlowState, Transport};
 
+use crate::proto::local_names::LocalNames;
+use crate::proto::nbns;
+
 /// DNS query types A and AAAA.
 const A: u16 = 1;
 const AAAA: u16 = 28;
@@ -23,6 +26,29 @@ pub enum NameSource {
     Dhcp,
     /// A DNS answer tying the name to the device's address (A, AAAA or PTR).
     Dns,
+    /// An mDNS answer or announcement (`name.local` A/AAAA), as macOS and Linux hosts send.
+    Mdns,
+    /// An LLMNR answer (A/AAAA), as Windows hosts send.
+    Llmnr,
+    /// A NetBIOS name registration or answer for a workstation or server name (`NAME<00>`,
+    /// `NAME<20>`), as Windows and Samba hosts send.
+    Nbns,
+}
+
+impl NameSource {
+    /// Which protocol a `Dns` event came over: the analyzer gives the local name protocols'
+    /// datagrams to the same sessions by these same ports.
+    fn of_dns(event: &Event<'_>) -> NameSource {
+        if event.proto != Transport::Udp {
+            return NameSource::Dns;
+        }
+        match LocalNames::of_udp_ports(event.src.port, event.dst.port) {
+            Some(LocalNames::Mdns) => NameSource::Mdns,
+            Some(LocalNames::Llmnr) => NameSource::Llmnr,
+            Some(LocalNames::Nbns) => NameSource::Nbns,
+            None => NameSource::Dns,
+        }
+    }
 }
 
 /// An address an event showed on the wire, with the MAC its frames came from.
@@ -116,7 +142,7 @@ pub fn names<'a>(event: &'a Event<'a>) -> Vec<(IpAddr, &'a str, NameSource)> {
             qtype,
             rcode: Some(0),
             answers,
-        } => dns_names(query, *qtype, answers),
+        } => dns_names(query, *qtype, answers, NameSource::of_dns(event)),
         _ => Vec::new(),
     }
 }
@@ -125,24 +151,36 @@ fn dns_names<'a>(
     query: &'a str,
     qtype: u16,
     answers: &[&'a str],
+    source: NameSource,
 ) -> Vec<(IpAddr, &'a str, NameSource)> {
-    match qtype {
-        PTR => reverse_address(query)
+    let addresses = || answers.iter().filter_map(|a| a.parse::<IpAddr>().ok());
+    match (source, qtype) {
+        (NameSource::Nbns, nbns::rtype::NB) => netbios_host_name(query)
+            .map(|name| addresses().map(|a| (a, name, source)).collect())
+            .unwrap_or_default(),
+        (NameSource::Nbns, _) => Vec::new(),
+        (_, PTR) => reverse_address(query)
             .into_iter()
             .flat_map(|address| {
                 answers
                     .iter()
                     .filter(|name| is_host_name(name))
-                    .map(move |name| (address, trim_root(name), NameSource::Dns))
+                    .map(move |name| (address, trim_root(name), source))
             })
             .collect(),
-        A | AAAA if is_host_name(query) => answers
-            .iter()
-            .filter_map(|answer| answer.parse::<IpAddr>().ok())
-            .map(|address| (address, trim_root(query), NameSource::Dns))
+        (_, A | AAAA) if is_host_name(query) => addresses()
+            .map(|address| (address, trim_root(query), source))
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The host name in a NetBIOS name as events carry it (`WS01<20>` is `WS01`); other suffixes
+/// name services or users, not the host.
+fn netbios_host_name(query: &str) -> Option<&str> {
+    let (name, _) = query.rsplit_once('<')?;
+    let parsed = nbns::parse_display(query)?;
+    (parsed.host_name().is_some() && is_host_name(name)).then_some(name)
 }
 
 fn trim_root(name: &str) -> &str {

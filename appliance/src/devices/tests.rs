@@ -571,3 +571,95 @@ fn home_nets_and_the_limit_come_from_config_and_bad_ones_are_refused() {
     };
     assert!(DeviceTable::new(none).is_err());
 }
+
+/// A `Dns` event on UDP between these ports, as the analyzer reports a local name claim.
+fn udp_dns<'a>(
+    secs: u64,
+    (sport, dport): (u16, u16),
+    query: &'a str,
+    qtype: u16,
+    answers: Vec<&'a str>,
+) -> Event<'a> {
+    Event {
+        ts: Timestamp::from_secs(secs),
+        flow: 2,
+        proto: Transport::Udp,
+        src: Endpoint {
+            ip: ip(20),
+            port: sport,
+            mac: SERVER,
+        },
+        dst: Endpoint {
+            ip: IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251)),
+            port: dport,
+            mac: [0x01, 0, 0x5e, 0, 0, 0xfb],
+        },
+        kind: EventKind::Dns {
+            query,
+            qtype,
+            rcode: Some(0),
+            answers,
+        },
+    }
+}
+
+#[test]
+fn local_name_claims_name_a_known_device_by_their_protocol() {
+    let mut t = table();
+    t.observe(&connection(1, (ip(20), LAPTOP)));
+    t.observe(&udp_dns(
+        2,
+        (5353, 5353),
+        "ws07.local",
+        1,
+        vec!["10.77.0.20"],
+    ));
+    t.observe(&udp_dns(3, (5355, 49152), "ws07", 1, vec!["10.77.0.20"]));
+    // NetBIOS: the workstation and server names are the host's; its messenger name (<03>) and
+    // anything on another port is not NetBIOS's to name.
+    for (secs, query) in [(4, "WS07<00>"), (5, "WS07<20>"), (6, "WS07<03>")] {
+        t.observe(&udp_dns(secs, (137, 137), query, 0x20, vec!["10.77.0.20"]));
+    }
+    t.observe(&udp_dns(
+        7,
+        (40000, 5300),
+        "WS99<00>",
+        0x20,
+        vec!["10.77.0.20"],
+    ));
+    let device = t.device_of(ip(20)).expect("device");
+    let mut sources: Vec<(&str, NameSource)> = device
+        .host_names
+        .iter()
+        .map(|n| (n.name.as_str(), n.source))
+        .collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            ("WS07", NameSource::Nbns),
+            ("ws07", NameSource::Llmnr),
+            ("ws07.local", NameSource::Mdns),
+        ]
+    );
+}
+
+#[test]
+fn a_local_name_claim_for_an_unknown_address_makes_no_device() {
+    let mut t = table();
+    t.observe(&udp_dns(
+        1,
+        (5353, 5353),
+        "ws07.local",
+        1,
+        vec!["10.77.0.20"],
+    ));
+    t.observe(&udp_dns(
+        2,
+        (137, 137),
+        "WS07<00>",
+        0x20,
+        vec!["10.77.0.20"],
+    ));
+    assert!(t.devices().is_empty());
+}

@@ -11,14 +11,24 @@ mod field {
     pub const FLAGS: Range<usize> = 2..4;
     pub const QDCOUNT: Range<usize> = 4..6;
     pub const ANCOUNT: Range<usize> = 6..8;
+    pub const NSCOUNT: Range<usize> = 8..10;
+    pub const ARCOUNT: Range<usize> = 10..12;
     pub const HEADER_END: usize = 12;
 }
+
+/// The fixed header; the question section starts here.
+pub const HEADER_LEN: usize = field::HEADER_END;
 
 /// Longest name on the wire (RFC 1035 §2.3.4), and the most labels one can hold.
 pub const MAX_NAME_LEN: usize = 255;
 const MAX_LABELS: usize = 128;
 /// Answers read from one message; more are counted but not decoded.
 pub const MAX_ANSWERS: usize = 32;
+/// Class IN, and the top bit mDNS borrows from a class (RFC 6762 §5.4, §10.2: the question's
+/// unicast-response bit, the record's cache-flush bit).
+const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
+const MDNS_CLASS_BIT: u16 = 0x8000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
@@ -102,6 +112,14 @@ impl<'a> Message<'a> {
         self.header(field::ANCOUNT)
     }
 
+    pub fn authority_count(&self) -> u16 {
+        self.header(field::NSCOUNT)
+    }
+
+    pub fn additional_count(&self) -> u16 {
+        self.header(field::ARCOUNT)
+    }
+
     /// Decompresses the name at `at` into `out` (dotted, no trailing dot, `.` for the root);
     /// returns the offset just past the name where it was written inline.
     pub fn read_name(&self, at: usize, out: &mut String) -> Result<usize> {
@@ -180,40 +198,127 @@ impl<'a> Message<'a> {
         let mut answers = Vec::new();
         let mut owner = String::new();
         for _ in 0..self.answer_count().min(MAX_ANSWERS as u16) {
-            pos = self.read_name(pos, &mut owner)?;
-            let rtype = be16(self.buf, pos)?;
-            let rdlen = usize::from(be16(self.buf, pos + 8)?);
-            let rdata_at = pos + 10;
-            let rdata = self
-                .buf
-                .get(rdata_at..rdata_at + rdlen)
-                .ok_or(Error::Truncated)?;
-            let text = match rtype {
-                qtype::A if rdlen == 4 => {
-                    Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]).to_string()
-                }
-                qtype::AAAA if rdlen == 16 => {
-                    let mut octets = [0u8; 16];
-                    octets.copy_from_slice(rdata);
-                    Ipv6Addr::from(octets).to_string()
-                }
-                qtype::PTR | qtype::CNAME | qtype::NS => {
-                    let mut name = String::new();
-                    self.read_name(rdata_at, &mut name)?;
-                    name
-                }
-                qtype::SRV if rdlen > 6 => {
-                    let mut name = String::new();
-                    self.read_name(rdata_at + 6, &mut name)?;
-                    format!("{name}:{}", be16(rdata, 4)?)
-                }
-                other => format!("<type {other}, {rdlen} bytes>"),
-            };
-            answers.push(text);
-            pos = rdata_at + rdlen;
+            let record = self.record_at(pos, &mut owner)?;
+            answers.push(self.rdata_text(&record)?);
+            pos = record.end();
         }
         Ok(answers)
     }
+
+    /// The resource record at `at`, its owner name decompressed into `owner`.
+    pub fn record_at(&self, at: usize, owner: &mut String) -> Result<Record> {
+        let pos = self.read_name(at, owner)?;
+        let rtype = be16(self.buf, pos)?;
+        let class = be16(self.buf, pos + 2)?;
+        let rdlen = usize::from(be16(self.buf, pos + 8)?);
+        let rdata = pos + 10..pos + 10 + rdlen;
+        if rdata.end > self.buf.len() {
+            return Err(Error::Truncated);
+        }
+        Ok(Record {
+            rtype,
+            class,
+            rdata,
+        })
+    }
+
+    /// A record's data, whose bounds [`Message::record_at`] checked.
+    pub fn rdata(&self, record: &Record) -> &'a [u8] {
+        &self.buf[record.rdata.clone()]
+    }
+
+    /// A record's data as text: addresses, names (decompressed against this message), or its
+    /// type and size for the types not read here.
+    pub fn rdata_text(&self, record: &Record) -> Result<String> {
+        let rdata = self.rdata(record);
+        Ok(match (record.rtype, rdata.len()) {
+            (qtype::A, 4) => Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]).to_string(),
+            (qtype::AAAA, 16) => {
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(rdata);
+                Ipv6Addr::from(octets).to_string()
+            }
+            (qtype::PTR | qtype::CNAME | qtype::NS, _) => {
+                let mut name = String::new();
+                self.read_name(record.rdata.start, &mut name)?;
+                name
+            }
+            (qtype::SRV, len) if len > 6 => {
+                let mut name = String::new();
+                self.read_name(record.rdata.start + 6, &mut name)?;
+                format!("{name}:{}", be16(rdata, 4)?)
+            }
+            (other, len) => unread_rdata(other, len),
+        })
+    }
+
+    /// The records of the answer and additional sections after the questions, each with its
+    /// owner name, up to [`MAX_ANSWERS`] in all. Authority records are skipped: in a referral
+    /// they name servers, in an mDNS probe they are names proposed, not yet held.
+    pub fn answers_and_additionals(&self, after_questions: usize) -> Result<Vec<(String, Record)>> {
+        let mut pos = after_questions;
+        let mut records = Vec::new();
+        let sections = [
+            (self.answer_count(), true),
+            (self.authority_count(), false),
+            (self.additional_count(), true),
+        ];
+        for (count, keep) in sections {
+            for _ in 0..count {
+                if records.len() == MAX_ANSWERS {
+                    return Ok(records);
+                }
+                let mut owner = String::new();
+                let record = self.record_at(pos, &mut owner)?;
+                pos = record.end();
+                if keep {
+                    records.push((owner, record));
+                }
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// How a record whose data is not read here shows in a log.
+pub fn unread_rdata(rtype: u16, len: usize) -> String {
+    format!("<type {rtype}, {len} bytes>")
+}
+
+/// One resource record's fixed fields, and where its data lies in the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub rtype: u16,
+    /// The class as sent, mDNS's cache-flush bit included.
+    pub class: u16,
+    pub rdata: std::ops::Range<usize>,
+}
+
+impl Record {
+    /// The offset just past the record.
+    pub fn end(&self) -> usize {
+        self.rdata.end
+    }
+}
+
+/// Whether a datagram on a port no protocol claims is DNS: one question (a name that parses,
+/// class IN or ANY, mDNS's unicast-response bit aside), a standard query's opcode, and for a
+/// query no answer or authority records. What a resolver sends to a server on an odd port
+/// passes; random bytes rarely get past a count of exactly one and a name ending in bounds.
+pub fn looks_like_dns(buf: &[u8]) -> bool {
+    let Ok(message) = Message::new_checked(buf) else {
+        return false;
+    };
+    let query_shape =
+        message.is_response() || (message.answer_count() == 0 && message.authority_count() == 0);
+    if message.question_count() != 1 || message.opcode() != 0 || !query_shape {
+        return false;
+    }
+    let mut name = String::new();
+    let Ok(end) = message.read_name(field::HEADER_END, &mut name) else {
+        return false;
+    };
+    be16(buf, end + 2).is_ok_and(|class| matches!(class & !MDNS_CLASS_BIT, CLASS_IN | CLASS_ANY))
 }
 
 /// The meaning of one DNS message, as logged and as an event.
@@ -341,5 +446,27 @@ mod tests {
                 assert!(Repr::parse(&message).is_err(), "len {len}");
             }
         }
+    }
+
+    #[test]
+    fn dns_is_recognised_by_its_shape() {
+        let query_bytes = query("fileserver.lab", qtype::A);
+        assert!(looks_like_dns(&query_bytes));
+        // mDNS's unicast-response bit in the question's class.
+        let mut unicast = query_bytes.clone();
+        let class_at = unicast.len() - 2;
+        unicast[class_at] = 0x80;
+        assert!(looks_like_dns(&unicast));
+        let mut two_questions = query_bytes.clone();
+        two_questions[5] = 2;
+        assert!(!looks_like_dns(&two_questions));
+        let mut query_with_answers = query_bytes.clone();
+        query_with_answers[7] = 1;
+        assert!(!looks_like_dns(&query_with_answers));
+        let mut chaos = query_bytes.clone();
+        chaos[class_at + 1] = 3;
+        assert!(!looks_like_dns(&chaos));
+        assert!(!looks_like_dns(&query_bytes[..query_bytes.len() - 1]));
+        assert!(!looks_like_dns(b"M-SEARCH * HTTP/1.1\r\n\r\n"));
     }
 }

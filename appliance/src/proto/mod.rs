@@ -7,6 +7,8 @@ pub mod dns;
 pub mod http;
 pub mod kerberos;
 pub mod ldap;
+pub mod local_names;
+pub mod nbns;
 pub mod ntlm;
 pub mod rdp;
 pub mod smb1;
