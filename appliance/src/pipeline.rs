@@ -679,6 +679,7 @@ impl Pipeline {
         let incidents = self.host.take_incidents();
         let any = !emitted.is_empty() || !incidents.is_empty();
         for breach in emitted {
+            self.devices.breached(&breach.breach);
             let device = self.devices.device_of(breach.breach.device.ip);
             self.sink.breach(&breach, device)?;
             *self

@@ -244,6 +244,26 @@ fn alerts_since(data: &Path, since: f64) -> Vec<Value> {
         .collect()
 }
 
+fn device_table(data: &Path) -> Value {
+    let text = std::fs::read_to_string(data.join("devices.json")).expect("devices.json");
+    serde_json::from_str(&text).expect("devices.json is JSON")
+}
+
+/// The device holding `ip` in a saved device table.
+fn device_in(table: &Value, ip: &str) -> Value {
+    table["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| {
+            d["addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["value"] == ip))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{ip} is in the device table"))
+}
+
 fn summary(alerts: &[Value]) -> Vec<String> {
     alerts
         .iter()
@@ -328,23 +348,8 @@ fn usual_jobs_raise_nothing_after_learning_and_new_activity_of_the_same_devices_
 
     // The device table shows the second monitoring host, still learning, in the first one's
     // peer group, and the backup server in neither.
-    let table: Value = serde_json::from_str(
-        &std::fs::read_to_string(data.path().join("devices.json")).expect("devices.json"),
-    )
-    .expect("devices.json is JSON");
-    let device = |ip: &str| -> Value {
-        table["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|d| {
-                d["addresses"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a["value"] == ip))
-            })
-            .cloned()
-            .unwrap_or_else(|| panic!("{ip} is in the device table"))
-    };
+    let table = device_table(data.path());
+    let device = |ip: &str| device_in(&table, ip);
     let group_of = |ip: &str| -> Option<Value> {
         let id = device(ip)["id"].clone();
         table["peer_groups"]
@@ -382,6 +387,13 @@ fn usual_jobs_raise_nothing_after_learning_and_new_activity_of_the_same_devices_
             });
         let pattern = &alert["vigil"]["pattern"];
         assert_eq!(pattern["state"], "learned", "{model}: {pattern}");
+        let models = device_in(&device_table(data.path()), device)["models"].clone();
+        assert!(
+            models.as_array().is_some_and(|m| m
+                .iter()
+                .any(|m| m["model"] == model && m["state"] == "learned")),
+            "the device table shows {model} learned for {device}: {models}"
+        );
         assert!(
             pattern["expected"].as_str().is_some_and(|e| !e.is_empty())
                 && pattern["seen"].as_str().is_some_and(|s| !s.is_empty()),

@@ -39,6 +39,8 @@ const MAX_ADDRESSES: usize = 16;
 const MAX_MACS: usize = 8;
 /// Services (peer and port) a device's pattern of life keeps; the least recently used go first.
 const MAX_SERVICES: usize = 256;
+/// Models whose learning state a device keeps (each plugin's model names, in all).
+const MAX_MODELS: usize = 32;
 /// Service ports a device was seen to offer (answered on); the least recently used go first.
 const MAX_OFFERS: usize = 64;
 /// A full table forgets this fraction of its devices (the least recently seen) at once, so
@@ -121,6 +123,22 @@ pub struct Device {
     /// Where its pattern of life stands; filled in when the table is saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning: Option<Learning>,
+    /// Where each learning model's pattern of it stood, as its latest breach said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelPattern>,
+}
+
+/// A model's learning state for one device, from the `pattern.*` evidence of its latest breach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPattern {
+    pub model: String,
+    /// `learning` or `learned`.
+    pub state: String,
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// When the breach that said so was raised.
+    pub reported: Timestamp,
 }
 
 /// Whether a device's pattern of life is still being learned, and since (until) when.
@@ -358,6 +376,37 @@ impl DeviceTable {
         }
     }
 
+    /// Notes where `breach`'s model stands in learning its device's pattern, when it says.
+    pub fn breached(&mut self, breach: &vigil_plugin_sdk::Breach) {
+        use vigil_plugin_sdk::scan::pattern;
+        let Some(&index) = self.by_address.get(&breach.device.ip) else {
+            return;
+        };
+        let said = |name: &str| {
+            breach
+                .evidence
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.value.clone())
+        };
+        let Some(state) = said(pattern::STATE) else {
+            return;
+        };
+        let reported = ModelPattern {
+            model: breach.model.clone(),
+            state,
+            since: said(pattern::SINCE).unwrap_or_default(),
+            until: said(pattern::UNTIL),
+            reported: breach.ts,
+        };
+        let models = &mut self.devices[index].models;
+        match models.iter_mut().find(|m| m.model == breach.model) {
+            Some(known) => *known = reported,
+            None if models.len() < MAX_MODELS => models.push(reported),
+            None => {}
+        }
+    }
+
     /// Learns from a datagram on the DHCP ports.
     pub fn dhcp(&mut self, ts: Timestamp, payload: &[u8]) {
         match crate::proto::dhcp::parse(payload) {
@@ -553,6 +602,7 @@ impl DeviceTable {
             services: Vec::new(),
             offers: Vec::new(),
             learning: None,
+            models: Vec::new(),
         });
         index
     }

@@ -162,6 +162,7 @@ mod tests {
                 .collect(),
             offers: offers.iter().map(|&port| seen(port)).collect(),
             learning: None,
+            models: Vec::new(),
         }
     }
 
