@@ -92,6 +92,10 @@ impl<'r> Report<'r> {
         record.insert("id.orig_p".into(), json!(observed.orig.port));
         record.insert("id.resp_h".into(), json!(observed.resp.ip.to_string()));
         record.insert("id.resp_p".into(), json!(observed.resp.port));
+        // Only when true, as Zeek's JSON leaves unset fields out: most connections are whole.
+        if observed.picked_up {
+            record.insert("partial".into(), json!(true));
+        }
         fill(&mut record);
         logs.write(log, record);
     }
