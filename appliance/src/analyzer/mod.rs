@@ -527,8 +527,8 @@ impl Analyzer {
                 Progress::Lost { used, reason } => {
                     report.error(reason);
                     if state.session.next_message(from_orig).is_some() {
-                        // The byte framing broke on starts no message: hunting past it always
-                        // moves on.
+                        // The byte the framing broke on starts no message: hunting from the
+                        // next one always moves on.
                         resyncs.skipped_bytes += 1;
                         self.streams.consume(observed.flow, from_orig, used + 1);
                         state.hunting[side] = true;
