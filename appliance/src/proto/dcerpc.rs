@@ -87,16 +87,16 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
     Ok(Some(len))
 }
 
-/// Whether a connection-oriented PDU plausibly starts at the front of `buf`: version 5.0 or 5.1,
-/// a connection-oriented PTYPE (C706 §12.6.4), a data representation of ASCII and IEEE-style
-/// floats in either byte order, and a fragment length that holds the header and the auth
-/// verifier it announces. For a stream picked up, or resumed after a gap, inside a PDU.
 /// Where the next PDU plausibly starts in `data` (see [`starts_message`]).
 pub fn next_message(data: &[u8]) -> Boundary {
     next_boundary(data, starts_message)
 }
 
-pub fn starts_message(buf: &[u8]) -> Start {
+/// Whether a connection-oriented PDU plausibly starts at the front of `buf`: version 5.0 or 5.1,
+/// a connection-oriented PTYPE (C706 §12.6.4), a data representation of ASCII and IEEE-style
+/// floats in either byte order, and a fragment length that holds the header and the auth
+/// verifier it announces. For a stream picked up, or resumed after a gap, inside a PDU.
+fn starts_message(buf: &[u8]) -> Start {
     /// REQUEST, RESPONSE, FAULT, then BIND through ORPHANED.
     const CONNECTION_PTYPES: [u8; 12] = [0, 2, 3, 11, 12, 13, 14, 15, 16, 17, 18, 19];
     let Some(header) = buf.get(..field::HEADER_END) else {

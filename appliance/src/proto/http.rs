@@ -269,7 +269,7 @@ fn next_line(data: &[u8], starts: fn(&[u8]) -> Start) -> Boundary {
 
 /// Whether a request line plausibly starts at the front of `buf`: a known method, then a line
 /// ending in a version (`HTTP/...`). For a client stream picked up, or resumed after a gap, mid-message.
-pub fn starts_request(buf: &[u8]) -> Start {
+fn starts_request(buf: &[u8]) -> Start {
     if !looks_like_request(buf) {
         let prefix = METHODS.iter().any(|m| m.starts_with(buf));
         return if prefix { Start::Undecided } else { Start::No };
@@ -291,7 +291,7 @@ pub fn starts_request(buf: &[u8]) -> Start {
 
 /// Whether a status line plausibly starts at the front of `buf`: `HTTP/1.x` and a three-digit
 /// status. For a server stream picked up, or resumed after a gap, mid-message.
-pub fn starts_response(buf: &[u8]) -> Start {
+fn starts_response(buf: &[u8]) -> Start {
     const SHAPE: &[u8] = b"HTTP/1.# ### ";
     let fits = |(&b, &shape): (&u8, &u8)| match shape {
         b'#' => b.is_ascii_digit(),

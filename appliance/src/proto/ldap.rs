@@ -97,15 +97,15 @@ fn is_protocol_op(tag: u8) -> bool {
     )
 }
 
-/// Whether an LDAPMessage plausibly starts at the front of `buf`: a SEQUENCE of sane length
-/// holding a non-negative INTEGER message id and then a known protocolOp that fits inside it.
-/// For a stream picked up, or resumed after a gap, inside a message.
 /// Where the next LDAPMessage plausibly starts in `data` (see [`starts_message`]).
 pub fn next_message(data: &[u8]) -> Boundary {
     next_boundary(data, starts_message)
 }
 
-pub fn starts_message(buf: &[u8]) -> Start {
+/// Whether an LDAPMessage plausibly starts at the front of `buf`: a SEQUENCE of sane length
+/// holding a non-negative INTEGER message id and then a known protocolOp that fits inside it.
+/// For a stream picked up, or resumed after a gap, inside a message.
+fn starts_message(buf: &[u8]) -> Start {
     const TAG_INTEGER: u8 = 0x02;
     let judge = || -> Result<Option<bool>, Error> {
         let Some(&tag) = buf.get(field::TAG) else {
@@ -140,10 +140,10 @@ pub fn starts_message(buf: &[u8]) -> Start {
         else {
             return Ok(None);
         };
-        let end = field::LENGTH + seq_header + seq_len;
-        Ok(Some(
-            seq_len <= MAX_MESSAGE_LEN && op_at + 1 + op_header + op_len <= end,
-        ))
+        // Both lengths come off the wire (up to 2^32 - 1): compare without overflowing.
+        let end = (field::LENGTH + seq_header).saturating_add(seq_len);
+        let op_end = (op_at + 1 + op_header).saturating_add(op_len);
+        Ok(Some(seq_len <= MAX_MESSAGE_LEN && op_end <= end))
     };
     match judge() {
         Ok(Some(true)) => Start::Yes,

@@ -166,15 +166,15 @@ pub fn looks_like_smb(start: &[u8]) -> bool {
         )
 }
 
-/// Whether a NetBIOS session message carrying SMB plausibly starts at the front of `buf`: type
-/// 0x00, a length that holds at least the SMB header, then an SMB protocol id (and, for SMB2,
-/// its fixed header size). For a stream picked up, or resumed after a gap, inside a message.
 /// Where the next NetBIOS frame carrying SMB plausibly starts in `data` (see [`starts_message`]).
 pub fn next_message(data: &[u8]) -> Boundary {
     next_boundary(data, starts_message)
 }
 
-pub fn starts_message(buf: &[u8]) -> Start {
+/// Whether a NetBIOS session message carrying SMB plausibly starts at the front of `buf`: type
+/// 0x00, a length that holds at least the SMB header, then an SMB protocol id (and, for SMB2,
+/// its fixed header size). For a stream picked up, or resumed after a gap, inside a message.
+fn starts_message(buf: &[u8]) -> Start {
     const SMB1_HEADER_LEN: usize = 32;
     let Some(header) = buf.get(..field::NB_END + field::STRUCTURE_SIZE + 2) else {
         return if buf.first().is_some_and(|&t| t != NETBIOS_SESSION_MESSAGE) {
