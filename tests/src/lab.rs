@@ -180,6 +180,18 @@ pub fn shifted(pcap: &Path, secs: u64, out: &Path) {
     assert!(status.success(), "editcap -t {secs} {}", pcap.display());
 }
 
+/// `pcap` without the frames `frames` lists (editcap's numbering from 1: `7`, `1-186`), written
+/// to `out`: a capture started later, or one that missed segments.
+pub fn without_frames(pcap: &Path, frames: &[String], out: &Path) {
+    let status = std::process::Command::new("editcap")
+        .arg(pcap)
+        .arg(out)
+        .args(frames)
+        .status()
+        .expect("editcap runs (./setup.sh installs tshark's tools)");
+    assert!(status.success(), "editcap {} {frames:?}", pcap.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,16 @@ pub struct Replay {
 
 impl Replay {
     pub fn run(pcap: &Path) -> Replay {
+        Replay::run_all(&[pcap])
+    }
+
+    /// A replay of `pcaps` in order, as one capture.
+    pub fn run_all(pcaps: &[&Path]) -> Replay {
         let data = TempDir::new("protologs");
-        let out = replay_with(data.path(), &["--protocol-logs"], &[pcap]);
+        let out = replay_with(data.path(), &["--protocol-logs"], pcaps);
         assert!(
             out.status.success(),
-            "vigil replay {}: {}",
-            pcap.display(),
+            "vigil replay {pcaps:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Replay {

@@ -1,11 +1,12 @@
 //! DCE/RPC over TCP: the input is one direction of a stream, cut into PDUs as the analyzer does;
-//! the auth token of each is read and, when it carries one, its NTLMSSP message parsed.
+//! the auth token of each is read and, when it carries one, its NTLMSSP message parsed; and the
+//! input as a stream picked up mid-PDU, from where the framer finds its place again.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::{dcerpc, ntlm};
-use vigil_fuzz::{frames, Framing};
+use vigil_fuzz::{frames, resync, Framing};
 
 const HEADER: usize = 16;
 
@@ -25,6 +26,17 @@ fuzz_target!(|data: &[u8]| {
         check(data, &pdu);
     }
     let _ = dcerpc::looks_like_bind(data);
+    // The input as a stream picked up mid-PDU: a start found is one the framer can measure.
+    if let Some(rest) = resync(data, dcerpc::next_message) {
+        assert!(
+            matches!(dcerpc::frame_len(rest), Ok(Some(_))),
+            "unframeable start"
+        );
+        for bytes in frames(rest, framing, dcerpc::frame_len) {
+            let pdu = dcerpc::Pdu::new_checked(bytes).expect("a whole fragment is a PDU");
+            check(bytes, &pdu);
+        }
+    }
 });
 
 fn check(bytes: &[u8], pdu: &dcerpc::Pdu<'_>) {

@@ -1,9 +1,11 @@
-//! HTTP request heads at the start of a reassembled client stream.
+//! HTTP request heads at the start of a reassembled client stream, and after the next request
+//! line of one picked up mid-message.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::http::{self, Error, Parsed};
+use vigil_fuzz::resync;
 
 /// The analyzer's limit.
 const MAX_HEAD: usize = 64 * 1024;
@@ -34,4 +36,8 @@ fuzz_target!(|data: &[u8]| {
         other => assert_eq!(small, other),
     }
     let _ = http::looks_like_request(data);
+    // The input as a client stream picked up mid-message, from the next request line.
+    if let Some(rest) = resync(data, http::next_request) {
+        let _ = http::parse_request(rest, MAX_HEAD);
+    }
 });

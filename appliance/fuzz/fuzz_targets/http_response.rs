@@ -1,9 +1,11 @@
-//! HTTP response heads at the start of a reassembled server stream.
+//! HTTP response heads at the start of a reassembled server stream, and after the next status
+//! line of one picked up mid-message.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::http::{self, Error, Parsed};
+use vigil_fuzz::resync;
 
 /// The analyzer's limit.
 const MAX_HEAD: usize = 64 * 1024;
@@ -32,5 +34,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(small, Err(Error::HeadTooLarge))
         }
         other => assert_eq!(small, other),
+    }
+    // The input as a server stream picked up mid-message, from the next status line.
+    if let Some(rest) = resync(data, http::next_response) {
+        let _ = http::parse_response(rest, MAX_HEAD);
     }
 });

@@ -1,11 +1,12 @@
 //! LDAP over TCP: the input is one direction of a stream, cut into BER messages as the analyzer
-//! does; each message, and the input as one message, is parsed.
+//! does; each message, and the input as one message, is parsed; and the input as a stream
+//! picked up mid-message, from where the framer finds its place again.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::ldap::{self, Op, Repr};
-use vigil_fuzz::{frames, Framing};
+use vigil_fuzz::{frames, resync, Framing};
 
 fuzz_target!(|data: &[u8]| {
     // Tag, then a length of at most 1 + 4 bytes.
@@ -18,6 +19,16 @@ fuzz_target!(|data: &[u8]| {
         check(message);
     }
     check(data);
+    // The input as a stream picked up mid-message: a start found is one the framer can measure.
+    if let Some(rest) = resync(data, ldap::next_message) {
+        assert!(
+            matches!(ldap::frame_len(rest), Ok(Some(_))),
+            "unframeable start"
+        );
+        for message in frames(rest, framing, ldap::frame_len) {
+            check(message);
+        }
+    }
 });
 
 fn check(message: &[u8]) {

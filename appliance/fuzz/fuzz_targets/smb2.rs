@@ -1,12 +1,13 @@
 //! SMB over TCP: the input is one direction of a stream, cut into NetBIOS frames as the analyzer
-//! does, then every SMB message of each frame (SMB2 compounds, SMB1 AndX chains).
+//! does, then every SMB message of each frame (SMB2 compounds, SMB1 AndX chains); and the input
+//! as a stream picked up mid-message, from where the framer finds its place again.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::smb1::{self, Command};
 use vigil::proto::smb2::{self, Body, Repr};
-use vigil_fuzz::{frames, Framing};
+use vigil_fuzz::{frames, resync, Framing};
 
 const NETBIOS_HEADER: usize = 4;
 const SMB2_HEADER: usize = 64;
@@ -26,6 +27,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = smb2::looks_like_smb(data);
+    // The input as a stream picked up mid-message: a start found is one the framer can measure.
+    if let Some(rest) = resync(data, smb2::next_message) {
+        assert!(
+            matches!(smb2::frame_len(rest), Ok(Some(_))),
+            "unframeable start"
+        );
+    }
     // The messages alone too, so mutations need not keep a NetBIOS header consistent.
     walk(data);
 });

@@ -3,6 +3,8 @@
 
 use std::fmt::Debug;
 
+use vigil::proto::Boundary;
+
 /// The promises a `frame_len` makes, per protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct Framing {
@@ -54,6 +56,26 @@ pub fn frames<E: Debug + PartialEq>(
                 out.push(frame);
                 rest = &rest[len..];
             }
+        }
+    }
+}
+
+/// Where a framer that lost its place in `stream` (picked up mid-connection, after a gap) finds
+/// the next message with `next`, checking the answer lies in the stream: the stream from that
+/// message on, or `None` while no start is in sight.
+pub fn resync(stream: &[u8], next: fn(&[u8]) -> Boundary) -> Option<&[u8]> {
+    match next(stream) {
+        Boundary::At(at) => {
+            assert!(at < stream.len(), "a start at {at} of {}", stream.len());
+            Some(&stream[at..])
+        }
+        Boundary::NotYet { discard } => {
+            assert!(
+                discard <= stream.len(),
+                "{discard} of {} discarded",
+                stream.len()
+            );
+            None
         }
     }
 }

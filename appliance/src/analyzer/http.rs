@@ -51,7 +51,10 @@ impl Session {
                     Progress::Used { used, skip }
                 }
                 Ok(http::Parsed::Partial) => Progress::Used { used: 0, skip: 0 },
-                Err(err) => Progress::Lost(err.name()),
+                Err(err) => Progress::Lost {
+                    used: 0,
+                    reason: err.name(),
+                },
             }
         } else {
             match http::parse_response(data, MAX_HEAD) {
@@ -62,7 +65,10 @@ impl Session {
                     Progress::Used { used, skip }
                 }
                 Ok(http::Parsed::Partial) => Progress::Used { used: 0, skip: 0 },
-                Err(err) => Progress::Lost(err.name()),
+                Err(err) => Progress::Lost {
+                    used: 0,
+                    reason: err.name(),
+                },
             }
         }
     }

@@ -24,8 +24,8 @@ use vigil_plugin_sdk::{Event, Timestamp, Transport as Proto};
 
 use crate::decode::{Decoded, TcpFlags, Transport};
 use crate::flow::{Direction, Observed};
-use crate::proto;
 use crate::proto::local_names::LocalNames;
+use crate::proto::{self, Boundary};
 use crate::stream::{StreamConfig, StreamTable};
 
 pub use log::ProtocolLogs;
@@ -138,9 +138,10 @@ pub(crate) enum Progress {
     /// `used` bytes from the front were parsed; the next `skip` bytes to arrive are dropped
     /// unread (message bodies, frames too large to keep).
     Used { used: usize, skip: usize },
-    /// The stream cannot be cut any more (a framing error): the rest of this direction is
-    /// ignored.
-    Lost(&'static str),
+    /// The stream cannot be cut here (a framing error) after `used` bytes were parsed: the
+    /// protocol looks for its next message, or, when it cannot, ignores the rest of the
+    /// direction.
+    Lost { used: usize, reason: &'static str },
 }
 
 /// Cuts whole frames off the front of `data` with `frame_len` and hands each to `each`. A frame
@@ -155,8 +156,13 @@ pub(crate) fn framed(
     loop {
         let rest = &data[used..];
         match frame_len(rest) {
-            Err(reason) => return Progress::Lost(reason),
-            Ok(Some(0)) => return Progress::Lost("empty_frame"),
+            Err(reason) => return Progress::Lost { used, reason },
+            Ok(Some(0)) => {
+                return Progress::Lost {
+                    used,
+                    reason: "empty_frame",
+                }
+            }
             Ok(Some(len)) if len > max_frame => {
                 let here = len.min(rest.len());
                 return Progress::Used {
@@ -219,6 +225,20 @@ impl Session {
         }
     }
 
+    /// How the protocol finds the next message in a stream that lost its place (picked up
+    /// mid-connection, after a gap or a framing error); `None` when it cannot: DNS and Kerberos
+    /// lengths carry no marker to find, and RDP is encrypted after its first message.
+    fn next_message(&self, from_originator: bool) -> Option<fn(&[u8]) -> Boundary> {
+        match self {
+            Session::Http(_) if from_originator => Some(proto::http::next_request),
+            Session::Http(_) => Some(proto::http::next_response),
+            Session::Smb(_) => Some(proto::smb2::next_message),
+            Session::Ldap(_) => Some(proto::ldap::next_message),
+            Session::DceRpc(_) => Some(proto::dcerpc::next_message),
+            _ => None,
+        }
+    }
+
     fn datagram(&mut self, payload: &[u8], report: &mut Report<'_>) {
         match self {
             Session::Dns(s) => s.message(payload, report),
@@ -247,8 +267,21 @@ struct FlowState {
     session: Session,
     /// Bytes still to drop unread in each direction (originator first).
     skip: [usize; 2],
-    /// A direction whose framing broke is no longer parsed.
+    /// A direction whose framing broke, in a protocol that cannot find its place again, is no
+    /// longer parsed.
     lost: [bool; 2],
+    /// A direction not known to be at a message boundary: its parser looks for the next one.
+    hunting: [bool; 2],
+    /// The connection's SYN was not seen: its log records say so.
+    picked_up: bool,
+}
+
+/// Per protocol: streams that lost their place (picked up mid-connection, after a gap or a
+/// framing error) and found a message start again, and the bytes passed over to find it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resyncs {
+    pub found: u64,
+    pub skipped_bytes: u64,
 }
 
 /// Per protocol: flows given to it (on its ports or recognised by content, with payload) and
@@ -292,6 +325,14 @@ impl Analyzer {
     /// read (another protocol on its port, a dialect or a capture cut it does not parse).
     pub fn silent_protocols(&self) -> impl Iterator<Item = (Protocol, Traffic)> + '_ {
         self.traffic().filter(|(_, t)| t.records == 0)
+    }
+
+    /// Resynchronisations, for protocols that had any.
+    pub fn resyncs(&self) -> impl Iterator<Item = (Protocol, Resyncs)> + '_ {
+        Protocol::ALL
+            .iter()
+            .map(|p| (*p, self.tally.resyncs[*p as usize]))
+            .filter(|(_, r)| *r != Resyncs::default())
     }
 
     /// Parse errors by protocol and reason.
@@ -339,6 +380,7 @@ impl Analyzer {
             Transport::Tcp {
                 flags,
                 seq,
+                ack,
                 payload,
                 ..
             } => {
@@ -369,6 +411,17 @@ impl Analyzer {
                     .is_some()
                 {
                     self.stream_data(ts, observed, protocol, emit);
+                }
+                if flags.has(TcpFlags::ACK) && self.streams.acked(observed.flow, from_orig, ack) {
+                    let other = Observed {
+                        direction: if from_orig {
+                            Direction::FromResponder
+                        } else {
+                            Direction::FromOriginator
+                        },
+                        ..*observed
+                    };
+                    self.stream_data(ts, &other, protocol, emit);
                 }
             }
             _ => {}
@@ -404,6 +457,9 @@ impl Analyzer {
                     session: Session::new(protocol),
                     skip: [0; 2],
                     lost: [false; 2],
+                    // Picked up mid-connection, either stream may begin inside a message.
+                    hunting: [observed.picked_up; 2],
+                    picked_up: observed.picked_up,
                 }))
             }
         }
@@ -419,16 +475,21 @@ impl Analyzer {
     ) {
         let from_orig = observed.direction == Direction::FromOriginator;
         let side = usize::from(!from_orig);
+        let Some(state) = self.flows.get_mut(&observed.flow) else {
+            return;
+        };
         if self.streams.take_desync(observed.flow, from_orig) {
             *self
                 .tally
                 .errors
                 .entry((protocol.name(), "stream_gap"))
                 .or_default() += 1;
+            // What a message still owed went down the gap: find the next message instead.
+            if state.session.next_message(from_orig).is_some() {
+                state.skip[side] = 0;
+                state.hunting[side] = true;
+            }
         }
-        let Some(state) = self.flows.get_mut(&observed.flow) else {
-            return;
-        };
         let mut report = Report::new(
             ts,
             *observed,
@@ -441,6 +502,24 @@ impl Analyzer {
             let data = self.streams.data(observed.flow, from_orig);
             if data.is_empty() {
                 return;
+            }
+            if state.hunting[side] {
+                let Some(next_message) = state.session.next_message(from_orig) else {
+                    state.hunting[side] = false;
+                    continue;
+                };
+                let skipped = match next_message(data) {
+                    Boundary::At(at) => {
+                        report.resync_found();
+                        state.hunting[side] = false;
+                        at
+                    }
+                    Boundary::NotYet { discard: 0 } => return,
+                    Boundary::NotYet { discard } => discard,
+                };
+                report.resync_skipped(skipped);
+                self.streams.consume(observed.flow, from_orig, skipped);
+                continue;
             }
             if state.skip[side] > 0 || state.lost[side] {
                 let n = if state.lost[side] {
@@ -460,9 +539,18 @@ impl Analyzer {
                         return;
                     }
                 }
-                Progress::Lost(reason) => {
+                Progress::Lost { used, reason } => {
                     report.error(reason);
-                    state.lost[side] = true;
+                    if state.session.next_message(from_orig).is_some() {
+                        // The byte the framing broke on starts no message: hunting from the
+                        // next one always moves on.
+                        report.resync_skipped(1);
+                        self.streams.consume(observed.flow, from_orig, used + 1);
+                        state.hunting[side] = true;
+                    } else {
+                        self.streams.consume(observed.flow, from_orig, used);
+                        state.lost[side] = true;
+                    }
                 }
             }
         }
@@ -488,6 +576,7 @@ impl Analyzer {
             // Only attributed flows reach the analyzer, or end with an event.
             attributed: true,
             attributed_now: false,
+            picked_up: state.picked_up,
         };
         let mut report = Report::new(
             ts,

@@ -24,7 +24,12 @@ impl Session {
         let len = match rdp::frame_len(data) {
             Ok(Some(len)) => len,
             Ok(None) => return Progress::Used { used: 0, skip: 0 },
-            Err(err) => return Progress::Lost(err.name()),
+            Err(err) => {
+                return Progress::Lost {
+                    used: 0,
+                    reason: err.name(),
+                }
+            }
         };
         let Some(tpkt) = data.get(..len) else {
             return Progress::Used { used: 0, skip: 0 };

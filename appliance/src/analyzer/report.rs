@@ -8,19 +8,20 @@ use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 use serde_json::json;
 
 use super::log::Record;
-use super::{Protocol, ProtocolLogs, Traffic};
+use super::{Protocol, ProtocolLogs, Resyncs, Traffic};
 use crate::flow::{Direction, Observed};
 
 /// Counters by (protocol, reason or outcome).
 pub type Counts = BTreeMap<(&'static str, &'static str), u64>;
 
-/// What the analyzer counts as its sessions report: parse errors, outcomes, and flows and
-/// records per protocol (indexed by `Protocol as usize`).
+/// What the analyzer counts as its sessions report: parse errors, outcomes, and flows, records
+/// and resynchronisations per protocol (indexed by `Protocol as usize`).
 #[derive(Default)]
 pub(crate) struct Tally {
     pub errors: Counts,
     pub counts: Counts,
     pub traffic: [Traffic; Protocol::ALL.len()],
+    pub resyncs: [Resyncs; Protocol::ALL.len()],
 }
 
 pub(crate) struct Report<'r> {
@@ -59,6 +60,16 @@ impl<'r> Report<'r> {
             .errors
             .entry((self.protocol.name(), reason))
             .or_default() += 1;
+    }
+
+    /// A stream that lost its place found a message start again.
+    pub fn resync_found(&mut self) {
+        self.tally.resyncs[self.protocol as usize].found += 1;
+    }
+
+    /// Bytes passed over while looking for a message start.
+    pub fn resync_skipped(&mut self, bytes: usize) {
+        self.tally.resyncs[self.protocol as usize].skipped_bytes += bytes as u64;
     }
 
     /// Something worth a line in the summary (e.g. SMB logon failures).
@@ -116,6 +127,10 @@ impl<'r> Report<'r> {
         record.insert("id.orig_p".into(), json!(observed.orig.port));
         record.insert("id.resp_h".into(), json!(observed.resp.ip.to_string()));
         record.insert("id.resp_p".into(), json!(observed.resp.port));
+        // Only when true, as Zeek's JSON leaves unset fields out: most connections are whole.
+        if observed.picked_up {
+            record.insert("partial".into(), json!(true));
+        }
         fill(&mut record);
         logs.write(log, record);
     }

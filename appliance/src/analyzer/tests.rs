@@ -7,11 +7,13 @@ use super::*;
 use crate::decode::decode;
 use crate::decode::tests::frames::{ethernet, ipv4, tcp, udp4};
 use crate::flow::{FlowConfig, FlowTable};
+use crate::proto::smb2::test_streams;
 
 const CLIENT: [u8; 4] = [10, 0, 0, 1];
 const SERVER: [u8; 4] = [10, 0, 0, 2];
 const PSH_ACK: u8 = 0x18;
 const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
 
 struct Harness {
     flows: FlowTable,
@@ -55,6 +57,18 @@ impl Harness {
             0x0800,
             &ipv4(src, dst, 6, &tcp(sport, dport, flags, seq, payload)),
         ));
+    }
+
+    /// Ends every flow, as the end of a capture does: what never got an answer is reported.
+    fn end_all(&mut self) {
+        let mut ended = Vec::new();
+        self.flows.flush(&mut |event| ended.push(event));
+        let events = &mut self.events;
+        for event in ended {
+            self.analyzer.flow_ended(event.ts, &event, &mut |e| {
+                events.push(format!("{:?}", e.kind))
+            });
+        }
     }
 
     /// The id of the only flow a test opened.
@@ -210,9 +224,30 @@ fn frames_are_cut_whole_skipped_when_too_large_and_lost_on_bad_framing() {
     assert_eq!(seen, vec![vec![2, 9], vec![3, 7, 7]]);
     assert!(matches!(progress, Progress::Used { used: 6, skip: 4 }));
     let progress = framed(&[0, 1], 4, len2, |_| {});
-    assert!(matches!(progress, Progress::Lost("empty_frame")));
+    assert!(matches!(
+        progress,
+        Progress::Lost {
+            used: 0,
+            reason: "empty_frame"
+        }
+    ));
+    // Frames cut before the framing broke are reported used, so they are not parsed twice.
+    let progress = framed(&[2, 9, 0, 1], 4, len2, |_| {});
+    assert!(matches!(
+        progress,
+        Progress::Lost {
+            used: 2,
+            reason: "empty_frame"
+        }
+    ));
     let progress = framed(&[1, 2], 4, |_| Err("bad"), |_| {});
-    assert!(matches!(progress, Progress::Lost("bad")));
+    assert!(matches!(
+        progress,
+        Progress::Lost {
+            used: 0,
+            reason: "bad"
+        }
+    ));
 }
 
 #[test]
@@ -321,4 +356,245 @@ fn a_local_name_question_is_a_record_but_no_event() {
             }
         )]
     );
+}
+
+/// A bare acknowledgement of `ack` (the test frames' own carry none).
+fn tcp_ack(sport: u16, dport: u16, seq: u32, ack: u32) -> Vec<u8> {
+    const ACK_NUMBER: std::ops::Range<usize> = 8..12;
+    let mut segment = tcp(sport, dport, ACK, seq, &[]);
+    segment[ACK_NUMBER].copy_from_slice(&ack.to_be_bytes());
+    segment
+}
+
+/// A real connection replayed on `port`, each direction from `from[side]` bytes on, the client's
+/// stream first, in segments of at most `MSS`; with its handshake only when it starts at 0.
+fn replay_connection(port: u16, to_server: &[u8], to_client: &[u8], from: [usize; 2]) -> Harness {
+    const MSS: usize = 1400;
+    const CLIENT_ISN: u32 = 1000;
+    const SERVER_ISN: u32 = 5000;
+    let mut h = Harness::new(StreamConfig::default());
+    if from == [0, 0] {
+        h.segment(port, true, SYN, CLIENT_ISN - 1, &[]);
+        h.segment(port, false, SYN | ACK, SERVER_ISN - 1, &[]);
+    }
+    for (to_srv, stream, isn, start) in [
+        (true, to_server, CLIENT_ISN, from[0]),
+        (false, to_client, SERVER_ISN, from[1]),
+    ] {
+        let mut seq = isn.wrapping_add(start as u32);
+        for piece in stream.get(start..).unwrap_or(&[]).chunks(MSS) {
+            h.segment(port, to_srv, PSH_ACK, seq, piece);
+            seq = seq.wrapping_add(piece.len() as u32);
+        }
+    }
+    h.end_all();
+    h
+}
+
+/// Picks a real connection up in the middle of the first message of each direction (no SYN
+/// seen): every event but `lost` (the first message's, when it makes one) still comes out,
+/// and each direction resynchronises once, on its second message. Returns those events.
+fn assert_picked_up_mid_message_loses_only_the_first(
+    (protocol, port): (Protocol, u16),
+    to_server: &[u8],
+    to_client: &[u8],
+    starts: [&[usize]; 2],
+    lost: Option<&str>,
+) -> Vec<String> {
+    let whole = replay_connection(port, to_server, to_client, [0, 0]);
+    let mut expected = whole.events.clone();
+    if let Some(lost) = lost {
+        let at = expected
+            .iter()
+            .position(|e| e.starts_with(lost))
+            .unwrap_or_else(|| panic!("no {lost} in {expected:?}"));
+        expected.remove(at);
+    }
+    let middle = |s: &[usize]| (s[0] + s[1]) / 2;
+    let cut = [middle(starts[0]), middle(starts[1])];
+    let picked = replay_connection(port, to_server, to_client, cut);
+    assert_eq!(picked.events, expected);
+    let resyncs: Vec<_> = picked.analyzer.resyncs().collect();
+    let skipped = (starts[0][1] - cut[0] + starts[1][1] - cut[1]) as u64;
+    assert_eq!(
+        resyncs,
+        [(
+            protocol,
+            Resyncs {
+                found: 2,
+                skipped_bytes: skipped
+            }
+        )]
+    );
+    assert!(
+        picked.analyzer.errors().is_empty(),
+        "{:?}",
+        picked.analyzer.errors()
+    );
+    picked.events
+}
+
+#[test]
+fn an_ldap_connection_picked_up_inside_its_bind_still_gives_every_search() {
+    let Some(dir) = test_streams::pcap_dir() else {
+        return;
+    };
+    let conv = &test_streams::tcp_conversations(&dir.join("ldap/simpleauth.pcap"), 3268)[0];
+    let starts = [
+        test_streams::message_starts(&conv.to_server, proto::ldap::frame_len),
+        test_streams::message_starts(&conv.to_client, proto::ldap::frame_len),
+    ];
+    let events = assert_picked_up_mid_message_loses_only_the_first(
+        (Protocol::Ldap, 3268),
+        &conv.to_server,
+        &conv.to_client,
+        [&starts[0], &starts[1]],
+        Some("LdapBind"),
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("LdapSearch")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_smb_connection_picked_up_inside_its_negotiate_still_gives_the_login_and_trees() {
+    let Some(dir) = test_streams::pcap_dir() else {
+        return;
+    };
+    let conv = &test_streams::tcp_conversations(&dir.join("smb/smb2.pcap"), 445)[0];
+    let starts = [
+        test_streams::message_starts(&conv.to_server, proto::smb2::frame_len),
+        test_streams::message_starts(&conv.to_client, proto::smb2::frame_len),
+    ];
+    let events = assert_picked_up_mid_message_loses_only_the_first(
+        (Protocol::Smb, 445),
+        &conv.to_server,
+        &conv.to_client,
+        [&starts[0], &starts[1]],
+        Some("SmbNegotiate"),
+    );
+    assert!(
+        events.iter().any(|e| e.contains("user: \"Administrator\"")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("SmbTree")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_dcerpc_connection_picked_up_inside_its_bind_still_gives_the_ntlm_login() {
+    let Some(dir) = test_streams::pcap_dir() else {
+        return;
+    };
+    // The DCOM connection of the capture, replayed on the endpoint mapper's port so that it is
+    // DCE/RPC by port (a dynamic port is only recognised by a bind at the front).
+    let conv = &test_streams::tcp_conversations(&dir.join("dce-rpc/dce_rpc_ntlm.pcapng"), 58772)[0];
+    let starts = [
+        test_streams::message_starts(&conv.to_server, proto::dcerpc::frame_len),
+        test_streams::message_starts(&conv.to_client, proto::dcerpc::frame_len),
+    ];
+    let events = assert_picked_up_mid_message_loses_only_the_first(
+        (Protocol::DceRpc, 135),
+        &conv.to_server,
+        &conv.to_client,
+        [&starts[0], &starts[1]],
+        None,
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("NtlmAuth") && e.contains("user: \"Administrator\"")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_http_client_stream_picked_up_inside_a_request_gives_the_next_one() {
+    let Some(dir) = test_streams::pcap_dir() else {
+        return;
+    };
+    // Two real requests of the capture, one after the other on one connection.
+    let convs = test_streams::tcp_conversations(&dir.join("http/methods.pcap"), 80);
+    let mut requests = convs
+        .iter()
+        .map(|c| c.to_server.as_slice())
+        .filter(|r| r.starts_with(b"GET ") || r.starts_with(b"HEAD "));
+    let (first, second) = (
+        requests.next().expect("a GET"),
+        requests.next().expect("another"),
+    );
+    let stream = [first, second].concat();
+    let starts = [0, first.len(), stream.len()];
+    let whole = replay_connection(80, &stream, &[], [0, 0]);
+    assert_eq!(whole.events.len(), 2, "{:?}", whole.events);
+    let picked = replay_connection(80, &stream, &[], [first.len() / 2, 0]);
+    assert_eq!(picked.events, whole.events[1..]);
+    let resyncs: Vec<_> = picked.analyzer.resyncs().collect();
+    assert_eq!(
+        resyncs,
+        [(
+            Protocol::Http,
+            Resyncs {
+                found: 1,
+                skipped_bytes: (starts[1] - first.len() / 2) as u64
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_gap_inside_ldap_search_results_loses_only_the_entries_it_cut_into() {
+    let Some(dir) = test_streams::pcap_dir() else {
+        return;
+    };
+    let conv = &test_streams::tcp_conversations(&dir.join("ldap/sasl-ntlm.pcap"), 389)[0];
+    // Two bind responses, then nine search entries and the search's result.
+    let starts = test_streams::message_starts(&conv.to_client, proto::ldap::frame_len);
+    assert_eq!(starts.len(), 12);
+    let whole = replay_connection(389, &conv.to_server, &conv.to_client, [0, 0]);
+    let mut h = Harness::new(StreamConfig::default());
+    h.segment(389, true, SYN, 999, &[]);
+    h.segment(389, false, SYN | ACK, 4999, &[]);
+    h.segment(389, true, PSH_ACK, 1000, &conv.to_server);
+    // The server's bytes from inside the second entry to inside the third never reach the
+    // capture; the client acknowledges past them, so the hole is given up at once.
+    let (hole_from, hole_to) = ((starts[3] + starts[4]) / 2, (starts[4] + starts[5]) / 2);
+    h.segment(389, false, PSH_ACK, 5000, &conv.to_client[..hole_from]);
+    h.segment(
+        389,
+        false,
+        PSH_ACK,
+        5000 + hole_to as u32,
+        &conv.to_client[hole_to..],
+    );
+    let acked = 5000 + conv.to_client.len() as u32;
+    h.frame(&ethernet(
+        0x0800,
+        &ipv4(CLIENT, SERVER, 6, &tcp_ack(40000, 389, 1000, acked)),
+    ));
+    h.end_all();
+    assert_eq!(h.error("ldap", "stream_gap"), 1);
+    assert_eq!(h.analyzer.stream_stats().gaps, 1);
+    let resyncs: Vec<_> = h.analyzer.resyncs().collect();
+    let skipped = (starts[5] - hole_to) as u64;
+    assert_eq!(
+        resyncs,
+        [(
+            Protocol::Ldap,
+            Resyncs {
+                found: 1,
+                skipped_bytes: skipped
+            }
+        )]
+    );
+    let expected: Vec<String> = whole
+        .events
+        .iter()
+        .map(|e| e.replace("entries: 9", "entries: 7"))
+        .collect();
+    assert_ne!(expected, whole.events, "the search had 9 entries");
+    assert_eq!(h.events, expected);
 }

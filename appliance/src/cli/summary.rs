@@ -148,6 +148,22 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     if !parsing.is_empty() {
         print_table("reassembly and parsing problems", &parsing);
     }
+    let resyncs: Vec<(String, String)> = pipeline
+        .analyzer()
+        .resyncs()
+        .map(|(protocol, r)| {
+            (
+                format!("{}: message starts found", protocol.name()),
+                format!("{} ({} bytes skipped)", r.found, r.skipped_bytes),
+            )
+        })
+        .collect();
+    if !resyncs.is_empty() {
+        print_table(
+            "resynchronised streams (picked up mid-connection, or after a gap)",
+            &resyncs,
+        );
+    }
     let plugins: Vec<(String, String)> = pipeline
         .host()
         .plugins()

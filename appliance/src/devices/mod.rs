@@ -400,10 +400,10 @@ impl DeviceTable {
             reported: breach.ts,
         };
         let models = &mut self.devices[index].models;
-        match models.iter_mut().find(|m| m.model == breach.model) {
-            Some(known) => *known = reported,
-            None if models.len() < MAX_MODELS => models.push(reported),
-            None => {}
+        if let Some(known) = models.iter_mut().find(|m| m.model == breach.model) {
+            *known = reported;
+        } else if models.len() < MAX_MODELS {
+            models.push(reported);
         }
     }
 

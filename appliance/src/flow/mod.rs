@@ -122,6 +122,8 @@ struct Flow {
     /// The originator has sent a packet other than a RST: only then do the flow's events exist
     /// (see the module doc).
     attributed: bool,
+    /// TCP: the first packet seen was not a SYN, so the capture began mid-connection.
+    picked_up: bool,
     /// TCP: what each side (originator, responder) sent last, for resets built when an action
     /// comes in force rather than at the connection's next segment.
     sent: [Option<Sent>; 2],
@@ -177,6 +179,9 @@ pub struct Observed {
     pub attributed: bool,
     /// Whether this packet attributed it (what was held for the flow is now the parsers').
     pub attributed_now: bool,
+    /// A TCP connection whose opening SYN was not seen: its streams may begin inside a message,
+    /// and its protocol log records say so.
+    pub picked_up: bool,
 }
 
 pub struct FlowTable {
@@ -335,6 +340,7 @@ impl FlowTable {
             direction,
             attributed: flow.attributed,
             attributed_now,
+            picked_up: flow.picked_up,
         })
     }
 
@@ -535,6 +541,7 @@ impl FlowTable {
             refused: false,
             // Set by the first packet its originator sends (`observe`), which may be this one.
             attributed: false,
+            picked_up: transport == Transport::Tcp && !flags.has(TcpFlags::SYN),
             sent: [None; 2],
         }
     }

@@ -4,6 +4,8 @@
 
 use core::ops::Range;
 
+use super::{next_boundary, Boundary, Start};
+
 mod field {
     use core::ops::Range;
     pub const VERSION: usize = 0;
@@ -85,6 +87,43 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
     Ok(Some(len))
 }
 
+/// Where the next PDU plausibly starts in `data` (see [`starts_message`]).
+pub fn next_message(data: &[u8]) -> Boundary {
+    next_boundary(data, starts_message)
+}
+
+/// Whether a connection-oriented PDU plausibly starts at the front of `buf`: version 5.0 or 5.1,
+/// a connection-oriented PTYPE (C706 §12.6.4), a data representation of ASCII and IEEE-style
+/// floats in either byte order, and a fragment length that holds the header and the auth
+/// verifier it announces. For a stream picked up, or resumed after a gap, inside a PDU.
+fn starts_message(buf: &[u8]) -> Start {
+    /// REQUEST, RESPONSE, FAULT, then BIND through ORPHANED.
+    const CONNECTION_PTYPES: [u8; 12] = [0, 2, 3, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+    let Some(header) = buf.get(..field::HEADER_END) else {
+        return match buf {
+            [5, ..] | [] => Start::Undecided,
+            _ => Start::No,
+        };
+    };
+    let drep = &header[field::DREP..field::DREP + 4];
+    let little = drep[0] & DREP_LITTLE_ENDIAN != 0;
+    let plausible = header[field::VERSION] == 5
+        && header[field::VERSION_MINOR] <= 1
+        && CONNECTION_PTYPES.contains(&header[field::PTYPE])
+        && drep[0] & !DREP_LITTLE_ENDIAN == 0
+        && drep[1] <= 3
+        && drep[2..] == [0, 0]
+        && matches!(
+            (u16_at(header, field::FRAG_LENGTH, little), u16_at(header, field::AUTH_LENGTH, little)),
+            (Some(frag), Some(auth)) if usize::from(frag) >= field::HEADER_END + usize::from(auth)
+        );
+    if plausible {
+        Start::Yes
+    } else {
+        Start::No
+    }
+}
+
 /// A view over one whole PDU.
 #[derive(Debug, Clone, Copy)]
 pub struct Pdu<'a> {
@@ -136,6 +175,7 @@ impl<'a> Pdu<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::smb2::test_streams;
 
     fn pdu(ptype: u8, token: &[u8]) -> Vec<u8> {
         let body = [0u8; 12];
@@ -148,6 +188,21 @@ mod tests {
         pdu.extend_from_slice(&[10, 2, 0, 0, 0, 0, 0, 0]);
         pdu.extend_from_slice(token);
         pdu
+    }
+
+    #[test]
+    fn resync_finds_every_next_pdu_in_a_real_dcerpc_stream() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        // The DCOM connection to the port the endpoint mapper handed out.
+        let convs =
+            test_streams::tcp_conversations(&dir.join("dce-rpc/dce_rpc_ntlm.pcapng"), 58772);
+        assert_eq!(convs.len(), 1);
+        for stream in [&convs[0].to_server, &convs[0].to_client] {
+            let starts = test_streams::message_starts(stream, frame_len);
+            test_streams::assert_resyncs_on_each_next_start(stream, &starts, next_message);
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use percent_encoding::percent_decode_str;
 
+use super::{Boundary, Start};
+
 /// Headers read per message; more make the message unreadable (counted), not a bigger array.
 const MAX_HEADERS: usize = 64;
 
@@ -214,25 +216,143 @@ pub fn parse_response(buf: &[u8], max_head: usize) -> Result<Parsed<Response>, E
     }
 }
 
+/// Request methods recognised where a stream's first bytes are judged.
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"TRACE ",
+    b"CONNECT ",
+    b"PATCH ",
+];
+/// Longest request line waited for when judging a resynchronisation candidate.
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+
 /// Whether a stream's first bytes look like an HTTP request, for HTTP on unusual ports.
 pub fn looks_like_request(start: &[u8]) -> bool {
-    const METHODS: [&[u8]; 9] = [
-        b"GET ",
-        b"POST ",
-        b"HEAD ",
-        b"PUT ",
-        b"DELETE ",
-        b"OPTIONS ",
-        b"TRACE ",
-        b"CONNECT ",
-        b"PATCH ",
-    ];
     METHODS.iter().any(|m| start.starts_with(m))
+}
+
+/// Where the next request head plausibly starts in a client stream (see [`starts_request`]).
+pub fn next_request(data: &[u8]) -> Boundary {
+    next_line(data, starts_request)
+}
+
+/// Where the next response head plausibly starts in a server stream (see [`starts_response`]).
+pub fn next_response(data: &[u8]) -> Boundary {
+    next_line(data, starts_response)
+}
+
+/// The first line of `data` at which `starts` sees a head begin. Heads begin lines, so only the
+/// front (where the stream's place is unknown) and the bytes after each line feed are judged:
+/// `POST ` inside `CCM_POST / HTTP/1.1` is no request.
+fn next_line(data: &[u8], starts: fn(&[u8]) -> Start) -> Boundary {
+    let mut at = 0;
+    while let Some(rest) = data.get(at..).filter(|rest| !rest.is_empty()) {
+        match starts(rest) {
+            Start::Yes => return Boundary::At(at),
+            Start::Undecided => return Boundary::NotYet { discard: at },
+            Start::No => {}
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(newline) => at += newline + 1,
+            None => break,
+        }
+    }
+    Boundary::NotYet {
+        discard: data.len(),
+    }
+}
+
+/// Whether a request line plausibly starts at the front of `buf`: a known method, then a line
+/// ending in a version (`HTTP/...`). For a client stream picked up, or resumed after a gap, mid-message.
+fn starts_request(buf: &[u8]) -> Start {
+    if !looks_like_request(buf) {
+        let prefix = METHODS.iter().any(|m| m.starts_with(buf));
+        return if prefix { Start::Undecided } else { Start::No };
+    }
+    let Some(end) = buf.iter().take(MAX_REQUEST_LINE).position(|&b| b == b'\n') else {
+        return if buf.len() < MAX_REQUEST_LINE {
+            Start::Undecided
+        } else {
+            Start::No
+        };
+    };
+    // As leniently as the request line is read: scanners send `GET / HTTP/1.` on purpose.
+    let line = buf[..end].trim_ascii_end();
+    match line.rsplit(|&b| b == b' ').next() {
+        Some(version) if line.len() > version.len() && version.starts_with(b"HTTP/") => Start::Yes,
+        _ => Start::No,
+    }
+}
+
+/// Whether a status line plausibly starts at the front of `buf`: `HTTP/1.x` and a three-digit
+/// status. For a server stream picked up, or resumed after a gap, mid-message.
+fn starts_response(buf: &[u8]) -> Start {
+    const SHAPE: &[u8] = b"HTTP/1.# ### ";
+    let fits = |(&b, &shape): (&u8, &u8)| match shape {
+        b'#' => b.is_ascii_digit(),
+        _ => b == shape,
+    };
+    if !buf.iter().zip(SHAPE).all(fits) {
+        Start::No
+    } else if buf.len() < SHAPE.len() {
+        Start::Undecided
+    } else {
+        Start::Yes
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::smb2::test_streams;
+
+    #[test]
+    fn resync_finds_real_heads_and_nothing_in_their_bodies() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        let convs = test_streams::tcp_conversations(&dir.join("http/methods.pcap"), 80);
+        let mut requests_found = 0;
+        for conv in &convs {
+            // One exchange per connection: a request (some of them deliberately malformed) and
+            // an HTML page.
+            let whole = matches!(
+                parse_request(&conv.to_server, 65536),
+                Ok(Parsed::Complete(
+                    Request {
+                        version: "1.0" | "1.1",
+                        ..
+                    },
+                    _
+                ))
+            ) && looks_like_request(&conv.to_server);
+            let found = next_request(&conv.to_server);
+            assert_eq!(found == Boundary::At(0), whole, "{:?}", conv.client);
+            requests_found += usize::from(whole);
+            if !conv.to_client.is_empty() {
+                assert_eq!(next_response(&conv.to_client), Boundary::At(0));
+                let rest = next_response(&conv.to_client[1..]);
+                assert!(matches!(rest, Boundary::NotYet { .. }), "{rest:?}");
+            }
+            let rest = next_request(conv.to_server.get(1..).unwrap_or(&[]));
+            assert!(matches!(rest, Boundary::NotYet { .. }), "{rest:?}");
+        }
+        assert!(requests_found >= 8, "{requests_found} of {}", convs.len());
+    }
+
+    #[test]
+    fn a_split_method_or_status_line_waits_for_more_bytes() {
+        assert_eq!(starts_request(b"OPTI"), Start::Undecided);
+        assert_eq!(starts_request(b"GET /index.html HTT"), Start::Undecided);
+        assert_eq!(starts_request(b"GOT / HTTP/1.1\r\n"), Start::No);
+        assert_eq!(starts_response(b"HTTP/1.1 2"), Start::Undecided);
+        assert_eq!(starts_response(b"HTTP/1.1 OK "), Start::No);
+    }
 
     #[test]
     fn nmap_probe_uri_is_decoded() {

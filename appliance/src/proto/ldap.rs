@@ -10,7 +10,7 @@ use ldap_parser::filter::{Filter, Substring};
 use ldap_parser::ldap::{AuthenticationChoice, LdapMessage, ProtocolOp};
 use ldap_parser::FromBer;
 
-use super::ntlm;
+use super::{next_boundary, ntlm, Boundary, Start};
 
 mod field {
     pub const TAG: usize = 0;
@@ -56,30 +56,100 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
     if tag != TAG_SEQUENCE {
         return Err(Error::BadFraming);
     }
-    let Some(&first) = buf.get(field::LENGTH) else {
+    let Some((header, len)) = definite_length(buf.get(field::LENGTH..).unwrap_or(&[]))? else {
         return Ok(None);
-    };
-    let (header, len) = if first < 0x80 {
-        (2, usize::from(first))
-    } else {
-        // Long form: the low bits count the length bytes. 0x80 (indefinite) is not allowed in
-        // LDAP, and more than 4 bytes is past any sane message.
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return Err(Error::BadFraming);
-        }
-        let Some(bytes) = buf.get(field::LENGTH + 1..field::LENGTH + 1 + count) else {
-            return Ok(None);
-        };
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (2 + count, len)
     };
     if len > MAX_MESSAGE_LEN {
         return Err(Error::BadFraming);
     }
-    Ok(Some(header + len))
+    Ok(Some(1 + header + len))
+}
+
+/// A BER definite length at the front of `buf`: `(bytes it takes, value)`, `Ok(None)` until
+/// those bytes are there. 0x80 (indefinite) is not allowed in LDAP, and more than 4 length
+/// bytes is past any sane message.
+fn definite_length(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first < 0x80 {
+        return Ok(Some((1, usize::from(first))));
+    }
+    let count = usize::from(first & 0x7f);
+    if count == 0 || count > 4 {
+        return Err(Error::BadFraming);
+    }
+    let Some(bytes) = buf.get(1..1 + count) else {
+        return Ok(None);
+    };
+    let len = bytes
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    Ok(Some((1 + count, len)))
+}
+
+/// Whether `tag` is a protocolOp of RFC 4511 §4.2: `[APPLICATION n]`, constructed (0x60 | n)
+/// except the primitive UnbindRequest (2), DelRequest (10) and AbandonRequest (16).
+fn is_protocol_op(tag: u8) -> bool {
+    matches!(
+        tag,
+        0x60 | 0x61 | 0x42 | 0x63..=0x69 | 0x4a | 0x6b..=0x6f | 0x50 | 0x73 | 0x77..=0x79
+    )
+}
+
+/// Where the next LDAPMessage plausibly starts in `data` (see [`starts_message`]).
+pub fn next_message(data: &[u8]) -> Boundary {
+    next_boundary(data, starts_message)
+}
+
+/// Whether an LDAPMessage plausibly starts at the front of `buf`: a SEQUENCE of sane length
+/// holding a non-negative INTEGER message id and then a known protocolOp that fits inside it.
+/// For a stream picked up, or resumed after a gap, inside a message.
+fn starts_message(buf: &[u8]) -> Start {
+    const TAG_INTEGER: u8 = 0x02;
+    let judge = || -> Result<Option<bool>, Error> {
+        let Some(&tag) = buf.get(field::TAG) else {
+            return Ok(None);
+        };
+        if tag != TAG_SEQUENCE {
+            return Ok(Some(false));
+        }
+        let rest = buf.get(field::LENGTH..).unwrap_or(&[]);
+        let Some((seq_header, seq_len)) = definite_length(rest)? else {
+            return Ok(None);
+        };
+        let id_at = field::LENGTH + seq_header;
+        let (Some(&id_tag), Some(&id_len)) = (buf.get(id_at), buf.get(id_at + 1)) else {
+            return Ok(None);
+        };
+        // Message ids are 0..2^31-1: one to four content bytes, the first without its sign bit.
+        if id_tag != TAG_INTEGER || !(1..=4).contains(&id_len) {
+            return Ok(Some(false));
+        }
+        let Some(&id_first) = buf.get(id_at + 2) else {
+            return Ok(None);
+        };
+        let op_at = id_at + 2 + usize::from(id_len);
+        let Some(&op_tag) = buf.get(op_at) else {
+            return Ok(None);
+        };
+        if id_first & 0x80 != 0 || !is_protocol_op(op_tag) {
+            return Ok(Some(false));
+        }
+        let Some((op_header, op_len)) = definite_length(buf.get(op_at + 1..).unwrap_or(&[]))?
+        else {
+            return Ok(None);
+        };
+        // Both lengths come off the wire (up to 2^32 - 1): compare without overflowing.
+        let end = (field::LENGTH + seq_header).saturating_add(seq_len);
+        let op_end = (op_at + 1 + op_header).saturating_add(op_len);
+        Ok(Some(seq_len <= MAX_MESSAGE_LEN && op_end <= end))
+    };
+    match judge() {
+        Ok(Some(true)) => Start::Yes,
+        Ok(None) => Start::Undecided,
+        Ok(Some(false)) | Err(_) => Start::No,
+    }
 }
 
 /// How a bind authenticates.
@@ -455,6 +525,21 @@ mod tests {
             .into_iter()
             .map(|m| Repr::parse(m).expect("every message decodes"))
             .collect()
+    }
+
+    #[test]
+    fn resync_finds_every_next_message_in_real_ldap_streams() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        for (capture, port) in [("ldap/simpleauth.pcap", 3268), ("ldap/sasl-ntlm.pcap", 389)] {
+            for conv in test_streams::tcp_conversations(&dir.join(capture), port) {
+                for stream in [&conv.to_server, &conv.to_client] {
+                    let starts = test_streams::message_starts(stream, frame_len);
+                    test_streams::assert_resyncs_on_each_next_start(stream, &starts, next_message);
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use super::ntlm;
 use super::smb2::{ntlm_in, Error};
 
-mod field {
+pub(super) mod field {
     use std::ops::Range;
     // Header ([MS-CIFS] §2.2.3.1)
     pub const PROTOCOL: Range<usize> = 0..4;

@@ -7,7 +7,7 @@
 //! walks the SMB messages inside it, each a [`Repr`]. Only what a detector needs is decoded:
 //! dialects, NTLMSSP inside session setups, tree paths and share types, and every header's status.
 
-use super::{ntlm, smb1};
+use super::{next_boundary, ntlm, smb1, Boundary, Start};
 
 mod field {
     use std::ops::Range;
@@ -158,6 +158,41 @@ pub fn looks_like_smb(start: &[u8]) -> bool {
             start.get(field::NB_END..field::NB_END + 4),
             Some(id) if id == PROTOCOL_SMB2 || id == smb1::PROTOCOL || id == PROTOCOL_TRANSFORM
         )
+}
+
+/// Where the next NetBIOS frame carrying SMB plausibly starts in `data` (see [`starts_message`]).
+pub fn next_message(data: &[u8]) -> Boundary {
+    next_boundary(data, starts_message)
+}
+
+/// Whether a NetBIOS session message carrying SMB plausibly starts at the front of `buf`: type
+/// 0x00, a length that holds at least the SMB header, then an SMB protocol id (and, for SMB2,
+/// its fixed header size). For a stream picked up, or resumed after a gap, inside a message.
+fn starts_message(buf: &[u8]) -> Start {
+    let Some(header) = buf.get(..field::NB_END + field::STRUCTURE_SIZE + 2) else {
+        return if buf.first().is_some_and(|&t| t != NETBIOS_SESSION_MESSAGE) {
+            Start::No
+        } else {
+            Start::Undecided
+        };
+    };
+    let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+    let smb = &header[field::NB_END..];
+    let protocol = &smb[field::PROTOCOL];
+    let plausible = header[field::NB_TYPE] == NETBIOS_SESSION_MESSAGE
+        && if protocol == PROTOCOL_SMB2 {
+            le16(smb, field::STRUCTURE_SIZE) == Some(HEADER_STRUCTURE_SIZE)
+                && len >= field::HEADER_END
+        } else if protocol == PROTOCOL_TRANSFORM {
+            len >= field::TRANSFORM_END
+        } else {
+            protocol == smb1::PROTOCOL && len >= smb1::field::HEADER_END
+        };
+    if plausible {
+        Start::Yes
+    } else {
+        Start::No
+    }
 }
 
 /// A view over one NetBIOS session service frame.
@@ -493,6 +528,7 @@ pub(crate) mod test_streams {
     use crate::capture::pcap::PcapSource;
     use crate::capture::{Next, Source};
     use crate::decode::{decode, Transport};
+    use crate::proto::Boundary;
 
     /// `../shared/pcaps/zeek` next to the workspace, or `None` (and a note) when absent.
     pub fn pcap_dir() -> Option<PathBuf> {
@@ -601,6 +637,47 @@ pub(crate) mod test_streams {
     }
 
     /// Cuts `stream` with `frame_len`; stops at the first error or partial message.
+    /// Where the messages [`cut`] finds start.
+    pub fn message_starts<E: std::fmt::Debug>(
+        stream: &[u8],
+        frame_len: impl Fn(&[u8]) -> Result<Option<usize>, E>,
+    ) -> Vec<usize> {
+        cut(stream, frame_len)
+            .iter()
+            .scan(0, |at, message| {
+                let start = *at;
+                *at += message.len();
+                Some(start)
+            })
+            .collect()
+    }
+
+    /// Asserts what a framer that lost its place in `stream` finds from every offset: the next
+    /// of `starts_at` (where messages really start, ascending), and no start past the last.
+    /// A scan from just after each start vouches for every offset up to the next one.
+    pub fn assert_resyncs_on_each_next_start(
+        stream: &[u8],
+        starts_at: &[usize],
+        next: fn(&[u8]) -> Boundary,
+    ) {
+        assert!(!starts_at.is_empty(), "the stream holds messages");
+        for (i, &at) in starts_at.iter().enumerate() {
+            assert_eq!(next(&stream[at..]), Boundary::At(0), "the message at {at}");
+            let found = next(&stream[at + 1..]);
+            match starts_at.get(i + 1) {
+                Some(&next) => assert_eq!(
+                    found,
+                    Boundary::At(next - at - 1),
+                    "after the message at {at}"
+                ),
+                None => assert!(
+                    matches!(found, Boundary::NotYet { .. }),
+                    "after the last message, at {at}: {found:?}"
+                ),
+            }
+        }
+    }
+
     pub fn cut<E: std::fmt::Debug>(
         stream: &[u8],
         frame_len: impl Fn(&[u8]) -> Result<Option<usize>, E>,
@@ -911,6 +988,21 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn resync_finds_every_next_netbios_frame_in_real_smb_streams() {
+        let Some(dir) = test_streams::pcap_dir() else {
+            return;
+        };
+        for capture in ["smb/smb2.pcap", "smb/smb3.pcap"] {
+            for conv in test_streams::tcp_conversations(&dir.join(capture), 445) {
+                for stream in [&conv.to_server, &conv.to_client] {
+                    let starts = test_streams::message_starts(stream, frame_len);
+                    test_streams::assert_resyncs_on_each_next_start(stream, &starts, next_message);
+                }
+            }
+        }
     }
 
     #[test]

@@ -94,10 +94,8 @@ impl Direction {
             // Early: keep it for when the hole fills, within bounds.
             stats.out_of_order += 1;
             if self.early.len() >= config.max_out_of_order || payload.len() > room {
-                // Give up on the hole: start again from the earliest data we hold.
-                stats.gaps += 1;
-                self.skip_hole(seq, payload, stats);
-                return payload.len();
+                self.early.push((seq, payload.to_vec()));
+                return self.skip_hole(config, room, stats);
             }
             self.early.push((seq, payload.to_vec()));
             return 0;
@@ -154,13 +152,40 @@ impl Direction {
         added
     }
 
-    fn skip_hole(&mut self, seq: u32, payload: &[u8], stats: &mut StreamStats) {
-        stats.dropped_bytes += self.buffered() as u64;
+    /// Gives up on the hole in front of the early segments: the bytes before it that wait for
+    /// it are dropped, and the stream goes on from the earliest segment held.
+    /// The peer acknowledged up to `ack`: a hole before it will never fill (the capture missed
+    /// those bytes, the peer did not), so it is given up now rather than when the store fills.
+    fn acked(
+        &mut self,
+        ack: u32,
+        config: &StreamConfig,
+        room: usize,
+        stats: &mut StreamStats,
+    ) -> usize {
+        match self.next_seq {
+            Some(next) if !self.early.is_empty() && seq_lt(next, ack) => {
+                self.skip_hole(config, room, stats)
+            }
+            _ => 0,
+        }
+    }
+
+    fn skip_hole(&mut self, config: &StreamConfig, room: usize, stats: &mut StreamStats) -> usize {
+        let Some(earliest) =
+            self.early
+                .iter()
+                .map(|(seq, _)| *seq)
+                .reduce(|a, b| if seq_lt(b, a) { b } else { a })
+        else {
+            return 0;
+        };
+        stats.gaps += 1;
+        stats.dropped_bytes += self.data.len() as u64;
         self.data.clear();
-        self.early.clear();
-        self.data.extend_from_slice(payload);
-        self.next_seq = Some(seq.wrapping_add(payload.len() as u32));
+        self.next_seq = Some(earliest);
         self.desynced = true;
+        self.drain_early(config, room, stats)
     }
 }
 
@@ -223,6 +248,28 @@ impl StreamTable {
         self.total = self.total + after - before;
         let direction = self.direction(flow, from_originator)?;
         (added > 0).then_some(direction.data())
+    }
+
+    /// A segment from one side acknowledged `ack`: the other side's stream may give up a hole
+    /// (see [`Direction::acked`]). Returns whether bytes joined that stream's in-order data.
+    pub fn acked(&mut self, flow: u64, from_originator: bool, ack: u32) -> bool {
+        let room = self.config.max_total_bytes.saturating_sub(self.total);
+        let config = &self.config;
+        let stats = &mut self.stats;
+        let Some(stream) = self.streams.get_mut(&flow) else {
+            return false;
+        };
+        // The acknowledged bytes are the ones the other side sent.
+        let direction = if from_originator {
+            &mut stream.to_originator
+        } else {
+            &mut stream.to_responder
+        };
+        let before = direction.buffered();
+        let added = direction.acked(ack, config, room, stats);
+        let after = direction.buffered();
+        self.total = self.total + after - before;
+        added > 0
     }
 
     fn direction(&mut self, flow: u64, from_originator: bool) -> Option<&mut Direction> {
@@ -311,16 +358,36 @@ mod tests {
     }
 
     #[test]
-    fn a_hole_that_never_fills_is_a_counted_gap() {
+    fn a_hole_that_never_fills_is_a_counted_gap_and_the_stream_goes_on_after_it() {
         let mut t = table();
         t.segment(1, true, false, 0, b"aa");
-        t.segment(1, true, false, 10, b"x");
-        t.segment(1, true, false, 20, b"y");
-        t.segment(1, true, false, 30, b"z");
+        // Byte 2 never comes: what follows it is held until the store is full, then taken in
+        // order from the earliest segment, and the bytes stuck before the hole are dropped.
+        t.segment(1, true, false, 3, b"bb");
+        t.segment(1, true, false, 5, b"cc");
+        assert_eq!(data(&mut t, 1), b"aa");
+        t.segment(1, true, false, 7, b"dd");
         assert_eq!(t.stats().gaps, 1);
-        assert_eq!(data(&mut t, 1), b"z");
+        assert_eq!(t.stats().dropped_bytes, 2);
+        assert_eq!(data(&mut t, 1), b"bbccdd");
         assert!(t.take_desync(1, true));
         assert!(!t.take_desync(1, true));
+        t.segment(1, true, false, 9, b"e");
+        assert_eq!(data(&mut t, 1), b"bbccdde");
+    }
+
+    #[test]
+    fn an_ack_past_a_hole_gives_it_up_at_once() {
+        let mut t = table();
+        t.segment(1, true, false, 0, b"aa");
+        t.segment(1, true, false, 3, b"bb");
+        // The responder acknowledges byte 2: it got it, the capture did not.
+        assert!(!t.acked(1, false, 2));
+        assert_eq!(data(&mut t, 1), b"aa");
+        assert!(t.acked(1, false, 5));
+        assert_eq!(t.stats().gaps, 1);
+        assert_eq!(data(&mut t, 1), b"bb");
+        assert!(t.take_desync(1, true));
     }
 
     #[test]
