@@ -30,9 +30,12 @@ const MAX_TRACKED: usize = 65_536;
 
 pub struct IncidentFile {
     path: PathBuf,
-    /// By incident id.
+    /// By incident id, as read back or last written.
     incidents: BTreeMap<u64, Value>,
-    dirty: bool,
+    /// Changed since the last rewrite, by id: the header and the analyst's timeline, made JSON
+    /// only when the file is rewritten (an incident can change with every breach, the file only
+    /// once a second, and turning a long timeline into JSON on every change dominated replays).
+    changed: BTreeMap<u64, (Map<String, Value>, Vec<TimelineEntry>)>,
     written_at: Option<Instant>,
     /// Per incident: the highest timeline `seq` already written to eve.json.
     written_seq: HashMap<u64, u32>,
@@ -68,7 +71,7 @@ impl IncidentFile {
         Ok(IncidentFile {
             path,
             incidents,
-            dirty: false,
+            changed: BTreeMap::new(),
             written_at: None,
             written_seq: HashMap::new(),
         })
@@ -78,14 +81,9 @@ impl IncidentFile {
     /// timeline entries not written before.
     pub fn update(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> Value {
         let i = &emitted.incident;
-        let mut header = incident_header(emitted, device);
+        let header = incident_header(emitted, device);
         let mut record = header.clone();
-        header.insert(
-            "timeline".into(),
-            i.timeline.iter().map(timeline_entry).collect(),
-        );
-        self.incidents.insert(i.id, Value::Object(header));
-        self.dirty = true;
+        self.changed.insert(i.id, (header, i.timeline.clone()));
         if self.written_seq.len() >= MAX_TRACKED && !self.written_seq.contains_key(&i.id) {
             self.written_seq.clear();
         }
@@ -115,14 +113,20 @@ impl IncidentFile {
 
     /// Rewrites the file now if incidents changed (shutdown, end of a replay).
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.dirty {
+        if self.changed.is_empty() {
             return Ok(());
+        }
+        for (id, (mut header, timeline)) in std::mem::take(&mut self.changed) {
+            header.insert(
+                "timeline".into(),
+                timeline.iter().map(timeline_entry).collect(),
+            );
+            self.incidents.insert(id, Value::Object(header));
         }
         let list: Vec<&Value> = self.incidents.values().collect();
         let mut bytes = serde_json::to_vec_pretty(&list)?;
         bytes.push(b'\n');
         write_atomic(&self.path, &bytes)?;
-        self.dirty = false;
         self.written_at = Some(Instant::now());
         Ok(())
     }
@@ -146,6 +150,8 @@ fn incident_header(emitted: &EmittedIncident, device: Option<&Device>) -> Map<St
             "first": eve_timestamp(p.first),
         })).collect::<Vec<_>>(),
         "breaches": i.breaches,
+        "unusual": i.unusual,
+        "learning": i.learning,
         "by_model": i.by_model.iter().cloned().collect::<BTreeMap<String, u32>>(),
         "plugin": emitted.plugin,
         "plugin_version": emitted.plugin_version,
