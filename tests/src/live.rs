@@ -109,6 +109,19 @@ pub fn skip_live() -> bool {
     false
 }
 
+/// Asserts that each of `programs` is on the PATH, so a test missing a tool fails saying what to
+/// run rather than with a spawn error deep inside.
+pub fn require_tools(programs: &[&str]) {
+    for program in programs {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "{program} missing: run ./setup.sh");
+    }
+}
+
 pub fn nmap_available() -> bool {
     Command::new("nmap")
         .arg("--version")

@@ -4,12 +4,11 @@
 //! and incident say so.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::lab::{self, committed_labs, fixture, ground_truth};
-use vigil_tests::live::start_tcpdump;
+use vigil_tests::live::{require_tools, start_tcpdump};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::workspace::{eve_records, replay_ok, TempDir};
 
@@ -40,14 +39,6 @@ fn names(device: &Value, source: &str) -> Vec<String> {
         .collect()
 }
 
-fn available(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Waits until the capture file holds a DHCPACK (option 53, length 1, type 5), so that stopping
 /// tcpdump cannot cut the exchange short.
 fn wait_for_ack_in(pcap: &Path, timeout: Duration) {
@@ -67,9 +58,7 @@ fn a_real_dhcp_lease_names_the_device_by_mac_and_address() {
     if skip_without_root() {
         return;
     }
-    for program in ["dnsmasq", "dhclient", "tcpdump"] {
-        assert!(available(program), "{program} missing: run ./setup.sh");
-    }
+    require_tools(&["dnsmasq", "dhclient", "tcpdump"]);
     const HOST_NAME: &str = "WS-DHCP-07";
     let server = Netns::unique().expect("namespace");
     let client = Netns::unique().expect("namespace");

@@ -7,11 +7,10 @@
 //! by its content.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::live::{start_tcpdump, wait_until_written};
+use vigil_tests::live::{require_tools, start_tcpdump, wait_until_written};
 use vigil_tests::logs::{tshark_fields, Replay};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::workspace::{root, TempDir};
@@ -26,14 +25,6 @@ const MDNS_NAME: &str = "ws-mdns-07";
 const NETBIOS_NAME: &str = "WS-NBNS-07";
 const WORKGROUP: &str = "LABGROUP";
 const LLMNR_NAME: &str = "ws-llmnr-07";
-
-fn available(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// A client and a workstation on one link, captured from the client's side.
 struct Link {
@@ -225,9 +216,7 @@ fn skip_or_check_tools(programs: &[&str]) -> bool {
     if skip_without_root() {
         return true;
     }
-    for program in programs {
-        assert!(available(program), "{program} missing: run ./setup.sh");
-    }
+    require_tools(programs);
     false
 }
 

@@ -150,6 +150,16 @@ impl Office {
 
     /// Runs `jobs` from the clients and returns what tcpdump recorded of them.
     fn record(&self, name: &str, jobs: &[Job]) -> PathBuf {
+        let script: Vec<&str> = jobs.iter().map(|j| j.0.as_str()).collect();
+        self.capture(name, || {
+            self.clients
+                .run("bash", &["-c", &format!("{}\nwait", script.join("\n"))])
+                .expect("the night's jobs run");
+        })
+    }
+
+    /// What tcpdump on the servers' end records while `run` runs.
+    fn capture(&self, name: &str, run: impl FnOnce()) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.pcap"));
         let mut tcpdump = start_tcpdump(
             &self.servers,
@@ -166,10 +176,7 @@ impl Office {
                 &path.to_string_lossy(),
             ],
         );
-        let script: Vec<&str> = jobs.iter().map(|j| j.0.as_str()).collect();
-        self.clients
-            .run("bash", &["-c", &format!("{}\nwait", script.join("\n"))])
-            .expect("the night's jobs run");
+        run();
         wait_until_written(&path);
         let _ = tcpdump.kill();
         let _ = tcpdump.wait();
@@ -195,32 +202,14 @@ impl Office {
 
     /// The weekly vulnerability scan: nmap from its fixed host over the file servers.
     fn weekly_scan(&self, name: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.pcap"));
-        let mut tcpdump = start_tcpdump(
-            &self.servers,
-            &[
-                "-i",
-                "servers0",
-                "-n",
-                "-U",
-                "-s",
-                "1600",
-                "-B",
-                "8192",
-                "-w",
-                &path.to_string_lossy(),
-            ],
-        );
-        nmap_syn_scan(
-            &self.clients,
-            "10.61.1.1-40",
-            SCAN_PORTS,
-            &["-S", SCANNER, "-e", "office0"],
-        );
-        wait_until_written(&path);
-        let _ = tcpdump.kill();
-        let _ = tcpdump.wait();
-        path
+        self.capture(name, || {
+            nmap_syn_scan(
+                &self.clients,
+                "10.61.1.1-40",
+                SCAN_PORTS,
+                &["-S", SCANNER, "-e", "office0"],
+            );
+        })
     }
 }
 

@@ -602,8 +602,14 @@ fn into_one_plugin(
         &wasm_path.display().to_string(),
         None,
     )?;
-    let mut batch = EventBatch::new();
     let start = Instant::now();
+    feed(&mut host, events, batch_size);
+    Ok(start.elapsed())
+}
+
+/// Hands `events` to the plugins of `host` in batches of `batch_size`, as the pipeline does.
+pub(super) fn feed(host: &mut PluginHost, events: &[Event<'_>], batch_size: usize) {
+    let mut batch = EventBatch::new();
     for chunk in events.chunks(batch_size) {
         batch.clear();
         for event in chunk {
@@ -611,7 +617,6 @@ fn into_one_plugin(
         }
         std::hint::black_box(host.dispatch(&batch));
     }
-    Ok(start.elapsed())
 }
 
 fn tshark_read(path: &Path) -> anyhow::Result<Duration> {

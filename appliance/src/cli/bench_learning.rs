@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
-use crate::host::{EventBatch, PluginHost};
+use super::bench::feed;
+use crate::host::PluginHost;
 use crate::plugin_dir;
 
 /// The models that learn each device's fan-out from flow events.
@@ -48,17 +49,6 @@ fn host_with(models: &[&Path], config: Option<&str>) -> anyhow::Result<PluginHos
     Ok(host)
 }
 
-fn feed(host: &mut PluginHost, events: &[Event<'_>]) {
-    let mut batch = EventBatch::new();
-    for chunk in events.chunks(256) {
-        batch.clear();
-        for event in chunk {
-            batch.push(event);
-        }
-        std::hint::black_box(host.dispatch(&batch));
-    }
-}
-
 /// The rows: events/s with learning on against threshold-only, and the learned state's size.
 pub fn rows(
     files: &[PathBuf],
@@ -66,11 +56,13 @@ pub fn rows(
     runs: u32,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let models = scan_models(files)?;
+    // Batches as the pipeline makes them by default.
+    let batch = crate::config::PipelineSettings::default().batch_size;
     let time = |config: Option<&str>| {
         super::bench::median(runs, || {
             let mut host = host_with(&models, config)?;
             let start = Instant::now();
-            feed(&mut host, events);
+            feed(&mut host, events, batch);
             Ok(start.elapsed())
         })
     };
@@ -91,7 +83,7 @@ pub fn rows(
     let mut sizes = Vec::new();
     for config in [None, Some(THRESHOLD_ONLY)] {
         let mut host = host_with(&models, config)?;
-        feed(&mut host, &day);
+        feed(&mut host, &day, batch);
         let mut bytes = 0;
         for plugin in host.plugins() {
             bytes += host.snapshot(plugin.id)?.len();
