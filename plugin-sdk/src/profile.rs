@@ -401,7 +401,8 @@ impl Default for PatternConfig {
 }
 
 /// Where a device's (and the model's) pattern of life stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
 pub enum Learning {
     /// Still learning since `since` (the later of the model's start and the device's first
     /// sighting), until `until`.
@@ -413,6 +414,16 @@ pub enum Learning {
 }
 
 impl Learning {
+    /// A pattern learned for `period_secs` from `since`, as it stands at `now`.
+    pub fn from(since: Timestamp, period_secs: u64, now: Timestamp) -> Learning {
+        let until = since.plus_secs(period_secs);
+        if now >= until {
+            Learning::Learned { since: until }
+        } else {
+            Learning::Learning { since, until }
+        }
+    }
+
     pub fn is_learned(&self) -> bool {
         matches!(self, Learning::Learned { .. })
     }
@@ -521,13 +532,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     pub fn learning(&self, config: &PatternConfig, now: Timestamp, device: &K) -> Learning {
         let model = self.started.unwrap_or(now);
         let device = self.devices.get(device).map_or(now, |d| d.first_seen);
-        let since = model.max(device);
-        let until = since.plus_secs(config.learning_secs);
-        if now >= until {
-            Learning::Learned { since: until }
-        } else {
-            Learning::Learning { since, until }
-        }
+        Learning::from(model.max(device), config.learning_secs, now)
     }
 
     /// Judges `device`'s current window of `targets` (distinct, `window_secs` long) against

@@ -27,6 +27,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use smoltcp::wire::IpCidr;
+use vigil_plugin_sdk::profile::Learning;
 use vigil_plugin_sdk::{Event, Timestamp};
 
 use crate::proto::dhcp::DhcpMessage;
@@ -139,28 +140,6 @@ pub struct ModelPattern {
     pub until: Option<String>,
     /// When the breach that said so was raised.
     pub reported: Timestamp,
-}
-
-/// Whether a device's pattern of life is still being learned, and since (until) when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum Learning {
-    Learning { since: Timestamp, until: Timestamp },
-    Learned { since: Timestamp },
-}
-
-impl Learning {
-    fn at(first_seen: Timestamp, now: Timestamp, days: u64) -> Learning {
-        let until = first_seen.plus_secs(days.saturating_mul(86_400));
-        if now >= until {
-            Learning::Learned { since: until }
-        } else {
-            Learning::Learning {
-                since: first_seen,
-                until,
-            }
-        }
-    }
 }
 
 impl Device {
@@ -277,7 +256,11 @@ impl DeviceTable {
             .iter()
             .filter(|d| now.since(d.last_seen) / 1_000_000 <= horizon)
             .map(|d| Device {
-                learning: Some(Learning::at(d.first_seen, now, self.config.learning_days)),
+                learning: Some(Learning::from(
+                    d.first_seen,
+                    self.config.learning_days.saturating_mul(86_400),
+                    now,
+                )),
                 ..d.clone()
             })
             .collect();
