@@ -87,10 +87,9 @@ impl HeldFrames {
 
     /// The frames held for `flow`, oldest first, which it no longer holds.
     pub fn release(&mut self, flow: u64) -> Vec<HeldFrame> {
-        let Some(frames) = self.by_flow.remove(&flow) else {
+        let Some(frames) = self.take(flow) else {
             return Vec::new();
         };
-        self.bytes -= frames.iter().map(|f| f.data.len()).sum::<usize>();
         self.stats.released += frames.len() as u64;
         // Released ids linger in `order`; keep it proportional to what is held.
         if self.order.len() > 2 * self.by_flow.len() + 64 {
@@ -102,12 +101,18 @@ impl HeldFrames {
 
     fn drop_oldest_flow(&mut self) {
         while let Some(flow) = self.order.pop_front() {
-            if let Some(frames) = self.by_flow.remove(&flow) {
-                self.bytes -= frames.iter().map(|f| f.data.len()).sum::<usize>();
+            if let Some(frames) = self.take(flow) {
                 self.stats.dropped += frames.len() as u64;
                 return;
             }
         }
+    }
+
+    /// Removes `flow`'s frames from the budget.
+    fn take(&mut self, flow: u64) -> Option<Vec<HeldFrame>> {
+        let frames = self.by_flow.remove(&flow)?;
+        self.bytes -= frames.iter().map(|f| f.data.len()).sum::<usize>();
+        Some(frames)
     }
 }
 
