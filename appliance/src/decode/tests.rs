@@ -213,19 +213,23 @@ fn every_truncation_of_a_valid_frame_is_a_counted_reason_not_a_panic() {
     assert!(counts.malformed() > 0);
 }
 
+/// `len` bytes of a deterministic xorshift stream: reproducible, no dependency.
+fn noise(state: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state as u8
+        })
+        .collect()
+}
+
 #[test]
 fn garbage_never_panics() {
-    // A deterministic xorshift stream: reproducible, no dependency.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for len in 0..2000usize {
-        let frame: Vec<u8> = (0..len % 200)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let frame = noise(&mut state, len % 200);
         let mut with_ip = frame.clone();
         if with_ip.len() > 14 {
             with_ip[12] = 0x08;
@@ -446,14 +450,7 @@ mod links {
         ];
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for len in 0..1600usize {
-            let frame: Vec<u8> = (0..len % 120)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
+            let frame = noise(&mut state, len % 120);
             for link in links {
                 let _ = decode_frame(link, &frame);
             }
