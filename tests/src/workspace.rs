@@ -157,6 +157,15 @@ pub fn eve_records(data_dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The models that alerted on `source` in a data dir's eve.json.
+pub fn models_of(data_dir: &Path, source: &str) -> std::collections::BTreeSet<String> {
+    eve_records(data_dir)
+        .iter()
+        .filter(|r| r["event_type"] == "alert" && r["src_ip"] == source)
+        .filter_map(|r| r["alert"]["signature"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The value of a row of the run's summary table (`packets`, `devices`...); `None` when the row
 /// is not printed (counters print only when not zero).
 pub fn summary_value(stdout: &[u8], row: &str) -> Option<u64> {

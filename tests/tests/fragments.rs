@@ -4,14 +4,15 @@
 //! never complete stays within `[fragments] max_bytes`, is counted, and raises nothing; overlap
 //! evasions (IPv4 and IPv6) are counted in the run's summary.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
 use vigil_tests::live::{nmap_available, nmap_syn_scan, start_tcpdump, wait_until_written};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
-use vigil_tests::workspace::{eve_records, replay_ok, replay_with, summary_value, TempDir};
+use vigil_tests::workspace::{
+    eve_records, models_of, replay_ok, replay_with, summary_value, TempDir,
+};
 
 const SCANNER: &str = "10.215.0.2";
 /// Routed through the victim's end, which answers for the whole /24 (`ip route add local`).
@@ -21,15 +22,6 @@ const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The models that alerted on `source` in a data dir's eve.json.
-fn models_of(data_dir: &Path, source: &str) -> BTreeSet<String> {
-    eve_records(data_dir)
-        .iter()
-        .filter(|r| r["event_type"] == "alert" && r["src_ip"] == source)
-        .filter_map(|r| r["alert"]["signature"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// (IPv4 first fragments, all IPv4 fragments) in a capture: MF set with offset 0, and MF set

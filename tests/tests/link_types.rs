@@ -16,7 +16,7 @@ use vigil_tests::lab::fixture;
 use vigil_tests::live::{nmap_available, nmap_syn_scan, start_tcpdump, wait_until_written};
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::pcap::{self, Record};
-use vigil_tests::workspace::{eve_records, replay, replay_ok, summary_value, TempDir};
+use vigil_tests::workspace::{models_of, replay, replay_ok, summary_value, TempDir};
 
 const SCANNER: &str = "10.225.0.2";
 /// The scanner's end of the tunnel.
@@ -39,15 +39,6 @@ const LINKTYPE_LINUX_SLL2: u32 = 276;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The models that alerted on `source` in a data dir's eve.json.
-fn models_of(data_dir: &Path, source: &str) -> BTreeSet<String> {
-    eve_records(data_dir)
-        .iter()
-        .filter(|r| r["event_type"] == "alert" && r["src_ip"] == source)
-        .filter_map(|r| r["alert"]["signature"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// What the scan raises against the scanner: the four scan models, and the meta models their
