@@ -263,7 +263,7 @@ impl BundleStore {
 }
 
 /// Whether a module's own manifest agrees with the signed one: the signature is over the bundle
-/// manifest, so the module must not claim another name, kind or subscriptions.
+/// manifest, so the module must not claim another name, kind, subscriptions or filter.
 pub fn module_agrees(
     signed: &BundleManifest,
     module: &vigil_plugin_sdk::Manifest,
@@ -280,7 +280,7 @@ pub fn module_agrees(
             module.kind, signed.kind
         ));
     }
-    if module.subscriptions != signed.subscriptions {
+    if module.subscriptions != signed.subscriptions || module.filter != signed.filter {
         return Err("the module subscribes to other events than the bundle says".into());
     }
     Ok(())

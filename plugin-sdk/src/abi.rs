@@ -19,7 +19,8 @@
 //! events, which is what makes replay deterministic.
 
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 0;
+/// 1: the manifest ends with an [`crate::FlowFilter`].
+pub const ABI_MINOR: u16 = 1;
 pub const IMPORT_MODULE: &str = "vigil";
 
 pub const fn abi_version() -> i32 {
@@ -28,6 +29,10 @@ pub const fn abi_version() -> i32 {
 
 pub const fn abi_major(version: i32) -> u16 {
     (version >> 16) as u16
+}
+
+pub const fn abi_minor(version: i32) -> u16 {
+    version as u16
 }
 
 /// Packs a guest pointer and length into one `i64` return value.

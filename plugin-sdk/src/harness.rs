@@ -54,7 +54,7 @@ impl<P: Plugin> Harness<P> {
     pub fn feed(&mut self, event: &Event<'_>) -> Vec<Breach> {
         let wire = postcard::to_allocvec(event).expect("events always encode");
         let event: Event = postcard::from_bytes(&wire).expect("events always decode");
-        if P::SUBSCRIPTIONS.contains(event.class()) {
+        if P::SUBSCRIPTIONS.contains(event.class()) && P::FILTER.admits(&event) {
             self.plugin.on_event(&event, &mut self.output);
         }
         let raised: Vec<Breach> = self

@@ -32,7 +32,7 @@ pub use action::{ActionRequest, Response};
 pub use breach::{Breach, Evidence};
 pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, Transport};
 pub use incident::Incident;
-pub use manifest::{Manifest, PluginKind, Subscriptions};
+pub use manifest::{FilterKey, FlowFilter, Manifest, PluginKind, Subscriptions};
 pub use model::Model;
 pub use plugin::{Output, Plugin};
 pub use profile::{

@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::state::OldState;
-use crate::{ActionRequest, Breach, Event, Incident, Manifest, PluginKind, Subscriptions};
+use crate::{
+    ActionRequest, Breach, Event, FlowFilter, Incident, Manifest, PluginKind, Subscriptions,
+};
 
 /// A Vigil plugin. Implement this on a struct and call [`crate::export_plugin!`] on it.
 ///
@@ -33,6 +35,10 @@ pub trait Plugin: Sized {
     const VERSION: &'static str;
     const KIND: PluginKind;
     const SUBSCRIPTIONS: Subscriptions;
+    /// Narrows the subscribed events before they reach the plugin (see [`FlowFilter`]). Every
+    /// event the plugin's learning looks at must pass: a scan model that learns how long it has
+    /// known a device from every flow start cannot filter by port.
+    const FILTER: FlowFilter = FlowFilter::ANY;
 
     fn new(config: Self::Config) -> Self;
 
@@ -89,6 +95,7 @@ pub fn manifest_of<P: Plugin>() -> Manifest {
         kind: P::KIND,
         subscriptions: P::SUBSCRIPTIONS,
         default_config: serde_json::to_string(&P::Config::default()).unwrap_or_default(),
+        filter: P::FILTER,
     }
 }
 

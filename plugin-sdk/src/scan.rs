@@ -22,7 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::model::summarize;
 use crate::profile::{FanOutProfiles, FanOutVerdict, Learning, PatternConfig};
 use crate::window::{FanOut, FanOutConfig};
-use crate::{Breach, Event, EventKind, Model, Output};
+use crate::{Breach, Event, EventKind, FlowFilter, Model, Output};
+
+/// The flows a scan model receives: their starts. Ends carry nothing it counts; and every start
+/// counts, whatever its port or transport, since it tells how long the model has known the
+/// device (a device known for weeks that suddenly sweeps a service is unusual, not new).
+pub const FLOW_STARTS: FlowFilter = FlowFilter::ANY.flow_start();
 
 /// Something a scan touches: a host, a port, or a host and port.
 pub trait Target: Ord + Clone {
@@ -533,6 +538,7 @@ impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
     const SUBSCRIPTIONS: crate::Subscriptions = crate::Subscriptions::NONE
         .with(crate::EventClass::Flow)
         .with(crate::EventClass::Tick);
+    const FILTER: FlowFilter = FLOW_STARTS;
 
     fn new(config: SweepConfig<S>) -> Self {
         ServiceSweep {

@@ -39,7 +39,7 @@ pub fn trapping_on_every_batch(manifest: &[u8]) -> Vec<u8> {
     build(
         manifest,
         "",
-        "(i32.const 0x10000)",
+        &format!("(i32.const {})", abi::abi_version()),
         "unreachable",
         "(i32.const 0)",
     )

@@ -14,13 +14,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::keys::{PublicKey, SecretKey};
+use super::legacy::{BundleManifestV1, BundleV1, BUNDLE_DOMAIN_V1};
 use super::manifest::{BundleManifest, Payload};
 
 pub const BUNDLE_MAGIC: [u8; 8] = *b"VIGILBDL";
-pub const FORMAT_VERSION: u16 = 1;
+/// 2: the manifest carries the plugin's event filter. Version 1 bundles (already installed,
+/// or signed before) are still read, as manifests without a filter.
+pub const FORMAT_VERSION: u16 = 2;
+/// The format of delegations (and of bundles before event filters).
+pub const FORMAT_VERSION_1: u16 = 1;
 /// Prefix of what a bundle signature signs, so a bundle signature can never be taken for a
-/// signature over anything else (a delegation, a future format).
-pub const BUNDLE_DOMAIN: &[u8] = b"vigil bundle v1\0";
+/// signature over anything else (a delegation, the other format).
+pub const BUNDLE_DOMAIN: &[u8] = b"vigil bundle v2\0";
 /// The default largest bundle: plugins are a few hundred KiB, and the whole file is read into
 /// memory before it is checked.
 pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 32 * 1024 * 1024;
@@ -38,8 +43,12 @@ pub enum FormatError {
         what: &'static str,
         magic: &'static [u8; 8],
     },
-    #[error("{what} format version {found}; this build reads version {FORMAT_VERSION}")]
-    UnsupportedVersion { what: &'static str, found: u16 },
+    #[error("{what} format version {found}; this build reads version {reads}")]
+    UnsupportedVersion {
+        what: &'static str,
+        found: u16,
+        reads: u16,
+    },
     #[error("cannot decode the {what}: {reason}")]
     Decode { what: &'static str, reason: String },
     #[error("{count} unexpected bytes after the end of the {what}")]
@@ -65,6 +74,10 @@ pub struct Bundle {
     /// The plugin module; empty for a config update.
     pub wasm: Vec<u8>,
     pub signatures: Vec<Signature>,
+    /// Read from a version 1 file: its signatures are over the version 1 manifest, and it is
+    /// written back in that format.
+    #[serde(skip)]
+    pub legacy: bool,
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -93,14 +106,21 @@ pub fn signed_digest(manifest: &BundleManifest) -> Result<[u8; 32], FormatError>
     domain_digest(BUNDLE_DOMAIN, manifest, "manifest")
 }
 
+/// The format version in an envelope's header, if it has one.
+fn envelope_version(bytes: &[u8]) -> Option<u16> {
+    let version = bytes.get(8..HEADER_LEN)?;
+    Some(u16::from_le_bytes([version[0], version[1]]))
+}
+
 pub(crate) fn encode_envelope<T: Serialize>(
     magic: &[u8; 8],
+    version: u16,
     value: &T,
     what: &'static str,
 ) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     postcard::to_io(value, &mut out).map_err(|err| FormatError::Encode {
         what,
         reason: err.to_string(),
@@ -111,6 +131,7 @@ pub(crate) fn encode_envelope<T: Serialize>(
 pub(crate) fn decode_envelope<T: Serialize + DeserializeOwned>(
     bytes: &[u8],
     magic: &'static [u8; 8],
+    reads: u16,
     what: &'static str,
     max_bytes: u64,
 ) -> Result<T, FormatError> {
@@ -129,8 +150,8 @@ pub(crate) fn decode_envelope<T: Serialize + DeserializeOwned>(
         return Err(FormatError::BadMagic { what, magic });
     }
     let found = u16::from_le_bytes([version[0], version[1]]);
-    if found != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion { what, found });
+    if found != reads {
+        return Err(FormatError::UnsupportedVersion { what, found, reads });
     }
     let (value, rest) =
         postcard::take_from_bytes::<T>(body).map_err(|err| FormatError::Decode {
@@ -165,6 +186,7 @@ impl Bundle {
             manifest,
             wasm,
             signatures: Vec::new(),
+            legacy: false,
         }
     }
 
@@ -175,19 +197,33 @@ impl Bundle {
             manifest,
             wasm: Vec::new(),
             signatures: Vec::new(),
+            legacy: false,
         }
     }
 
     /// Decodes a bundle file of at most `max_bytes` (see the module doc). Nothing is verified.
     pub fn decode(bytes: &[u8], max_bytes: u64) -> Result<Bundle, FormatError> {
-        decode_envelope(bytes, &BUNDLE_MAGIC, "bundle", max_bytes)
+        if envelope_version(bytes) == Some(FORMAT_VERSION_1) {
+            let old: BundleV1 =
+                decode_envelope(bytes, &BUNDLE_MAGIC, FORMAT_VERSION_1, "bundle", max_bytes)?;
+            return Ok(old.into());
+        }
+        decode_envelope(bytes, &BUNDLE_MAGIC, FORMAT_VERSION, "bundle", max_bytes)
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
-        encode_envelope(&BUNDLE_MAGIC, self, "bundle")
+        if self.legacy {
+            let old = BundleV1::try_from(self.clone())?;
+            return encode_envelope(&BUNDLE_MAGIC, FORMAT_VERSION_1, &old, "bundle");
+        }
+        encode_envelope(&BUNDLE_MAGIC, FORMAT_VERSION, self, "bundle")
     }
 
     pub fn signed_digest(&self) -> Result<[u8; 32], FormatError> {
+        if self.legacy {
+            let old = BundleManifestV1::try_from(self.manifest.clone())?;
+            return domain_digest(BUNDLE_DOMAIN_V1, &old, "manifest");
+        }
         signed_digest(&self.manifest)
     }
 

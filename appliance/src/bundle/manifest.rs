@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::{PluginKind, Subscriptions};
+use vigil_plugin_sdk::{FlowFilter, PluginKind, Subscriptions};
 
 /// A plugin version, `MAJOR.MINOR.PATCH` (no pre-release or build suffix: rollback protection
 /// needs a total order nobody can argue about). Ordered field by field.
@@ -110,6 +110,8 @@ pub struct BundleManifest {
     pub abi: u16,
     pub kind: PluginKind,
     pub subscriptions: Subscriptions,
+    /// What the host lets through of the subscribed events (the module's own, which must agree).
+    pub filter: FlowFilter,
     pub limits: Limits,
     /// JSON: the plugin's config (for a config update, the new one).
     pub default_config: String,

@@ -1,7 +1,8 @@
 //! Signed plugin bundles and the trust that decides which to install (DESIGN.md, "Bundles, trust
 //! and updates").
 //!
-//! A bundle is one file: a [`BundleManifest`] (name, version, ABI, kind, subscriptions, limits,
+//! A bundle is one file: a [`BundleManifest`] (name, version, ABI, kind, subscriptions and event
+//! filter, limits,
 //! config, and the wasm's SHA-256), the wasm, and ed25519 signatures over a domain-separated
 //! digest of the manifest ([`format`]). The appliance holds root keys; a root-signed
 //! [`Delegation`] names the keys that may sign plugins ([`trust`]). [`verify`] refuses what is
@@ -15,6 +16,7 @@
 
 pub mod format;
 pub mod keys;
+mod legacy;
 pub mod manifest;
 pub mod text;
 pub mod trust;

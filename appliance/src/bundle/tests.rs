@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use vigil_plugin_sdk::abi::ABI_MAJOR;
-use vigil_plugin_sdk::{EventClass, PluginKind, Subscriptions};
+use vigil_plugin_sdk::{EventClass, FlowFilter, PluginKind, Subscriptions, Transport};
 
 use super::format::{sha256, BUNDLE_MAGIC, FORMAT_VERSION};
 use super::keys::{generate_key_files, public_path};
@@ -63,6 +63,7 @@ fn manifest(name: &str, version: &str) -> BundleManifest {
         abi: ABI_MAJOR,
         kind: PluginKind::Detector,
         subscriptions: Subscriptions::NONE.with(EventClass::Flow),
+        filter: FlowFilter::ANY,
         limits: Limits::default(),
         default_config: r#"{"threshold":30}"#.into(),
         payload: Payload::Plugin {
@@ -212,7 +213,8 @@ fn malformed_bundles_are_refused_with_the_reason() {
         malformed(&other_version),
         FormatError::UnsupportedVersion {
             what: "bundle",
-            found: FORMAT_VERSION + 1
+            found: FORMAT_VERSION + 1,
+            reads: FORMAT_VERSION,
         }
     );
     for cut in [10, 11, good.len() / 2, good.len() - 1] {
@@ -250,6 +252,47 @@ fn unsigned_bundle_is_refused() {
     assert_eq!(
         check(&store, &bytes).expect_err("unsigned"),
         BundleError::Unsigned
+    );
+}
+
+#[test]
+fn a_format_1_bundle_signed_before_filters_still_verifies_and_runs_unfiltered() {
+    let (_dir, store) = trust_dir("format-1");
+    let mut bundle = Bundle::plugin(manifest("network-scan", "1.0.0"), WASM.to_vec());
+    bundle.legacy = true;
+    bundle.sign(&vendor()).expect("sign");
+    let bytes = bundle.encode().expect("encode");
+    assert_eq!(bytes[8..10], 1u16.to_le_bytes());
+    let verified = check(&store, &bytes).expect("a format 1 bundle verifies");
+    assert_eq!(verified.manifest.filter, FlowFilter::ANY);
+    // Its signature is over the format 1 manifest: the same signature on a format 2 file
+    // (which signs the filter too) does not verify.
+    let mut as_format_2 = Bundle::decode(&bytes, u64::MAX).expect("decode");
+    as_format_2.legacy = false;
+    let moved = as_format_2.encode().expect("encode");
+    assert_eq!(
+        check(&store, &moved).expect_err("other format"),
+        BundleError::SignatureMismatch {
+            key: vendor().public()
+        }
+    );
+}
+
+#[test]
+fn the_event_filter_is_signed() {
+    let (_dir, store) = trust_dir("filter-signed");
+    let mut rdp = manifest("rdp-scan", "1.0.0");
+    rdp.filter = FlowFilter::ANY.transport(Transport::Tcp).port(3389);
+    let bytes = signed(rdp, WASM, &[&vendor()]);
+    let mut bundle = Bundle::decode(&bytes, u64::MAX).expect("decode");
+    assert_eq!(bundle.manifest.filter.ports(), [3389]);
+    bundle.manifest.filter = FlowFilter::ANY.transport(Transport::Tcp).port(445);
+    let tampered = bundle.encode().expect("encode");
+    assert_eq!(
+        check(&store, &tampered).expect_err("tampered"),
+        BundleError::SignatureMismatch {
+            key: vendor().public()
+        }
     );
 }
 

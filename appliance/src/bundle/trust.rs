@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{decode_envelope, domain_digest, encode_envelope, FormatError, Signature};
+use super::format::{
+    decode_envelope, domain_digest, encode_envelope, FormatError, Signature, FORMAT_VERSION_1,
+};
 use super::keys::{KeyError, PublicKey, SecretKey};
 use super::manifest::check_name;
 use super::text::{format_time, hex, parse_hex};
@@ -133,11 +135,17 @@ impl SignedDelegation {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
-        encode_envelope(&DELEGATION_MAGIC, self, "delegation")
+        encode_envelope(&DELEGATION_MAGIC, FORMAT_VERSION_1, self, "delegation")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SignedDelegation, FormatError> {
-        decode_envelope(bytes, &DELEGATION_MAGIC, "delegation", MAX_DELEGATION_BYTES)
+        decode_envelope(
+            bytes,
+            &DELEGATION_MAGIC,
+            FORMAT_VERSION_1,
+            "delegation",
+            MAX_DELEGATION_BYTES,
+        )
     }
 }
 

@@ -207,6 +207,7 @@ fn build_plugin(
         abi: ABI_MAJOR,
         kind: plugin.kind,
         subscriptions: plugin.subscriptions,
+        filter: plugin.filter,
         limits,
         default_config: config.unwrap_or(plugin.default_config),
         payload: Payload::Plugin {
@@ -223,13 +224,14 @@ fn build_config_update(args: &BuildArgs, target: &Path, config: String) -> anyho
         .context("--config-update needs --version")?;
     let version: Version = version_text.parse()?;
     let bytes = read_bounded(target)?;
-    let (name, kind, subscriptions, limits, wasm_sha256) = if bytes.starts_with(b"\0asm") {
+    let (name, kind, subscriptions, filter, limits, wasm_sha256) = if bytes.starts_with(b"\0asm") {
         let limits = limits(args, Limits::default())?;
         let plugin = plugin_manifest(&bytes, target, limits, Some(&config))?;
         (
             plugin.name,
             plugin.kind,
             plugin.subscriptions,
+            plugin.filter,
             limits,
             sha256(&bytes),
         )
@@ -256,6 +258,7 @@ fn build_config_update(args: &BuildArgs, target: &Path, config: String) -> anyho
             m.name,
             m.kind,
             m.subscriptions,
+            m.filter,
             limits,
             *m.payload.wasm_sha256(),
         )
@@ -266,6 +269,7 @@ fn build_config_update(args: &BuildArgs, target: &Path, config: String) -> anyho
         abi: ABI_MAJOR,
         kind,
         subscriptions,
+        filter,
         limits,
         default_config: config,
         payload: Payload::ConfigUpdate { wasm_sha256 },
@@ -383,6 +387,7 @@ fn inspect(path: &Path) -> anyhow::Result<()> {
     println!("  abi            {}", m.abi);
     println!("  kind           {}", kind_name(m.kind));
     println!("  subscriptions  {}", subscription_names(m.subscriptions));
+    println!("  filter         {}", m.filter);
     println!(
         "  limits         memory {} MiB, batch deadline {} ms",
         m.limits.memory_bytes / (1024 * 1024),

@@ -2,19 +2,27 @@
 
 use std::ops::Range;
 
-use vigil_plugin_sdk::{Event, EventClass, Subscriptions};
+use vigil_plugin_sdk::{Event, EventClass, FilterKey, FlowFilter, Subscriptions};
 
 /// Room for one encoded event: the largest (a `FlowEnd` between IPv6 endpoints, every varint at
 /// its longest) is under 160 bytes.
 const MAX_EVENT_BYTES: usize = 192;
 
-/// Postcard-encoded events back to back, with each event's class (and, for a breach passed on,
-/// the index of the plugin that raised it), reused across batches so the hot path allocates
-/// nothing once the buffers have grown.
+/// Postcard-encoded events back to back, each with what selecting it needs: its class, what
+/// event filters look at, and (for a breach passed on) the index of the plugin that raised it.
+/// Reused across batches so the hot path allocates nothing once the buffers have grown.
 #[derive(Debug, Default)]
 pub struct EventBatch {
     bytes: Vec<u8>,
-    entries: Vec<(EventClass, Option<usize>, Range<usize>)>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    class: EventClass,
+    key: FilterKey,
+    origin: Option<usize>,
+    range: Range<usize>,
 }
 
 impl EventBatch {
@@ -46,8 +54,12 @@ impl EventBatch {
             }
         };
         if written {
-            self.entries
-                .push((event.class(), origin, start..self.bytes.len()));
+            self.entries.push(Entry {
+                class: event.class(),
+                key: FilterKey::of(event),
+                origin,
+                range: start..self.bytes.len(),
+            });
         } else {
             // Only an event postcard cannot encode gets here (a bug in the SDK's types): it is
             // dropped rather than half-written.
@@ -68,19 +80,21 @@ impl EventBatch {
         self.entries.clear();
     }
 
-    /// Copies the events of the subscribed classes into `out` (cleared first), except those
-    /// plugin number `reader` caused; returns how many.
+    /// Copies the events of the subscribed classes that `filter` admits into `out` (cleared
+    /// first), except those plugin number `reader` caused; returns how many.
     pub fn select(
         &self,
         subscriptions: Subscriptions,
+        filter: &FlowFilter,
         reader: Option<usize>,
         out: &mut Vec<u8>,
     ) -> usize {
         out.clear();
         let mut count = 0;
-        for (class, origin, range) in &self.entries {
-            if subscriptions.contains(*class) && (origin.is_none() || *origin != reader) {
-                out.extend_from_slice(&self.bytes[range.clone()]);
+        for entry in &self.entries {
+            let own = entry.origin.is_some() && entry.origin == reader;
+            if subscriptions.contains(entry.class) && !own && filter.admits_key(&entry.key) {
+                out.extend_from_slice(&self.bytes[entry.range.clone()]);
                 count += 1;
             }
         }
@@ -103,14 +117,37 @@ mod tests {
         batch.push(&flow_start(2.0, Transport::Udp, ip, ip, 53));
         let mut out = Vec::new();
         let flows = Subscriptions::NONE.with(EventClass::Flow);
-        assert_eq!(batch.select(flows, None, &mut out), 2);
+        assert_eq!(batch.select(flows, &FlowFilter::ANY, None, &mut out), 2);
         let (first, rest): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
         let (second, rest): (Event, &[u8]) = postcard::take_from_bytes(rest).expect("decodes");
         assert!(rest.is_empty());
         assert_eq!(first.proto, Transport::Tcp);
         assert_eq!(second.proto, Transport::Udp);
-        assert_eq!(batch.select(Subscriptions::NONE, None, &mut out), 0);
+        assert_eq!(
+            batch.select(Subscriptions::NONE, &FlowFilter::ANY, None, &mut out),
+            0
+        );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_filter_narrows_traffic_but_never_ticks() {
+        let ip = std::net::IpAddr::from([10, 0, 0, 1]);
+        let mut batch = EventBatch::new();
+        batch.push(&flow_start(1.0, Transport::Tcp, ip, ip, 3389));
+        batch.push(&flow_start(1.0, Transport::Tcp, ip, ip, 445));
+        batch.push(&flow_start(1.0, Transport::Udp, ip, ip, 3389));
+        batch.push(&tick(1.0));
+        let subscriptions = Subscriptions::NONE
+            .with(EventClass::Flow)
+            .with(EventClass::Tick);
+        let rdp = FlowFilter::ANY.transport(Transport::Tcp).port(3389);
+        let mut out = Vec::new();
+        assert_eq!(batch.select(subscriptions, &rdp, None, &mut out), 2);
+        let (first, rest): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
+        let (second, _): (Event, &[u8]) = postcard::take_from_bytes(rest).expect("decodes");
+        assert_eq!((first.proto, first.dst.port), (Transport::Tcp, 3389));
+        assert_eq!(second.class(), EventClass::Tick);
     }
 
     #[test]
@@ -137,8 +174,14 @@ mod tests {
         batch.push_from(&breach.to_event("network-scan", 0), Some(3));
         let breaches = Subscriptions::NONE.with(EventClass::Breach);
         let mut out = Vec::new();
-        assert_eq!(batch.select(breaches, Some(3), &mut out), 0);
-        assert_eq!(batch.select(breaches, Some(4), &mut out), 1);
+        assert_eq!(
+            batch.select(breaches, &FlowFilter::ANY, Some(3), &mut out),
+            0
+        );
+        assert_eq!(
+            batch.select(breaches, &FlowFilter::ANY, Some(4), &mut out),
+            1
+        );
         let (event, _): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
         assert_eq!(event.src, device);
         assert!(matches!(
@@ -181,7 +224,12 @@ mod tests {
         batch.push(&tick(1.0));
         let mut out = Vec::new();
         assert_eq!(
-            batch.select(Subscriptions::NONE.with(EventClass::Flow), None, &mut out),
+            batch.select(
+                Subscriptions::NONE.with(EventClass::Flow),
+                &FlowFilter::ANY,
+                None,
+                &mut out
+            ),
             1
         );
         assert_eq!(out, encoded);

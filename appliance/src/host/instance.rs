@@ -393,11 +393,18 @@ impl Instance {
         Ok(self.abi.call(&mut self.store, ())?)
     }
 
-    pub fn manifest(&mut self) -> anyhow::Result<Manifest> {
+    /// The module's manifest, as its ABI minor version `minor` writes it.
+    pub fn manifest(&mut self, minor: u16) -> anyhow::Result<Manifest> {
         self.arm();
         let packed = self.manifest.call(&mut self.store, ())?;
         let bytes = self.read_packed(packed, "vigil_manifest")?;
-        postcard::from_bytes(bytes).map_err(|err| anyhow::anyhow!("not a postcard Manifest: {err}"))
+        let not_a_manifest = |err| anyhow::anyhow!("not a postcard Manifest: {err}");
+        if minor == 0 {
+            return postcard::from_bytes::<ManifestV1_0>(bytes)
+                .map(Manifest::from)
+                .map_err(not_a_manifest);
+        }
+        postcard::from_bytes(bytes).map_err(not_a_manifest)
     }
 
     pub fn init(&mut self, config_json: &str) -> anyhow::Result<()> {
@@ -584,6 +591,29 @@ pub fn unsupported_import(module: &Module) -> Option<(String, String)> {
         }
     }
     None
+}
+
+/// The manifest of an ABI 1.0 module: no event filter, so it receives all it subscribed to.
+#[derive(serde::Deserialize)]
+struct ManifestV1_0 {
+    name: String,
+    version: String,
+    kind: vigil_plugin_sdk::PluginKind,
+    subscriptions: vigil_plugin_sdk::Subscriptions,
+    default_config: String,
+}
+
+impl From<ManifestV1_0> for Manifest {
+    fn from(old: ManifestV1_0) -> Manifest {
+        Manifest {
+            name: old.name,
+            version: old.version,
+            kind: old.kind,
+            subscriptions: old.subscriptions,
+            default_config: old.default_config,
+            filter: vigil_plugin_sdk::FlowFilter::ANY,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -578,7 +578,8 @@ impl PluginHost {
             .map_err(|err| init_failed(err.into()))?;
         let mut instance =
             Instance::new(&pre, self.config.sandbox(), origin).map_err(init_failed)?;
-        let found_major = abi::abi_major(instance.abi().map_err(init_failed)?);
+        let version = instance.abi().map_err(init_failed)?;
+        let found_major = abi::abi_major(version);
         if found_major != abi::ABI_MAJOR {
             return Err(LoadError::AbiMismatch {
                 origin: origin_s(),
@@ -586,10 +587,13 @@ impl PluginHost {
                 expected_major: abi::ABI_MAJOR,
             });
         }
-        let manifest = instance.manifest().map_err(|err| LoadError::BadManifest {
-            origin: origin_s(),
-            reason: format!("{err:#}"),
-        })?;
+        let manifest =
+            instance
+                .manifest(abi::abi_minor(version))
+                .map_err(|err| LoadError::BadManifest {
+                    origin: origin_s(),
+                    reason: format!("{err:#}"),
+                })?;
         check_manifest(&manifest).map_err(|reason| LoadError::BadManifest {
             origin: origin_s(),
             reason,
@@ -815,7 +819,13 @@ impl PluginHost {
                 continue;
             }
             let mut events = std::mem::take(&mut plugin.filtered);
-            let count = batch.select(plugin.manifest.subscriptions, Some(index), &mut events);
+            let manifest = &plugin.manifest;
+            let count = batch.select(
+                manifest.subscriptions,
+                &manifest.filter,
+                Some(index),
+                &mut events,
+            );
             if count > 0 {
                 plugin.stats.batches += 1;
                 plugin.stats.events += count as u64;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use vigil_plugin_sdk::harness::events::{flow_start, tick};
 use vigil_plugin_sdk::{
-    Breach, Endpoint, EventClass, Manifest, PluginKind, Subscriptions, Timestamp, Transport,
+    Breach, Endpoint, EventClass, FlowFilter, Manifest, PluginKind, Subscriptions, Timestamp,
+    Transport,
 };
 
 use super::*;
@@ -26,6 +27,8 @@ struct Guest {
     /// `vigil_on_batch (param $p i32) (param $l i32) (result i32)`.
     on_batch: String,
     alloc: String,
+    /// What `vigil_abi` returns; a 1.0 module's manifest has no filter.
+    abi: i32,
 }
 
 fn manifest(name: &str, subscriptions: Subscriptions) -> Manifest {
@@ -35,6 +38,7 @@ fn manifest(name: &str, subscriptions: Subscriptions) -> Manifest {
         kind: PluginKind::Detector,
         subscriptions,
         default_config: "{}".into(),
+        filter: FlowFilter::ANY,
     }
 }
 
@@ -92,11 +96,26 @@ impl Guest {
                        (i32.const 0)"
                 .into(),
             alloc: format!("(i32.const {INBOX_AT})"),
+            abi: vigil_plugin_sdk::abi::abi_version(),
         }
     }
 
     fn wasm(&self) -> Vec<u8> {
-        let manifest = postcard::to_allocvec(&self.manifest).expect("manifest encodes");
+        let m = &self.manifest;
+        let manifest = if vigil_plugin_sdk::abi::abi_minor(self.abi) == 0 {
+            // Postcard writes a struct as its fields in order: the 1.0 manifest.
+            let fields = (
+                &m.name,
+                &m.version,
+                m.kind,
+                m.subscriptions,
+                &m.default_config,
+            );
+            postcard::to_allocvec(&fields)
+        } else {
+            postcard::to_allocvec(m)
+        }
+        .expect("manifest encodes");
         let breach = postcard::to_allocvec(&breach()).expect("breach encodes");
         let action = postcard::to_allocvec(&action()).expect("action encodes");
         let wat = format!(
@@ -115,7 +134,7 @@ impl Guest {
   (func $emit_breach_ok (call $emit_breach (i32.const {BREACH_AT}) (i32.const {breach_len})))
   (func $request_action_ok
     (call $request_action (i32.const {ACTION_AT}) (i32.const {action_len})))
-  (func (export "vigil_abi") (result i32) (i32.const 0x10000))
+  (func (export "vigil_abi") (result i32) (i32.const {abi}))
   (func (export "vigil_alloc") (param $len i32) (result i32) {alloc})
   (func (export "vigil_manifest") (result i64)
     (i64.const {manifest_packed}))
@@ -130,6 +149,7 @@ impl Guest {
     (i32.const 0))
   (func (export "state") (result i32) (global.get $state))
 )"#,
+            abi = self.abi,
             pages = self.pages,
             manifest_data = wat_bytes(&manifest),
             breach_data = wat_bytes(&breach),
@@ -216,6 +236,38 @@ fn plugin_receives_only_subscribed_classes_and_is_not_called_without_any() {
     assert_eq!(host.dispatch(&batch).len(), 1);
     let stats = status(&host, id).stats;
     assert_eq!((stats.batches, stats.events), (1, 2));
+}
+
+#[test]
+fn plugin_receives_only_the_flows_its_filter_admits() {
+    let mut host = host();
+    let mut guest = Guest::new("one-port");
+    guest.manifest.filter = FlowFilter::ANY.port(1002).port(1004);
+    let id = host
+        .load(&guest.wasm(), "p.wasm", Some("{}"))
+        .expect("loads");
+    let mut batch = flows(5);
+    batch.push(&tick(2.0));
+    host.dispatch(&batch);
+    let s = status(&host, id);
+    assert_eq!((s.stats.batches, s.stats.events), (1, 3));
+    assert_eq!(
+        host.manifest(id).map(|m| m.filter),
+        Some(guest.manifest.filter)
+    );
+}
+
+#[test]
+fn a_module_of_abi_1_0_has_no_filter_and_receives_all_it_subscribed_to() {
+    let mut host = host();
+    let mut guest = Guest::new("old");
+    guest.abi = 0x1_0000;
+    let id = host
+        .load(&guest.wasm(), "old.wasm", Some("{}"))
+        .expect("a 1.0 module loads");
+    host.dispatch(&flows(5));
+    assert_eq!(status(&host, id).stats.events, 5);
+    assert_eq!(host.manifest(id).map(|m| m.filter), Some(FlowFilter::ANY));
 }
 
 #[test]

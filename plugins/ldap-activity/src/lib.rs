@@ -39,9 +39,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::{
-    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowState, Model, Novelty,
-    Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow, Subscriptions, Timestamp,
-    Transport,
+    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowFilter, FlowState, Model,
+    Novelty, Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow, Subscriptions,
+    Timestamp, Transport,
 };
 
 use filter::Kinds;
@@ -311,6 +311,11 @@ impl Plugin for LdapActivity {
         .with(EventClass::Ldap)
         .with(EventClass::Flow)
         .with(EventClass::Tick);
+    /// Only LDAP connections that ended are judged (their ports are config, so checked below).
+    const FILTER: FlowFilter = FlowFilter::ANY
+        .transport(Transport::Tcp)
+        .flow_end(FlowState::Established)
+        .flow_end(FlowState::Reset);
 
     fn new(config: Config) -> Self {
         LdapActivity {

@@ -4,11 +4,12 @@
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::scan::{is_internal, is_scannable, ScanModel, ScanSettings};
+use vigil_plugin_sdk::scan::{is_internal, is_scannable, ScanModel, ScanSettings, FLOW_STARTS};
 use vigil_plugin_sdk::window::FanOutConfig;
 use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
-    export_plugin, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind, Subscriptions,
+    export_plugin, Event, EventClass, EventKind, FlowFilter, Model, Output, Plugin, PluginKind,
+    Subscriptions,
 };
 
 const MODEL: Model = Model {
@@ -64,6 +65,7 @@ impl Plugin for NetworkRangeScan {
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Flow)
         .with(EventClass::Tick);
+    const FILTER: FlowFilter = FLOW_STARTS;
 
     fn new(config: Config) -> Self {
         NetworkRangeScan {
