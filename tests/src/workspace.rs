@@ -219,11 +219,36 @@ pub fn dev_signer_key() -> PathBuf {
     target_dir().join("dev-keys").join("signer.key")
 }
 
+/// The compiled test-fixture plugin `krate` (`tests/plugins/`, never shipped). Every fixture is
+/// built on the first call of a test run: cargo rebuilds only what changed, so an edited fixture
+/// is never tested stale.
+pub fn fixture_module(krate: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        cargo(&[
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "vigil-fixture-*",
+        ]);
+        target_dir().join("wasm32-unknown-unknown").join("plugin")
+    });
+    dir.join(format!("{}.wasm", krate.replace('-', "_")))
+}
+
 /// `vigil bundle build` of the built `plugin` as `version` into `out`, then `vigil bundle sign`
 /// with each of `keys` (none: left unsigned).
 pub fn build_bundle(plugin: &str, version: &str, keys: &[&Path], out: &Path) {
+    bundle_module(&plugin_module(plugin), version, keys, out);
+}
+
+/// [`build_bundle`] of any compiled module.
+pub fn bundle_module(module: &Path, version: &str, keys: &[&Path], out: &Path) {
     let text = |path: &Path| path.to_str().expect("utf-8 path").to_string();
-    let wasm = text(&plugin_module(plugin));
+    let wasm = text(module);
     vigil_ok(&[
         "bundle",
         "build",

@@ -29,6 +29,8 @@ struct Guest {
     alloc: String,
     /// What `vigil_abi` returns; a 1.0 module's manifest has no filter.
     abi: i32,
+    /// `vigil_restore (param $p i32) (param $l i32) (result i32)`.
+    restore: String,
 }
 
 fn manifest(name: &str, subscriptions: Subscriptions) -> Manifest {
@@ -97,6 +99,11 @@ impl Guest {
                 .into(),
             alloc: format!("(i32.const {INBOX_AT})"),
             abi: vigil_plugin_sdk::abi::abi_version(),
+            // Takes back a 4-byte state; refuses anything else.
+            restore: "(if (i32.ne (local.get $l) (i32.const 4)) (then (return (i32.const 3))))
+                      (global.set $state (i32.load (local.get $p)))
+                      (i32.const 0)"
+                .into(),
         }
     }
 
@@ -129,6 +136,7 @@ impl Guest {
   (data (i32.const {MANIFEST_AT}) "{manifest_data}")
   (data (i32.const {BREACH_AT}) "{breach_data}")
   (data (i32.const 8192) "bad config: want {{}}")
+  (data (i32.const 8256) "no migration from state version 1")
   (data (i32.const 12300) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
   (data (i32.const {ACTION_AT}) "{action_data}")
   (func $emit_breach_ok (call $emit_breach (i32.const {BREACH_AT}) (i32.const {breach_len})))
@@ -143,10 +151,7 @@ impl Guest {
   (func (export "vigil_snapshot") (result i64)
     (i32.store (i32.const 12288) (global.get $state))
     (i64.const {snapshot_packed}))
-  (func (export "vigil_restore") (param $p i32) (param $l i32) (result i32)
-    (if (i32.ne (local.get $l) (i32.const 4)) (then (return (i32.const 3))))
-    (global.set $state (i32.load (local.get $p)))
-    (i32.const 0))
+  (func (export "vigil_restore") (param $p i32) (param $l i32) (result i32) {restore})
   (func (export "state") (result i32) (global.get $state))
 )"#,
             abi = self.abi,
@@ -159,6 +164,7 @@ impl Guest {
             alloc = self.alloc,
             init = self.init,
             on_batch = self.on_batch,
+            restore = self.restore,
             manifest_packed = abi::pack(MANIFEST_AT, manifest.len() as u32),
             snapshot_packed = abi::pack(12288, 4),
         );
@@ -507,6 +513,38 @@ fn a_swap_carries_the_state_over_between_batches_and_counts_every_event_once() {
         .expect_err("refused");
     assert!(matches!(err, SwapError::OtherPlugin { .. }), "{err}");
     assert_eq!(status(&host, id).version, "1.3.0");
+}
+
+#[test]
+fn a_new_version_refusing_the_learned_state_is_not_swapped_in_and_the_old_one_keeps_it() {
+    let mut host = host();
+    let id = host
+        .load(&Guest::new("counter").wasm(), "v1.wasm", Some("{}"))
+        .expect("loads");
+    for _ in 0..3 {
+        host.dispatch(&flows(1));
+    }
+    let mut v2 = Guest::new("counter");
+    v2.manifest.version = "2.0.0".into();
+    // What the SDK does when `migrate` fails: logs the reason and answers BadSnapshot.
+    v2.restore = "(call $log (i32.const 1) (i32.const 8256) (i32.const 33)) (i32.const 3)".into();
+    let err = host
+        .swap(id, &v2.wasm(), "v2.wasm", None, |_| Ok(()))
+        .expect_err("refused");
+    assert!(matches!(err, SwapError::Restore { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "plugin counter 2.0.0 could not take over the learned state of 1.2.3: vigil_restore \
+         returned BadSnapshot: no migration from state version 1"
+    );
+    let s = status(&host, id);
+    assert_eq!((s.version.as_str(), s.stats.traps), ("1.2.3", 0));
+    host.dispatch(&flows(1));
+    assert_eq!(host.snapshot(id).expect("snapshot"), 4i32.to_le_bytes());
+    assert!(
+        host.take_rollbacks().is_empty(),
+        "nothing to roll back from"
+    );
 }
 
 #[test]
