@@ -134,7 +134,11 @@ mod tests {
         let mut harness: Harness<NewHosts> = Harness::new();
         let breaches = harness.feed_all(&sweep(1.0, 40));
         assert_eq!(breaches.len(), 1);
-        assert_eq!(breaches[0].evidence("new_hosts"), Some("21"));
+        let first_over = Config::default().max_new_hosts + 1;
+        assert_eq!(
+            breaches[0].evidence("new_hosts"),
+            Some(first_over.to_string().as_str())
+        );
     }
 
     #[test]
