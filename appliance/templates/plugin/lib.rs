@@ -80,12 +80,16 @@ impl Plugin for NewHosts {
             .touch(config.max_devices, event.ts, event.src.ip, Peers::default);
         let host = event.dst.ip;
         let new = !peers.known.contains_key(&host);
-        peers.known.touch(config.max_known_hosts, event.ts, host, || ());
+        peers
+            .known
+            .touch(config.max_known_hosts, event.ts, host, || ());
         if !new {
             return;
         }
         let window = config.window_secs.saturating_mul(1_000_000);
-        peers.recent.retain(|(seen, _)| event.ts.since(*seen) < window);
+        peers
+            .recent
+            .retain(|(seen, _)| event.ts.since(*seen) < window);
         if peers.recent.is_empty() {
             peers.fired = false;
         }
@@ -125,7 +129,15 @@ mod tests {
     fn sweep(secs: f64, hosts: u8) -> Vec<Event<'static>> {
         let device = IpAddr::from([10, 1, 0, 50]);
         (1..=hosts)
-            .map(|i| flow_start(secs, Transport::Tcp, device, IpAddr::from([10, 9, 0, i]), 443))
+            .map(|i| {
+                flow_start(
+                    secs,
+                    Transport::Tcp,
+                    device,
+                    IpAddr::from([10, 9, 0, i]),
+                    443,
+                )
+            })
             .collect()
     }
 
