@@ -25,6 +25,8 @@ pub mod installed;
 pub mod pipeline;
 #[cfg(feature = "plugin-host")]
 pub mod plugin_dir;
+#[cfg(feature = "plugin-host")]
+pub mod plugin_replay;
 pub mod proto;
 #[cfg(feature = "plugin-host")]
 pub mod respond;

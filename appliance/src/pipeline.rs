@@ -39,6 +39,9 @@ const TICK_MICROS: u64 = 1_000_000;
 /// Breaches kept in memory for the run's summary; all of them go to the sinks regardless.
 const RECENT_BREACHES: usize = 10_000;
 
+/// What [`Pipeline::tap_batches`] calls with each batch.
+pub type BatchTap = Box<dyn FnMut(&EventBatch) + Send>;
+
 #[derive(Debug, Clone, Default)]
 pub struct PipelineStats {
     pub packets: u64,
@@ -129,6 +132,8 @@ pub struct Pipeline {
     devices: DeviceTable,
     batch: EventBatch,
     batch_size: usize,
+    /// Sees every batch the plugins are handed ([`Pipeline::tap_batches`]).
+    tap: Option<BatchTap>,
     sink: Box<dyn Sink>,
     stats: PipelineStats,
     next_tick: Option<Timestamp>,
@@ -166,6 +171,7 @@ impl Pipeline {
             devices,
             batch: EventBatch::new(),
             batch_size: batch_size.max(1),
+            tap: None,
             sink,
             stats: PipelineStats::default(),
             next_tick: None,
@@ -177,6 +183,12 @@ impl Pipeline {
 
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
+    }
+
+    /// Shows `tap` every batch just before the plugins get it, so a plugin run outside the host
+    /// (`crate::plugin_replay`) sees the very batches the host's plugins do.
+    pub fn tap_batches(&mut self, tap: BatchTap) {
+        self.tap = Some(tap);
     }
 
     /// Reassembles fragments within `config`'s bounds instead of the defaults. Call before the
@@ -605,6 +617,9 @@ impl Pipeline {
             return Ok(());
         }
         self.stats.batches += 1;
+        if let Some(tap) = self.tap.as_mut() {
+            tap(&self.batch);
+        }
         let emitted = self.host.dispatch(&self.batch);
         self.batch.clear();
         // The breaches of this batch back (or fail to back) the actions requested on them.

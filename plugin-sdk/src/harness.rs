@@ -80,6 +80,19 @@ impl<P: Plugin> Harness<P> {
         raised
     }
 
+    /// Feeds a batch as the host hands it to a plugin: events encoded back to back with
+    /// postcard (what `vigil::plugin_replay` records from a capture). Returns the breaches it
+    /// raised, or the decode error of the first event that is not one (events before it were fed).
+    pub fn feed_batch(&mut self, mut batch: &[u8]) -> Result<Vec<Breach>, postcard::Error> {
+        let mut raised = Vec::new();
+        while !batch.is_empty() {
+            let (event, rest) = postcard::take_from_bytes::<Event>(batch)?;
+            raised.extend(self.feed(&event));
+            batch = rest;
+        }
+        Ok(raised)
+    }
+
     /// Every action the plugin requested so far, in order. (The harness does not enforce the
     /// plugin kind; the host does.)
     pub fn actions(&self) -> &[ActionRequest] {

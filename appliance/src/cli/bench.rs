@@ -20,12 +20,12 @@ use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
 use crate::config::Config;
 use crate::decode::decode;
-use crate::devices::{Device, DeviceTable};
+use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowTable};
-use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
+use crate::host::{EventBatch, PluginHost};
 use crate::pipeline::Pipeline;
 use crate::plugin_dir;
-use crate::store::Sink;
+use crate::store::NullSink;
 use crate::stream::StreamConfig;
 
 #[derive(clap::Args)]
@@ -58,22 +58,6 @@ pub struct BenchArgs {
     /// dirs made.
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-/// For the in-process figures of single stages, which time the pipeline and not its output.
-struct NullSink;
-
-impl Sink for NullSink {
-    fn breach(&mut self, _: &Emitted, _: Option<&Device>) -> io::Result<()> {
-        Ok(())
-    }
-    fn incident(&mut self, _: &EmittedIncident, _: Option<&Device>) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {

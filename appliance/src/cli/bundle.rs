@@ -82,6 +82,22 @@ pub struct BuildArgs {
     out: PathBuf,
 }
 
+impl BuildArgs {
+    /// `vigil bundle build --wasm WASM --out OUT`: the module's own name, version and defaults.
+    pub(super) fn plugin(wasm: PathBuf, out: PathBuf) -> BuildArgs {
+        BuildArgs {
+            wasm: Some(wasm),
+            config_update: false,
+            target: None,
+            config: None,
+            version: None,
+            memory_limit_mb: None,
+            batch_deadline_ms: None,
+            out,
+        }
+    }
+}
+
 pub fn run(command: BundleCommand) -> anyhow::Result<()> {
     match command {
         BundleCommand::Build(args) => build(&args),
@@ -154,7 +170,7 @@ fn plugin_manifest(
         .context("the host lost the plugin it loaded")
 }
 
-fn build(args: &BuildArgs) -> anyhow::Result<()> {
+pub(super) fn build(args: &BuildArgs) -> anyhow::Result<()> {
     let config = args.config.as_deref().map(read_config).transpose()?;
     let bundle = match (&args.wasm, &args.target) {
         (Some(wasm_path), _) => build_plugin(args, wasm_path, config)?,
@@ -277,7 +293,7 @@ fn build_config_update(args: &BuildArgs, target: &Path, config: String) -> anyho
     Ok(Bundle::config_update(manifest, wasm_sha256))
 }
 
-fn sign(key_path: &Path, path: &Path) -> anyhow::Result<()> {
+pub(super) fn sign(key_path: &Path, path: &Path) -> anyhow::Result<()> {
     let mut bundle = read_bundle(path)?;
     if !bundle.wasm_matches_manifest() {
         bail!(

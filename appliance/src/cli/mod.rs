@@ -11,9 +11,10 @@ mod bundle;
 mod demo;
 mod image;
 mod key;
+mod plugin;
 mod plugins;
 mod push;
-mod replay;
+pub(crate) mod replay;
 mod run;
 mod summary;
 mod trust;
@@ -165,6 +166,9 @@ enum Command {
     /// Root keys and the delegation of plugin-signing keys.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
+    /// Write a plugin: a new crate from the template, built and signed into a bundle.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Installed plugins: list, install a signed bundle, roll back.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -208,6 +212,7 @@ pub fn main() -> ExitCode {
         Command::Key(command) => key::run(command),
         Command::Bundle(command) => bundle::run(command),
         Command::Trust(command) => trust::run(command),
+        Command::Plugin(command) => plugin::run(command),
         Command::Plugins(command) => plugins::run(command),
         Command::Push(args) => push::push(&args),
         Command::Alerts(remote) => push::alerts(&remote),

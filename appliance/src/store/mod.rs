@@ -37,3 +37,23 @@ pub trait Sink {
         self.flush()
     }
 }
+
+/// Keeps nothing: for runs that read the pipeline's output some other way (the bench's
+/// in-process figures, `crate::plugin_replay`).
+#[cfg(feature = "plugin-host")]
+pub struct NullSink;
+
+#[cfg(feature = "plugin-host")]
+impl Sink for NullSink {
+    fn breach(&mut self, _: &Emitted, _: Option<&Device>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn incident(&mut self, _: &EmittedIncident, _: Option<&Device>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -172,6 +172,29 @@ mod tests {
         assert_eq!(h.feed_all(&events).len(), 1);
     }
 
+    /// The lab's attack (real nmap, smbclient, ldapsearch... see tests/fixtures/README.md) through
+    /// the appliance's capture path: only its attacker scans, and its port scan is caught.
+    #[test]
+    fn the_lab_attackers_port_scan_raises_network_scan_on_the_real_capture() {
+        let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/lab");
+        let mut h: Harness<NetworkScan> = Harness::new();
+        let breaches =
+            vigil::plugin_replay::replay(&mut h, &[&lab.join("attack.pcap")]).expect("replays");
+        // ground-truth.tsv: 10.77.0.50 scans 445, 3389 and 9401 across 10.77.0.1-254.
+        let attacker = IpAddr::from([10, 77, 0, 50]);
+        assert!(!breaches.is_empty());
+        assert!(
+            breaches.iter().all(|b| b.device.ip == attacker),
+            "{breaches:#?}"
+        );
+        assert!(
+            breaches
+                .iter()
+                .any(|b| [445, 3389, 9401].iter().all(|p| b.ports.contains(p))),
+            "{breaches:#?}"
+        );
+    }
+
     mod pattern_of_life {
         use super::*;
         use vigil_plugin_sdk::harness::nights::{flows, hosts};
