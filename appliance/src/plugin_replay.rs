@@ -2,7 +2,7 @@
 //!
 //! The events come from the appliance's own path, as `vigil replay` runs it with the default
 //! config: decode, fragments, flows, parsers and packet-time ticks, batched by the pipeline and
-//! selected by the plugin's subscriptions exactly as the host selects them. So a model tested
+//! selected by the plugin's subscriptions and flow filter exactly as the host selects them. So a model tested
 //! here sees, event for event, what it will see on an appliance. Only breaches of other plugins
 //! (which a meta-model would receive) are missing: no other plugin runs.
 
@@ -25,7 +25,7 @@ use crate::store::NullSink;
 /// capture: each is the events encoded back to back, as `vigil_on_batch` receives them.
 pub fn batches_for<P: Plugin>(pcaps: &[&Path]) -> anyhow::Result<Vec<Vec<u8>>> {
     let config = Config::default();
-    let subscriptions = manifest_of::<P>().subscriptions;
+    let manifest = manifest_of::<P>();
     // No plugin is loaded: the host is only what the pipeline hands batches to.
     let host = PluginHost::new(HostConfig::default())?;
     let devices = DeviceTable::new(config.devices.clone()).map_err(anyhow::Error::msg)?;
@@ -42,7 +42,13 @@ pub fn batches_for<P: Plugin>(pcaps: &[&Path]) -> anyhow::Result<Vec<Vec<u8>>> {
     let (sent, batches) = mpsc::channel();
     pipeline.tap_batches(Box::new(move |batch| {
         let mut selected = Vec::new();
-        if batch.select(subscriptions, None, &mut selected) > 0 {
+        if batch.select(
+            manifest.subscriptions,
+            &manifest.filter,
+            None,
+            &mut selected,
+        ) > 0
+        {
             // The receiver lives until the replay is over.
             let _ = sent.send(selected);
         }

@@ -6,8 +6,8 @@ use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::{
-    export_plugin, BoundedMap, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind,
-    Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Event, EventClass, EventKind, FlowFilter, Model, Output, Plugin,
+    PluginKind, Subscriptions, Timestamp,
 };
 
 const MODEL: Model = Model {
@@ -62,6 +62,8 @@ impl Plugin for NewHosts {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Flow);
+    // Only flow starts count: the host drops the rest before they reach the plugin.
+    const FILTER: FlowFilter = FlowFilter::ANY.flow_start();
 
     fn new(config: Config) -> Self {
         NewHosts {
