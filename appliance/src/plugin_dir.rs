@@ -58,6 +58,14 @@ fn state_path(data_dir: &Path, plugin: &str) -> PathBuf {
     data_dir.join("state").join(format!("{plugin}.bin"))
 }
 
+/// Where a saved state the plugin refused is kept, so that the next save does not overwrite
+/// what was learned (a rollback to the version that wrote it can take it back). One per plugin.
+pub fn unrestored_state_path(data_dir: &Path, plugin: &str) -> PathBuf {
+    data_dir
+        .join("state")
+        .join(format!("{plugin}.unrestored.bin"))
+}
+
 /// Loads the plugins of `plugin_dir` and the installed ones into `host`, restoring the state a
 /// previous run saved. A plugin refused or failing to load is reported and skipped; the others
 /// still run. `store` is `None` only when unsigned plugins are allowed and no trust store exists.
@@ -205,13 +213,27 @@ fn load_one(
                 }
             }
         }
-        if let Ok(bytes) = std::fs::read(state_path(data_dir, name)) {
+        let saved = state_path(data_dir, name);
+        if let Ok(bytes) = std::fs::read(&saved) {
             match host.restore(id, &bytes) {
                 Ok(()) => restored = true,
-                Err(err) => tracing::warn!(
-                    plugin = %name,
-                    "saved state not restored, starting fresh: {err:#}"
-                ),
+                Err(err) => {
+                    let kept = unrestored_state_path(data_dir, name);
+                    let moved = std::fs::rename(&saved, &kept);
+                    match moved {
+                        Ok(()) => tracing::error!(
+                            plugin = %name,
+                            "saved state not restored ({err:#}): the plugin starts without it, \
+                             and the state is kept as {}",
+                            kept.display()
+                        ),
+                        Err(move_err) => tracing::error!(
+                            plugin = %name,
+                            "saved state not restored ({err:#}), and could not be kept aside \
+                             ({move_err}): the next save replaces it"
+                        ),
+                    }
+                }
             }
         }
     }

@@ -2,7 +2,8 @@
 //! appliance's pipeline: `evolving` (tests/plugins/evolving) 1.0.0 learns the lab's normal
 //! week, 2.0.0, whose state renames a field and adds one (state version 2, `migrate`), is
 //! swapped in and detects the attack exactly as 1.0.0 alone does, and so does a restart on its
-//! saved state; 3.0.0, whose `migrate` fails, is refused and changes nothing.
+//! saved state; 3.0.0, whose `migrate` fails, is refused and changes nothing, and installed
+//! offline it starts without the state but keeps it aside rather than overwrite it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -315,4 +316,44 @@ fn an_upgrade_whose_migrate_fails_is_refused_and_changes_nothing() {
     assert_eq!(std::fs::read(state_file).expect("state file"), saved);
     assert_eq!(std::fs::read(&versions).expect("versions.json"), installed);
     assert_eq!(save_state(&mut pipeline, data.path()), saved);
+}
+
+#[test]
+fn a_version_installed_offline_that_refuses_the_saved_state_keeps_it_aside() {
+    let vendor = Vendor::new();
+    let (baseline, _) = lab_captures();
+    let data = TempDir::new("state-upgrades-offline");
+    let (mut pipeline, _) = vendor.start(data.path());
+    replay(&mut pipeline, &baseline);
+    vendor.install(&mut pipeline, "v2").expect("2.0.0 installs");
+    let saved = save_state(&mut pipeline, data.path());
+    drop(pipeline);
+
+    // As `vigil plugins install` does with the appliance stopped: the bundle is verified and
+    // put in place, and its module meets the saved state only at the next start.
+    let config = Config::default();
+    let trust = TrustStore::open(&vendor.path("trust")).expect("trust store");
+    let mut store =
+        BundleStore::open(data.path(), trust, config.bundles.limits()).expect("bundle store");
+    let bytes = std::fs::read(vendor.bundle("v3")).expect("bundle");
+    store
+        .install(&bytes, |_| Ok(()))
+        .expect("3.0.0 installs offline");
+    drop(store);
+
+    let (mut pipeline, loaded) = vendor.start(data.path());
+    assert_eq!(running_version(&pipeline), "3.0.0");
+    assert!(!loaded.restored, "3.0.0 cannot read 2.0.0's state");
+    let kept = plugin_dir::unrestored_state_path(data.path(), PLUGIN);
+    assert_eq!(
+        std::fs::read(&kept).expect("the refused state is kept"),
+        saved
+    );
+    let fresh = save_state(&mut pipeline, data.path());
+    assert_ne!(fresh, saved, "3.0.0 saves its own, new state");
+    assert_eq!(
+        std::fs::read(&kept).expect("still kept"),
+        saved,
+        "and what 2.0.0 learned is not overwritten"
+    );
 }
