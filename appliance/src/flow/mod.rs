@@ -184,9 +184,18 @@ pub struct Observed {
     pub picked_up: bool,
 }
 
+/// A key's bucket of slots and its tag.
+struct Place {
+    slots: std::ops::Range<usize>,
+    tag: u32,
+}
+
 pub struct FlowTable {
     config: FlowConfig,
     slots: Vec<Option<Flow>>,
+    /// Per slot, a tag from its flow key's hash (0: empty). A lookup compares its bucket's tags,
+    /// one cache line, before touching a flow (a few hundred bytes each).
+    tags: Vec<u32>,
     hasher: std::collections::hash_map::RandomState,
     /// Every occupied slot, filed under when it is next due to be looked at.
     wheel: Wheel,
@@ -202,6 +211,7 @@ impl FlowTable {
         FlowTable {
             config,
             slots: vec![None; capacity],
+            tags: vec![0; capacity],
             hasher: Default::default(),
             wheel: Wheel::new(capacity),
             due: Vec::new(),
@@ -271,12 +281,14 @@ impl FlowTable {
             Wire::Tcp { flags, .. } => flags,
             _ => TcpFlags::default(),
         };
-        let slot = match self.find(&key) {
+        let place = self.place(&key);
+        let slot = match self.find_at(&place, &key) {
             Some(slot) => slot,
             None => {
-                let slot = self.claim(&key, ts, emit);
+                let slot = self.claim(&place, ts, emit);
                 let flow = self.start(key, ts, transport, packet, src_port, dst_port, flags);
                 self.slots[slot] = Some(flow);
+                self.tags[slot] = place.tag;
                 self.wheel
                     .file(slot, after(ts, self.config.unanswered_timeout_secs), ts);
                 self.stats.active += 1;
@@ -380,36 +392,38 @@ impl FlowTable {
     /// Ends the flow in `slot` if its time is up at `now`, frees a closed one whose linger is
     /// over, and files any other again under its deadline.
     fn expire_slot(&mut self, slot: usize, now: Timestamp, emit: &mut impl FnMut(Event<'static>)) {
-        let Some(flow) = self.slots[slot] else {
+        // Fields, not the whole flow: most slots due are filed again, and a copy costs.
+        let Some((phase, last, answered, transport)) = self.slots[slot]
+            .as_ref()
+            .map(|f| (f.phase, f.last, f.resp_packets > 0, f.transport))
+        else {
             return;
         };
-        let idle = now.since(flow.last);
-        match flow.phase {
+        let idle = now.since(last);
+        match phase {
             Phase::Closed => {
                 let linger = self.config.closed_linger_secs;
                 if idle >= linger * 1_000_000 {
                     self.free(slot);
                 } else {
-                    self.wheel.file(slot, after(flow.last, linger), now);
+                    self.wheel.file(slot, after(last, linger), now);
                 }
             }
             Phase::Open => {
-                let answered = flow.resp_packets > 0;
                 let timeout = if !answered {
                     self.config.unanswered_timeout_secs
                 } else {
-                    match flow.transport {
+                    match transport {
                         Transport::Tcp => self.config.tcp_idle_timeout_secs,
                         Transport::Udp => self.config.udp_idle_timeout_secs,
                         _ => self.config.icmp_idle_timeout_secs,
                     }
                 };
-                if idle >= timeout * 1_000_000 {
-                    let end_ts = flow.last;
-                    self.end(slot, &flow, timed_out_state(&flow), end_ts, emit);
+                if idle < timeout * 1_000_000 {
+                    self.wheel.file(slot, after(last, timeout), now);
+                } else if let Some(flow) = self.slots[slot] {
+                    self.end(slot, &flow, timed_out_state(&flow), last, emit);
                     self.free(slot);
-                } else {
-                    self.wheel.file(slot, after(flow.last, timeout), now);
                 }
             }
         }
@@ -417,6 +431,7 @@ impl FlowTable {
 
     fn free(&mut self, slot: usize) {
         self.slots[slot] = None;
+        self.tags[slot] = 0;
         self.wheel.unfile(slot);
     }
 
@@ -428,26 +443,40 @@ impl FlowTable {
         self.wheel.clear();
     }
 
-    fn bucket(&self, key: &FlowKey) -> std::ops::Range<usize> {
+    /// Where a key lives: its bucket and its tag, from one hash.
+    fn place(&self, key: &FlowKey) -> Place {
+        let hash = self.hasher.hash_one(key);
         let buckets = self.slots.len() / WAYS;
-        let bucket = (self.hasher.hash_one(key) as usize) % buckets;
-        bucket * WAYS..(bucket + 1) * WAYS
+        let bucket = (hash as usize) % buckets;
+        Place {
+            slots: bucket * WAYS..(bucket + 1) * WAYS,
+            // The high half, which picked no bucket; never 0, which marks an empty slot.
+            tag: (hash >> 32) as u32 | 1,
+        }
     }
 
     fn find(&self, key: &FlowKey) -> Option<usize> {
-        self.bucket(key)
-            .find(|slot| self.slots[*slot].is_some_and(|flow| flow.key == *key))
+        self.find_at(&self.place(key), key)
+    }
+
+    fn find_at(&self, place: &Place, key: &FlowKey) -> Option<usize> {
+        place.slots.clone().find(|&slot| {
+            self.tags[slot] == place.tag
+                && self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|flow| flow.key == *key)
+        })
     }
 
     /// A free slot in the key's bucket, evicting its least recently seen flow if none is free.
     fn claim(
         &mut self,
-        key: &FlowKey,
+        place: &Place,
         ts: Timestamp,
         emit: &mut impl FnMut(Event<'static>),
     ) -> usize {
-        let bucket = self.bucket(key);
-        if let Some(free) = bucket.clone().find(|slot| self.slots[*slot].is_none()) {
+        let bucket = place.slots.clone();
+        if let Some(free) = bucket.clone().find(|&slot| self.tags[slot] == 0) {
             return free;
         }
         let victim = bucket

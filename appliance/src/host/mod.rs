@@ -148,12 +148,13 @@ pub struct EmittedAction {
     pub action: ActionRequest,
 }
 
-/// An incident (or a new version of one) and the analyst plugin that wrote it.
+/// An incident (or a new version of one) and the analyst plugin that wrote it. Shared: it is
+/// passed on to responders, written, and kept for the status API, and its timeline is long.
 #[derive(Debug, Clone)]
 pub struct EmittedIncident {
     pub plugin: String,
     pub plugin_version: String,
-    pub incident: Incident,
+    pub incident: std::sync::Arc<Incident>,
 }
 
 /// Why a module was not loaded. Each names the module's origin (its file path).
@@ -785,14 +786,14 @@ impl PluginHost {
         if !consumers || self.incidents.len() <= from {
             return;
         }
-        let mut written: Vec<(Incident, Option<usize>)> = self.incidents[from..]
+        let mut written: Vec<(std::sync::Arc<Incident>, Option<usize>)> = self.incidents[from..]
             .iter()
             .map(|e| {
                 let origin = self
                     .plugins
                     .iter()
                     .position(|p| p.manifest.name == e.plugin);
-                (e.incident.clone(), origin)
+                (std::sync::Arc::clone(&e.incident), origin)
             })
             .collect();
         written.sort_by_key(|(incident, _)| incident.last);
@@ -850,7 +851,7 @@ impl PluginHost {
                                     EmittedIncident {
                                         plugin: plugin.manifest.name.clone(),
                                         plugin_version: plugin.manifest.version.clone(),
-                                        incident,
+                                        incident: incident.into(),
                                     }
                                 }));
                             let requested: Vec<ActionRequest> = instance.drain_actions().collect();

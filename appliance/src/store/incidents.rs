@@ -10,12 +10,14 @@
 //! `incidents.json` keeps the analyst's bounded view of it).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use vigil_plugin_sdk::incident::TimelineEntry;
+use vigil_plugin_sdk::Incident;
 
 use super::eve::{eve_timestamp, identity};
 use super::files::write_atomic;
@@ -35,7 +37,7 @@ pub struct IncidentFile {
     /// Changed since the last rewrite, by id: the header and the analyst's timeline, made JSON
     /// only when the file is rewritten (an incident can change with every breach, the file only
     /// once a second, and turning a long timeline into JSON on every change dominated replays).
-    changed: BTreeMap<u64, (Map<String, Value>, Vec<TimelineEntry>)>,
+    changed: BTreeMap<u64, (Map<String, Value>, Arc<Incident>)>,
     written_at: Option<Instant>,
     /// Per incident: the highest timeline `seq` already written to eve.json.
     written_seq: HashMap<u64, u32>,
@@ -83,7 +85,8 @@ impl IncidentFile {
         let i = &emitted.incident;
         let header = incident_header(emitted, device);
         let mut record = header.clone();
-        self.changed.insert(i.id, (header, i.timeline.clone()));
+        self.changed
+            .insert(i.id, (header, Arc::clone(&emitted.incident)));
         if self.written_seq.len() >= MAX_TRACKED && !self.written_seq.contains_key(&i.id) {
             self.written_seq.clear();
         }
@@ -116,10 +119,10 @@ impl IncidentFile {
         if self.changed.is_empty() {
             return Ok(());
         }
-        for (id, (mut header, timeline)) in std::mem::take(&mut self.changed) {
+        for (id, (mut header, incident)) in std::mem::take(&mut self.changed) {
             header.insert(
                 "timeline".into(),
-                timeline.iter().map(timeline_entry).collect(),
+                incident.timeline.iter().map(timeline_entry).collect(),
             );
             self.incidents.insert(id, Value::Object(header));
         }
