@@ -34,7 +34,7 @@ pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, T
 pub use incident::Incident;
 pub use manifest::{Manifest, PluginKind, Subscriptions};
 pub use model::Model;
-pub use plugin::{Output, Plugin};
+pub use plugin::{Output, Plugin, Release};
 pub use profile::{
     BoundedMap, FanOutProfiles, FanOutVerdict, Learning, Novelty, PatternConfig, ProfileConfig,
     Profiles, RateWindow,

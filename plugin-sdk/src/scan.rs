@@ -20,6 +20,7 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::summarize;
+use crate::plugin::Release;
 use crate::profile::{FanOutProfiles, FanOutVerdict, Learning, PatternConfig};
 use crate::window::{FanOut, FanOutConfig};
 use crate::{Breach, Event, EventKind, Model, Output};
@@ -473,7 +474,6 @@ pub fn is_internal(ip: &IpAddr) -> bool {
 /// What distinguishes one service-sweep model from another: the ports it watches.
 pub trait SweepSpec {
     const NAME: &'static str;
-    const VERSION: &'static str;
     const MODEL: Model;
     /// The service's ports (e.g. `[445, 139]` for SMB).
     const PORTS: &'static [u16];
@@ -518,17 +518,21 @@ impl<S> ScanSettings for SweepConfig<S> {
 }
 
 /// A complete detector for "one device tries one service on many hosts": RDP scans, SMB scans.
-/// A plugin crate names its [`SweepSpec`] and exports `ServiceSweep<Spec>`.
+/// A plugin crate names its [`SweepSpec`] and calls `export_plugin!(ServiceSweep<Spec>)`, which
+/// gives the spec its crate's release.
 pub struct ServiceSweep<S> {
     config: SweepConfig<S>,
     scans: ScanModel<IpAddr, IpAddr>,
 }
 
-impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
+impl<S: Release> Release for ServiceSweep<S> {
+    const VERSION: &'static str = S::VERSION;
+}
+
+impl<S: SweepSpec + Release> crate::Plugin for ServiceSweep<S> {
     type Config = SweepConfig<S>;
     type State = ScanModel<IpAddr, IpAddr>;
     const NAME: &'static str = S::NAME;
-    const VERSION: &'static str = S::VERSION;
     const KIND: crate::PluginKind = crate::PluginKind::Detector;
     const SUBSCRIPTIONS: crate::Subscriptions = crate::Subscriptions::NONE
         .with(crate::EventClass::Flow)

@@ -286,7 +286,6 @@ impl Plugin for Analyst {
     type Config = Config;
     type State = BTreeMap<IpAddr, Incident>;
     const NAME: &'static str = "analyst";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Analyst;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Breach);
 

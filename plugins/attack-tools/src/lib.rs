@@ -295,7 +295,6 @@ impl Plugin for AttackTools {
     type Config = Config;
     type State = BTreeMap<(IpAddr, String), Timestamp>;
     const NAME: &'static str = "attack-tools";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Http)

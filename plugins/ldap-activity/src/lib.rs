@@ -305,7 +305,6 @@ impl Plugin for LdapActivity {
     type Config = Config;
     type State = State;
     const NAME: &'static str = "ldap-activity";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Ldap)

@@ -343,7 +343,6 @@ impl Plugin for MetaModels {
     type Config = Config;
     type State = State;
     const NAME: &'static str = "meta-models";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Breach)

@@ -89,7 +89,6 @@ impl Plugin for NtlmHostname {
     type Config = Config;
     type State = State;
     const NAME: &'static str = "ntlm-hostname";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Ntlm);
 

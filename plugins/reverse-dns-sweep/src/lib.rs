@@ -109,7 +109,6 @@ impl Plugin for ReverseDnsSweep {
     type State = State;
     const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "reverse-dns-sweep";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Dns)

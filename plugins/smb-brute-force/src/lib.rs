@@ -173,7 +173,6 @@ impl Plugin for SmbBruteForce {
     type Config = Config;
     type State = BTreeMap<IpAddr, Device>;
     const NAME: &'static str = "smb-brute-force";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Ntlm);
 
