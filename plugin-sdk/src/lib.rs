@@ -21,6 +21,7 @@ pub mod harness;
 pub mod incident;
 pub mod manifest;
 pub mod model;
+pub mod ntstatus;
 pub mod plugin;
 pub mod profile;
 pub mod scan;

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::account::Account;
+use vigil_plugin_sdk::ntstatus::{self, NtStatus};
 use vigil_plugin_sdk::{
     export_plugin, AuthResult, Breach, Event, EventClass, EventKind, Model, Output, Plugin,
     PluginKind, Subscriptions, Timestamp,
@@ -89,12 +90,7 @@ impl Default for Config {
             ]),
             admin_prefixes: names(&["adm-", "adm_", "adm.", "admin-", "admin_", "admin."]),
             admin_suffixes: names(&["adm", "admin"]),
-            ignored_statuses: vec![
-                0xC000_006F, // STATUS_INVALID_LOGON_HOURS
-                0xC000_0070, // STATUS_INVALID_WORKSTATION
-                0xC000_0071, // STATUS_PASSWORD_EXPIRED
-                0xC000_0224, // STATUS_PASSWORD_MUST_CHANGE
-            ],
+            ignored_statuses: ntstatus::PASSWORD_WAS_RIGHT.to_vec(),
             spray_accounts: 3,
             max_devices: 4096,
         }
@@ -275,7 +271,7 @@ impl SmbBruteForce {
                 listed(
                     statuses
                         .iter()
-                        .map(|(s, n)| format!("{} ({n})", status_name(*s))),
+                        .map(|(s, n)| format!("{} ({n})", NtStatus(*s))),
                 ),
             )
             .with_evidence(
@@ -334,20 +330,6 @@ impl SmbBruteForce {
     }
 }
 
-/// The NTSTATUS names an analyst knows.
-fn status_name(status: u32) -> String {
-    match status {
-        0xC000_006D => "STATUS_LOGON_FAILURE".to_string(),
-        0xC000_006A => "STATUS_WRONG_PASSWORD".to_string(),
-        0xC000_0064 => "STATUS_NO_SUCH_USER".to_string(),
-        0xC000_0234 => "STATUS_ACCOUNT_LOCKED_OUT".to_string(),
-        0xC000_0072 => "STATUS_ACCOUNT_DISABLED".to_string(),
-        0xC000_006E => "STATUS_ACCOUNT_RESTRICTION".to_string(),
-        0xC000_0022 => "STATUS_ACCESS_DENIED".to_string(),
-        other => format!("0x{other:08X}"),
-    }
-}
-
 fn listed(items: impl Iterator<Item = String>) -> String {
     let items: Vec<String> = items.collect();
     let mut text = items
@@ -374,7 +356,7 @@ mod tests {
     const BOB: [u8; 4] = [10, 77, 0, 60];
     const DC: [u8; 4] = [10, 77, 0, 10];
     const FS: [u8; 4] = [10, 77, 0, 20];
-    const LOGON_FAILURE: u32 = 0xC000_006D;
+    use vigil_plugin_sdk::ntstatus::{LOGON_FAILURE, PASSWORD_EXPIRED};
 
     fn login<'a>(
         secs: f64,
@@ -553,7 +535,7 @@ mod tests {
     fn other_carriers_null_sessions_and_right_passwords_do_not_count() {
         let mut h: Harness<SmbBruteForce> = Harness::new();
         let refused = AuthResult::Failure(LOGON_FAILURE);
-        let expired = AuthResult::Failure(0xC000_0071);
+        let expired = AuthResult::Failure(PASSWORD_EXPIRED);
         let mut events = Vec::new();
         for i in 0..20 {
             let t = f64::from(i);
