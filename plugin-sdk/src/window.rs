@@ -4,6 +4,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::episode;
 use crate::Timestamp;
 
 /// A full [`FanOut`] forgets this fraction of its devices at once.
@@ -98,10 +99,13 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
             fired: false,
         });
         expire(window, config, now);
-        if window.fired && now.since(window.last_new_target) >= config.rearm_quiet_secs * 1_000_000
-        {
+        if episode::rearm(
+            &mut window.fired,
+            window.last_new_target,
+            now,
+            config.rearm_quiet_secs,
+        ) {
             // A new episode starts from nothing: what the last one touched was already reported.
-            window.fired = false;
             window.last_seen.clear();
             window.order.clear();
         }

@@ -11,8 +11,8 @@ use core::net::IpAddr;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::evidence::{duration, listed};
 use vigil_plugin_sdk::incident::{Phase, TimelineEntry};
-use vigil_plugin_sdk::model::summarize;
 use vigil_plugin_sdk::scan::pattern::Standing;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin, PluginKind,
@@ -165,16 +165,6 @@ fn rank(tactic: &str) -> usize {
         .unwrap_or(TACTICS.len())
 }
 
-/// Seconds as `1 h 4 min`, `3 min 20 s` or `45 s`.
-fn duration(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    match secs {
-        0..=59 => format!("{secs} s"),
-        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
-        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
-    }
-}
-
 /// Drops the oldest entry that is none of: the first `timeline_first`, the last
 /// `timeline_last`, a model's first, the most serious (the earliest of the top score), until the
 /// timeline fits. One breach is added at a time, so at most one entry goes each time.
@@ -237,7 +227,7 @@ fn write_summary(incident: &Incident) -> String {
             }
             let mut what = short.to_string();
             if !entry.destinations.is_empty() {
-                what.push_str(&format!(" against {}", summarize(&entry.destinations, 2)));
+                what.push_str(&format!(" against {}", listed(&entry.destinations, 2)));
             }
             if !entry.ports.is_empty() && entry.ports.len() <= 6 {
                 let ports: Vec<String> = entry.ports.iter().map(|p| p.to_string()).collect();

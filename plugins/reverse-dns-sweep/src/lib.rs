@@ -235,7 +235,7 @@ impl ReverseDnsSweep {
             .with_evidence("names_found", shown(&names))
             .with_evidence(
                 "dns_servers",
-                vigil_plugin_sdk::model::summarize(&servers, 4),
+                vigil_plugin_sdk::evidence::listed(&servers, 4),
             )
             .with_evidence("window_secs", fan_out.window_secs)
             .with_evidence("threshold", fan_out.threshold)

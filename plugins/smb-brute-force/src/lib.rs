@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::account::Account;
+use vigil_plugin_sdk::episode;
+use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::ntstatus::{self, NtStatus};
 use vigil_plugin_sdk::{
     export_plugin, AuthResult, Breach, Event, EventClass, EventKind, Model, Output, Plugin,
@@ -110,7 +112,7 @@ struct Failure {
 
 /// One device's failed logins against one kind of account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Episode {
+struct Guesses {
     /// Failures within the window, oldest first; never more than `threshold` are needed.
     failures: VecDeque<Failure>,
     last_failure: Timestamp,
@@ -118,13 +120,16 @@ struct Episode {
     fired: bool,
 }
 
-impl Episode {
+impl Guesses {
     /// Records a failure; returns the window's failures when they make a breach.
     fn fail(&mut self, config: &Config, failure: Failure) -> Option<Vec<Failure>> {
         let now = failure.at;
-        if self.fired && now.since(self.last_failure) >= config.rearm_quiet_secs * 1_000_000 {
-            self.fired = false;
-        }
+        episode::rearm(
+            &mut self.fired,
+            self.last_failure,
+            now,
+            config.rearm_quiet_secs,
+        );
         self.last_failure = self.last_failure.max(now);
         if self.fired {
             return None;
@@ -156,8 +161,8 @@ impl Episode {
 /// Per device, per model: everything carried across a restart.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Device {
-    admin: Episode,
-    non_admin: Episode,
+    admin: Guesses,
+    non_admin: Guesses,
 }
 
 pub struct SmbBruteForce {
@@ -264,7 +269,7 @@ impl SmbBruteForce {
             .with_evidence("distinct_accounts", tried.len())
             .with_evidence(
                 "accounts",
-                listed(tried.iter().map(|(a, n)| format!("{a} ({n})"))),
+                listed(tried.iter().map(|(a, n)| format!("{a} ({n})")), SHOWN),
             )
             .with_evidence(
                 "statuses",
@@ -272,16 +277,20 @@ impl SmbBruteForce {
                     statuses
                         .iter()
                         .map(|(s, n)| format!("{} ({n})", NtStatus(*s))),
+                    SHOWN,
                 ),
             )
             .with_evidence(
                 "workstations",
-                listed(workstations.iter().map(|w| match *w {
-                    "" => "(none)".to_string(),
-                    name => name.to_string(),
-                })),
+                listed(
+                    workstations.iter().map(|w| match *w {
+                        "" => "(none)",
+                        name => name,
+                    }),
+                    SHOWN,
+                ),
             )
-            .with_evidence("servers", listed(servers.iter().map(|s| s.to_string())))
+            .with_evidence("servers", listed(&servers, SHOWN))
             .with_evidence("first_failure", first)
             .with_evidence(
                 "duration_secs",
@@ -328,20 +337,6 @@ impl SmbBruteForce {
             };
         }
     }
-}
-
-fn listed(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    let mut text = items
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > SHOWN {
-        text.push_str(&format!(" and {} more", items.len() - SHOWN));
-    }
-    text
 }
 
 export_plugin!(SmbBruteForce);
