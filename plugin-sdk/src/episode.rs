@@ -5,12 +5,12 @@
 //! type: the models' snapshots already hold those fields under their own names, and a nested
 //! type would change the layout their postcard and CBOR snapshots restore from.
 
-use crate::Timestamp;
+use crate::{Duration, Timestamp};
 
-/// Ends a breached episode (`fired`) whose latest activity, `last`, is `quiet_secs` or more
-/// before `now`; true when it did, so the caller starts counting the next one from nothing.
-pub fn rearm(fired: &mut bool, last: Timestamp, now: Timestamp, quiet_secs: u64) -> bool {
-    let ended = *fired && now.since(last) >= quiet_secs.saturating_mul(1_000_000);
+/// Ends a breached episode (`fired`) whose latest activity, `last`, is `quiet` or more before
+/// `now`; true when it did, so the caller starts counting the next one from nothing.
+pub fn rearm(fired: &mut bool, last: Timestamp, now: Timestamp, quiet: Duration) -> bool {
+    let ended = *fired && now.elapsed_since(last) >= quiet;
     if ended {
         *fired = false;
     }
@@ -24,12 +24,13 @@ mod tests {
     #[test]
     fn a_breached_episode_rearms_only_after_quiet() {
         let t = Timestamp::from_secs;
+        let quiet = Duration::from_secs(60);
         let mut fired = false;
-        assert!(!rearm(&mut fired, t(0), t(1000), 60), "never breached");
+        assert!(!rearm(&mut fired, t(0), t(1000), quiet), "never breached");
         fired = true;
-        assert!(!rearm(&mut fired, t(150), t(200), 60), "50 s of quiet");
+        assert!(!rearm(&mut fired, t(150), t(200), quiet), "50 s of quiet");
         assert!(fired);
-        assert!(rearm(&mut fired, t(150), t(210), 60));
+        assert!(rearm(&mut fired, t(150), t(210), quiet));
         assert!(!fired);
     }
 }

@@ -42,7 +42,7 @@ pub use profile::{
     BoundedMap, FanOutProfiles, FanOutVerdict, Learning, Novelty, PatternConfig, ProfileConfig,
     Profiles, RateWindow,
 };
-pub use time::Timestamp;
+pub use time::{Duration, Timestamp};
 
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::episode;
-use crate::Timestamp;
+use crate::{Duration, Timestamp};
 
 /// A full [`FanOut`] forgets this fraction of its devices at once.
 const FORGET_FRACTION: usize = 64;
@@ -103,7 +103,7 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
             &mut window.fired,
             window.last_new_target,
             now,
-            config.rearm_quiet_secs,
+            Duration::from_secs(config.rearm_quiet_secs),
         ) {
             // A new episode starts from nothing: what the last one touched was already reported.
             window.last_seen.clear();

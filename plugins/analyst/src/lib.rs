@@ -15,8 +15,8 @@ use vigil_plugin_sdk::evidence::{duration, listed};
 use vigil_plugin_sdk::incident::{Phase, TimelineEntry};
 use vigil_plugin_sdk::scan::pattern::Standing;
 use vigil_plugin_sdk::{
-    export_plugin, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin, PluginKind,
-    Subscriptions, Timestamp,
+    export_plugin, Duration, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin,
+    PluginKind, Subscriptions, Timestamp,
 };
 
 /// ATT&CK tactics in kill-chain order: a phase's place in an incident.
@@ -40,7 +40,8 @@ const TACTICS: &[(&str, &str)] = &[
 #[serde(default)]
 pub struct Config {
     /// A breach this long after the device's last one starts a new incident.
-    pub incident_gap_secs: u64,
+    #[serde(rename = "incident_gap_secs")]
+    pub incident_gap: Duration,
     /// Model name -> ATT&CK tactic id: where each model's breaches sit in an attack.
     pub model_tactics: BTreeMap<String, String>,
     /// Technique id prefix -> tactic id, for models not in `model_tactics`.
@@ -63,7 +64,7 @@ impl Default for Config {
         };
         Config {
             // Two hours: an intruder's session is minutes to hours; the next day is a new story.
-            incident_gap_secs: 2 * 3600,
+            incident_gap: Duration::from_secs(2 * 3600),
             model_tactics: pairs(&[
                 ("Device / Unusual NTLM Hostname", "TA0001"),
                 ("Device / Unusual LDAP Bind and Search Activity", "TA0007"),
@@ -302,11 +303,11 @@ impl Plugin for Analyst {
         };
         let device = event.src.ip;
         let &(tactic, phase_name) = self.tactic_of(model, mitre);
-        let gap = self.config.incident_gap_secs * 1_000_000;
+        let gap = self.config.incident_gap;
         let stale = self
             .open
             .get(&device)
-            .is_some_and(|incident| event.ts.since(incident.last) > gap);
+            .is_some_and(|incident| event.ts.elapsed_since(incident.last) > gap);
         if stale {
             self.open.remove(&device);
         }

@@ -16,8 +16,8 @@ use vigil_plugin_sdk::episode;
 use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::ntstatus::{self, NtStatus};
 use vigil_plugin_sdk::{
-    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, Model, Output, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, AuthResult, Breach, Duration, Event, EventClass, EventKind, Model, Output,
+    Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 const ADMIN: Model = Model {
@@ -50,10 +50,12 @@ pub struct Config {
     /// and past what a lockout policy tolerates; a guessing tool gets there in seconds.
     pub threshold: usize,
     /// 10 minutes: a tool throttled to one guess a minute to stay under lockout still counts.
-    pub window_secs: u64,
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// After a breach, the episode (and its silence) lasts until the device has had no failed
     /// login for this long: 15 minutes. A guessing run pausing for breath stays one breach.
-    pub rearm_quiet_secs: u64,
+    #[serde(rename = "rearm_quiet_secs")]
+    pub rearm_quiet: Duration,
     /// Carriers (as the analyzer names them) whose NTLM logins count.
     pub carriers: Vec<String>,
     /// Administrative account names (case-insensitive): built-in and localised administrator
@@ -78,8 +80,8 @@ impl Default for Config {
         let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
         Config {
             threshold: 10,
-            window_secs: 600,
-            rearm_quiet_secs: 900,
+            window: Duration::from_secs(600),
+            rearm_quiet: Duration::from_secs(900),
             carriers: names(&["smb"]),
             admin_accounts: names(&[
                 "administrator",
@@ -124,21 +126,15 @@ impl Guesses {
     /// Records a failure; returns the window's failures when they make a breach.
     fn fail(&mut self, config: &Config, failure: Failure) -> Option<Vec<Failure>> {
         let now = failure.at;
-        episode::rearm(
-            &mut self.fired,
-            self.last_failure,
-            now,
-            config.rearm_quiet_secs,
-        );
+        episode::rearm(&mut self.fired, self.last_failure, now, config.rearm_quiet);
         self.last_failure = self.last_failure.max(now);
         if self.fired {
             return None;
         }
-        let horizon = config.window_secs * 1_000_000;
         while self
             .failures
             .front()
-            .is_some_and(|oldest| now.since(oldest.at) >= horizon)
+            .is_some_and(|oldest| now.elapsed_since(oldest.at) >= config.window)
         {
             self.failures.pop_front();
         }
@@ -153,8 +149,7 @@ impl Guesses {
 
     /// Whether anything here can still matter at `now`.
     fn active(&self, config: &Config, now: Timestamp) -> bool {
-        let horizon = config.window_secs.max(config.rearm_quiet_secs) * 1_000_000;
-        now.since(self.last_failure) < horizon
+        now.elapsed_since(self.last_failure) < config.window.max(config.rearm_quiet)
     }
 }
 
@@ -296,7 +291,7 @@ impl SmbBruteForce {
                 "duration_secs",
                 format!("{:.1}", event.ts.since(first) as f64 / 1e6),
             )
-            .with_evidence("window_secs", self.config.window_secs)
+            .with_evidence("window_secs", self.config.window)
             .with_evidence("threshold", self.config.threshold)
             .with_destinations(servers)
             .with_ports(failures.iter().map(|f| f.port));
