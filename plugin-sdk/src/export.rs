@@ -1,9 +1,31 @@
 //! The wasm side of ABI v1: the glue [`crate::export_plugin!`] expands to.
 
-/// Exports a [`crate::Plugin`] as a Vigil ABI v1 module. Expands to nothing on native targets, so
-/// the same crate also builds as an rlib for tests under [`crate::harness`].
+/// Exports a [`crate::Plugin`] as a Vigil ABI v1 module, its version ([`crate::plugin::Release`])
+/// read from the calling crate's `Cargo.toml`. A service sweep names its spec:
+/// `export_plugin!(ServiceSweep<Rdp>)`. The wasm exports are left out on native targets, so the
+/// same crate also builds as an rlib for tests under [`crate::harness`].
 #[macro_export]
 macro_rules! export_plugin {
+    // The spec, not `ServiceSweep<_>`, is the calling crate's own type: the only one it may
+    // implement an SDK trait for.
+    (ServiceSweep<$spec:ty>) => {
+        impl $crate::plugin::Release for $spec {
+            const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+        }
+        $crate::__export_abi!($crate::scan::ServiceSweep<$spec>);
+    };
+    ($plugin:ty) => {
+        impl $crate::plugin::Release for $plugin {
+            const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+        }
+        $crate::__export_abi!($plugin);
+    };
+}
+
+/// The wasm exports of [`export_plugin!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_abi {
     ($plugin:ty) => {
         // An anonymous const keeps the exports out of the plugin's namespace while `$plugin`
         // still resolves where the macro was called.

@@ -15,12 +15,15 @@ pub mod account;
 pub mod action;
 pub mod breach;
 pub mod dns;
+pub mod episode;
 pub mod event;
+pub mod evidence;
 mod export;
 pub mod harness;
 pub mod incident;
 pub mod manifest;
 pub mod model;
+pub mod ntstatus;
 pub mod plugin;
 pub mod profile;
 pub mod scan;
@@ -34,12 +37,12 @@ pub use event::{AuthResult, Endpoint, Event, EventClass, EventKind, FlowState, T
 pub use incident::Incident;
 pub use manifest::{FilterKey, FlowFilter, Manifest, PluginKind, Subscriptions};
 pub use model::Model;
-pub use plugin::{Output, Plugin};
+pub use plugin::{Output, Plugin, Release};
 pub use profile::{
     BoundedMap, FanOutProfiles, FanOutVerdict, Learning, Novelty, PatternConfig, ProfileConfig,
     Profiles, RateWindow,
 };
-pub use time::Timestamp;
+pub use time::{Duration, Timestamp};
 
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,6 @@
 //! Describing a model once and building its breaches.
 
-use alloc::string::{String, ToString};
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
@@ -65,19 +65,4 @@ impl Breach {
             .find(|e| e.name == name)
             .map(|e| e.value.as_str())
     }
-}
-
-/// Renders addresses compactly for evidence text, e.g. `10.0.0.1, 10.0.0.2 and 30 more`.
-pub fn summarize(addresses: &[IpAddr], shown: usize) -> String {
-    let mut text = String::new();
-    for (i, ip) in addresses.iter().take(shown).enumerate() {
-        if i > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(&ip.to_string());
-    }
-    if addresses.len() > shown {
-        text.push_str(&alloc::format!(" and {} more", addresses.len() - shown));
-    }
-    text
 }

@@ -10,6 +10,12 @@ use crate::{
     ActionRequest, Breach, Event, FlowFilter, Incident, Manifest, PluginKind, Subscriptions,
 };
 
+/// The release of a plugin: its crate's version. [`crate::export_plugin!`] implements it from
+/// the calling crate's `Cargo.toml`, so a plugin never writes its version by hand.
+pub trait Release {
+    const VERSION: &'static str;
+}
+
 /// A Vigil plugin. Implement this on a struct and call [`crate::export_plugin!`] on it.
 ///
 /// The host calls [`Plugin::new`] once per instance with the operator's config (missing fields
@@ -17,7 +23,7 @@ use crate::{
 /// order. Learned state ([`Plugin::State`]) is carried across restarts and plugin updates in a
 /// versioned envelope (see [`crate::state`]): a plugin hands it out and takes it back, and
 /// never writes snapshot bytes itself.
-pub trait Plugin: Sized {
+pub trait Plugin: Sized + Release {
     /// Model configuration: thresholds, windows, learning periods. Parsed from JSON; mark the struct
     /// `#[serde(default)]` so an operator only writes what they change.
     type Config: Serialize + DeserializeOwned + Default;
@@ -31,8 +37,6 @@ pub trait Plugin: Sized {
     const STATE_VERSION: u32 = 1;
 
     const NAME: &'static str;
-    /// Usually `env!("CARGO_PKG_VERSION")`.
-    const VERSION: &'static str;
     const KIND: PluginKind;
     const SUBSCRIPTIONS: Subscriptions;
     /// Narrows the subscribed events before they reach the plugin (see [`FlowFilter`]). Every

@@ -19,7 +19,8 @@ use core::marker::PhantomData;
 use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::model::summarize;
+use crate::evidence;
+use crate::plugin::Release;
 use crate::profile::{FanOutProfiles, FanOutVerdict, Learning, PatternConfig};
 use crate::window::{FanOut, FanOutConfig};
 use crate::{Breach, Event, EventKind, FlowFilter, Model, Output};
@@ -280,26 +281,18 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
     }
 }
 
-fn listed<T: Target>(targets: &[T], shown: usize) -> String {
-    let mut text = String::new();
-    for (i, target) in targets.iter().take(shown).enumerate() {
-        if i > 0 {
-            text.push_str(", ");
-        }
-        match (target.ip(), target.port()) {
-            (Some(ip), Some(port)) => text.push_str(&format!("{ip}:{port}")),
-            (Some(ip), None) => text.push_str(&ip.to_string()),
-            (None, Some(port)) => text.push_str(&format!("port {port}")),
-            (None, None) => {}
-        }
+/// How a target reads in evidence: `10.0.0.1:445`, `10.0.0.1` or `port 445`.
+fn shown<T: Target>(target: &T) -> String {
+    match (target.ip(), target.port()) {
+        (Some(ip), Some(port)) => format!("{ip}:{port}"),
+        (Some(ip), None) => ip.to_string(),
+        (None, Some(port)) => format!("port {port}"),
+        (None, None) => String::new(),
     }
-    if targets.len() > shown {
-        text.push_str(&format!(" and {} more", targets.len() - shown));
-    }
-    if text.is_empty() {
-        text.push_str("none");
-    }
-    text
+}
+
+fn listed<T: Target>(targets: &[T], shown_first: usize) -> String {
+    evidence::listed_or(targets.iter().map(shown), shown_first, "none")
 }
 
 fn ports<T: Target>(targets: &[T]) -> BTreeSet<u16> {
@@ -438,7 +431,7 @@ impl<D: Counted, T: Target> ScanModel<D, T> {
             .with_evidence("distinct_ports", ports.len())
             .with_evidence("window_secs", config.window_secs)
             .with_evidence("threshold", config.threshold)
-            .with_evidence("hosts", summarize(&hosts, 8))
+            .with_evidence("hosts", evidence::listed(&hosts, 8))
             .with_destinations(hosts)
             .with_ports(ports);
         Some(episode.with_pattern(breach, config.window_secs))
@@ -478,7 +471,6 @@ pub fn is_internal(ip: &IpAddr) -> bool {
 /// What distinguishes one service-sweep model from another: the ports it watches.
 pub trait SweepSpec {
     const NAME: &'static str;
-    const VERSION: &'static str;
     const MODEL: Model;
     /// The service's ports (e.g. `[445, 139]` for SMB).
     const PORTS: &'static [u16];
@@ -523,17 +515,21 @@ impl<S> ScanSettings for SweepConfig<S> {
 }
 
 /// A complete detector for "one device tries one service on many hosts": RDP scans, SMB scans.
-/// A plugin crate names its [`SweepSpec`] and exports `ServiceSweep<Spec>`.
+/// A plugin crate names its [`SweepSpec`] and calls `export_plugin!(ServiceSweep<Spec>)`, which
+/// gives the spec its crate's release.
 pub struct ServiceSweep<S> {
     config: SweepConfig<S>,
     scans: ScanModel<IpAddr, IpAddr>,
 }
 
-impl<S: SweepSpec> crate::Plugin for ServiceSweep<S> {
+impl<S: Release> Release for ServiceSweep<S> {
+    const VERSION: &'static str = S::VERSION;
+}
+
+impl<S: SweepSpec + Release> crate::Plugin for ServiceSweep<S> {
     type Config = SweepConfig<S>;
     type State = ScanModel<IpAddr, IpAddr>;
     const NAME: &'static str = S::NAME;
-    const VERSION: &'static str = S::VERSION;
     const KIND: crate::PluginKind = crate::PluginKind::Detector;
     const SUBSCRIPTIONS: crate::Subscriptions = crate::Subscriptions::NONE
         .with(crate::EventClass::Flow)

@@ -151,7 +151,7 @@ pub fn open<P: Plugin>(bytes: &[u8]) -> Result<P::State, RestoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Event, Output, PluginKind, Subscriptions};
+    use crate::{Event, Output, PluginKind, Release, Subscriptions};
     use alloc::collections::BTreeMap;
     use alloc::string::String;
     use core::net::IpAddr;
@@ -181,11 +181,13 @@ mod tests {
     macro_rules! model {
         ($name:ident, $version:literal, $state:ty, $schema:literal, $migrate:expr) => {
             struct $name(Option<$state>);
+            impl Release for $name {
+                const VERSION: &'static str = $version;
+            }
             impl Plugin for $name {
                 type Config = ();
                 type State = $state;
                 const NAME: &'static str = "counter";
-                const VERSION: &'static str = $version;
                 const STATE_VERSION: u32 = $schema;
                 const KIND: PluginKind = PluginKind::Detector;
                 const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE;
@@ -275,11 +277,13 @@ mod tests {
         // What plugins wrote themselves before: postcard of the state struct.
         let legacy = postcard::to_allocvec(&learned().0.expect("state")).expect("encodes");
         struct Legacy;
+        impl Release for Legacy {
+            const VERSION: &'static str = "1.0.0";
+        }
         impl Plugin for Legacy {
             type Config = ();
             type State = CountsV1;
             const NAME: &'static str = "counter";
-            const VERSION: &'static str = "1.0.0";
             const KIND: PluginKind = PluginKind::Detector;
             const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE;
             fn new(_: ()) -> Self {
@@ -305,11 +309,13 @@ mod tests {
     #[test]
     fn another_plugins_state_is_refused() {
         struct Other;
+        impl Release for Other {
+            const VERSION: &'static str = "1.0.0";
+        }
         impl Plugin for Other {
             type Config = ();
             type State = CountsV1;
             const NAME: &'static str = "other";
-            const VERSION: &'static str = "1.0.0";
             const KIND: PluginKind = PluginKind::Detector;
             const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE;
             fn new(_: ()) -> Self {

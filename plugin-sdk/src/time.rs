@@ -2,7 +2,7 @@
 //! pcap raises exactly the breaches it raised live.
 
 use core::fmt;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Microseconds since the Unix epoch, taken from the packet that caused the event.
 #[derive(
@@ -35,6 +35,51 @@ impl Timestamp {
 
     pub const fn plus_secs(self, secs: u64) -> Timestamp {
         Timestamp(self.0.saturating_add(secs * 1_000_000))
+    }
+
+    /// Time elapsed since `earlier` (zero if `earlier` is later), to compare with a
+    /// [`Duration`] from a model's config.
+    pub const fn elapsed_since(self, earlier: Timestamp) -> Duration {
+        Duration(self.since(earlier))
+    }
+}
+
+/// A span of packet time, such as a model's window or quiet spell. In a config it is written in
+/// whole seconds under a key that says so (`"window_secs": 600`), and shown in evidence the same
+/// way; inside, it is microseconds like [`Timestamp`], so no model converts by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(u64);
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Duration {
+        Duration(secs.saturating_mul(1_000_000))
+    }
+
+    /// Whole seconds.
+    pub const fn secs(self) -> u64 {
+        self.0 / 1_000_000
+    }
+
+    pub const fn micros(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.secs())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.secs())
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
     }
 }
 
@@ -71,6 +116,17 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_configured_and_shown_in_seconds() {
+        let window: Duration = serde_json::from_str("600").expect("seconds");
+        assert_eq!(window, Duration::from_secs(600));
+        assert_eq!(serde_json::to_string(&window).expect("JSON"), "600");
+        assert_eq!(alloc::format!("{window}"), "600");
+        let t = Timestamp::from_secs(1000);
+        assert!(t.plus_secs(600).elapsed_since(t) >= window);
+        assert_eq!(t.elapsed_since(t.plus_secs(1)), Duration::default());
+    }
 
     #[test]
     fn rfc3339_renders_utc_dates() {

@@ -4,7 +4,8 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use crate::episode;
+use crate::{Duration, Timestamp};
 
 /// A full [`FanOut`] forgets this fraction of its devices at once.
 const FORGET_FRACTION: usize = 64;
@@ -98,10 +99,13 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
             fired: false,
         });
         expire(window, config, now);
-        if window.fired && now.since(window.last_new_target) >= config.rearm_quiet_secs * 1_000_000
-        {
+        if episode::rearm(
+            &mut window.fired,
+            window.last_new_target,
+            now,
+            Duration::from_secs(config.rearm_quiet_secs),
+        ) {
             // A new episode starts from nothing: what the last one touched was already reported.
-            window.fired = false;
             window.last_seen.clear();
             window.order.clear();
         }

@@ -3,6 +3,9 @@
 //!   actions equal `tests/fixtures/expected/<lab>.json`, written from the output of the release
 //!   before incident records became deltas (see tests/fixtures/README.md; `VIGIL_BLESS=1`
 //!   rewrites them from this build's output after a deliberate change);
+//! - on both labs and on each of the shared Zeek captures, every breach with its evidence equals
+//!   `tests/fixtures/expected/breaches.json`, recorded before the plugins were ported to the
+//!   SDK's helpers (issue 19): a refactoring of the plugins must not change what they say;
 //! - the lab attack repeated 40 times as one device writes a bounded number of bytes per breach,
 //!   the same as 10 times, and its incident's timeline is capped while counting every breach.
 
@@ -131,6 +134,104 @@ fn breaches_incidents_and_actions_are_those_of_the_recorded_release() {
                 path.display()
             );
         }
+    }
+}
+
+/// Every breach of a run with what its plugin said (model, device, destinations, ports, time,
+/// score, evidence), sorted; the device table's identity is the core's, not a plugin's, and is
+/// left out.
+fn breaches_said(data: &Path) -> Vec<Value> {
+    let mut said: Vec<Value> = eve_records(data)
+        .iter()
+        .filter(|r| r["event_type"] == "alert")
+        .map(|r| {
+            let vigil = &r["vigil"];
+            json!({
+                "timestamp": r["timestamp"],
+                "model": vigil["model"],
+                "plugin": vigil["plugin"],
+                "device": vigil["device"],
+                "dest": [r["dest_ip"], r["dest_port"], r["proto"]],
+                "destinations": vigil["destinations"],
+                "ports": vigil["ports"],
+                "score": vigil["score"],
+                "mitre": vigil["mitre"],
+                "evidence": vigil["evidence"],
+                "pattern": vigil["pattern"],
+            })
+        })
+        .collect();
+    said.sort_by_key(Value::to_string);
+    said
+}
+
+/// The shared Zeek captures, by their path under `../shared/pcaps/zeek` (none when absent).
+fn zeek_captures() -> Vec<(String, PathBuf)> {
+    let dir = root().join("../shared/pcaps/zeek");
+    let mut found = Vec::new();
+    let mut pending = vec![dir.clone()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = path.to_string_lossy().to_string();
+            if path.is_dir() && !name.ends_with("baselines") {
+                pending.push(path);
+            } else if name.ends_with(".pcap") || name.ends_with(".pcapng") {
+                let relative = path.strip_prefix(&dir).unwrap_or(&path);
+                found.push((format!("zeek/{}", relative.display()), path));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_breach_and_its_evidence_is_what_the_plugins_said_before_the_sdk_port() {
+    let mut runs: Vec<(String, Vec<PathBuf>)> = committed_labs()
+        .into_iter()
+        .map(|lab| {
+            let pcaps = vec![fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap")];
+            (lab, pcaps)
+        })
+        .collect();
+    let zeek = zeek_captures();
+    if zeek.is_empty() {
+        eprintln!("the shared Zeek captures are not here: only the labs are compared");
+    }
+    runs.extend(zeek.into_iter().map(|(name, pcap)| (name, vec![pcap])));
+    let path = root()
+        .join("tests")
+        .join("fixtures")
+        .join("expected")
+        .join("breaches.json");
+    let expected: Value = if std::env::var_os("VIGIL_BLESS").is_some() {
+        json!({})
+    } else {
+        serde_json::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .expect("fixture JSON")
+    };
+    let mut seen = serde_json::Map::new();
+    for (name, pcaps) in runs {
+        let data = TempDir::new("breaches-said");
+        let pcaps: Vec<&Path> = pcaps.iter().map(PathBuf::as_path).collect();
+        replay_ok(data.path(), &pcaps);
+        let said = Value::from(breaches_said(data.path()));
+        if std::env::var_os("VIGIL_BLESS").is_none() {
+            assert_eq!(
+                said,
+                expected[&name],
+                "{name}: breaches differ from {}",
+                path.display()
+            );
+        }
+        seen.insert(name, said);
+    }
+    if std::env::var_os("VIGIL_BLESS").is_some() {
+        let text = serde_json::to_string_pretty(&Value::from(seen)).expect("JSON");
+        std::fs::write(&path, text + "\n").expect("bless");
     }
 }
 

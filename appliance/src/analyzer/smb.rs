@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use serde_json::json;
+use vigil_plugin_sdk::ntstatus::NtStatus;
 use vigil_plugin_sdk::{AuthResult, EventKind, Timestamp};
 
 use super::ntlm::Exchange;
@@ -22,21 +23,6 @@ pub(crate) struct Session {
     /// Tree connects waiting for their response, by message id.
     trees: HashMap<u64, (Timestamp, String)>,
     ntlm: Exchange,
-}
-
-/// The NT status names an analyst looks for; others are shown as hex.
-fn status_name(code: u32) -> String {
-    match code {
-        status::SUCCESS => "STATUS_SUCCESS".into(),
-        status::MORE_PROCESSING_REQUIRED => "STATUS_MORE_PROCESSING_REQUIRED".into(),
-        status::ACCESS_DENIED => "STATUS_ACCESS_DENIED".into(),
-        status::LOGON_FAILURE => "STATUS_LOGON_FAILURE".into(),
-        status::ACCOUNT_RESTRICTION => "STATUS_ACCOUNT_RESTRICTION".into(),
-        status::ACCOUNT_DISABLED => "STATUS_ACCOUNT_DISABLED".into(),
-        status::BAD_NETWORK_NAME => "STATUS_BAD_NETWORK_NAME".into(),
-        status::ACCOUNT_LOCKED_OUT => "STATUS_ACCOUNT_LOCKED_OUT".into(),
-        other => format!("0x{other:08x}"),
-    }
 }
 
 fn auth_result(code: u32) -> AuthResult {
@@ -203,6 +189,9 @@ fn tree(
             "share_type".into(),
             json!(share_type.map(smb2::share_type_name)),
         );
-        record.insert("status".into(), json!(code.map(status_name)));
+        record.insert(
+            "status".into(),
+            json!(code.map(|code| NtStatus(code).to_string())),
+        );
     });
 }

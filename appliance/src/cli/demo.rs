@@ -12,7 +12,7 @@ use crate::capture::{Next, Source};
 use crate::config::Config;
 use crate::devices::Device;
 use crate::host::{Emitted, EmittedIncident};
-use vigil_plugin_sdk::model::summarize;
+use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::Timestamp;
 
 /// The lab's pattern of life and its attack, made with real tools (see tests/fixtures/README.md).
@@ -93,7 +93,7 @@ fn describe(emitted: &Emitted, start: Timestamp) -> String {
         b.model,
         b.device.ip,
         b.destinations.len(),
-        summarize(&b.destinations, 3),
+        listed(&b.destinations, 3),
         b.score,
         b.mitre.join(" "),
     )

@@ -62,17 +62,8 @@ pub mod command {
     pub const CREATE: u16 = 5;
 }
 
-/// NTSTATUS values a detector looks at.
-pub mod status {
-    pub const SUCCESS: u32 = 0x0000_0000;
-    pub const MORE_PROCESSING_REQUIRED: u32 = 0xC000_0016;
-    pub const ACCESS_DENIED: u32 = 0xC000_0022;
-    pub const LOGON_FAILURE: u32 = 0xC000_006D;
-    pub const ACCOUNT_RESTRICTION: u32 = 0xC000_006E;
-    pub const ACCOUNT_DISABLED: u32 = 0xC000_0072;
-    pub const BAD_NETWORK_NAME: u32 = 0xC000_00CC;
-    pub const ACCOUNT_LOCKED_OUT: u32 = 0xC000_0234;
-}
+/// NTSTATUS values, named once in the SDK for the core and the plugins alike.
+pub use vigil_plugin_sdk::ntstatus as status;
 
 /// The name Zeek's smb_mapping.log gives a share type.
 pub const fn share_type_name(share_type: u8) -> &'static str {

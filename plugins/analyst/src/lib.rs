@@ -11,12 +11,12 @@ use core::net::IpAddr;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::evidence::{duration, listed};
 use vigil_plugin_sdk::incident::{Phase, TimelineEntry};
-use vigil_plugin_sdk::model::summarize;
 use vigil_plugin_sdk::scan::pattern::Standing;
 use vigil_plugin_sdk::{
-    export_plugin, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin, PluginKind,
-    Subscriptions, Timestamp,
+    export_plugin, Duration, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin,
+    PluginKind, Subscriptions, Timestamp,
 };
 
 /// ATT&CK tactics in kill-chain order: a phase's place in an incident.
@@ -40,7 +40,8 @@ const TACTICS: &[(&str, &str)] = &[
 #[serde(default)]
 pub struct Config {
     /// A breach this long after the device's last one starts a new incident.
-    pub incident_gap_secs: u64,
+    #[serde(rename = "incident_gap_secs")]
+    pub incident_gap: Duration,
     /// Model name -> ATT&CK tactic id: where each model's breaches sit in an attack.
     pub model_tactics: BTreeMap<String, String>,
     /// Technique id prefix -> tactic id, for models not in `model_tactics`.
@@ -63,7 +64,7 @@ impl Default for Config {
         };
         Config {
             // Two hours: an intruder's session is minutes to hours; the next day is a new story.
-            incident_gap_secs: 2 * 3600,
+            incident_gap: Duration::from_secs(2 * 3600),
             model_tactics: pairs(&[
                 ("Device / Unusual NTLM Hostname", "TA0001"),
                 ("Device / Unusual LDAP Bind and Search Activity", "TA0007"),
@@ -165,16 +166,6 @@ fn rank(tactic: &str) -> usize {
         .unwrap_or(TACTICS.len())
 }
 
-/// Seconds as `1 h 4 min`, `3 min 20 s` or `45 s`.
-fn duration(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    match secs {
-        0..=59 => format!("{secs} s"),
-        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
-        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
-    }
-}
-
 /// Drops the oldest entry that is none of: the first `timeline_first`, the last
 /// `timeline_last`, a model's first, the most serious (the earliest of the top score), until the
 /// timeline fits. One breach is added at a time, so at most one entry goes each time.
@@ -237,7 +228,7 @@ fn write_summary(incident: &Incident) -> String {
             }
             let mut what = short.to_string();
             if !entry.destinations.is_empty() {
-                what.push_str(&format!(" against {}", summarize(&entry.destinations, 2)));
+                what.push_str(&format!(" against {}", listed(&entry.destinations, 2)));
             }
             if !entry.ports.is_empty() && entry.ports.len() <= 6 {
                 let ports: Vec<String> = entry.ports.iter().map(|p| p.to_string()).collect();
@@ -286,7 +277,6 @@ impl Plugin for Analyst {
     type Config = Config;
     type State = BTreeMap<IpAddr, Incident>;
     const NAME: &'static str = "analyst";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Analyst;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Breach);
 
@@ -313,11 +303,11 @@ impl Plugin for Analyst {
         };
         let device = event.src.ip;
         let &(tactic, phase_name) = self.tactic_of(model, mitre);
-        let gap = self.config.incident_gap_secs * 1_000_000;
+        let gap = self.config.incident_gap;
         let stale = self
             .open
             .get(&device)
-            .is_some_and(|incident| event.ts.since(incident.last) > gap);
+            .is_some_and(|incident| event.ts.elapsed_since(incident.last) > gap);
         if stale {
             self.open.remove(&device);
         }

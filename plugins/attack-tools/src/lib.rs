@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::{
-    export_plugin, Breach, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind,
-    Subscriptions, Timestamp,
+    export_plugin, Breach, Duration, Event, EventClass, EventKind, Model, Output, Plugin,
+    PluginKind, Subscriptions, Timestamp,
 };
 
 /// Every breach carries Active Scanning; each fingerprint adds the techniques its tool stands for.
@@ -200,7 +200,8 @@ pub struct Config {
     /// A device's run of a tool ends when the tool has not been seen from it for this long; seeing
     /// it again after that is a new episode and a new breach. An hour: one scan (even a slow
     /// `nmap -T2` of a subnet) is one breach, tomorrow's is another.
-    pub rearm_quiet_secs: u64,
+    #[serde(rename = "rearm_quiet_secs")]
+    pub rearm_quiet: Duration,
     /// Devices whose job is scanning (the vulnerability-scanner appliance): their tools are
     /// expected and raise nothing.
     pub authorised_scanners: Vec<IpAddr>,
@@ -213,7 +214,7 @@ impl Default for Config {
         Config {
             fingerprints: default_fingerprints(),
             extra_fingerprints: Vec::new(),
-            rearm_quiet_secs: 3600,
+            rearm_quiet: Duration::from_secs(3600),
             authorised_scanners: Vec::new(),
             max_episodes: 4096,
         }
@@ -295,7 +296,6 @@ impl Plugin for AttackTools {
     type Config = Config;
     type State = BTreeMap<(IpAddr, String), Timestamp>;
     const NAME: &'static str = "attack-tools";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Http)
@@ -311,9 +311,9 @@ impl Plugin for AttackTools {
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         if matches!(event.kind, EventKind::Tick) {
-            let quiet = self.config.rearm_quiet_secs * 1_000_000;
+            let quiet = self.config.rearm_quiet;
             self.episodes
-                .retain(|_, last| event.ts.since(*last) < quiet);
+                .retain(|_, last| event.ts.elapsed_since(*last) < quiet);
             return;
         }
         if self.config.authorised_scanners.contains(&event.src.ip) {
@@ -364,11 +364,11 @@ impl Plugin for AttackTools {
 impl AttackTools {
     /// Records that `tool` was seen from the event's device; true when this starts an episode.
     fn starts_episode(&mut self, event: &Event<'_>, tool: &str) -> bool {
-        let quiet = self.config.rearm_quiet_secs * 1_000_000;
+        let quiet = self.config.rearm_quiet;
         let key = (event.src.ip, tool.to_string());
         if let Some(last) = self.episodes.get_mut(&key) {
             // Requests reported late (at the end of their flow) can be older than the last one.
-            let running = event.ts.since(*last) < quiet;
+            let running = event.ts.elapsed_since(*last) < quiet;
             *last = (*last).max(event.ts);
             return !running;
         }

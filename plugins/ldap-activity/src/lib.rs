@@ -38,6 +38,7 @@ use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::evidence::{ago, listed_or, seconds};
 use vigil_plugin_sdk::{
     export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowFilter, FlowState, Model,
     Novelty, Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow, Subscriptions,
@@ -59,6 +60,8 @@ const DOMAIN_ACCOUNTS: &str = "T1078.002";
 
 /// Distinct binds, filters, bases and connections kept per episode for the evidence.
 const LISTED: usize = 8;
+/// Evidence lists show every item: they were bounded (by [`LISTED`]) when remembered.
+const ALL: usize = usize::MAX;
 const MICROS: u64 = 1_000_000;
 
 /// What each signal weighs; see the table in the crate documentation.
@@ -305,7 +308,6 @@ impl Plugin for LdapActivity {
     type Config = Config;
     type State = State;
     const NAME: &'static str = "ldap-activity";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Ldap)
@@ -650,8 +652,8 @@ impl LdapActivity {
                     "long connection: {}:{} held {}, longest before {}",
                     event.dst.ip,
                     event.dst.port,
-                    secs(duration_us),
-                    secs(usual.longest_connection_us)
+                    seconds(duration_us),
+                    seconds(usual.longest_connection_us)
                 )
             });
         }
@@ -727,10 +729,13 @@ fn evidence(
         .connections
         .iter()
         .map(|((client_port, server, port), c)| match c.duration_us {
-            Some(d) => format!("{server}:{port} from port {client_port}, held {}", secs(d)),
+            Some(d) => format!(
+                "{server}:{port} from port {client_port}, held {}",
+                seconds(d)
+            ),
             None => format!(
                 "{server}:{port} from port {client_port}, open {} so far",
-                secs(now.since(c.first))
+                seconds(now.since(c.first))
             ),
         })
         .collect();
@@ -742,9 +747,12 @@ fn evidence(
             "points",
             format!("{points} (breach at {})", config.breach_points),
         )
-        .with_evidence("binds", listed(&episode.binds, "none seen"));
+        .with_evidence("binds", listed_or(&episode.binds, ALL, "none seen"));
     if episode.signals.contains_key(&Signal::NewAccount) {
-        breach = breach.with_evidence("accounts_known", listed(&episode.accounts_known, "none"));
+        breach = breach.with_evidence(
+            "accounts_known",
+            listed_or(&episode.accounts_known, ALL, "none"),
+        );
     }
     let learned = |value: u64| {
         if new_device {
@@ -759,9 +767,12 @@ fn evidence(
         .with_evidence("most_searches_in_window", episode.searches.peak())
         .with_evidence("entries_pulled", episode.total_entries)
         .with_evidence("most_entries_in_window", episode.entries.peak())
-        .with_evidence("broad_filters", listed(&episode.broad_filters, "none"))
-        .with_evidence("base_dns", listed(&episode.bases, "none"))
-        .with_evidence("connections", listed(&connections, "none seen"))
+        .with_evidence(
+            "broad_filters",
+            listed_or(&episode.broad_filters, ALL, "none"),
+        )
+        .with_evidence("base_dns", listed_or(&episode.bases, ALL, "none"))
+        .with_evidence("connections", listed_or(&connections, ALL, "none seen"))
         .with_evidence("learned_peak_searches", learned(usual.searches))
         .with_evidence("learned_peak_entries", learned(usual.entries))
         .with_evidence(
@@ -769,7 +780,7 @@ fn evidence(
             if new_device {
                 learned(0)
             } else {
-                secs(usual.longest_connection_us)
+                seconds(usual.longest_connection_us)
             },
         )
         .with_evidence("window_secs", config.window_secs)
@@ -790,33 +801,6 @@ fn limit(peak: u64, factor: u64, floor: u64) -> u64 {
 fn remember(list: &mut Vec<String>, value: String) {
     if list.len() < LISTED && !list.contains(&value) {
         list.push(value);
-    }
-}
-
-fn listed(items: &[String], empty: &str) -> String {
-    if items.is_empty() {
-        empty.to_string()
-    } else {
-        items.join(", ")
-    }
-}
-
-fn ago(micros: u64) -> String {
-    let secs = micros / MICROS;
-    if secs >= 86_400 {
-        format!("{} days ago", secs / 86_400)
-    } else {
-        format!("{secs} s ago")
-    }
-}
-
-/// Seconds for the evidence, to the millisecond when short (a client's usual connection).
-fn secs(micros: u64) -> String {
-    let secs = micros as f64 / 1e6;
-    if micros < MICROS {
-        format!("{secs:.3} s")
-    } else {
-        format!("{secs:.1} s")
     }
 }
 

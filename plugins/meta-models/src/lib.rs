@@ -14,10 +14,11 @@ use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use vigil_plugin_sdk::model::summarize;
+use vigil_plugin_sdk::episode;
+use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::{
-    export_plugin, Breach, Event, EventClass, EventKind, Model, Output, Plugin, PluginKind,
-    Subscriptions, Timestamp,
+    export_plugin, Breach, Duration, Event, EventClass, EventKind, Model, Output, Plugin,
+    PluginKind, Subscriptions, Timestamp,
 };
 
 /// Its technique ids are the union of the contributing breaches' (see [`large_breach`]).
@@ -42,13 +43,15 @@ const MAX_DESTINATIONS: usize = 1024;
 #[serde(default)]
 pub struct LargeConfig {
     /// A model counts while its latest breach by the device is younger than this.
-    pub window_secs: u64,
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// Distinct models in the window that make a breach.
     pub min_models: usize,
     /// Or: the distinct models' scores (each model's highest) add up to this. 0 turns it off.
     pub min_total_score: u32,
     /// After a breach, the episode lasts until the device has breached nothing for this long.
-    pub rearm_quiet_secs: u64,
+    #[serde(rename = "rearm_quiet_secs")]
+    pub rearm_quiet: Duration,
 }
 
 impl Default for LargeConfig {
@@ -56,7 +59,7 @@ impl Default for LargeConfig {
         LargeConfig {
             // An intruder's hands-on session, from foothold to discovery to moving on, plays out
             // in minutes to an hour; an honest device's rare misfires do not pile up in one.
-            window_secs: 3600,
+            window: Duration::from_secs(3600),
             // One or two models may misfire on an unusual but legitimate device (a backup server
             // sweeping SMB, an admin's tools); four different suspicious behaviours in an hour is
             // a pattern no ordinary device shows.
@@ -65,7 +68,7 @@ impl Default for LargeConfig {
             // middling ones. Each model counts once, so one model repeating never adds up.
             min_total_score: 240,
             // One alert per episode; an hour of silence makes the next burst a new story.
-            rearm_quiet_secs: 3600,
+            rearm_quiet: Duration::from_secs(3600),
         }
     }
 }
@@ -74,21 +77,23 @@ impl Default for LargeConfig {
 #[serde(default)]
 pub struct LateralConfig {
     /// A model counts while its latest breach by the device is younger than this.
-    pub window_secs: u64,
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// Distinct lateral-movement models in the window that make a breach.
     pub min_models: usize,
     /// The models that indicate lateral movement or credential abuse.
     pub models: Vec<String>,
     /// After a breach, the episode lasts until the device has breached none of `models` for
     /// this long.
-    pub rearm_quiet_secs: u64,
+    #[serde(rename = "rearm_quiet_secs")]
+    pub rearm_quiet: Duration,
 }
 
 impl Default for LateralConfig {
     fn default() -> Self {
         LateralConfig {
             // As for the large-number model: one intrusion session.
-            window_secs: 3600,
+            window: Duration::from_secs(3600),
             // Each of these alone can be one honest slip (a mistyped password, a new laptop);
             // two different ways of reaching for other hosts' services or credentials from one
             // device is an attacker moving.
@@ -103,7 +108,7 @@ impl Default for LateralConfig {
             .iter()
             .map(|m| m.to_string())
             .collect(),
-            rearm_quiet_secs: 3600,
+            rearm_quiet: Duration::from_secs(3600),
         }
     }
 }
@@ -140,9 +145,9 @@ struct Seen {
     ports: BTreeSet<u16>,
 }
 
-/// One device's current episode for one meta model.
+/// What one device breached in its current episode of one meta model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Episode {
+struct Streak {
     models: BTreeMap<String, Seen>,
     /// When the device last breached a counted model.
     last: Timestamp,
@@ -150,7 +155,7 @@ struct Episode {
     fired: bool,
 }
 
-impl Episode {
+impl Streak {
     fn total_score(&self) -> u32 {
         self.models.values().map(|s| u32::from(s.score)).sum()
     }
@@ -211,36 +216,35 @@ struct Contribution<'a> {
 /// Per-device episodes of one meta model.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Tally {
-    devices: BTreeMap<IpAddr, Episode>,
+    devices: BTreeMap<IpAddr, Streak>,
 }
 
 impl Tally {
     /// Adds a breach to its device's episode, first ending the episode if it breached and has
-    /// been quiet for `rearm_quiet_secs`, and dropping models older than the window.
+    /// been quiet for `rearm_quiet`, and dropping models older than the window.
     fn record(
         &mut self,
-        window_secs: u64,
-        rearm_quiet_secs: u64,
+        window: Duration,
+        rearm_quiet: Duration,
         max_devices: usize,
         c: &Contribution<'_>,
-    ) -> &mut Episode {
+    ) -> &mut Streak {
         if !self.devices.contains_key(&c.device) && self.devices.len() >= max_devices.max(1) {
             self.forget_quietest();
         }
-        let episode = self.devices.entry(c.device).or_insert_with(|| Episode {
+        let streak = self.devices.entry(c.device).or_insert_with(|| Streak {
             models: BTreeMap::new(),
             last: c.ts,
             fired: false,
         });
-        if episode.fired && c.ts.since(episode.last) >= rearm_quiet_secs * 1_000_000 {
+        if episode::rearm(&mut streak.fired, streak.last, c.ts, rearm_quiet) {
             // What the last episode saw was already reported.
-            episode.fired = false;
-            episode.models.clear();
+            streak.models.clear();
         }
-        episode
+        streak
             .models
-            .retain(|_, seen| c.ts.since(seen.last) < window_secs * 1_000_000);
-        let seen = episode
+            .retain(|_, seen| c.ts.elapsed_since(seen.last) < window);
+        let seen = streak
             .models
             .entry(c.model.to_string())
             .or_insert_with(|| Seen {
@@ -263,23 +267,23 @@ impl Tally {
             seen.destinations.insert(*ip);
         }
         seen.ports.extend(c.ports.iter().copied());
-        episode.last = episode.last.max(c.ts);
-        episode
+        streak.last = streak.last.max(c.ts);
+        streak
     }
 
     /// Forgets devices whose every model has left the window and whose episode has ended: what
     /// [`Tally::record`] would clear anyway.
-    fn expire(&mut self, now: Timestamp, window_secs: u64, rearm_quiet_secs: u64) {
-        let horizon = window_secs.max(rearm_quiet_secs) * 1_000_000;
+    fn expire(&mut self, now: Timestamp, window: Duration, rearm_quiet: Duration) {
+        let horizon = window.max(rearm_quiet);
         self.devices
-            .retain(|_, episode| now.since(episode.last) < horizon);
+            .retain(|_, streak| now.elapsed_since(streak.last) < horizon);
     }
 
     fn forget_quietest(&mut self) {
         let quietest = self
             .devices
             .iter()
-            .min_by_key(|(_, e)| e.last)
+            .min_by_key(|(_, streak)| streak.last)
             .map(|(device, _)| *device);
         if let Some(device) = quietest {
             self.devices.remove(&device);
@@ -300,26 +304,26 @@ pub struct MetaModels {
 
 /// The large-number breach: every contributing model with its count and score, and the union of
 /// their technique ids, destinations and ports.
-fn large_breach(event: &Event<'_>, episode: &Episode, window_secs: u64) -> Breach {
+fn large_breach(event: &Event<'_>, streak: &Streak, window: Duration) -> Breach {
     let mut breach = LARGE.breach(event);
-    let mitre: BTreeSet<&String> = episode.models.values().flat_map(|s| &s.mitre).collect();
+    let mitre: BTreeSet<&String> = streak.models.values().flat_map(|s| &s.mitre).collect();
     breach.mitre = mitre.into_iter().cloned().collect();
     breach
-        .with_destinations(episode.destinations())
-        .with_ports(episode.ports())
-        .with_evidence("models", episode.describe_models())
-        .with_evidence("distinct_models", episode.models.len())
-        .with_evidence("breaches", episode.breaches())
-        .with_evidence("total_score", episode.total_score())
-        .with_evidence("first_breach", episode.first())
-        .with_evidence("last_breach", episode.last)
-        .with_evidence("window_secs", window_secs)
+        .with_destinations(streak.destinations())
+        .with_ports(streak.ports())
+        .with_evidence("models", streak.describe_models())
+        .with_evidence("distinct_models", streak.models.len())
+        .with_evidence("breaches", streak.breaches())
+        .with_evidence("total_score", streak.total_score())
+        .with_evidence("first_breach", streak.first())
+        .with_evidence("last_breach", streak.last)
+        .with_evidence("window_secs", window)
 }
 
 /// The lateral-movement breach: the lateral models breached and every host they reached for.
-fn lateral_breach(event: &Event<'_>, episode: &Episode, window_secs: u64) -> Breach {
+fn lateral_breach(event: &Event<'_>, streak: &Streak, window: Duration) -> Breach {
     let mut breach = LATERAL.breach(event);
-    let ports = episode.ports();
+    let ports = streak.ports();
     // SMB/Windows admin shares and RDP, when the contributing breaches reached for them.
     if ports.contains(&445) || ports.contains(&139) {
         breach.mitre.push("T1021.002".to_string());
@@ -327,14 +331,14 @@ fn lateral_breach(event: &Event<'_>, episode: &Episode, window_secs: u64) -> Bre
     if ports.contains(&3389) {
         breach.mitre.push("T1021.001".to_string());
     }
-    let destinations = episode.destinations();
+    let destinations = streak.destinations();
     breach
-        .with_evidence("models", episode.describe_models())
-        .with_evidence("distinct_models", episode.models.len())
-        .with_evidence("destinations", summarize(&destinations, 10))
-        .with_evidence("first_breach", episode.first())
-        .with_evidence("last_breach", episode.last)
-        .with_evidence("window_secs", window_secs)
+        .with_evidence("models", streak.describe_models())
+        .with_evidence("distinct_models", streak.models.len())
+        .with_evidence("destinations", listed(&destinations, 10))
+        .with_evidence("first_breach", streak.first())
+        .with_evidence("last_breach", streak.last)
+        .with_evidence("window_secs", window)
         .with_destinations(destinations)
         .with_ports(ports)
 }
@@ -343,7 +347,6 @@ impl Plugin for MetaModels {
     type Config = Config;
     type State = State;
     const NAME: &'static str = "meta-models";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Breach)
@@ -362,10 +365,10 @@ impl Plugin for MetaModels {
                 let (large, lateral) = (&self.config.large, &self.config.lateral);
                 self.state
                     .large
-                    .expire(event.ts, large.window_secs, large.rearm_quiet_secs);
+                    .expire(event.ts, large.window, large.rearm_quiet);
                 self.state
                     .lateral
-                    .expire(event.ts, lateral.window_secs, lateral.rearm_quiet_secs);
+                    .expire(event.ts, lateral.window, lateral.rearm_quiet);
                 return;
             }
             EventKind::Breach {
@@ -402,32 +405,32 @@ impl Plugin for MetaModels {
         };
 
         let large = &self.config.large;
-        let episode = self.state.large.record(
-            large.window_secs,
-            large.rearm_quiet_secs,
+        let streak = self.state.large.record(
+            large.window,
+            large.rearm_quiet,
             self.config.max_devices,
             &contribution,
         );
-        let by_count = episode.models.len() >= large.min_models.max(1);
-        let by_score = large.min_total_score > 0 && episode.total_score() >= large.min_total_score;
-        if !episode.fired && (by_count || by_score) {
-            episode.fired = true;
-            out.breach(large_breach(event, episode, large.window_secs));
+        let by_count = streak.models.len() >= large.min_models.max(1);
+        let by_score = large.min_total_score > 0 && streak.total_score() >= large.min_total_score;
+        if !streak.fired && (by_count || by_score) {
+            streak.fired = true;
+            out.breach(large_breach(event, streak, large.window));
         }
 
         let lateral = &self.config.lateral;
         if !lateral.models.iter().any(|m| m == model) {
             return;
         }
-        let episode = self.state.lateral.record(
-            lateral.window_secs,
-            lateral.rearm_quiet_secs,
+        let streak = self.state.lateral.record(
+            lateral.window,
+            lateral.rearm_quiet,
             self.config.max_devices,
             &contribution,
         );
-        if !episode.fired && episode.models.len() >= lateral.min_models.max(1) {
-            episode.fired = true;
-            out.breach(lateral_breach(event, episode, lateral.window_secs));
+        if !streak.fired && streak.models.len() >= lateral.min_models.max(1) {
+            streak.fired = true;
+            out.breach(lateral_breach(event, streak, lateral.window));
         }
     }
 

@@ -60,7 +60,6 @@ impl Plugin for NetworkRangeScan {
     type Config = Config;
     type State = ScanModel<IpAddr, IpAddr>;
     const NAME: &'static str = "network-range-scan";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Flow)

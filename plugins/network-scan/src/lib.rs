@@ -61,7 +61,6 @@ impl Plugin for NetworkScan {
     type Config = Config;
     type State = ScanModel<IpAddr, (IpAddr, u16)>;
     const NAME: &'static str = "network-scan";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Flow)

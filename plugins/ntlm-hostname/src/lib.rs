@@ -89,7 +89,6 @@ impl Plugin for NtlmHostname {
     type Config = Config;
     type State = State;
     const NAME: &'static str = "ntlm-hostname";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Ntlm);
 
@@ -259,7 +258,7 @@ mod tests {
     const BOB: [u8; 4] = [10, 77, 0, 60];
     const DC: [u8; 4] = [10, 77, 0, 10];
     const FS: [u8; 4] = [10, 77, 0, 20];
-    const LOGON_FAILURE: u32 = 0xC000_006D;
+    use vigil_plugin_sdk::ntstatus::LOGON_FAILURE;
 
     /// An NTLM login over SMB as the analyzer reports it.
     fn ntlm<'a>(

@@ -15,7 +15,6 @@ pub struct Rdp;
 
 impl SweepSpec for Rdp {
     const NAME: &'static str = "rdp-scan";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const MODEL: Model = MODEL;
     const PORTS: &'static [u16] = &[3389];
     const THRESHOLD: usize = 10;
@@ -23,7 +22,7 @@ impl SweepSpec for Rdp {
 
 pub type RdpScan = ServiceSweep<Rdp>;
 
-export_plugin!(RdpScan);
+export_plugin!(ServiceSweep<Rdp>);
 
 #[cfg(test)]
 mod tests {

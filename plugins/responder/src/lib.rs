@@ -111,7 +111,6 @@ impl Plugin for Responder {
     type Config = Config;
     type State = ();
     const NAME: &'static str = "responder";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Responder;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Breach)

@@ -109,7 +109,6 @@ impl Plugin for ReverseDnsSweep {
     type State = State;
     const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "reverse-dns-sweep";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Dns)
@@ -236,7 +235,7 @@ impl ReverseDnsSweep {
             .with_evidence("names_found", shown(&names))
             .with_evidence(
                 "dns_servers",
-                vigil_plugin_sdk::model::summarize(&servers, 4),
+                vigil_plugin_sdk::evidence::listed(&servers, 4),
             )
             .with_evidence("window_secs", fan_out.window_secs)
             .with_evidence("threshold", fan_out.threshold)

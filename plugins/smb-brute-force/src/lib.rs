@@ -12,9 +12,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::account::Account;
+use vigil_plugin_sdk::episode;
+use vigil_plugin_sdk::evidence::listed;
+use vigil_plugin_sdk::ntstatus::{self, NtStatus};
 use vigil_plugin_sdk::{
-    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, Model, Output, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, AuthResult, Breach, Duration, Event, EventClass, EventKind, Model, Output,
+    Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 const ADMIN: Model = Model {
@@ -47,10 +50,12 @@ pub struct Config {
     /// and past what a lockout policy tolerates; a guessing tool gets there in seconds.
     pub threshold: usize,
     /// 10 minutes: a tool throttled to one guess a minute to stay under lockout still counts.
-    pub window_secs: u64,
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// After a breach, the episode (and its silence) lasts until the device has had no failed
     /// login for this long: 15 minutes. A guessing run pausing for breath stays one breach.
-    pub rearm_quiet_secs: u64,
+    #[serde(rename = "rearm_quiet_secs")]
+    pub rearm_quiet: Duration,
     /// Carriers (as the analyzer names them) whose NTLM logins count.
     pub carriers: Vec<String>,
     /// Administrative account names (case-insensitive): built-in and localised administrator
@@ -75,8 +80,8 @@ impl Default for Config {
         let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
         Config {
             threshold: 10,
-            window_secs: 600,
-            rearm_quiet_secs: 900,
+            window: Duration::from_secs(600),
+            rearm_quiet: Duration::from_secs(900),
             carriers: names(&["smb"]),
             admin_accounts: names(&[
                 "administrator",
@@ -89,12 +94,7 @@ impl Default for Config {
             ]),
             admin_prefixes: names(&["adm-", "adm_", "adm.", "admin-", "admin_", "admin."]),
             admin_suffixes: names(&["adm", "admin"]),
-            ignored_statuses: vec![
-                0xC000_006F, // STATUS_INVALID_LOGON_HOURS
-                0xC000_0070, // STATUS_INVALID_WORKSTATION
-                0xC000_0071, // STATUS_PASSWORD_EXPIRED
-                0xC000_0224, // STATUS_PASSWORD_MUST_CHANGE
-            ],
+            ignored_statuses: ntstatus::PASSWORD_WAS_RIGHT.to_vec(),
             spray_accounts: 3,
             max_devices: 4096,
         }
@@ -114,7 +114,7 @@ struct Failure {
 
 /// One device's failed logins against one kind of account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Episode {
+struct Guesses {
     /// Failures within the window, oldest first; never more than `threshold` are needed.
     failures: VecDeque<Failure>,
     last_failure: Timestamp,
@@ -122,22 +122,19 @@ struct Episode {
     fired: bool,
 }
 
-impl Episode {
+impl Guesses {
     /// Records a failure; returns the window's failures when they make a breach.
     fn fail(&mut self, config: &Config, failure: Failure) -> Option<Vec<Failure>> {
         let now = failure.at;
-        if self.fired && now.since(self.last_failure) >= config.rearm_quiet_secs * 1_000_000 {
-            self.fired = false;
-        }
+        episode::rearm(&mut self.fired, self.last_failure, now, config.rearm_quiet);
         self.last_failure = self.last_failure.max(now);
         if self.fired {
             return None;
         }
-        let horizon = config.window_secs * 1_000_000;
         while self
             .failures
             .front()
-            .is_some_and(|oldest| now.since(oldest.at) >= horizon)
+            .is_some_and(|oldest| now.elapsed_since(oldest.at) >= config.window)
         {
             self.failures.pop_front();
         }
@@ -152,16 +149,15 @@ impl Episode {
 
     /// Whether anything here can still matter at `now`.
     fn active(&self, config: &Config, now: Timestamp) -> bool {
-        let horizon = config.window_secs.max(config.rearm_quiet_secs) * 1_000_000;
-        now.since(self.last_failure) < horizon
+        now.elapsed_since(self.last_failure) < config.window.max(config.rearm_quiet)
     }
 }
 
 /// Per device, per model: everything carried across a restart.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Device {
-    admin: Episode,
-    non_admin: Episode,
+    admin: Guesses,
+    non_admin: Guesses,
 }
 
 pub struct SmbBruteForce {
@@ -173,7 +169,6 @@ impl Plugin for SmbBruteForce {
     type Config = Config;
     type State = BTreeMap<IpAddr, Device>;
     const NAME: &'static str = "smb-brute-force";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Ntlm);
 
@@ -269,30 +264,34 @@ impl SmbBruteForce {
             .with_evidence("distinct_accounts", tried.len())
             .with_evidence(
                 "accounts",
-                listed(tried.iter().map(|(a, n)| format!("{a} ({n})"))),
+                listed(tried.iter().map(|(a, n)| format!("{a} ({n})")), SHOWN),
             )
             .with_evidence(
                 "statuses",
                 listed(
                     statuses
                         .iter()
-                        .map(|(s, n)| format!("{} ({n})", status_name(*s))),
+                        .map(|(s, n)| format!("{} ({n})", NtStatus(*s))),
+                    SHOWN,
                 ),
             )
             .with_evidence(
                 "workstations",
-                listed(workstations.iter().map(|w| match *w {
-                    "" => "(none)".to_string(),
-                    name => name.to_string(),
-                })),
+                listed(
+                    workstations.iter().map(|w| match *w {
+                        "" => "(none)",
+                        name => name,
+                    }),
+                    SHOWN,
+                ),
             )
-            .with_evidence("servers", listed(servers.iter().map(|s| s.to_string())))
+            .with_evidence("servers", listed(&servers, SHOWN))
             .with_evidence("first_failure", first)
             .with_evidence(
                 "duration_secs",
                 format!("{:.1}", event.ts.since(first) as f64 / 1e6),
             )
-            .with_evidence("window_secs", self.config.window_secs)
+            .with_evidence("window_secs", self.config.window)
             .with_evidence("threshold", self.config.threshold)
             .with_destinations(servers)
             .with_ports(failures.iter().map(|f| f.port));
@@ -335,34 +334,6 @@ impl SmbBruteForce {
     }
 }
 
-/// The NTSTATUS names an analyst knows.
-fn status_name(status: u32) -> String {
-    match status {
-        0xC000_006D => "STATUS_LOGON_FAILURE".to_string(),
-        0xC000_006A => "STATUS_WRONG_PASSWORD".to_string(),
-        0xC000_0064 => "STATUS_NO_SUCH_USER".to_string(),
-        0xC000_0234 => "STATUS_ACCOUNT_LOCKED_OUT".to_string(),
-        0xC000_0072 => "STATUS_ACCOUNT_DISABLED".to_string(),
-        0xC000_006E => "STATUS_ACCOUNT_RESTRICTION".to_string(),
-        0xC000_0022 => "STATUS_ACCESS_DENIED".to_string(),
-        other => format!("0x{other:08X}"),
-    }
-}
-
-fn listed(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    let mut text = items
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > SHOWN {
-        text.push_str(&format!(" and {} more", items.len() - SHOWN));
-    }
-    text
-}
-
 export_plugin!(SmbBruteForce);
 
 #[cfg(test)]
@@ -375,7 +346,7 @@ mod tests {
     const BOB: [u8; 4] = [10, 77, 0, 60];
     const DC: [u8; 4] = [10, 77, 0, 10];
     const FS: [u8; 4] = [10, 77, 0, 20];
-    const LOGON_FAILURE: u32 = 0xC000_006D;
+    use vigil_plugin_sdk::ntstatus::{LOGON_FAILURE, PASSWORD_EXPIRED};
 
     fn login<'a>(
         secs: f64,
@@ -554,7 +525,7 @@ mod tests {
     fn other_carriers_null_sessions_and_right_passwords_do_not_count() {
         let mut h: Harness<SmbBruteForce> = Harness::new();
         let refused = AuthResult::Failure(LOGON_FAILURE);
-        let expired = AuthResult::Failure(0xC000_0071);
+        let expired = AuthResult::Failure(PASSWORD_EXPIRED);
         let mut events = Vec::new();
         for i in 0..20 {
             let t = f64::from(i);

@@ -15,7 +15,6 @@ pub struct Smb;
 
 impl SweepSpec for Smb {
     const NAME: &'static str = "smb-scan";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const MODEL: Model = MODEL;
     const PORTS: &'static [u16] = &[445, 139];
     const THRESHOLD: usize = 10;
@@ -23,7 +22,7 @@ impl SweepSpec for Smb {
 
 pub type SmbScan = ServiceSweep<Smb>;
 
-export_plugin!(SmbScan);
+export_plugin!(ServiceSweep<Smb>);
 
 #[cfg(test)]
 mod tests {

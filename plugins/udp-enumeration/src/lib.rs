@@ -58,7 +58,6 @@ impl Plugin for UdpEnumeration {
     type Config = Config;
     type State = ScanModel<(IpAddr, IpAddr), (IpAddr, u16)>;
     const NAME: &'static str = "udp-enumeration";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
         .with(EventClass::Flow)
