@@ -230,18 +230,21 @@ mod tests {
     use super::*;
     use crate::harness::events::{flow_end, flow_start, tick};
     use crate::harness::Harness;
-    use crate::{Output, Plugin};
+    use crate::{Output, Plugin, Release};
     use alloc::vec::Vec;
     use core::net::IpAddr;
 
     /// Records what reaches it, to see what its filter let through.
     struct Rdp(Vec<(Transport, u16, bool)>);
 
+    impl Release for Rdp {
+        const VERSION: &'static str = "1.0.0";
+    }
+
     impl Plugin for Rdp {
         type Config = ();
         type State = ();
         const NAME: &'static str = "rdp";
-        const VERSION: &'static str = "1.0.0";
         const KIND: PluginKind = PluginKind::Detector;
         const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
             .with(EventClass::Flow)

@@ -10,9 +10,9 @@
 //! `incidents.json` keeps the analyst's bounded view of it).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};

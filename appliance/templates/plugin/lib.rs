@@ -59,7 +59,6 @@ impl Plugin for NewHosts {
     type Config = Config;
     type State = BoundedMap<IpAddr, Peers>;
     const NAME: &'static str = "{{name}}";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Flow);
     // Only flow starts count: the host drops the rest before they reach the plugin.

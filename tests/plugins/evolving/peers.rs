@@ -7,7 +7,7 @@
 
 use core::net::IpAddr;
 
-use vigil_plugin_sdk::model::summarize;
+use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::scan::{is_internal, is_scannable};
 use vigil_plugin_sdk::{
     BoundedMap, Breach, Event, EventKind, Model, Novelty, ProfileConfig, Profiles, RateWindow,
@@ -50,6 +50,6 @@ pub fn observe(usual: &mut UsualPeers, new: &mut NewPeers, event: &Event<'_>) ->
     (window.add(WINDOW_SECS, event.ts, 1) == NEW_PEERS).then(|| {
         MODEL
             .breach(event)
-            .with_evidence("usual_peers", summarize(&known, 8))
+            .with_evidence("usual_peers", listed(&known, 8))
     })
 }

@@ -25,7 +25,6 @@ impl Plugin for Evolving {
     type Config = ();
     type State = State;
     const NAME: &'static str = peers::NAME;
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Flow);
 

@@ -28,7 +28,6 @@ impl Plugin for Evolving {
     type State = State;
     const STATE_VERSION: u32 = 3;
     const NAME: &'static str = peers::NAME;
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Flow);
 
