@@ -15,6 +15,7 @@ use crate::api::{Answer, Control, Request};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, Source};
+use crate::config::Config;
 use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
 use crate::decode::{
     decode_frame, Decoded, Fragment, Frame, Skip, SkipCounts, Transport as Layer4,
@@ -179,6 +180,27 @@ impl Pipeline {
             recent: Vec::new(),
             incidents: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// A pipeline set up as `config` says: flow table, streams, fragment reassembly, batch size.
+    pub fn from_config(
+        config: &Config,
+        host: PluginHost,
+        devices: DeviceTable,
+        sink: Box<dyn Sink>,
+        logs: Option<ProtocolLogs>,
+    ) -> Pipeline {
+        let mut pipeline = Pipeline::new(
+            config.flow.clone(),
+            config.stream.clone(),
+            host,
+            devices,
+            config.pipeline.batch_size,
+            sink,
+            logs,
+        );
+        pipeline.set_fragments(config.fragments.clone());
+        pipeline
     }
 
     pub fn stats(&self) -> &PipelineStats {

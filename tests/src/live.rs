@@ -3,8 +3,8 @@
 //! test ends first). Plus a real nmap scan to feed it.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,27 @@ impl Drop for LiveVigil {
 
 /// True (with the reason printed) when this machine cannot run the live tests: they need root
 /// and the network tools `./setup.sh` installs.
+/// A command's stdout then stderr as text, for assertions and their messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Writes `dir/vigil.toml` for a `vigil run` whose management API listens on loopback with
+/// `token`; returns its path.
+pub fn api_config(dir: &Path, token: &str) -> PathBuf {
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!("[api]\nlisten = \"127.0.0.1:8470\"\ntoken = \"{token}\"\n"),
+    )
+    .expect("config");
+    config
+}
+
 pub fn skip_live() -> bool {
     if crate::netns::skip_without_root() || !nmap_available() {
         eprintln!("skipping: needs root, iproute2, nmap and socat (./setup.sh installs them)");

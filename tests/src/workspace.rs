@@ -57,6 +57,19 @@ pub fn plugin_dir() -> PathBuf {
         .clone()
 }
 
+/// Builds the workspace packages matching `packages` for wasm, as plugins are built.
+fn build_wasm(packages: &str) {
+    cargo(&[
+        "build",
+        "--profile",
+        "plugin",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        packages,
+    ]);
+}
+
 /// The compiled (unsigned) plugin modules, building them if the set-up step has not.
 pub fn module_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -64,15 +77,7 @@ pub fn module_dir() -> PathBuf {
         .get_or_init(|| {
             let dir = target_dir().join("wasm32-unknown-unknown").join("plugin");
             if !dir.join("vigil_plugin_network_scan.wasm").is_file() {
-                cargo(&[
-                    "build",
-                    "--profile",
-                    "plugin",
-                    "--target",
-                    "wasm32-unknown-unknown",
-                    "-p",
-                    "vigil-plugin-*",
-                ]);
+                build_wasm("vigil-plugin-*");
             }
             dir
         })
@@ -225,15 +230,7 @@ pub fn dev_signer_key() -> PathBuf {
 pub fn fixture_module(krate: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        cargo(&[
-            "build",
-            "--profile",
-            "plugin",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "vigil-fixture-*",
-        ]);
+        build_wasm("vigil-fixture-*");
         target_dir().join("wasm32-unknown-unknown").join("plugin")
     });
     dir.join(format!("{}.wasm", krate.replace('-', "_")))

@@ -66,15 +66,9 @@ fn pipeline(data: &Path, seen: &Seen) -> Pipeline {
         assert!(plugin.result.is_ok(), "{:?}", plugin.result);
         assert!(plugin.signed.is_some(), "loaded with its signature checked");
     }
-    let mut pipeline = Pipeline::new(
-        config.flow.clone(),
-        config.stream.clone(),
-        host,
-        DeviceTable::new(DeviceConfig::default()).expect("devices"),
-        config.pipeline.batch_size,
-        Box::new(Collect(Arc::clone(seen))),
-        None,
-    );
+    let devices = DeviceTable::new(DeviceConfig::default()).expect("devices");
+    let sink = Box::new(Collect(Arc::clone(seen)));
+    let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None);
     pipeline.attach_store(store);
     pipeline
 }

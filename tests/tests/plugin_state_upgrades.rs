@@ -121,15 +121,9 @@ impl Vendor {
         assert_eq!(loaded.len(), 1, "{loaded:?}");
         let loaded = loaded.remove(0);
         assert!(loaded.result.is_ok(), "{:?}", loaded.result);
-        let mut pipeline = Pipeline::new(
-            config.flow.clone(),
-            config.stream.clone(),
-            host,
-            DeviceTable::new(DeviceConfig::default()).expect("devices"),
-            config.pipeline.batch_size,
-            Box::new(EveFile::open(data).expect("eve.json")),
-            None,
-        );
+        let devices = DeviceTable::new(DeviceConfig::default()).expect("devices");
+        let sink = Box::new(EveFile::open(data).expect("eve.json"));
+        let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None);
         pipeline.attach_store(store);
         (pipeline, loaded)
     }

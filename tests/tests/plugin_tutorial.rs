@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use vigil_tests::live::{require_tools, skip_live, wait_for_alerts, LiveVigil};
+use vigil_tests::live::{
+    api_config, output_text, require_tools, skip_live, wait_for_alerts, LiveVigil,
+};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{plugin_dir, root, target_dir, vigil_bin, TempDir};
 
@@ -49,14 +51,6 @@ fn tutorial_blocks() -> Vec<(Place, String)> {
     blocks
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn the_readme_tutorial_builds_a_plugin_that_catches_a_live_sweep() {
     if skip_live() {
@@ -94,12 +88,7 @@ fn the_readme_tutorial_builds_a_plugin_that_catches_a_live_sweep() {
         .expect("route");
 
     let work = TempDir::new("tutorial");
-    let config = work.path().join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!("[api]\nlisten = \"127.0.0.1:8470\"\ntoken = \"{TOKEN}\"\n"),
-    )
-    .expect("config");
+    let config = api_config(work.path(), TOKEN);
     let data = work.path().join("data");
     let path = |p: &Path| p.to_str().expect("utf-8").to_string();
     let vigil = LiveVigil::start(
@@ -168,7 +157,7 @@ fn the_readme_tutorial_builds_a_plugin_that_catches_a_live_sweep() {
     let (checks, steps) = blocks.split_last().expect("blocks");
     for (place, block) in steps {
         let out = shell(*place, block);
-        assert!(out.status.success(), "{block}\n{}", text(&out));
+        assert!(out.status.success(), "{block}\n{}", output_text(&out));
     }
     let alerts = wait_for_alerts(
         &data.join("eve.json"),
@@ -181,7 +170,7 @@ fn the_readme_tutorial_builds_a_plugin_that_catches_a_live_sweep() {
     // The tutorial's own check sees it through the API.
     let (place, block) = checks;
     let out = shell(*place, block);
-    assert!(out.status.success(), "{block}\n{}", text(&out));
-    assert!(text(&out).contains(MODEL), "{}", text(&out));
+    assert!(out.status.success(), "{block}\n{}", output_text(&out));
+    assert!(output_text(&out).contains(MODEL), "{}", output_text(&out));
     assert!(vigil.stop().success());
 }

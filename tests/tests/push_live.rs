@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use vigil_tests::live::{skip_live, syn_scan, wait_for_alerts, LiveVigil};
+use vigil_tests::live::{api_config, output_text, skip_live, syn_scan, wait_for_alerts, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{
     build_bundle, dev_signer_key, plugin_dir, tamper_wasm, vigil_bin, TempDir,
@@ -22,14 +22,6 @@ fn vigil_in(ns: &Netns, args: &[&str]) -> Output {
         .env_remove("VIGIL_API_TOKEN")
         .output()
         .expect("vigil runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -51,12 +43,7 @@ fn a_bundle_pushed_while_traffic_flows_takes_over_and_bad_pushes_change_nothing(
     .expect("veth pair");
     pair.pin_neighbours().expect("neighbours");
     let work = TempDir::new("push");
-    let config = work.path().join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!("[api]\nlisten = \"127.0.0.1:8470\"\ntoken = \"{TOKEN}\"\n"),
-    )
-    .expect("config");
+    let config = api_config(work.path(), TOKEN);
     let data = work.path().join("data");
     let plugins = plugin_dir();
     let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
@@ -101,25 +88,33 @@ fn a_bundle_pushed_while_traffic_flows_takes_over_and_bad_pushes_change_nothing(
     };
     let wrong = push("not-the-token-at-all", &bundle);
     assert!(!wrong.status.success());
-    assert!(text(&wrong).contains("HTTP 401"), "{}", text(&wrong));
+    assert!(
+        output_text(&wrong).contains("HTTP 401"),
+        "{}",
+        output_text(&wrong)
+    );
     let bad = push(TOKEN, &tampered);
     assert!(!bad.status.success());
-    assert!(text(&bad).contains("HTTP 422"), "{}", text(&bad));
     assert!(
-        text(&bad).contains("the wasm was changed after signing"),
+        output_text(&bad).contains("HTTP 422"),
         "{}",
-        text(&bad)
+        output_text(&bad)
+    );
+    assert!(
+        output_text(&bad).contains("the wasm was changed after signing"),
+        "{}",
+        output_text(&bad)
     );
     assert!(
         !data.join("bundles").join("network-scan").exists(),
         "refused pushes wrote nothing"
     );
     let good = push(TOKEN, &bundle);
-    assert!(good.status.success(), "{}", text(&good));
+    assert!(good.status.success(), "{}", output_text(&good));
     assert!(
-        text(&good).contains("installed plugin network-scan 0.2.0"),
+        output_text(&good).contains("installed plugin network-scan 0.2.0"),
         "{}",
-        text(&good)
+        output_text(&good)
     );
 
     // The new version catches the next scan.

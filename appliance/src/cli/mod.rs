@@ -292,16 +292,7 @@ pub(crate) fn open_pipeline(
     };
     let devices = store::devices::load(data_dir, &config.devices)
         .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
-    let mut pipeline = Pipeline::new(
-        config.flow.clone(),
-        config.stream.clone(),
-        host,
-        devices,
-        config.pipeline.batch_size,
-        Box::new(sink),
-        logs,
-    );
-    pipeline.set_fragments(config.fragments.clone());
+    let mut pipeline = Pipeline::from_config(config, host, devices, Box::new(sink), logs);
     if let Some(store) = store {
         pipeline.attach_store(store);
     }
