@@ -317,6 +317,18 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
         self.entries.contains_key(key)
     }
 
+    /// Keeps only the entries `keep` says yes to (given each one's key and value).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let by_touch = &mut self.by_touch;
+        self.entries.retain(|key, (at, value)| {
+            let kept = keep(key, value);
+            if !kept {
+                by_touch.remove(&(*at, key.clone()));
+            }
+            kept
+        });
+    }
+
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (at, value) = self.entries.remove(key)?;
         self.by_touch.remove(&(at, key.clone()));
@@ -334,6 +346,20 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// A map from entries and when each was last touched: what a plugin's `migrate` builds from the
+/// plain map an older version kept.
+impl<K: Ord + Clone, V> FromIterator<(K, Timestamp, V)> for BoundedMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, Timestamp, V)>>(entries: I) -> Self {
+        let mut map = BoundedMap::new();
+        for (key, at, value) in entries {
+            map.remove(&key);
+            map.by_touch.insert((at, key.clone()));
+            map.entries.insert(key, (at, value));
+        }
+        map
     }
 }
 
@@ -853,6 +879,26 @@ mod tests {
             [1, 4, 5],
             "the rebuilt index still knows 3 was stalest"
         );
+    }
+
+    #[test]
+    fn bounded_map_retains_and_is_built_from_touched_entries() {
+        let mut map: BoundedMap<u32, u32> = [(1, 10), (2, 20), (3, 30), (4, 5)]
+            .into_iter()
+            .map(|(key, secs)| (key, Timestamp::from_secs(secs), key * 100))
+            .collect();
+        assert_eq!(map.touched(&4), Some(Timestamp::from_secs(5)));
+        map.retain(|key, value| {
+            *value += 1;
+            *key != 2
+        });
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(&3), Some(&301), "retain may change what it keeps");
+        // The index lost 2 with its entry: 4, then 1, are the stalest.
+        assert_eq!(map.evict_stalest(), Some((4, 401)));
+        assert_eq!(map.evict_stalest(), Some((1, 101)));
+        assert_eq!(map.evict_stalest(), Some((3, 301)));
+        assert_eq!(map.evict_stalest(), None);
     }
 
     fn window(
