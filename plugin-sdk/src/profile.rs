@@ -317,11 +317,12 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
         self.entries.contains_key(key)
     }
 
-    /// Keeps only the entries `keep` says yes to (given each one's key and value).
-    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+    /// Keeps only the entries `keep` says yes to (given each one's key, when it was last
+    /// touched, and its value).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, Timestamp, &mut V) -> bool) {
         let by_touch = &mut self.by_touch;
         self.entries.retain(|key, (at, value)| {
-            let kept = keep(key, value);
+            let kept = keep(key, *at, value);
             if !kept {
                 by_touch.remove(&(*at, key.clone()));
             }
@@ -888,9 +889,9 @@ mod tests {
             .map(|(key, secs)| (key, Timestamp::from_secs(secs), key * 100))
             .collect();
         assert_eq!(map.touched(&4), Some(Timestamp::from_secs(5)));
-        map.retain(|key, value| {
+        map.retain(|key, at, value| {
             *value += 1;
-            *key != 2
+            *key != 2 && at > Timestamp::from_secs(1)
         });
         assert_eq!(map.len(), 3);
         assert_eq!(map.get(&3), Some(&301), "retain may change what it keeps");

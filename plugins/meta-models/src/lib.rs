@@ -275,7 +275,7 @@ impl Tally {
     fn expire(&mut self, now: Timestamp, window: Duration, rearm_quiet: Duration) {
         let horizon = window.max(rearm_quiet);
         self.devices
-            .retain(|_, streak| now.elapsed_since(streak.last) < horizon);
+            .retain(|_, _, streak| now.elapsed_since(streak.last) < horizon);
     }
 }
 

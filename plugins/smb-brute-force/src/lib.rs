@@ -344,7 +344,7 @@ impl SmbBruteForce {
     fn forget_inactive(&mut self, now: Timestamp) {
         let config = &self.config;
         self.devices
-            .retain(|_, d| d.admin.active(config, now) || d.non_admin.active(config, now));
+            .retain(|_, _, d| d.admin.active(config, now) || d.non_admin.active(config, now));
     }
 }
 
