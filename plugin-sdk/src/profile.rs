@@ -70,16 +70,62 @@ pub enum Novelty<V> {
 }
 
 /// Per-entity sets of values with first/last seen and counts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Profiles<K: Ord, V: Ord> {
-    entities: BTreeMap<K, Entity<V>>,
+    /// Touched when each entity is seen (as its `last_seen`): past `max_entities` the least
+    /// recently seen is forgotten first.
+    entities: BoundedMap<K, Entity<V>>,
 }
 
 impl<K: Ord, V: Ord> Default for Profiles<K, V> {
     fn default() -> Self {
         Profiles {
-            entities: BTreeMap::new(),
+            entities: BoundedMap::default(),
         }
+    }
+}
+
+/// How [`Profiles`] are saved: each entity already holds when it was last seen, so the layout is
+/// the plain map models have saved since before [`BoundedMap`], and their snapshots restore.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Profiles")]
+struct SavedProfiles<E> {
+    entities: E,
+}
+
+impl<K: Ord + Clone + Serialize, V: Ord + Serialize> Serialize for Profiles<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entities = MapOf(|| self.entities.iter().map(|(k, _, entity)| (k, entity)));
+        SavedProfiles { entities }.serialize(serializer)
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for Profiles<K, V>
+where
+    K: Ord + Clone + Deserialize<'de>,
+    V: Ord + Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let saved = SavedProfiles::<BTreeMap<K, Entity<V>>>::deserialize(deserializer)?;
+        let entities = saved.entities.into_iter();
+        Ok(Profiles {
+            entities: entities.map(|(k, e)| (k, e.last_seen, e)).collect(),
+        })
+    }
+}
+
+/// Serialises the pairs its function yields as a map, without collecting them first.
+struct MapOf<F>(F);
+
+impl<F, I, K, V> Serialize for MapOf<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = (K, V)>,
+    K: Serialize,
+    V: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map((self.0)())
     }
 }
 
@@ -96,30 +142,23 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
         entity: K,
         value: V,
     ) -> Novelty<V> {
-        if !self.entities.contains_key(&entity) {
-            self.make_room(config);
-            let mut values = BTreeMap::new();
-            values.insert(
-                value,
-                Sighting {
-                    first: now,
-                    last: now,
-                    count: 1,
-                },
-            );
-            self.entities.insert(
-                entity,
-                Entity {
-                    first_seen: now,
-                    last_seen: now,
-                    values,
-                },
-            );
+        let is_new = !self.entities.contains_key(&entity);
+        let known = self
+            .entities
+            .touch(config.max_entities, now, entity, || Entity {
+                first_seen: now,
+                last_seen: now,
+                values: BTreeMap::new(),
+            });
+        if is_new {
+            let sighting = Sighting {
+                first: now,
+                last: now,
+                count: 1,
+            };
+            known.values.insert(value, sighting);
             return Novelty::NewEntity;
         }
-        let Some(known) = self.entities.get_mut(&entity) else {
-            return Novelty::NewEntity;
-        };
         known.last_seen = known.last_seen.max(now);
         // Decay: what has not been seen for too long no longer counts as known.
         let forget = config.forget_after_secs;
@@ -176,20 +215,6 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()
-    }
-
-    fn make_room(&mut self, config: &ProfileConfig) {
-        while self.entities.len() >= config.max_entities.max(1) {
-            let stalest = self
-                .entities
-                .iter()
-                .min_by_key(|(_, e)| e.last_seen)
-                .map(|(k, _)| k.clone());
-            match stalest {
-                Some(key) => self.entities.remove(&key),
-                None => break,
-            };
-        }
     }
 }
 
@@ -829,6 +854,50 @@ mod tests {
             peers.values(&1).next().is_none(),
             "the stalest entity went first"
         );
+    }
+
+    #[test]
+    fn profiles_saved_as_a_plain_map_restore_and_forget_the_least_recently_seen_first() {
+        // The layout before the entities were a BoundedMap, which saved models still hold.
+        #[derive(Serialize)]
+        struct PlainProfiles {
+            entities: BTreeMap<u32, Entity<u32>>,
+        }
+        let entity = |last: u64| Entity {
+            first_seen: day(0),
+            last_seen: day(last),
+            values: [(
+                7,
+                Sighting {
+                    first: day(0),
+                    last: day(last),
+                    count: 2,
+                },
+            )]
+            .into(),
+        };
+        let plain = PlainProfiles {
+            entities: [(1, entity(5)), (2, entity(3)), (3, entity(4))].into(),
+        };
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&plain, &mut cbor).expect("encodes");
+        let postcard = postcard::to_allocvec(&plain).expect("encodes");
+        let from_cbor: Profiles<u32, u32> = ciborium::from_reader(&cbor[..]).expect("decodes");
+        let from_postcard: Profiles<u32, u32> = postcard::from_bytes(&postcard).expect("decodes");
+        for mut restored in [from_cbor, from_postcard] {
+            assert_eq!(postcard::to_allocvec(&restored).expect("encodes"), postcard);
+            let config = ProfileConfig {
+                max_entities: 3,
+                ..ProfileConfig::default()
+            };
+            assert!(matches!(
+                restored.observe(&config, day(6), 1, 7),
+                Novelty::Familiar(Sighting { count: 3, .. })
+            ));
+            restored.observe(&config, day(6), 4, 7);
+            let kept: Vec<u32> = restored.entities.iter().map(|(k, ..)| *k).collect();
+            assert_eq!(kept, [1, 3, 4], "2 was seen least recently");
+        }
     }
 
     #[test]
