@@ -10,7 +10,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Timestamp;
+use crate::{Duration, Timestamp};
 
 const DAY_SECS: u64 = 24 * 3600;
 
@@ -27,6 +27,12 @@ pub struct ProfileConfig {
     pub max_entities: usize,
     /// Values kept per entity; the least recently seen is forgotten first.
     pub max_values: usize,
+}
+
+impl ProfileConfig {
+    fn learning(&self) -> Duration {
+        Duration::from_secs(self.learning_secs)
+    }
 }
 
 impl Default for ProfileConfig {
@@ -161,16 +167,16 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
         }
         known.last_seen = known.last_seen.max(now);
         // Decay: what has not been seen for too long no longer counts as known.
-        let forget = config.forget_after_secs;
+        let forget = Duration::from_secs(config.forget_after_secs);
         known
             .values
-            .retain(|_, sighting| now.since(sighting.last) <= forget * 1_000_000);
+            .retain(|_, sighting| now.elapsed_since(sighting.last) <= forget);
         if let Some(sighting) = known.values.get_mut(&value) {
             sighting.last = sighting.last.max(now);
             sighting.count = sighting.count.saturating_add(1);
             return Novelty::Familiar(*sighting);
         }
-        let learning = now.since(known.first_seen) < config.learning_secs * 1_000_000;
+        let learning = now.elapsed_since(known.first_seen) < config.learning();
         let mut recent: Vec<(&V, &Sighting)> = known.values.iter().collect();
         recent.sort_by_key(|(_, sighting)| core::cmp::Reverse(sighting.last));
         let previous: Vec<V> = recent.into_iter().map(|(v, _)| v.clone()).collect();
@@ -206,7 +212,7 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
     pub fn is_learned(&self, config: &ProfileConfig, now: Timestamp, entity: &K) -> bool {
         self.entities
             .get(entity)
-            .is_some_and(|e| now.since(e.first_seen) >= config.learning_secs * 1_000_000)
+            .is_some_and(|e| now.elapsed_since(e.first_seen) >= config.learning())
     }
 
     pub fn len(&self) -> usize {
@@ -231,7 +237,7 @@ pub struct RateWindow {
 impl RateWindow {
     /// Adds `n` at `now` and returns the window's count (within `window_secs` of `now`).
     pub fn add(&mut self, window_secs: u64, now: Timestamp, n: u32) -> u64 {
-        let second = now.micros() / 1_000_000;
+        let second = now.secs();
         self.expire(window_secs, second);
         match self.buckets.back_mut() {
             Some((at, count)) if *at == second => *count = count.saturating_add(n),
@@ -244,7 +250,7 @@ impl RateWindow {
 
     /// The window's count at `now`, without adding anything.
     pub fn count(&mut self, window_secs: u64, now: Timestamp) -> u64 {
-        self.expire(window_secs, now.micros() / 1_000_000);
+        self.expire(window_secs, now.secs());
         self.total
     }
 
@@ -419,9 +425,11 @@ pub struct PatternConfig {
     /// the model's fixed threshold decides alone, and its breaches say they were raised while
     /// learning. Four days: the labs' five-day baselines end past it, and a weekly job is seen
     /// at least once before it ends only if the network was watched a week; raise it for that.
-    pub learning_secs: u64,
+    #[serde(rename = "learning_secs")]
+    pub learning: Duration,
     /// A target, or a peak, not seen again for this long is forgotten (decay).
-    pub forget_after_secs: u64,
+    #[serde(rename = "forget_after_secs")]
+    pub forget_after: Duration,
     /// Devices whose pattern is kept; the least recently active is forgotten first.
     pub max_devices: usize,
     /// Usual targets kept per device; the least recently touched is forgotten first.
@@ -441,8 +449,8 @@ pub struct PatternConfig {
 impl Default for PatternConfig {
     fn default() -> Self {
         PatternConfig {
-            learning_secs: 4 * DAY_SECS,
-            forget_after_secs: 30 * DAY_SECS,
+            learning: Duration::from_secs(4 * DAY_SECS),
+            forget_after: Duration::from_secs(30 * DAY_SECS),
             max_devices: 16_384,
             max_targets: 1024,
             max_targets_total: 200_000,
@@ -466,9 +474,9 @@ pub enum Learning {
 }
 
 impl Learning {
-    /// A pattern learned for `period_secs` from `since`, as it stands at `now`.
-    pub fn from(since: Timestamp, period_secs: u64, now: Timestamp) -> Learning {
-        let until = since.plus_secs(period_secs);
+    /// A pattern learned for `period` from `since`, as it stands at `now`.
+    pub fn from(since: Timestamp, period: Duration, now: Timestamp) -> Learning {
+        let until = since.plus(period);
         if now >= until {
             Learning::Learned { since: until }
         } else {
@@ -584,7 +592,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     pub fn learning(&self, config: &PatternConfig, now: Timestamp, device: &K) -> Learning {
         let model = self.started.unwrap_or(now);
         let device = self.devices.get(device).map_or(now, |d| d.first_seen);
-        Learning::from(model.max(device), config.learning_secs, now)
+        Learning::from(model.max(device), config.learning, now)
     }
 
     /// Judges `device`'s current window of `targets` (distinct, `window_secs` long) against
@@ -593,14 +601,14 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         &self,
         config: &PatternConfig,
         now: Timestamp,
-        window_secs: u64,
+        window: Duration,
         device: &K,
         targets: &[T],
         floor: usize,
     ) -> FanOutVerdict<K, T> {
         let new: Vec<T> = targets
             .iter()
-            .filter(|t| !self.is_usual(now, window_secs, device, t))
+            .filter(|t| !self.is_usual(now, window, device, t))
             .cloned()
             .collect();
         let peak = self.peak(config, now, device);
@@ -611,7 +619,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         let peer = if learning.is_learned() {
             None
         } else {
-            self.peer_for(config, now, window_secs, device, targets)
+            self.peer_for(config, now, window, device, targets)
         };
         let unusual = match &peer {
             Some((_, covered)) => targets.len().saturating_sub(*covered) >= floor.max(1),
@@ -635,7 +643,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         &self,
         config: &PatternConfig,
         now: Timestamp,
-        window_secs: u64,
+        window: Duration,
         device: &K,
         targets: &[T],
     ) -> Option<(K, usize)> {
@@ -650,7 +658,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
             .map(|(peer, ..)| {
                 let covered = targets
                     .iter()
-                    .filter(|t| self.is_usual(now, window_secs, peer, t))
+                    .filter(|t| self.is_usual(now, window, peer, t))
                     .count();
                 (peer, covered)
             })
@@ -668,19 +676,18 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     /// Whether `device` was seen with `target` before the window of `window_secs` that ends at
     /// `now` (and has not forgotten it since: [`FanOutProfiles::learn`] makes a target touched
     /// after `forget_after_secs` new again).
-    pub fn is_usual(&self, now: Timestamp, window_secs: u64, device: &K, target: &T) -> bool {
+    pub fn is_usual(&self, now: Timestamp, window: Duration, device: &K, target: &T) -> bool {
         self.devices
             .get(device)
             .and_then(|d| d.targets.get(target))
-            .is_some_and(|first| now.since(*first) >= window_secs.saturating_mul(1_000_000))
+            .is_some_and(|first| now.elapsed_since(*first) >= window)
     }
 
     /// `device`'s learned peak of distinct targets per window at `now` (0: none, or forgotten).
     pub fn peak(&self, config: &PatternConfig, now: Timestamp, device: &K) -> u32 {
-        let forget = config.forget_after_secs.saturating_mul(1_000_000);
         self.devices
             .get(device)
-            .filter(|d| now.since(d.peak_at) <= forget)
+            .filter(|d| now.elapsed_since(d.peak_at) <= config.forget_after)
             .map_or(0, |d| d.peak)
     }
 
@@ -690,17 +697,16 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         &self,
         config: &PatternConfig,
         now: Timestamp,
-        window_secs: u64,
+        window: Duration,
         device: &K,
     ) -> Vec<T> {
-        let forget = config.forget_after_secs.saturating_mul(1_000_000);
-        let window = window_secs.saturating_mul(1_000_000);
+        let forget = config.forget_after;
         self.devices
             .get(device)
             .into_iter()
             .flat_map(|d| d.targets.iter())
             .filter(|(_, touched, first)| {
-                now.since(*touched) <= forget && now.since(**first) >= window
+                now.elapsed_since(*touched) <= forget && now.elapsed_since(**first) >= window
             })
             .map(|(target, ..)| target.clone())
             .collect()
@@ -731,17 +737,17 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
             return;
         };
         let before = known.targets.len();
-        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        let forget = config.forget_after;
         let stale = known
             .targets
             .touched(&target)
-            .is_some_and(|touched| now.since(touched) > forget);
+            .is_some_and(|touched| now.elapsed_since(touched) > forget);
         let first = known.targets.touch(config.max_targets, now, target, || now);
         if stale {
             *first = now;
         }
         self.targets_total = (self.targets_total + known.targets.len()).saturating_sub(before);
-        if now.since(known.peak_at) > forget {
+        if now.elapsed_since(known.peak_at) > forget {
             known.peak = 0;
         }
         let in_window = u32::try_from(in_window).unwrap_or(u32::MAX);
@@ -792,6 +798,8 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
 
     const fn day(n: u64) -> Timestamp {
         Timestamp::from_secs(1_700_000_000 + n * DAY_SECS)
@@ -1009,10 +1017,10 @@ mod tests {
             Learning::Learned { since: day(4) }
         );
         assert_eq!(profiles.peak(&config, now, &1), 40);
-        let judged = profiles.judge(&config, now, 60, &1, &usual[..12], 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &usual[..12], 10);
         assert!(judged.new.is_empty() && !judged.unusual && !judged.breaches());
         let mixed: Vec<u16> = (35..=50).collect();
-        let judged = profiles.judge(&config, now, 60, &1, &mixed, 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &mixed, 10);
         assert_eq!(judged.new, (41..=50).collect::<Vec<u16>>());
         assert!(judged.unusual && judged.breaches());
         assert_eq!(judged.score(70), 70, "10 new of 16: over half");
@@ -1040,12 +1048,12 @@ mod tests {
         let now = day(11);
         assert_eq!(profiles.peak(&config, now, &1), 10);
         let all: Vec<u16> = (1..=100).collect();
-        let judged = profiles.judge(&config, now, 60, &1, &all[..29], 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &all[..29], 10);
         assert!(
             judged.new.is_empty() && !judged.unusual,
             "under 3x its peak"
         );
-        let judged = profiles.judge(&config, now, 60, &1, &all[..30], 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &all[..30], 10);
         assert!(judged.new.is_empty() && judged.unusual, "3x its peak");
         assert_eq!(judged.score(60), 30, "nothing new: half the score");
     }
@@ -1053,7 +1061,7 @@ mod tests {
     #[test]
     fn usual_targets_decay_and_are_bounded() {
         let config = PatternConfig {
-            forget_after_secs: 7 * DAY_SECS,
+            forget_after: Duration::from_secs(7 * DAY_SECS),
             max_targets: 5,
             max_devices: 2,
             ..PatternConfig::default()
@@ -1062,15 +1070,15 @@ mod tests {
         window(&mut profiles, &config, 0, &[1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(profiles.targets(&1), 5);
         assert!(
-            !profiles.is_usual(day(1), 60, &1, &1),
+            !profiles.is_usual(day(1), MINUTE, &1, &1),
             "the least recent went"
         );
-        assert!(profiles.is_usual(day(1), 60, &1, &7));
+        assert!(profiles.is_usual(day(1), MINUTE, &1, &7));
         // Seen again after the forget period: new again, and the stale peak is forgotten.
         window(&mut profiles, &config, 20, &[7]);
-        assert!(!profiles.is_usual(day(20), 60, &1, &7));
+        assert!(!profiles.is_usual(day(20), MINUTE, &1, &7));
         assert_eq!(profiles.peak(&config, day(20), &1), 1);
-        assert!(profiles.is_usual(day(21), 60, &1, &7));
+        assert!(profiles.is_usual(day(21), MINUTE, &1, &7));
         for device in 2..5 {
             profiles.seen(&config, day(21), &device);
         }

@@ -15,8 +15,8 @@ use vigil_plugin_sdk::scan::{is_internal, is_scannable, LearnedFanOut};
 use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::window::{FanOut, FanOutConfig};
 use vigil_plugin_sdk::{
-    export_plugin, BoundedMap, Event, EventClass, EventKind, Model, Output, PatternConfig, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Duration, Event, EventClass, EventKind, Model, Output,
+    PatternConfig, Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 const MODEL: Model = Model {
@@ -57,9 +57,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             fan_out: FanOutConfig {
-                window_secs: 300,
+                window: Duration::from_secs(300),
                 threshold: 32,
-                rearm_quiet_secs: 60,
+                rearm_quiet: Duration::from_secs(60),
                 max_devices: 4096,
             },
             pattern: PatternConfig::default(),
@@ -266,11 +266,11 @@ impl ReverseDnsSweep {
                 "dns_servers",
                 vigil_plugin_sdk::evidence::listed(&servers, 4),
             )
-            .with_evidence("window_secs", fan_out.window_secs)
+            .with_evidence("window_secs", fan_out.window)
             .with_evidence("threshold", fan_out.threshold)
             .with_destinations(servers)
             .with_ports(outcomes.iter().map(|l| l.port));
-        let breach = episode.with_pattern(breach, fan_out.window_secs);
+        let breach = episode.with_pattern(breach, fan_out.window);
         // What this episode looked up has been reported; its outcomes need not be kept.
         if let Some(known) = self.state.lookups.get_mut(&device) {
             known.retain(|target, _, _| targets.binary_search(target).is_err());
@@ -290,9 +290,8 @@ impl ReverseDnsSweep {
     fn expire(&mut self, now: Timestamp) {
         let fan_out = &self.config.fan_out;
         self.state.sweeps.expire_all(fan_out, now);
-        let horizon = fan_out.window_secs * 1_000_000;
         self.state.lookups.retain(|_, known| {
-            known.retain(|_, _, l| now.since(l.at) < horizon);
+            known.retain(|_, _, l| now.elapsed_since(l.at) < fan_out.window);
             !known.is_empty()
         });
     }
