@@ -136,6 +136,12 @@ impl<P: Plugin> Harness<P> {
     }
 }
 
+/// The snapshot an older version of `P` wrote of its `state` (the old layout, state version
+/// `schema`), sealed as the SDK seals it: what a test of `P`'s `migrate` restores.
+pub fn old_snapshot<P: Plugin, S: serde::Serialize>(schema: u32, state: &S) -> Vec<u8> {
+    crate::state::seal_as::<P, S>(schema, state)
+}
+
 impl<P: Plugin> Default for Harness<P> {
     fn default() -> Self {
         Self::new()

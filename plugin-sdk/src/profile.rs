@@ -10,7 +10,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Timestamp;
+use crate::{Duration, Timestamp};
 
 const DAY_SECS: u64 = 24 * 3600;
 
@@ -27,6 +27,12 @@ pub struct ProfileConfig {
     pub max_entities: usize,
     /// Values kept per entity; the least recently seen is forgotten first.
     pub max_values: usize,
+}
+
+impl ProfileConfig {
+    fn learning(&self) -> Duration {
+        Duration::from_secs(self.learning_secs)
+    }
 }
 
 impl Default for ProfileConfig {
@@ -70,16 +76,62 @@ pub enum Novelty<V> {
 }
 
 /// Per-entity sets of values with first/last seen and counts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Profiles<K: Ord, V: Ord> {
-    entities: BTreeMap<K, Entity<V>>,
+    /// Touched when each entity is seen (as its `last_seen`): past `max_entities` the least
+    /// recently seen is forgotten first.
+    entities: BoundedMap<K, Entity<V>>,
 }
 
 impl<K: Ord, V: Ord> Default for Profiles<K, V> {
     fn default() -> Self {
         Profiles {
-            entities: BTreeMap::new(),
+            entities: BoundedMap::default(),
         }
+    }
+}
+
+/// How [`Profiles`] are saved: each entity already holds when it was last seen, so the layout is
+/// the plain map models have saved since before [`BoundedMap`], and their snapshots restore.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Profiles")]
+struct SavedProfiles<E> {
+    entities: E,
+}
+
+impl<K: Ord + Clone + Serialize, V: Ord + Serialize> Serialize for Profiles<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entities = MapOf(|| self.entities.iter().map(|(k, _, entity)| (k, entity)));
+        SavedProfiles { entities }.serialize(serializer)
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for Profiles<K, V>
+where
+    K: Ord + Clone + Deserialize<'de>,
+    V: Ord + Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let saved = SavedProfiles::<BTreeMap<K, Entity<V>>>::deserialize(deserializer)?;
+        let entities = saved.entities.into_iter();
+        Ok(Profiles {
+            entities: entities.map(|(k, e)| (k, e.last_seen, e)).collect(),
+        })
+    }
+}
+
+/// Serialises the pairs its function yields as a map, without collecting them first.
+struct MapOf<F>(F);
+
+impl<F, I, K, V> Serialize for MapOf<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = (K, V)>,
+    K: Serialize,
+    V: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map((self.0)())
     }
 }
 
@@ -96,42 +148,35 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
         entity: K,
         value: V,
     ) -> Novelty<V> {
-        if !self.entities.contains_key(&entity) {
-            self.make_room(config);
-            let mut values = BTreeMap::new();
-            values.insert(
-                value,
-                Sighting {
-                    first: now,
-                    last: now,
-                    count: 1,
-                },
-            );
-            self.entities.insert(
-                entity,
-                Entity {
-                    first_seen: now,
-                    last_seen: now,
-                    values,
-                },
-            );
+        let is_new = !self.entities.contains_key(&entity);
+        let known = self
+            .entities
+            .touch(config.max_entities, now, entity, || Entity {
+                first_seen: now,
+                last_seen: now,
+                values: BTreeMap::new(),
+            });
+        if is_new {
+            let sighting = Sighting {
+                first: now,
+                last: now,
+                count: 1,
+            };
+            known.values.insert(value, sighting);
             return Novelty::NewEntity;
         }
-        let Some(known) = self.entities.get_mut(&entity) else {
-            return Novelty::NewEntity;
-        };
         known.last_seen = known.last_seen.max(now);
         // Decay: what has not been seen for too long no longer counts as known.
-        let forget = config.forget_after_secs;
+        let forget = Duration::from_secs(config.forget_after_secs);
         known
             .values
-            .retain(|_, sighting| now.since(sighting.last) <= forget * 1_000_000);
+            .retain(|_, sighting| now.elapsed_since(sighting.last) <= forget);
         if let Some(sighting) = known.values.get_mut(&value) {
             sighting.last = sighting.last.max(now);
             sighting.count = sighting.count.saturating_add(1);
             return Novelty::Familiar(*sighting);
         }
-        let learning = now.since(known.first_seen) < config.learning_secs * 1_000_000;
+        let learning = now.elapsed_since(known.first_seen) < config.learning();
         let mut recent: Vec<(&V, &Sighting)> = known.values.iter().collect();
         recent.sort_by_key(|(_, sighting)| core::cmp::Reverse(sighting.last));
         let previous: Vec<V> = recent.into_iter().map(|(v, _)| v.clone()).collect();
@@ -167,7 +212,7 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
     pub fn is_learned(&self, config: &ProfileConfig, now: Timestamp, entity: &K) -> bool {
         self.entities
             .get(entity)
-            .is_some_and(|e| now.since(e.first_seen) >= config.learning_secs * 1_000_000)
+            .is_some_and(|e| now.elapsed_since(e.first_seen) >= config.learning())
     }
 
     pub fn len(&self) -> usize {
@@ -176,20 +221,6 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()
-    }
-
-    fn make_room(&mut self, config: &ProfileConfig) {
-        while self.entities.len() >= config.max_entities.max(1) {
-            let stalest = self
-                .entities
-                .iter()
-                .min_by_key(|(_, e)| e.last_seen)
-                .map(|(k, _)| k.clone());
-            match stalest {
-                Some(key) => self.entities.remove(&key),
-                None => break,
-            };
-        }
     }
 }
 
@@ -206,7 +237,7 @@ pub struct RateWindow {
 impl RateWindow {
     /// Adds `n` at `now` and returns the window's count (within `window_secs` of `now`).
     pub fn add(&mut self, window_secs: u64, now: Timestamp, n: u32) -> u64 {
-        let second = now.micros() / 1_000_000;
+        let second = now.secs();
         self.expire(window_secs, second);
         match self.buckets.back_mut() {
             Some((at, count)) if *at == second => *count = count.saturating_add(n),
@@ -219,7 +250,7 @@ impl RateWindow {
 
     /// The window's count at `now`, without adding anything.
     pub fn count(&mut self, window_secs: u64, now: Timestamp) -> u64 {
-        self.expire(window_secs, now.micros() / 1_000_000);
+        self.expire(window_secs, now.secs());
         self.total
     }
 
@@ -317,6 +348,19 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
         self.entries.contains_key(key)
     }
 
+    /// Keeps only the entries `keep` says yes to (given each one's key, when it was last
+    /// touched, and its value).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, Timestamp, &mut V) -> bool) {
+        let by_touch = &mut self.by_touch;
+        self.entries.retain(|key, (at, value)| {
+            let kept = keep(key, *at, value);
+            if !kept {
+                by_touch.remove(&(*at, key.clone()));
+            }
+            kept
+        });
+    }
+
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (at, value) = self.entries.remove(key)?;
         self.by_touch.remove(&(at, key.clone()));
@@ -334,6 +378,20 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// A map from entries and when each was last touched: what a plugin's `migrate` builds from the
+/// plain map an older version kept.
+impl<K: Ord + Clone, V> FromIterator<(K, Timestamp, V)> for BoundedMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, Timestamp, V)>>(entries: I) -> Self {
+        let mut map = BoundedMap::new();
+        for (key, at, value) in entries {
+            map.remove(&key);
+            map.by_touch.insert((at, key.clone()));
+            map.entries.insert(key, (at, value));
+        }
+        map
     }
 }
 
@@ -367,9 +425,11 @@ pub struct PatternConfig {
     /// the model's fixed threshold decides alone, and its breaches say they were raised while
     /// learning. Four days: the labs' five-day baselines end past it, and a weekly job is seen
     /// at least once before it ends only if the network was watched a week; raise it for that.
-    pub learning_secs: u64,
+    #[serde(rename = "learning_secs")]
+    pub learning: Duration,
     /// A target, or a peak, not seen again for this long is forgotten (decay).
-    pub forget_after_secs: u64,
+    #[serde(rename = "forget_after_secs")]
+    pub forget_after: Duration,
     /// Devices whose pattern is kept; the least recently active is forgotten first.
     pub max_devices: usize,
     /// Usual targets kept per device; the least recently touched is forgotten first.
@@ -389,8 +449,8 @@ pub struct PatternConfig {
 impl Default for PatternConfig {
     fn default() -> Self {
         PatternConfig {
-            learning_secs: 4 * DAY_SECS,
-            forget_after_secs: 30 * DAY_SECS,
+            learning: Duration::from_secs(4 * DAY_SECS),
+            forget_after: Duration::from_secs(30 * DAY_SECS),
             max_devices: 16_384,
             max_targets: 1024,
             max_targets_total: 200_000,
@@ -414,9 +474,9 @@ pub enum Learning {
 }
 
 impl Learning {
-    /// A pattern learned for `period_secs` from `since`, as it stands at `now`.
-    pub fn from(since: Timestamp, period_secs: u64, now: Timestamp) -> Learning {
-        let until = since.plus_secs(period_secs);
+    /// A pattern learned for `period` from `since`, as it stands at `now`.
+    pub fn from(since: Timestamp, period: Duration, now: Timestamp) -> Learning {
+        let until = since.plus(period);
         if now >= until {
             Learning::Learned { since: until }
         } else {
@@ -532,7 +592,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     pub fn learning(&self, config: &PatternConfig, now: Timestamp, device: &K) -> Learning {
         let model = self.started.unwrap_or(now);
         let device = self.devices.get(device).map_or(now, |d| d.first_seen);
-        Learning::from(model.max(device), config.learning_secs, now)
+        Learning::from(model.max(device), config.learning, now)
     }
 
     /// Judges `device`'s current window of `targets` (distinct, `window_secs` long) against
@@ -541,14 +601,14 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         &self,
         config: &PatternConfig,
         now: Timestamp,
-        window_secs: u64,
+        window: Duration,
         device: &K,
         targets: &[T],
         floor: usize,
     ) -> FanOutVerdict<K, T> {
         let new: Vec<T> = targets
             .iter()
-            .filter(|t| !self.is_usual(now, window_secs, device, t))
+            .filter(|t| !self.is_usual(now, window, device, t))
             .cloned()
             .collect();
         let peak = self.peak(config, now, device);
@@ -559,7 +619,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         let peer = if learning.is_learned() {
             None
         } else {
-            self.peer_for(config, now, window_secs, device, targets)
+            self.peer_for(config, now, window, device, targets)
         };
         let unusual = match &peer {
             Some((_, covered)) => targets.len().saturating_sub(*covered) >= floor.max(1),
@@ -583,7 +643,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         &self,
         config: &PatternConfig,
         now: Timestamp,
-        window_secs: u64,
+        window: Duration,
         device: &K,
         targets: &[T],
     ) -> Option<(K, usize)> {
@@ -598,7 +658,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
             .map(|(peer, ..)| {
                 let covered = targets
                     .iter()
-                    .filter(|t| self.is_usual(now, window_secs, peer, t))
+                    .filter(|t| self.is_usual(now, window, peer, t))
                     .count();
                 (peer, covered)
             })
@@ -616,19 +676,18 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     /// Whether `device` was seen with `target` before the window of `window_secs` that ends at
     /// `now` (and has not forgotten it since: [`FanOutProfiles::learn`] makes a target touched
     /// after `forget_after_secs` new again).
-    pub fn is_usual(&self, now: Timestamp, window_secs: u64, device: &K, target: &T) -> bool {
+    pub fn is_usual(&self, now: Timestamp, window: Duration, device: &K, target: &T) -> bool {
         self.devices
             .get(device)
             .and_then(|d| d.targets.get(target))
-            .is_some_and(|first| now.since(*first) >= window_secs.saturating_mul(1_000_000))
+            .is_some_and(|first| now.elapsed_since(*first) >= window)
     }
 
     /// `device`'s learned peak of distinct targets per window at `now` (0: none, or forgotten).
     pub fn peak(&self, config: &PatternConfig, now: Timestamp, device: &K) -> u32 {
-        let forget = config.forget_after_secs.saturating_mul(1_000_000);
         self.devices
             .get(device)
-            .filter(|d| now.since(d.peak_at) <= forget)
+            .filter(|d| now.elapsed_since(d.peak_at) <= config.forget_after)
             .map_or(0, |d| d.peak)
     }
 
@@ -638,17 +697,16 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         &self,
         config: &PatternConfig,
         now: Timestamp,
-        window_secs: u64,
+        window: Duration,
         device: &K,
     ) -> Vec<T> {
-        let forget = config.forget_after_secs.saturating_mul(1_000_000);
-        let window = window_secs.saturating_mul(1_000_000);
+        let forget = config.forget_after;
         self.devices
             .get(device)
             .into_iter()
             .flat_map(|d| d.targets.iter())
             .filter(|(_, touched, first)| {
-                now.since(*touched) <= forget && now.since(**first) >= window
+                now.elapsed_since(*touched) <= forget && now.elapsed_since(**first) >= window
             })
             .map(|(target, ..)| target.clone())
             .collect()
@@ -679,17 +737,17 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
             return;
         };
         let before = known.targets.len();
-        let forget = config.forget_after_secs.saturating_mul(1_000_000);
+        let forget = config.forget_after;
         let stale = known
             .targets
             .touched(&target)
-            .is_some_and(|touched| now.since(touched) > forget);
+            .is_some_and(|touched| now.elapsed_since(touched) > forget);
         let first = known.targets.touch(config.max_targets, now, target, || now);
         if stale {
             *first = now;
         }
         self.targets_total = (self.targets_total + known.targets.len()).saturating_sub(before);
-        if now.since(known.peak_at) > forget {
+        if now.elapsed_since(known.peak_at) > forget {
             known.peak = 0;
         }
         let in_window = u32::try_from(in_window).unwrap_or(u32::MAX);
@@ -740,6 +798,8 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
 
     const fn day(n: u64) -> Timestamp {
         Timestamp::from_secs(1_700_000_000 + n * DAY_SECS)
@@ -805,6 +865,50 @@ mod tests {
     }
 
     #[test]
+    fn profiles_saved_as_a_plain_map_restore_and_forget_the_least_recently_seen_first() {
+        // The layout before the entities were a BoundedMap, which saved models still hold.
+        #[derive(Serialize)]
+        struct PlainProfiles {
+            entities: BTreeMap<u32, Entity<u32>>,
+        }
+        let entity = |last: u64| Entity {
+            first_seen: day(0),
+            last_seen: day(last),
+            values: [(
+                7,
+                Sighting {
+                    first: day(0),
+                    last: day(last),
+                    count: 2,
+                },
+            )]
+            .into(),
+        };
+        let plain = PlainProfiles {
+            entities: [(1, entity(5)), (2, entity(3)), (3, entity(4))].into(),
+        };
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&plain, &mut cbor).expect("encodes");
+        let postcard = postcard::to_allocvec(&plain).expect("encodes");
+        let from_cbor: Profiles<u32, u32> = ciborium::from_reader(&cbor[..]).expect("decodes");
+        let from_postcard: Profiles<u32, u32> = postcard::from_bytes(&postcard).expect("decodes");
+        for mut restored in [from_cbor, from_postcard] {
+            assert_eq!(postcard::to_allocvec(&restored).expect("encodes"), postcard);
+            let config = ProfileConfig {
+                max_entities: 3,
+                ..ProfileConfig::default()
+            };
+            assert!(matches!(
+                restored.observe(&config, day(6), 1, 7),
+                Novelty::Familiar(Sighting { count: 3, .. })
+            ));
+            restored.observe(&config, day(6), 4, 7);
+            let kept: Vec<u32> = restored.entities.iter().map(|(k, ..)| *k).collect();
+            assert_eq!(kept, [1, 3, 4], "2 was seen least recently");
+        }
+    }
+
+    #[test]
     fn rate_window_slides_and_remembers_its_peak() {
         let mut rate = RateWindow::default();
         let t0 = Timestamp::from_secs(1000);
@@ -855,6 +959,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn bounded_map_retains_and_is_built_from_touched_entries() {
+        let mut map: BoundedMap<u32, u32> = [(1, 10), (2, 20), (3, 30), (4, 5)]
+            .into_iter()
+            .map(|(key, secs)| (key, Timestamp::from_secs(secs), key * 100))
+            .collect();
+        assert_eq!(map.touched(&4), Some(Timestamp::from_secs(5)));
+        map.retain(|key, at, value| {
+            *value += 1;
+            *key != 2 && at > Timestamp::from_secs(1)
+        });
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(&3), Some(&301), "retain may change what it keeps");
+        // The index lost 2 with its entry: 4, then 1, are the stalest.
+        assert_eq!(map.evict_stalest(), Some((4, 401)));
+        assert_eq!(map.evict_stalest(), Some((1, 101)));
+        assert_eq!(map.evict_stalest(), Some((3, 301)));
+        assert_eq!(map.evict_stalest(), None);
+    }
+
     fn window(
         profiles: &mut FanOutProfiles<u8, u16>,
         config: &PatternConfig,
@@ -893,10 +1017,10 @@ mod tests {
             Learning::Learned { since: day(4) }
         );
         assert_eq!(profiles.peak(&config, now, &1), 40);
-        let judged = profiles.judge(&config, now, 60, &1, &usual[..12], 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &usual[..12], 10);
         assert!(judged.new.is_empty() && !judged.unusual && !judged.breaches());
         let mixed: Vec<u16> = (35..=50).collect();
-        let judged = profiles.judge(&config, now, 60, &1, &mixed, 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &mixed, 10);
         assert_eq!(judged.new, (41..=50).collect::<Vec<u16>>());
         assert!(judged.unusual && judged.breaches());
         assert_eq!(judged.score(70), 70, "10 new of 16: over half");
@@ -924,12 +1048,12 @@ mod tests {
         let now = day(11);
         assert_eq!(profiles.peak(&config, now, &1), 10);
         let all: Vec<u16> = (1..=100).collect();
-        let judged = profiles.judge(&config, now, 60, &1, &all[..29], 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &all[..29], 10);
         assert!(
             judged.new.is_empty() && !judged.unusual,
             "under 3x its peak"
         );
-        let judged = profiles.judge(&config, now, 60, &1, &all[..30], 10);
+        let judged = profiles.judge(&config, now, MINUTE, &1, &all[..30], 10);
         assert!(judged.new.is_empty() && judged.unusual, "3x its peak");
         assert_eq!(judged.score(60), 30, "nothing new: half the score");
     }
@@ -937,7 +1061,7 @@ mod tests {
     #[test]
     fn usual_targets_decay_and_are_bounded() {
         let config = PatternConfig {
-            forget_after_secs: 7 * DAY_SECS,
+            forget_after: Duration::from_secs(7 * DAY_SECS),
             max_targets: 5,
             max_devices: 2,
             ..PatternConfig::default()
@@ -946,15 +1070,15 @@ mod tests {
         window(&mut profiles, &config, 0, &[1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(profiles.targets(&1), 5);
         assert!(
-            !profiles.is_usual(day(1), 60, &1, &1),
+            !profiles.is_usual(day(1), MINUTE, &1, &1),
             "the least recent went"
         );
-        assert!(profiles.is_usual(day(1), 60, &1, &7));
+        assert!(profiles.is_usual(day(1), MINUTE, &1, &7));
         // Seen again after the forget period: new again, and the stale peak is forgotten.
         window(&mut profiles, &config, 20, &[7]);
-        assert!(!profiles.is_usual(day(20), 60, &1, &7));
+        assert!(!profiles.is_usual(day(20), MINUTE, &1, &7));
         assert_eq!(profiles.peak(&config, day(20), &1), 1);
-        assert!(profiles.is_usual(day(21), 60, &1, &7));
+        assert!(profiles.is_usual(day(21), MINUTE, &1, &7));
         for device in 2..5 {
             profiles.seen(&config, day(21), &device);
         }

@@ -23,7 +23,7 @@ use crate::evidence;
 use crate::plugin::Release;
 use crate::profile::{FanOutProfiles, FanOutVerdict, Learning, PatternConfig};
 use crate::window::{FanOut, FanOutConfig};
-use crate::{Breach, Event, EventKind, FlowFilter, Model, Output};
+use crate::{Breach, Duration, Event, EventKind, FlowFilter, Model, Output};
 
 /// The flows a scan model receives: their starts. Ends carry nothing it counts; and every start
 /// counts, whatever its port or transport, since it tells how long the model has known the
@@ -232,7 +232,7 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
                     let judged = profiles.judge(
                         pattern,
                         now,
-                        config.window_secs,
+                        config.window,
                         &device,
                         targets,
                         config.threshold,
@@ -254,7 +254,7 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
                 in_window = self
                     .fan_out
                     .window(&counted)
-                    .filter(|t| self.profiles.is_usual(now, config.window_secs, &device, t))
+                    .filter(|t| self.profiles.is_usual(now, config.window, &device, t))
                     .count();
             }
             self.profiles
@@ -265,9 +265,7 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
         if learned {
             self.profiles.forget(&device, &verdict.new);
         }
-        let usual = self
-            .profiles
-            .usual(pattern, now, config.window_secs, &device);
+        let usual = self.profiles.usual(pattern, now, config.window, &device);
         Some(Episode {
             targets,
             verdict,
@@ -302,7 +300,7 @@ fn ports<T: Target>(targets: &[T]) -> BTreeSet<u16> {
 impl<T: Target> Episode<T> {
     /// `breach` with the pattern-of-life evidence ([`pattern`]) and its score scaled by how far
     /// beyond the device's pattern the window went.
-    pub fn with_pattern(&self, mut breach: Breach, window_secs: u64) -> Breach {
+    pub fn with_pattern(&self, mut breach: Breach, window: Duration) -> Breach {
         let verdict = &self.verdict;
         breach.score = verdict.score(breach.score);
         let (state, since, until) = match verdict.learning {
@@ -316,7 +314,7 @@ impl<T: Target> Episode<T> {
         } else {
             let known_ports: Vec<String> = ports(&self.usual).iter().map(u16::to_string).collect();
             let mut text = format!(
-                "{} usual targets ({}), at most {} in {window_secs} s",
+                "{} usual targets ({}), at most {} in {window} s",
                 self.usual.len(),
                 listed(&self.usual, 8),
                 verdict.peak
@@ -333,7 +331,7 @@ impl<T: Target> Episode<T> {
             None => expected,
         };
         let mut seen = format!(
-            "{} targets in {window_secs} s, {} new for this device ({})",
+            "{} targets in {window} s, {} new for this device ({})",
             verdict.seen,
             verdict.new.len(),
             listed(&verdict.new, 8)
@@ -429,12 +427,12 @@ impl<D: Counted, T: Target> ScanModel<D, T> {
             .with_evidence("distinct_targets", targets.len())
             .with_evidence("distinct_hosts", hosts.len())
             .with_evidence("distinct_ports", ports.len())
-            .with_evidence("window_secs", config.window_secs)
+            .with_evidence("window_secs", config.window)
             .with_evidence("threshold", config.threshold)
             .with_evidence("hosts", evidence::listed(&hosts, 8))
             .with_destinations(hosts)
             .with_ports(ports);
-        Some(episode.with_pattern(breach, config.window_secs))
+        Some(episode.with_pattern(breach, config.window))
     }
 
     /// Devices whose pattern is kept.

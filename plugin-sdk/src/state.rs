@@ -76,14 +76,20 @@ impl OldState {
 
 /// The plugin's learned state as an envelope; empty when it has none.
 pub fn seal<P: Plugin>(plugin: &P) -> Vec<u8> {
-    let Some(state) = plugin.state() else {
-        return Vec::new();
-    };
+    match plugin.state() {
+        Some(state) => seal_as::<P, _>(P::STATE_VERSION, state),
+        None => Vec::new(),
+    }
+}
+
+/// `state` in the envelope `P` writes, but as state version `schema`: what an older version of
+/// `P` wrote, for the tests of its `migrate`.
+pub(crate) fn seal_as<P: Plugin, S: Serialize>(schema: u32, state: &S) -> Vec<u8> {
     let sealed = Sealed {
         magic: MAGIC,
         plugin: P::NAME,
         plugin_version: P::VERSION,
-        schema: P::STATE_VERSION,
+        schema,
         state,
     };
     let mut bytes = Vec::new();

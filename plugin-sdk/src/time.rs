@@ -34,7 +34,16 @@ impl Timestamp {
     }
 
     pub const fn plus_secs(self, secs: u64) -> Timestamp {
-        Timestamp(self.0.saturating_add(secs * 1_000_000))
+        self.plus(Duration::from_secs(secs))
+    }
+
+    pub const fn plus(self, span: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(span.0))
+    }
+
+    /// Whole seconds since the epoch.
+    pub const fn secs(self) -> u64 {
+        self.0 / Duration::from_secs(1).0
     }
 
     /// Time elapsed since `earlier` (zero if `earlier` is later), to compare with a

@@ -16,14 +16,16 @@ const FORGET_FRACTION: usize = 64;
 #[serde(default)]
 pub struct FanOutConfig {
     /// How long a target counts after it was last touched.
-    pub window_secs: u64,
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// Distinct targets within the window that make a breach.
     pub threshold: usize,
     /// After a breach the device's episode continues, and stays silent, until it touches no new
     /// target for this long; the next burst is then a new episode, counted from zero, and can
     /// breach again. Touching targets it already touched does not prolong the episode, so a
     /// second sweep of the same range soon after the first is still seen.
-    pub rearm_quiet_secs: u64,
+    #[serde(rename = "rearm_quiet_secs")]
+    pub rearm_quiet: Duration,
     /// Devices tracked at once; the least recently active is forgotten first. Bounds memory.
     pub max_devices: usize,
 }
@@ -31,9 +33,9 @@ pub struct FanOutConfig {
 impl Default for FanOutConfig {
     fn default() -> Self {
         FanOutConfig {
-            window_secs: 60,
+            window: Duration::from_secs(60),
             threshold: 32,
-            rearm_quiet_secs: 2,
+            rearm_quiet: Duration::from_secs(2),
             max_devices: 4096,
         }
     }
@@ -103,7 +105,7 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
             &mut window.fired,
             window.last_new_target,
             now,
-            Duration::from_secs(config.rearm_quiet_secs),
+            config.rearm_quiet,
         ) {
             // A new episode starts from nothing: what the last one touched was already reported.
             window.last_seen.clear();
@@ -179,9 +181,8 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
 }
 
 fn expire<K: Ord>(window: &mut DeviceWindow<K>, config: &FanOutConfig, now: Timestamp) {
-    let horizon = config.window_secs * 1_000_000;
     while let Some((touched, _)) = window.order.front() {
-        if now.since(*touched) < horizon {
+        if now.elapsed_since(*touched) < config.window {
             break;
         }
         if let Some((touched, target)) = window.order.pop_front() {
@@ -201,9 +202,9 @@ mod tests {
 
     fn config(threshold: usize) -> FanOutConfig {
         FanOutConfig {
-            window_secs: 10,
+            window: Duration::from_secs(10),
             threshold,
-            rearm_quiet_secs: 2,
+            rearm_quiet: Duration::from_secs(2),
             max_devices: 2,
         }
     }
@@ -275,7 +276,7 @@ mod tests {
     fn a_full_window_forgets_the_least_active_sixty_fourth_at_once() {
         let cfg = FanOutConfig {
             max_devices: 128,
-            window_secs: 1000,
+            window: Duration::from_secs(1000),
             ..config(100)
         };
         let mut fan: FanOut<u32, u16> = FanOut::new();

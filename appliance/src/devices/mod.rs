@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use smoltcp::wire::IpCidr;
 use vigil_plugin_sdk::profile::Learning;
-use vigil_plugin_sdk::{Event, Timestamp};
+use vigil_plugin_sdk::{Duration, Event, Timestamp};
 
 use crate::proto::dhcp::DhcpMessage;
 pub use peers::PeerGroup;
@@ -258,7 +258,7 @@ impl DeviceTable {
             .map(|d| Device {
                 learning: Some(Learning::from(
                     d.first_seen,
-                    self.config.learning_days.saturating_mul(86_400),
+                    Duration::from_secs(self.config.learning_days.saturating_mul(86_400)),
                     now,
                 )),
                 ..d.clone()

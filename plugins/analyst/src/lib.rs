@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::evidence::{duration, listed};
 use vigil_plugin_sdk::incident::{Phase, TimelineEntry};
 use vigil_plugin_sdk::scan::pattern::Standing;
+use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::{
-    export_plugin, Duration, Event, EventClass, EventKind, Evidence, Incident, Output, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Duration, Event, EventClass, EventKind, Evidence, Incident, Output,
+    Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 /// ATT&CK tactics in kill-chain order: a phase's place in an incident.
@@ -108,8 +109,9 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Analyst {
     config: Config,
-    /// The open incident of each device.
-    open: BTreeMap<IpAddr, Incident>,
+    /// The open incident of each device, touched at its breaches (as [`Incident::last`]): past
+    /// `max_open`, the stalest is closed first.
+    open: BoundedMap<IpAddr, Incident>,
 }
 
 impl Analyst {
@@ -128,20 +130,6 @@ impl Analyst {
         id.and_then(|id| TACTICS.iter().find(|(t, _)| t == id))
             // Unknown: discovery is where most single-model breaches of a device sit.
             .unwrap_or(&TACTICS[7])
-    }
-
-    fn close_stalest_if_full(&mut self) {
-        if self.open.len() < self.config.max_open.max(1) {
-            return;
-        }
-        let stalest = self
-            .open
-            .iter()
-            .min_by_key(|(_, incident)| incident.last)
-            .map(|(device, _)| *device);
-        if let Some(device) = stalest {
-            self.open.remove(&device);
-        }
     }
 }
 
@@ -275,7 +263,9 @@ fn write_summary(incident: &Incident) -> String {
 
 impl Plugin for Analyst {
     type Config = Config;
-    type State = BTreeMap<IpAddr, Incident>;
+    type State = BoundedMap<IpAddr, Incident>;
+    /// 2: the open incidents in a [`BoundedMap`]; 1 kept a plain map.
+    const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "analyst";
     const KIND: PluginKind = PluginKind::Analyst;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Breach);
@@ -283,7 +273,7 @@ impl Plugin for Analyst {
     fn new(config: Config) -> Self {
         Analyst {
             config,
-            open: BTreeMap::new(),
+            open: BoundedMap::new(),
         }
     }
 
@@ -311,10 +301,8 @@ impl Plugin for Analyst {
         if stale {
             self.open.remove(&device);
         }
-        if !self.open.contains_key(&device) {
-            self.close_stalest_if_full();
-        }
-        let incident = self.open.entry(device).or_insert_with(|| Incident {
+        let capacity = self.config.max_open;
+        let incident = self.open.touch(capacity, event.ts, device, || Incident {
             id: incident_id(device, event.ts),
             device,
             first: event.ts,
@@ -402,6 +390,19 @@ impl Plugin for Analyst {
     fn set_state(&mut self, state: Self::State) {
         self.open = state;
     }
+
+    fn migrate(from_version: u32, old: OldState) -> Result<Self::State, String> {
+        match from_version {
+            0 | 1 => {
+                let open: BTreeMap<IpAddr, Incident> = old.decode()?;
+                Ok(open
+                    .into_iter()
+                    .map(|(device, incident)| (device, incident.last, incident))
+                    .collect())
+            }
+            _ => Err(format!("unknown state version {from_version}")),
+        }
+    }
 }
 
 export_plugin!(Analyst);
@@ -409,7 +410,7 @@ export_plugin!(Analyst);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_plugin_sdk::harness::Harness;
+    use vigil_plugin_sdk::harness::{old_snapshot, Harness};
     use vigil_plugin_sdk::{Breach, Endpoint, Transport};
 
     fn endpoint(last: u8) -> Endpoint {
@@ -551,5 +552,34 @@ mod tests {
         let incident = again.incidents().last().expect("updated");
         assert_eq!(incident.id, first_id);
         assert_eq!(incident.timeline.len(), 2);
+    }
+
+    #[test]
+    fn open_incidents_of_a_version_1_snapshot_go_on() {
+        let mut h: Harness<Analyst> = Harness::new();
+        feed(&mut h, &breach("Device / Network Scan", &["T1046"], 0, 50));
+        feed(&mut h, &breach("Device / Network Scan", &["T1046"], 10, 60));
+        let ids: Vec<u64> = h.incidents().iter().map(|i| i.id).collect();
+        // Version 1 kept the open incidents in a plain map.
+        let open = h.plugin().state().expect("state");
+        let v1: BTreeMap<IpAddr, Incident> =
+            open.iter().map(|(ip, _, i)| (*ip, i.clone())).collect();
+        let mut plugin = Analyst::new(Config {
+            max_open: 2,
+            ..Config::default()
+        });
+        plugin
+            .restore(&old_snapshot::<Analyst, _>(1, &v1))
+            .expect("migrates");
+        let mut h = Harness::from_plugin(plugin);
+        feed(&mut h, &breach("Device / RDP Scan", &["T1046"], 20, 50));
+        let incident = h.incidents().last().expect("updated");
+        assert_eq!((incident.id, incident.timeline.len()), (ids[0], 2));
+        // Two open at most: .70's closes .60's (the stalest), so .60 starts a new incident.
+        feed(&mut h, &breach("Device / Network Scan", &["T1046"], 30, 70));
+        feed(&mut h, &breach("Device / RDP Scan", &["T1046"], 40, 60));
+        let incident = h.incidents().last().expect("updated");
+        assert_ne!(incident.id, ids[1]);
+        assert_eq!(incident.timeline.len(), 1);
     }
 }

@@ -10,9 +10,10 @@ use core::net::IpAddr;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::{
-    export_plugin, Breach, Duration, Event, EventClass, EventKind, Model, Output, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Breach, Duration, Event, EventClass, EventKind, Model, Output,
+    Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 /// Every breach carries Active Scanning; each fingerprint adds the techniques its tool stands for.
@@ -288,13 +289,15 @@ fn clip(text: &str) -> String {
 
 pub struct AttackTools {
     config: Config,
-    /// (device, tool) -> when the tool was last seen from the device, while its episode runs.
-    episodes: BTreeMap<(IpAddr, String), Timestamp>,
+    /// (device, tool), touched when the tool is seen from the device, while its episode runs.
+    episodes: BoundedMap<(IpAddr, String), ()>,
 }
 
 impl Plugin for AttackTools {
     type Config = Config;
-    type State = BTreeMap<(IpAddr, String), Timestamp>;
+    type State = BoundedMap<(IpAddr, String), ()>;
+    /// 2: the episodes in a [`BoundedMap`]; 1 kept a plain map of when each was last seen.
+    const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "attack-tools";
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
@@ -305,7 +308,7 @@ impl Plugin for AttackTools {
     fn new(config: Config) -> Self {
         AttackTools {
             config,
-            episodes: BTreeMap::new(),
+            episodes: BoundedMap::new(),
         }
     }
 
@@ -313,7 +316,7 @@ impl Plugin for AttackTools {
         if matches!(event.kind, EventKind::Tick) {
             let quiet = self.config.rearm_quiet;
             self.episodes
-                .retain(|_, last| event.ts.elapsed_since(*last) < quiet);
+                .retain(|_, last, _| event.ts.elapsed_since(last) < quiet);
             return;
         }
         if self.config.authorised_scanners.contains(&event.src.ip) {
@@ -359,6 +362,19 @@ impl Plugin for AttackTools {
     fn set_state(&mut self, state: Self::State) {
         self.episodes = state;
     }
+
+    fn migrate(from_version: u32, old: OldState) -> Result<Self::State, String> {
+        match from_version {
+            0 | 1 => {
+                let episodes: BTreeMap<(IpAddr, String), Timestamp> = old.decode()?;
+                Ok(episodes
+                    .into_iter()
+                    .map(|(key, last)| (key, last, ()))
+                    .collect())
+            }
+            _ => Err(format!("unknown state version {from_version}")),
+        }
+    }
 }
 
 impl AttackTools {
@@ -366,24 +382,15 @@ impl AttackTools {
     fn starts_episode(&mut self, event: &Event<'_>, tool: &str) -> bool {
         let quiet = self.config.rearm_quiet;
         let key = (event.src.ip, tool.to_string());
-        if let Some(last) = self.episodes.get_mut(&key) {
-            // Requests reported late (at the end of their flow) can be older than the last one.
-            let running = event.ts.elapsed_since(*last) < quiet;
-            *last = (*last).max(event.ts);
-            return !running;
-        }
-        if self.episodes.len() >= self.config.max_episodes.max(1) {
-            let stalest = self
-                .episodes
-                .iter()
-                .min_by_key(|(_, last)| **last)
-                .map(|(key, _)| key.clone());
-            if let Some(stalest) = stalest {
-                self.episodes.remove(&stalest);
-            }
-        }
-        self.episodes.insert(key, event.ts);
-        true
+        let running = self
+            .episodes
+            .touched(&key)
+            .is_some_and(|last| event.ts.elapsed_since(last) < quiet);
+        // A touch keeps the latest time: requests reported late (at the end of their flow) can
+        // be older than the last one.
+        let capacity = self.config.max_episodes;
+        self.episodes.touch(capacity, event.ts, key, || ());
+        !running
     }
 }
 
@@ -392,7 +399,7 @@ export_plugin!(AttackTools);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_plugin_sdk::harness::{events::*, Harness};
+    use vigil_plugin_sdk::harness::{events::*, old_snapshot, Harness};
     use vigil_plugin_sdk::Transport;
 
     const ATTACKER: [u8; 4] = [10, 77, 0, 50];
@@ -619,6 +626,47 @@ mod tests {
         assert_eq!(h.feed_all(&events[..4]).len(), 1);
         let mut h = h.restart().expect("state restores");
         assert!(h.feed_all(&events[4..]).is_empty());
+    }
+
+    #[test]
+    fn a_version_1_snapshot_mid_scan_does_not_breach_again() {
+        let events = nmap_sv();
+        let mut h: Harness<AttackTools> = Harness::new();
+        assert_eq!(h.feed_all(&events[..4]).len(), 1);
+        // Version 1 kept when each episode's tool was last seen in a plain map.
+        let episodes = h.plugin().state().expect("state");
+        let v1: BTreeMap<(IpAddr, String), Timestamp> = episodes
+            .iter()
+            .map(|(key, at, _)| (key.clone(), at))
+            .collect();
+        let mut plugin = AttackTools::new(Config::default());
+        let snapshot = old_snapshot::<AttackTools, _>(1, &v1);
+        plugin.restore(&snapshot).expect("migrates");
+        let mut h = Harness::from_plugin(plugin);
+        assert!(h.feed_all(&events[4..]).is_empty());
+    }
+
+    #[test]
+    fn the_stalest_episode_is_forgotten_past_the_bound() {
+        let ua = |tool| match tool {
+            "sqlmap" => Some("sqlmap/1.7.2#stable (https://sqlmap.org)"),
+            _ => Some("Mozilla/5.00 (Nikto/2.5.0) (Evasions:None) (Test:000001)"),
+        };
+        let request = |secs, tool| {
+            let kind = http("GET", "/", "/", None, ua(tool), Some(200));
+            at(secs, ATTACKER, 80, kind)
+        };
+        let events = [
+            request(0.0, "sqlmap"),
+            request(1.0, "Nikto"),
+            request(2.0, "sqlmap"),
+        ];
+        let mut h: Harness<AttackTools> = Harness::new();
+        assert_eq!(h.feed_all(&events).len(), 2);
+        // One episode kept: Nikto's makes sqlmap's forgotten, so sqlmap starts a new one.
+        let config = r#"{"max_episodes": 1}"#;
+        let mut h = Harness::<AttackTools>::with_config_json(config).expect("valid config");
+        assert_eq!(h.feed_all(&events).len(), 3);
     }
 
     #[test]

@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::episode;
 use vigil_plugin_sdk::evidence::listed;
+use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::{
-    export_plugin, Breach, Duration, Event, EventClass, EventKind, Model, Output, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Breach, Duration, Event, EventClass, EventKind, Model, Output,
+    Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 /// Its technique ids are the union of the contributing breaches' (see [`large_breach`]).
@@ -216,7 +217,8 @@ struct Contribution<'a> {
 /// Per-device episodes of one meta model.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Tally {
-    devices: BTreeMap<IpAddr, Streak>,
+    /// Touched at each breach (as [`Streak::last`]): the quietest device is forgotten first.
+    devices: BoundedMap<IpAddr, Streak>,
 }
 
 impl Tally {
@@ -229,10 +231,7 @@ impl Tally {
         max_devices: usize,
         c: &Contribution<'_>,
     ) -> &mut Streak {
-        if !self.devices.contains_key(&c.device) && self.devices.len() >= max_devices.max(1) {
-            self.forget_quietest();
-        }
-        let streak = self.devices.entry(c.device).or_insert_with(|| Streak {
+        let streak = self.devices.touch(max_devices, c.ts, c.device, || Streak {
             models: BTreeMap::new(),
             last: c.ts,
             fired: false,
@@ -276,17 +275,27 @@ impl Tally {
     fn expire(&mut self, now: Timestamp, window: Duration, rearm_quiet: Duration) {
         let horizon = window.max(rearm_quiet);
         self.devices
-            .retain(|_, streak| now.elapsed_since(streak.last) < horizon);
+            .retain(|_, _, streak| now.elapsed_since(streak.last) < horizon);
     }
+}
 
-    fn forget_quietest(&mut self) {
-        let quietest = self
-            .devices
-            .iter()
-            .min_by_key(|(_, streak)| streak.last)
-            .map(|(device, _)| *device);
-        if let Some(device) = quietest {
-            self.devices.remove(&device);
+/// State version 1: each meta model's devices in a plain map.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateV1 {
+    large: TallyV1,
+    lateral: TallyV1,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TallyV1 {
+    devices: BTreeMap<IpAddr, Streak>,
+}
+
+impl From<TallyV1> for Tally {
+    fn from(old: TallyV1) -> Tally {
+        let devices = old.devices.into_iter();
+        Tally {
+            devices: devices.map(|(ip, s)| (ip, s.last, s)).collect(),
         }
     }
 }
@@ -346,6 +355,8 @@ fn lateral_breach(event: &Event<'_>, streak: &Streak, window: Duration) -> Breac
 impl Plugin for MetaModels {
     type Config = Config;
     type State = State;
+    /// 2: each meta model's devices in a [`BoundedMap`]; 1 kept a plain map.
+    const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "meta-models";
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
@@ -441,6 +452,19 @@ impl Plugin for MetaModels {
     fn set_state(&mut self, state: Self::State) {
         self.state = state;
     }
+
+    fn migrate(from_version: u32, old: OldState) -> Result<State, String> {
+        match from_version {
+            0 | 1 => {
+                let old: StateV1 = old.decode()?;
+                Ok(State {
+                    large: old.large.into(),
+                    lateral: old.lateral.into(),
+                })
+            }
+            _ => Err(format!("unknown state version {from_version}")),
+        }
+    }
 }
 
 export_plugin!(MetaModels);
@@ -448,7 +472,7 @@ export_plugin!(MetaModels);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_plugin_sdk::harness::{events::tick, Harness};
+    use vigil_plugin_sdk::harness::{events::tick, old_snapshot, Harness};
     use vigil_plugin_sdk::{Endpoint, Transport};
 
     const T0: u64 = 1_800_000_000;
@@ -686,6 +710,43 @@ mod tests {
         // And both episodes, having breached, stay quiet after another restart.
         let mut h = h.restart().expect("restores");
         assert!(feed(&mut h, &breach(SMB_SCAN, 200, 50, 445)).is_empty());
+    }
+
+    #[test]
+    fn a_version_1_snapshot_keeps_its_episodes_and_the_quietest_is_still_forgotten_first() {
+        let config = r#"{"max_devices": 2}"#;
+        let mut h = Harness::<MetaModels>::with_config_json(config).expect("valid config");
+        let steps = intrusion(0);
+        feed(&mut h, &breach(NTLM, 0, 51, 445));
+        for b in &steps[..3] {
+            assert!(feed(&mut h, b).is_empty());
+        }
+        // Version 1 kept each meta model's devices in a plain map.
+        let v1 = |tally: &Tally| TallyV1 {
+            devices: tally
+                .devices
+                .iter()
+                .map(|(ip, _, s)| (*ip, s.clone()))
+                .collect(),
+        };
+        let state = &h.plugin().state;
+        let old = StateV1 {
+            large: v1(&state.large),
+            lateral: v1(&state.lateral),
+        };
+        let snapshot = old_snapshot::<MetaModels, _>(1, &old);
+        let mut plugin = MetaModels::new(h.plugin().config.clone());
+        plugin.restore(&snapshot).expect("migrates");
+        let mut h = Harness::from_plugin(plugin);
+        assert_eq!(
+            of_model(&feed(&mut h, &steps[3]), LARGE.name).len(),
+            1,
+            "the episode goes on"
+        );
+        // .51 breached longest ago: a third device forgets it, not .50.
+        feed(&mut h, &breach(NTLM, 200, 52, 445));
+        let large = &h.plugin().state.large.devices;
+        assert!(large.contains_key(&ip(50)) && !large.contains_key(&ip(51)));
     }
 
     #[test]

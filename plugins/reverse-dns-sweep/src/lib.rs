@@ -15,8 +15,8 @@ use vigil_plugin_sdk::scan::{is_internal, is_scannable, LearnedFanOut};
 use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::window::{FanOut, FanOutConfig};
 use vigil_plugin_sdk::{
-    export_plugin, Event, EventClass, EventKind, Model, Output, PatternConfig, Plugin, PluginKind,
-    Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Duration, Event, EventClass, EventKind, Model, Output,
+    PatternConfig, Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 const MODEL: Model = Model {
@@ -57,9 +57,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             fan_out: FanOutConfig {
-                window_secs: 300,
+                window: Duration::from_secs(300),
                 threshold: 32,
-                rearm_quiet_secs: 60,
+                rearm_quiet: Duration::from_secs(60),
                 max_devices: 4096,
             },
             pattern: PatternConfig::default(),
@@ -87,16 +87,37 @@ struct Lookup {
 pub struct State {
     /// Per client device, the distinct addresses it looked up, and those it usually does.
     sweeps: LearnedFanOut<IpAddr, IpAddr>,
-    /// Per client device, how each of those lookups went.
-    lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+    /// Per client device, how each of those lookups went, touched when each was made: past
+    /// `max_lookups_per_device` the oldest is forgotten first.
+    lookups: BTreeMap<IpAddr, BoundedMap<IpAddr, Lookup>>,
 }
+
+/// How versions 1 and 2 kept each device's lookups.
+type PlainLookups = BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>;
 
 /// State version 1 (and the unversioned snapshots before it): the windows, nothing learned.
 #[derive(Debug, Clone, Deserialize)]
 struct StateV1 {
     sweeps: FanOut<IpAddr, IpAddr>,
-    /// Per client device, how each of those lookups went.
-    lookups: BTreeMap<IpAddr, BTreeMap<IpAddr, Lookup>>,
+    lookups: PlainLookups,
+}
+
+/// State version 2: what each device usually looks up is learned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateV2 {
+    sweeps: LearnedFanOut<IpAddr, IpAddr>,
+    lookups: PlainLookups,
+}
+
+fn bounded(lookups: PlainLookups) -> BTreeMap<IpAddr, BoundedMap<IpAddr, Lookup>> {
+    let per_device = |known: BTreeMap<IpAddr, Lookup>| {
+        let lookups = known.into_iter();
+        lookups.map(|(address, l)| (address, l.at, l)).collect()
+    };
+    let devices = lookups.into_iter();
+    devices
+        .map(|(device, known)| (device, per_device(known)))
+        .collect()
 }
 
 pub struct ReverseDnsSweep {
@@ -107,7 +128,8 @@ pub struct ReverseDnsSweep {
 impl Plugin for ReverseDnsSweep {
     type Config = Config;
     type State = State;
-    const STATE_VERSION: u32 = 2;
+    /// 2 learned each device's usual lookups; 3 keeps its lookups in a [`BoundedMap`].
+    const STATE_VERSION: u32 = 3;
     const NAME: &'static str = "reverse-dns-sweep";
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE
@@ -175,7 +197,14 @@ impl Plugin for ReverseDnsSweep {
                 let old: StateV1 = old.decode()?;
                 Ok(State {
                     sweeps: LearnedFanOut::from_windows(old.sweeps),
-                    lookups: old.lookups,
+                    lookups: bounded(old.lookups),
+                })
+            }
+            2 => {
+                let old: StateV2 = old.decode()?;
+                Ok(State {
+                    sweeps: old.sweeps,
+                    lookups: bounded(old.lookups),
                 })
             }
             _ => Err(format!("no migration from state version {from_version}")),
@@ -237,41 +266,32 @@ impl ReverseDnsSweep {
                 "dns_servers",
                 vigil_plugin_sdk::evidence::listed(&servers, 4),
             )
-            .with_evidence("window_secs", fan_out.window_secs)
+            .with_evidence("window_secs", fan_out.window)
             .with_evidence("threshold", fan_out.threshold)
             .with_destinations(servers)
             .with_ports(outcomes.iter().map(|l| l.port));
-        let breach = episode.with_pattern(breach, fan_out.window_secs);
+        let breach = episode.with_pattern(breach, fan_out.window);
         // What this episode looked up has been reported; its outcomes need not be kept.
         if let Some(known) = self.state.lookups.get_mut(&device) {
-            known.retain(|target, _| targets.binary_search(target).is_err());
+            known.retain(|target, _, _| targets.binary_search(target).is_err());
         }
         Some(breach)
     }
 
     /// Keeps the latest outcome of `device`'s lookup of `address`, within the per-device bound.
     fn remember(&mut self, device: IpAddr, address: IpAddr, lookup: Lookup) {
-        let limit = self.config.max_lookups_per_device.max(1);
+        let limit = self.config.max_lookups_per_device;
         let known = self.state.lookups.entry(device).or_default();
-        if !known.contains_key(&address) && known.len() >= limit {
-            let oldest = known
-                .iter()
-                .min_by_key(|(_, l)| l.at)
-                .map(|(address, _)| *address);
-            if let Some(oldest) = oldest {
-                known.remove(&oldest);
-            }
-        }
-        known.insert(address, lookup);
+        let slot = known.touch(limit, lookup.at, address, || lookup.clone());
+        *slot = lookup;
     }
 
     /// Forgets windows and outcomes that fell out of the window.
     fn expire(&mut self, now: Timestamp) {
         let fan_out = &self.config.fan_out;
         self.state.sweeps.expire_all(fan_out, now);
-        let horizon = fan_out.window_secs * 1_000_000;
         self.state.lookups.retain(|_, known| {
-            known.retain(|_, l| now.since(l.at) < horizon);
+            known.retain(|_, _, l| now.elapsed_since(l.at) < fan_out.window);
             !known.is_empty()
         });
     }
@@ -298,7 +318,7 @@ export_plugin!(ReverseDnsSweep);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_plugin_sdk::harness::{events::*, Harness};
+    use vigil_plugin_sdk::harness::{events::*, old_snapshot, Harness};
     use vigil_plugin_sdk::{Breach, Transport};
 
     const CLIENT: [u8; 4] = [10, 77, 0, 50];
@@ -461,6 +481,57 @@ mod tests {
         let breaches = h.feed_all(&events[20..]);
         assert_eq!(breaches.len(), 1);
         assert_eq!(evidence(&breaches[0], "nxdomain"), "30");
+    }
+
+    #[test]
+    fn a_version_2_snapshot_keeps_the_outcomes_of_the_sweep_in_progress() {
+        let names = names(60);
+        let events = lab_sweep(&names, 0.0);
+        let mut h: Harness<ReverseDnsSweep> = Harness::new();
+        assert!(h.feed_all(&events[..20]).is_empty());
+        // Version 2 kept each device's lookups in a plain map.
+        let state = h.plugin().state().expect("state");
+        let per_device = |known: &BoundedMap<IpAddr, Lookup>| {
+            let lookups = known.iter();
+            lookups
+                .map(|(address, _, l)| (*address, l.clone()))
+                .collect()
+        };
+        let old = StateV2 {
+            sweeps: state.sweeps.clone(),
+            lookups: state
+                .lookups
+                .iter()
+                .map(|(device, known)| (*device, per_device(known)))
+                .collect(),
+        };
+        let mut plugin = ReverseDnsSweep::new(Config::default());
+        let snapshot = old_snapshot::<ReverseDnsSweep, _>(2, &old);
+        plugin.restore(&snapshot).expect("migrates");
+        let mut h = Harness::from_plugin(plugin);
+        let breaches = h.feed_all(&events[20..]);
+        assert_eq!(breaches.len(), 1);
+        let b = &breaches[0];
+        assert_eq!(
+            evidence(b, "resolved"),
+            "2",
+            ".1 resolved before the snapshot"
+        );
+        assert_eq!(evidence(b, "nxdomain"), "30");
+    }
+
+    #[test]
+    fn outcomes_kept_per_device_are_bounded_oldest_first() {
+        let names = names(60);
+        let config = r#"{"max_lookups_per_device": 31}"#;
+        let mut h = Harness::<ReverseDnsSweep>::with_config_json(config).expect("valid config");
+        let breaches = h.feed_all(&lab_sweep(&names, 0.0));
+        assert_eq!(breaches.len(), 1);
+        let b = &breaches[0];
+        // The 32nd lookup made .1's outcome, the oldest, forgotten: only .30 resolved.
+        assert_eq!(evidence(b, "distinct_addresses"), "32");
+        assert_eq!(evidence(b, "resolved"), "1");
+        assert_eq!(evidence(b, "nxdomain"), "30");
     }
 
     #[test]

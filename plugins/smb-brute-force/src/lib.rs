@@ -15,9 +15,10 @@ use vigil_plugin_sdk::account::Account;
 use vigil_plugin_sdk::episode;
 use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::ntstatus::{self, NtStatus};
+use vigil_plugin_sdk::state::OldState;
 use vigil_plugin_sdk::{
-    export_plugin, AuthResult, Breach, Duration, Event, EventClass, EventKind, Model, Output,
-    Plugin, PluginKind, Subscriptions, Timestamp,
+    export_plugin, AuthResult, BoundedMap, Breach, Duration, Event, EventClass, EventKind, Model,
+    Output, Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 const ADMIN: Model = Model {
@@ -160,14 +161,23 @@ pub struct Device {
     non_admin: Guesses,
 }
 
+impl Device {
+    fn last_failure(&self) -> Timestamp {
+        self.admin.last_failure.max(self.non_admin.last_failure)
+    }
+}
+
 pub struct SmbBruteForce {
     config: Config,
-    devices: BTreeMap<IpAddr, Device>,
+    /// Touched at each device's failures, so the least recently active is forgotten first.
+    devices: BoundedMap<IpAddr, Device>,
 }
 
 impl Plugin for SmbBruteForce {
     type Config = Config;
-    type State = BTreeMap<IpAddr, Device>;
+    type State = BoundedMap<IpAddr, Device>;
+    /// 2: the devices carry when each last failed (a [`BoundedMap`]); 1 was a plain map.
+    const STATE_VERSION: u32 = 2;
     const NAME: &'static str = "smb-brute-force";
     const KIND: PluginKind = PluginKind::Detector;
     const SUBSCRIPTIONS: Subscriptions = Subscriptions::NONE.with(EventClass::Ntlm);
@@ -175,7 +185,7 @@ impl Plugin for SmbBruteForce {
     fn new(config: Config) -> Self {
         SmbBruteForce {
             config,
-            devices: BTreeMap::new(),
+            devices: BoundedMap::new(),
         }
     }
 
@@ -218,6 +228,19 @@ impl Plugin for SmbBruteForce {
     fn set_state(&mut self, state: Self::State) {
         self.devices = state;
     }
+
+    fn migrate(from_version: u32, old: OldState) -> Result<Self::State, String> {
+        match from_version {
+            0 | 1 => {
+                let devices: BTreeMap<IpAddr, Device> = old.decode()?;
+                Ok(devices
+                    .into_iter()
+                    .map(|(ip, d)| (ip, d.last_failure(), d))
+                    .collect())
+            }
+            _ => Err(format!("unknown state version {from_version}")),
+        }
+    }
 }
 
 impl SmbBruteForce {
@@ -225,9 +248,11 @@ impl SmbBruteForce {
         let admin = self.is_admin(&failure.account);
         let device = event.src.ip;
         if !self.devices.contains_key(&device) {
-            self.make_room(event.ts);
+            self.forget_inactive(event.ts);
         }
-        let episodes = self.devices.entry(device).or_default();
+        let episodes =
+            self.devices
+                .touch(self.config.max_devices, event.ts, device, Device::default);
         let (model, episode) = match admin {
             true => (ADMIN, &mut episodes.admin),
             false => (NON_ADMIN, &mut episodes.non_admin),
@@ -315,22 +340,11 @@ impl SmbBruteForce {
                 .any(|s| user.ends_with(&lower(s)))
     }
 
-    /// Forgets devices with nothing in play, then the least recently active past the bound.
-    fn make_room(&mut self, now: Timestamp) {
+    /// Forgets devices with nothing in play (the bound then forgets the least recently active).
+    fn forget_inactive(&mut self, now: Timestamp) {
         let config = &self.config;
         self.devices
-            .retain(|_, d| d.admin.active(config, now) || d.non_admin.active(config, now));
-        while self.devices.len() >= config.max_devices.max(1) {
-            let stalest = self
-                .devices
-                .iter()
-                .min_by_key(|(_, d)| d.admin.last_failure.max(d.non_admin.last_failure))
-                .map(|(ip, _)| *ip);
-            match stalest {
-                Some(ip) => self.devices.remove(&ip),
-                None => break,
-            };
-        }
+            .retain(|_, _, d| d.admin.active(config, now) || d.non_admin.active(config, now));
     }
 }
 
@@ -339,7 +353,7 @@ export_plugin!(SmbBruteForce);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_plugin_sdk::harness::{events::endpoint, Harness};
+    use vigil_plugin_sdk::harness::{events::endpoint, old_snapshot, Harness};
     use vigil_plugin_sdk::Transport;
 
     const ATTACKER: [u8; 4] = [10, 77, 0, 50];
@@ -564,6 +578,45 @@ mod tests {
             h.feed_all(&events[12..]).is_empty(),
             "still the same episode"
         );
+    }
+
+    #[test]
+    fn a_version_1_snapshot_restores_its_episodes_and_their_ages() {
+        let events = guesses(0.0, 30, &["Administrator"]);
+        let mut h: Harness<SmbBruteForce> = Harness::new();
+        assert!(h.feed_all(&events[..6]).is_empty());
+        // Version 1 kept the devices in a plain map.
+        let devices = h.plugin().state().expect("state");
+        let v1: BTreeMap<IpAddr, Device> =
+            devices.iter().map(|(ip, _, d)| (*ip, d.clone())).collect();
+        let snapshot = old_snapshot::<SmbBruteForce, _>(1, &v1);
+        let mut plugin = SmbBruteForce::new(Config::default());
+        plugin.restore(&snapshot).expect("migrates");
+        let restored = plugin.state().expect("state");
+        let ages: Vec<_> = restored.iter().map(|(ip, at, _)| (*ip, at)).collect();
+        assert_eq!(ages, [(IpAddr::from(ATTACKER), events[5].ts)]);
+        let mut h = Harness::from_plugin(plugin);
+        assert_eq!(h.feed_all(&events[6..12]).len(), 1, "the episode goes on");
+        assert!(h.feed_all(&events[12..]).is_empty(), "and breached once");
+    }
+
+    #[test]
+    fn the_least_recently_failing_device_is_forgotten_past_the_bound() {
+        let failure = |t: f64, device: u8| {
+            let status = AuthResult::Failure(LOGON_FAILURE);
+            login(t, [10, 77, 0, device], DC, "bob", "smb", status)
+        };
+        // Three failures each for 1 then 2; 3 comes, then 1 and 2 fail a fourth time.
+        let mut events: Vec<Event<'_>> = (0..6).map(|i| failure(f64::from(i), 1 + i / 3)).collect();
+        events.extend([failure(6.0, 3), failure(7.0, 1), failure(8.0, 2)]);
+        let unbounded = r#"{"threshold": 4}"#;
+        let mut h = Harness::<SmbBruteForce>::with_config_json(unbounded).expect("valid config");
+        assert_eq!(h.feed_all(&events).len(), 2, "1 and 2 reach four failures");
+        // Two devices at most: 3 makes room by forgetting 1 (the least recently failing), and 1
+        // coming back forgets 2, so neither counts to four.
+        let bounded = r#"{"threshold": 4, "max_devices": 2}"#;
+        let mut h = Harness::<SmbBruteForce>::with_config_json(bounded).expect("valid config");
+        assert!(h.feed_all(&events).is_empty());
     }
 
     #[test]
