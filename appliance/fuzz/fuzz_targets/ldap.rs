@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// A search's filter tree is within the depth bound, renders as one parenthesised filter, and
+/// A search's filter tree renders as one parenthesised filter and
 /// crosses the plugin boundary (postcard, as in a batch) unchanged.
 fn check(message: &[u8]) {
     if let Ok(Repr {
@@ -43,7 +43,6 @@ fn check(message: &[u8]) {
     {
         let text = filter.to_string();
         assert!(text.starts_with('(') && text.ends_with(')'), "{text}");
-        assert!(!text.contains("(...)"), "cut below the bound: {text}");
         let wire = postcard::to_allocvec(&filter).expect("a filter encodes");
         let decoded: LdapFilter = postcard::from_bytes(&wire).expect("a filter decodes");
         assert_eq!(decoded, filter);
