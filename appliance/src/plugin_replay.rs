@@ -37,6 +37,8 @@ pub fn batches_for<P: Plugin>(pcaps: &[&Path]) -> anyhow::Result<Vec<Vec<u8>>> {
             manifest.subscriptions,
             &manifest.filter,
             None,
+            // A plugin built on this SDK: what the host hands a module of the current ABI.
+            vigil_plugin_sdk::abi::ABI_MINOR,
             &mut selected,
         ) > 0
         {

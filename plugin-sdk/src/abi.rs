@@ -20,7 +20,13 @@
 
 pub const ABI_MAJOR: u16 = 1;
 /// 1: the manifest ends with an [`crate::FlowFilter`].
-pub const ABI_MINOR: u16 = 1;
+/// 2: an LDAP search arrives as [`crate::EventKind::LdapSearchTree`], its filter a
+/// [`crate::LdapFilter`]. Postcard is not extensible, so the host encodes an LDAP search both
+/// ways and hands a plugin built for 1.0 or 1.1 the [`crate::EventKind::LdapSearch`] it was
+/// built to decode (the filter as RFC 4515 text): already-signed plugins keep running.
+pub const ABI_MINOR: u16 = 2;
+/// The first minor whose plugins receive [`crate::EventKind::LdapSearchTree`].
+pub const LDAP_FILTER_TREE_MINOR: u16 = 2;
 pub const IMPORT_MODULE: &str = "vigil";
 
 pub const fn abi_version() -> i32 {

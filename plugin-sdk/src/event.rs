@@ -6,7 +6,7 @@
 use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
+use crate::{LdapFilter, Timestamp};
 
 /// One side of a flow. `src` of an event is the flow's originator (the side that sent the first
 /// SYN, the first datagram or the echo request).
@@ -116,7 +116,8 @@ pub enum EventKind<'a> {
         mechanism: &'a str,
         result: AuthResult,
     },
-    /// An LDAP search, reported when it is done.
+    /// An LDAP search, reported when it is done, its filter as RFC 4515 text. What ABI 1.0 and
+    /// 1.1 plugins receive; from 1.2 on the host sends [`EventKind::LdapSearchTree`] instead.
     LdapSearch {
         base: &'a str,
         scope: &'a str,
@@ -163,6 +164,16 @@ pub enum EventKind<'a> {
         /// Breaches raised while their device or model was learning.
         learning: u32,
     },
+    /// An LDAP search, reported when it is done, its filter as a tree (ABI 1.2; last so that
+    /// the variants before it keep their postcard tags for older plugins).
+    LdapSearchTree {
+        base: &'a str,
+        scope: &'a str,
+        #[serde(borrow)]
+        filter: LdapFilter<'a>,
+        entries: u32,
+        result: AuthResult,
+    },
 }
 
 /// Classes a plugin subscribes to; bit positions in [`crate::Subscriptions`].
@@ -191,7 +202,9 @@ impl EventKind<'_> {
             EventKind::Http { .. } => EventClass::Http,
             EventKind::SmbNegotiate { .. } | EventKind::SmbTree { .. } => EventClass::Smb,
             EventKind::NtlmAuth { .. } => EventClass::Ntlm,
-            EventKind::LdapBind { .. } | EventKind::LdapSearch { .. } => EventClass::Ldap,
+            EventKind::LdapBind { .. }
+            | EventKind::LdapSearch { .. }
+            | EventKind::LdapSearchTree { .. } => EventClass::Ldap,
             EventKind::Kerberos { .. } => EventClass::Kerberos,
             EventKind::Rdp { .. } => EventClass::Rdp,
             EventKind::Breach { .. } => EventClass::Breach,

@@ -1,11 +1,13 @@
 //! LDAP over TCP: the input is one direction of a stream, cut into BER messages as the analyzer
 //! does; each message, and the input as one message, is parsed; and the input as a stream
-//! picked up mid-message, from where the framer finds its place again.
+//! picked up mid-message, from where the framer finds its place again. A search's filter tree
+//! is rendered and round-tripped through postcard.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vigil::proto::ldap::{self, Op, Repr};
+use vigil_plugin_sdk::LdapFilter;
 use vigil_fuzz::{frames, resync, Framing};
 
 fuzz_target!(|data: &[u8]| {
@@ -31,12 +33,18 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// A search's filter tree renders as one parenthesised filter and
+/// crosses the plugin boundary (postcard, as in a batch) unchanged.
 fn check(message: &[u8]) {
     if let Ok(Repr {
         op: Op::SearchRequest { filter, .. },
         ..
     }) = Repr::parse(message)
     {
-        assert!(filter.starts_with('(') && filter.ends_with(')'), "{filter}");
+        let text = filter.to_string();
+        assert!(text.starts_with('(') && text.ends_with(')'), "{text}");
+        let wire = postcard::to_allocvec(&filter).expect("a filter encodes");
+        let decoded: LdapFilter = postcard::from_bytes(&wire).expect("a filter decodes");
+        assert_eq!(decoded, filter);
     }
 }

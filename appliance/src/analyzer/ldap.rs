@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use vigil_plugin_sdk::{AuthResult, EventKind, Timestamp};
+use vigil_plugin_sdk::{AuthResult, EventKind, LdapFilter, Timestamp};
 
 use super::ntlm::Exchange;
 use super::{framed, Progress, Report, MAX_PENDING_PER_FLOW};
@@ -26,7 +26,7 @@ enum Pending {
         ts: Timestamp,
         base: String,
         scope: &'static str,
-        filter: String,
+        filter: LdapFilter<'static>,
         attributes: Vec<String>,
         entries: u32,
     },
@@ -214,12 +214,13 @@ fn done(report: &mut Report<'_>, id: u32, pending: Pending, code: Option<u32>) {
             attributes,
             entries,
         } => {
+            let text = filter.to_string();
             report.event(
                 ts,
-                EventKind::LdapSearch {
+                EventKind::LdapSearchTree {
                     base: &base,
                     scope,
-                    filter: &filter,
+                    filter,
                     entries,
                     result: code.map_or(AuthResult::Unknown, auth_result),
                 },
@@ -230,7 +231,7 @@ fn done(report: &mut Report<'_>, id: u32, pending: Pending, code: Option<u32>) {
                 record.insert("base_object".into(), json!(base));
                 record.insert("result_count".into(), json!(entries));
                 record.insert("result".into(), json!(code.map(result_name)));
-                record.insert("filter".into(), json!(filter));
+                record.insert("filter".into(), json!(text));
                 record.insert("attributes".into(), json!(attributes));
             });
         }

@@ -1,8 +1,10 @@
-//! Event batches: events encoded once, then sliced per plugin by subscription.
+//! Event batches: events encoded once, then sliced per plugin by subscription and by the ABI
+//! minor it was built for (an event whose form changed is encoded in both forms).
 
 use std::ops::Range;
 
-use vigil_plugin_sdk::{Event, EventClass, FilterKey, FlowFilter, Subscriptions};
+use vigil_plugin_sdk::abi::LDAP_FILTER_TREE_MINOR;
+use vigil_plugin_sdk::{Event, EventClass, EventKind, FilterKey, FlowFilter, Subscriptions};
 
 /// Room for one encoded event: the largest (a `FlowEnd` between IPv6 endpoints, every varint at
 /// its longest) is under 160 bytes.
@@ -23,6 +25,8 @@ struct Entry {
     key: FilterKey,
     origin: Option<usize>,
     range: Range<usize>,
+    /// The form plugins built before [`LDAP_FILTER_TREE_MINOR`] decode, when it differs.
+    legacy: Option<Range<usize>>,
 }
 
 impl EventBatch {
@@ -38,6 +42,51 @@ impl EventBatch {
     /// As [`EventBatch::push`], for an event that plugin number `origin` caused (its breach):
     /// that plugin is not handed it back.
     pub fn push_from(&mut self, event: &Event, origin: Option<usize>) {
+        let Some(range) = self.encode(event) else {
+            return;
+        };
+        let legacy = self.encode_legacy(event);
+        self.entries.push(Entry {
+            class: event.class(),
+            key: FilterKey::of(event),
+            origin,
+            range,
+            legacy,
+        });
+    }
+
+    /// Appends `event` as plugins built before [`LDAP_FILTER_TREE_MINOR`] know it, if that
+    /// differs: an LDAP search with its filter rendered to RFC 4515 text.
+    fn encode_legacy(&mut self, event: &Event) -> Option<Range<usize>> {
+        let EventKind::LdapSearchTree {
+            base,
+            scope,
+            filter,
+            entries,
+            result,
+        } = &event.kind
+        else {
+            return None;
+        };
+        let text = filter.to_string();
+        self.encode(&Event {
+            ts: event.ts,
+            flow: event.flow,
+            proto: event.proto,
+            src: event.src,
+            dst: event.dst,
+            kind: EventKind::LdapSearch {
+                base,
+                scope,
+                filter: &text,
+                entries: *entries,
+                result: *result,
+            },
+        })
+    }
+
+    /// Appends `event` in postcard; where it lies, or `None` if it could not be encoded.
+    fn encode(&mut self, event: &Event) -> Option<Range<usize>> {
         let start = self.bytes.len();
         // Encoding into a slice is several times faster than through `io::Write`; every event
         // fits in `MAX_EVENT_BYTES`, and one that somehow did not takes the slow path.
@@ -54,16 +103,12 @@ impl EventBatch {
             }
         };
         if written {
-            self.entries.push(Entry {
-                class: event.class(),
-                key: FilterKey::of(event),
-                origin,
-                range: start..self.bytes.len(),
-            });
+            Some(start..self.bytes.len())
         } else {
             // Only an event postcard cannot encode gets here (a bug in the SDK's types): it is
             // dropped rather than half-written.
             self.bytes.truncate(start);
+            None
         }
     }
 
@@ -81,12 +126,14 @@ impl EventBatch {
     }
 
     /// Copies the events of the subscribed classes that `filter` admits into `out` (cleared
-    /// first), except those plugin number `reader` caused; returns how many.
+    /// first), in the form a plugin built for ABI minor `abi_minor` decodes, except those plugin
+    /// number `reader` caused; returns how many.
     pub fn select(
         &self,
         subscriptions: Subscriptions,
         filter: &FlowFilter,
         reader: Option<usize>,
+        abi_minor: u16,
         out: &mut Vec<u8>,
     ) -> usize {
         out.clear();
@@ -94,7 +141,11 @@ impl EventBatch {
         for entry in &self.entries {
             let own = entry.origin.is_some() && entry.origin == reader;
             if subscriptions.contains(entry.class) && !own && filter.admits_key(&entry.key) {
-                out.extend_from_slice(&self.bytes[entry.range.clone()]);
+                let range = match &entry.legacy {
+                    Some(legacy) if abi_minor < LDAP_FILTER_TREE_MINOR => legacy,
+                    _ => &entry.range,
+                };
+                out.extend_from_slice(&self.bytes[range.clone()]);
                 count += 1;
             }
         }
@@ -105,6 +156,7 @@ impl EventBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_plugin_sdk::abi::ABI_MINOR;
     use vigil_plugin_sdk::harness::events::{flow_start, tick};
     use vigil_plugin_sdk::Transport;
 
@@ -117,14 +169,23 @@ mod tests {
         batch.push(&flow_start(2.0, Transport::Udp, ip, ip, 53));
         let mut out = Vec::new();
         let flows = Subscriptions::NONE.with(EventClass::Flow);
-        assert_eq!(batch.select(flows, &FlowFilter::ANY, None, &mut out), 2);
+        assert_eq!(
+            batch.select(flows, &FlowFilter::ANY, None, ABI_MINOR, &mut out),
+            2
+        );
         let (first, rest): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
         let (second, rest): (Event, &[u8]) = postcard::take_from_bytes(rest).expect("decodes");
         assert!(rest.is_empty());
         assert_eq!(first.proto, Transport::Tcp);
         assert_eq!(second.proto, Transport::Udp);
         assert_eq!(
-            batch.select(Subscriptions::NONE, &FlowFilter::ANY, None, &mut out),
+            batch.select(
+                Subscriptions::NONE,
+                &FlowFilter::ANY,
+                None,
+                ABI_MINOR,
+                &mut out
+            ),
             0
         );
         assert!(out.is_empty());
@@ -143,7 +204,10 @@ mod tests {
             .with(EventClass::Tick);
         let rdp = FlowFilter::ANY.transport(Transport::Tcp).port(3389);
         let mut out = Vec::new();
-        assert_eq!(batch.select(subscriptions, &rdp, None, &mut out), 2);
+        assert_eq!(
+            batch.select(subscriptions, &rdp, None, ABI_MINOR, &mut out),
+            2
+        );
         let (first, rest): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
         let (second, _): (Event, &[u8]) = postcard::take_from_bytes(rest).expect("decodes");
         assert_eq!((first.proto, first.dst.port), (Transport::Tcp, 3389));
@@ -175,11 +239,11 @@ mod tests {
         let breaches = Subscriptions::NONE.with(EventClass::Breach);
         let mut out = Vec::new();
         assert_eq!(
-            batch.select(breaches, &FlowFilter::ANY, Some(3), &mut out),
+            batch.select(breaches, &FlowFilter::ANY, Some(3), ABI_MINOR, &mut out),
             0
         );
         assert_eq!(
-            batch.select(breaches, &FlowFilter::ANY, Some(4), &mut out),
+            batch.select(breaches, &FlowFilter::ANY, Some(4), ABI_MINOR, &mut out),
             1
         );
         let (event, _): (Event, &[u8]) = postcard::take_from_bytes(&out).expect("decodes");
@@ -228,6 +292,7 @@ mod tests {
                 Subscriptions::NONE.with(EventClass::Flow),
                 &FlowFilter::ANY,
                 None,
+                ABI_MINOR,
                 &mut out
             ),
             1

@@ -196,6 +196,8 @@ pub enum LoadError {
 
 struct Plugin {
     manifest: Manifest,
+    /// The ABI minor the module was built for: which form of a changed event it decodes.
+    abi_minor: u16,
     origin: String,
     /// What `vigil_init` gets, at load and after every re-instantiation.
     config_json: String,
@@ -260,6 +262,7 @@ impl Plugin {
     /// A plugin with a ready instance and nothing counted yet.
     fn fresh(
         manifest: Manifest,
+        abi_minor: u16,
         origin: String,
         config_json: String,
         pre: InstancePre<HostState>,
@@ -267,6 +270,7 @@ impl Plugin {
     ) -> Plugin {
         Plugin {
             manifest,
+            abi_minor,
             origin,
             config_json,
             pre,
@@ -604,6 +608,7 @@ impl PluginHost {
         instance.init(&config_json).map_err(init_failed)?;
         Ok(Plugin::fresh(
             manifest,
+            abi::abi_minor(version),
             origin_s(),
             config_json,
             pre,
@@ -649,6 +654,7 @@ impl PluginHost {
         instance.rename(&current.manifest.name);
         let replacement = Plugin::fresh(
             current.manifest.clone(),
+            current.abi_minor,
             current.origin.clone(),
             config_json.to_string(),
             current.pre.clone(),
@@ -825,6 +831,7 @@ impl PluginHost {
                 manifest.subscriptions,
                 &manifest.filter,
                 Some(index),
+                plugin.abi_minor,
                 &mut events,
             );
             if count > 0 {

@@ -31,6 +31,8 @@ struct Guest {
     abi: i32,
     /// `vigil_restore (param $p i32) (param $l i32) (result i32)`.
     restore: String,
+    /// More module fields (data, functions) for the bodies above to use.
+    extra: String,
 }
 
 fn manifest(name: &str, subscriptions: Subscriptions) -> Manifest {
@@ -104,6 +106,7 @@ impl Guest {
                       (global.set $state (i32.load (local.get $p)))
                       (i32.const 0)"
                 .into(),
+            extra: String::new(),
         }
     }
 
@@ -153,6 +156,7 @@ impl Guest {
     (i64.const {snapshot_packed}))
   (func (export "vigil_restore") (param $p i32) (param $l i32) (result i32) {restore})
   (func (export "state") (result i32) (global.get $state))
+  {extra}
 )"#,
             abi = self.abi,
             pages = self.pages,
@@ -165,6 +169,7 @@ impl Guest {
             init = self.init,
             on_batch = self.on_batch,
             restore = self.restore,
+            extra = self.extra,
             manifest_packed = abi::pack(MANIFEST_AT, manifest.len() as u32),
             snapshot_packed = abi::pack(12288, 4),
         );
@@ -631,4 +636,96 @@ fn only_a_responder_may_request_actions_and_a_detector_is_refused_and_counted() 
     // The refusal is no failure: the detector keeps running.
     let d = status(&host, detector_id);
     assert!(!d.quarantined && d.stats.traps == 0);
+}
+
+/// Where [`expecting`] keeps the batch a guest waits for.
+const EXPECTED_AT: u32 = 32768;
+
+/// A guest (of ABI `abi`) subscribed to LDAP that raises its breach only for a batch of exactly
+/// `expected` bytes.
+fn expecting(name: &str, abi: i32, expected: &[u8]) -> Vec<u8> {
+    let mut guest = Guest::new(name);
+    guest.abi = abi;
+    guest.manifest.subscriptions = Subscriptions::NONE.with(EventClass::Ldap);
+    guest.on_batch = "(if (call $is_expected (local.get $p) (local.get $l))
+                        (then (call $emit_breach_ok)))
+                      (i32.const 0)"
+        .into();
+    guest.extra = format!(
+        r#"(data (i32.const {EXPECTED_AT}) "{bytes}")
+  (func $is_expected (param $p i32) (param $l i32) (result i32)
+    (local $i i32)
+    (if (i32.ne (local.get $l) (i32.const {len})) (then (return (i32.const 0))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $l)))
+        (if (i32.ne (i32.load8_u (i32.add (local.get $p) (local.get $i)))
+                    (i32.load8_u (i32.add (i32.const {EXPECTED_AT}) (local.get $i))))
+          (then (return (i32.const 0))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (i32.const 1))"#,
+        bytes = wat_bytes(expected),
+        len = expected.len(),
+    );
+    guest.wasm()
+}
+
+#[test]
+fn an_abi_1_1_module_gets_an_ldap_search_as_text_and_a_1_2_module_as_a_tree() {
+    use vigil_plugin_sdk::{AuthResult, Event, EventKind, LdapFilter};
+    // SharpHound's collection filter, as the analyzer reports it.
+    let filter = LdapFilter::Or(vec![
+        LdapFilter::equality("samaccounttype", "268435456"),
+        LdapFilter::equality("samaccounttype", "805306368"),
+        LdapFilter::equality("objectclass", "computer"),
+    ]);
+    let at = flow_start(
+        1.0,
+        Transport::Tcp,
+        [10, 0, 0, 1].into(),
+        [10, 0, 0, 2].into(),
+        389,
+    );
+    let tree = Event {
+        kind: EventKind::LdapSearchTree {
+            base: "dc=corp,dc=local",
+            scope: "tree",
+            filter,
+            entries: 7,
+            result: AuthResult::Success,
+        },
+        ..at.clone()
+    };
+    let text = Event {
+        kind: EventKind::LdapSearch {
+            base: "dc=corp,dc=local",
+            scope: "tree",
+            filter: "(|(samaccounttype=268435456)(samaccounttype=805306368)(objectclass=computer))",
+            entries: 7,
+            result: AuthResult::Success,
+        },
+        ..at
+    };
+    let tree_bytes = postcard::to_allocvec(&tree).expect("encodes");
+    let text_bytes = postcard::to_allocvec(&text).expect("encodes");
+    let mut host = host();
+    let abi_1_1 = (1 << 16) | 1;
+    for (name, abi, expected) in [
+        ("old", abi_1_1, &text_bytes),
+        ("new", abi::abi_version(), &tree_bytes),
+        // Control: an old module is never handed the form it cannot decode.
+        ("old-given-a-tree", abi_1_1, &tree_bytes),
+    ] {
+        let wasm = expecting(name, abi, expected);
+        host.load(&wasm, name, Some("{}")).expect("loads");
+    }
+    let mut batch = EventBatch::new();
+    batch.push(&tree);
+    let fired: Vec<String> = host
+        .dispatch(&batch)
+        .into_iter()
+        .map(|e| e.plugin)
+        .collect();
+    assert_eq!(fired, ["old", "new"]);
 }

@@ -4,11 +4,14 @@
 //!
 //! Simple-bind passwords are never kept: the [`Auth::Simple`] variant has no field for one.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
-use ldap_parser::filter::{Filter, Substring};
+use ldap_parser::filter::{AttributeValueAssertion, Filter, Substring};
 use ldap_parser::ldap::{AuthenticationChoice, LdapMessage, ProtocolOp};
 use ldap_parser::FromBer;
+
+pub use vigil_plugin_sdk::ldap::MAX_FILTER_DEPTH;
+use vigil_plugin_sdk::ldap::{self as sdk, Assertion, Extensible, LdapFilter, Substrings};
 
 use super::{next_boundary, ntlm, Boundary, Start};
 
@@ -21,9 +24,6 @@ mod field {
 const TAG_SEQUENCE: u8 = 0x30;
 /// Messages larger than this are refused rather than buffered.
 pub const MAX_MESSAGE_LEN: usize = 16 << 20;
-/// Filters nested deeper than this are refused (`ldap-parser` stops at the same depth, so the
-/// renderer's own bound is a second line of defence).
-pub const MAX_FILTER_DEPTH: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
@@ -181,8 +181,8 @@ pub enum Op {
         base: String,
         /// Zeek's names: "base", "one", "tree" (or "unknown").
         scope: &'static str,
-        /// RFC 4515 text, e.g. `(&(objectclass=*)(sAMAccountName=bob))`.
-        filter: String,
+        /// Its `Display` is the RFC 4515 text, e.g. `(&(objectclass=*)(sAMAccountName=bob))`.
+        filter: LdapFilter<'static>,
         attributes: Vec<String>,
     },
     SearchResultEntry {
@@ -247,8 +247,7 @@ impl Repr {
                 ntlm: ntlm_in(rsp.server_sasl_creds.as_deref()),
             },
             ProtocolOp::SearchRequest(search) => {
-                let mut filter = String::new();
-                render(&search.filter, &mut filter, 0)?;
+                let filter = tree(&search.filter, 0)?;
                 Op::SearchRequest {
                     base: search.base_object.0.to_string(),
                     scope: scope_name(search.scope.0),
@@ -272,103 +271,49 @@ impl Repr {
     }
 }
 
-/// RFC 4515 §3 value escaping: the special characters and anything not printable UTF-8.
-fn escape(value: &[u8], out: &mut String) {
-    match std::str::from_utf8(value) {
-        Ok(text) => {
-            for c in text.chars() {
-                match c {
-                    '*' | '(' | ')' | '\\' | '\0' => {
-                        let _ = write!(out, "\\{:02x}", c as u32);
-                    }
-                    c => out.push(c),
-                }
-            }
-        }
-        Err(_) => {
-            for b in value {
-                let _ = write!(out, "\\{b:02x}");
-            }
-        }
-    }
-}
-
-fn render(filter: &Filter<'_>, out: &mut String, depth: usize) -> Result<(), Error> {
+/// The SDK's tree for `filter`, refused when nested deeper than [`MAX_FILTER_DEPTH`] (the root is
+/// depth 0), so that no tree the core keeps, encodes or renders is deeper.
+fn tree(filter: &Filter<'_>, depth: usize) -> Result<LdapFilter<'static>, Error> {
     if depth >= MAX_FILTER_DEPTH {
         return Err(Error::TooDeep);
     }
-    out.push('(');
-    match filter {
-        Filter::And(items) | Filter::Or(items) => {
-            out.push(if matches!(filter, Filter::And(_)) {
-                '&'
-            } else {
-                '|'
-            });
-            for item in items {
-                render(item, out, depth + 1)?;
-            }
-        }
-        Filter::Not(inner) => {
-            out.push('!');
-            render(inner, out, depth + 1)?;
-        }
-        Filter::EqualityMatch(ava)
-        | Filter::GreaterOrEqual(ava)
-        | Filter::LessOrEqual(ava)
-        | Filter::ApproxMatch(ava) => {
-            out.push_str(&ava.attribute_desc.0);
-            out.push_str(match filter {
-                Filter::GreaterOrEqual(_) => ">=",
-                Filter::LessOrEqual(_) => "<=",
-                Filter::ApproxMatch(_) => "~=",
-                _ => "=",
-            });
-            escape(&ava.assertion_value, out);
-        }
-        Filter::Present(attr) => {
-            out.push_str(&attr.0);
-            out.push_str("=*");
-        }
-        Filter::Substrings(sub) => {
-            out.push_str(&sub.filter_type.0);
-            out.push('=');
-            // initial*any*any*final, each part optional: one star between consecutive parts.
-            for part in &sub.substrings {
-                if let Substring::Initial(v) = part {
-                    escape(&v.0, out);
-                }
-            }
-            out.push('*');
-            for part in &sub.substrings {
-                if let Substring::Any(v) = part {
-                    escape(&v.0, out);
-                    out.push('*');
-                }
-            }
-            for part in &sub.substrings {
-                if let Substring::Final(v) = part {
-                    escape(&v.0, out);
-                }
-            }
-        }
-        Filter::ExtensibleMatch(m) => {
-            if let Some(attr) = &m.rule_type {
-                out.push_str(&attr.0);
-            }
-            if m.dn_attributes == Some(true) {
-                out.push_str(":dn");
-            }
-            if let Some(rule) = &m.matching_rule {
-                out.push(':');
-                out.push_str(&rule.0);
-            }
-            out.push_str(":=");
-            escape(&m.assertion_value.0, out);
-        }
-    }
-    out.push(')');
-    Ok(())
+    let text = |s: &str| Cow::Owned(s.to_string());
+    let bytes = |v: &[u8]| Cow::Owned(v.to_vec());
+    let assertion = |ava: &AttributeValueAssertion<'_>| Assertion {
+        attribute: text(&ava.attribute_desc.0),
+        value: bytes(&ava.assertion_value),
+    };
+    let list = |items: &[Filter<'_>]| -> Result<Vec<LdapFilter<'static>>, Error> {
+        items.iter().map(|item| tree(item, depth + 1)).collect()
+    };
+    Ok(match filter {
+        Filter::And(items) => LdapFilter::And(list(items)?),
+        Filter::Or(items) => LdapFilter::Or(list(items)?),
+        Filter::Not(inner) => LdapFilter::Not(Box::new(tree(inner, depth + 1)?)),
+        Filter::EqualityMatch(ava) => LdapFilter::Equality(assertion(ava)),
+        Filter::GreaterOrEqual(ava) => LdapFilter::GreaterOrEqual(assertion(ava)),
+        Filter::LessOrEqual(ava) => LdapFilter::LessOrEqual(assertion(ava)),
+        Filter::ApproxMatch(ava) => LdapFilter::Approx(assertion(ava)),
+        Filter::Present(attribute) => LdapFilter::Present(text(&attribute.0)),
+        Filter::Substrings(sub) => LdapFilter::Substrings(Substrings {
+            attribute: text(&sub.filter_type.0),
+            parts: sub
+                .substrings
+                .iter()
+                .map(|part| match part {
+                    Substring::Initial(v) => sdk::Substring::Initial(bytes(&v.0)),
+                    Substring::Any(v) => sdk::Substring::Any(bytes(&v.0)),
+                    Substring::Final(v) => sdk::Substring::Final(bytes(&v.0)),
+                })
+                .collect(),
+        }),
+        Filter::ExtensibleMatch(m) => LdapFilter::Extensible(Extensible {
+            rule: m.matching_rule.as_ref().map(|rule| text(&rule.0)),
+            attribute: m.rule_type.as_ref().map(|attribute| text(&attribute.0)),
+            value: bytes(&m.assertion_value.0),
+            dn_attributes: m.dn_attributes == Some(true),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -454,18 +399,31 @@ mod tests {
             &[equality("a", "b"), tlv(0xa2, &present("c"))].concat(),
         );
         let repr = Repr::parse(&search("dc=example,dc=com", &filter)).unwrap();
+        let Op::SearchRequest {
+            base,
+            scope,
+            filter,
+            attributes,
+        } = repr.op
+        else {
+            panic!("{:?}", repr.op)
+        };
+        assert_eq!((base.as_str(), scope), ("dc=example,dc=com", "tree"));
+        assert_eq!(filter.to_string(), "(&(a=b)(!(c=*)))");
         assert_eq!(
-            repr.op,
-            Op::SearchRequest {
-                base: "dc=example,dc=com".into(),
-                scope: "tree",
-                filter: "(&(a=b)(!(c=*)))".into(),
-                attributes: vec!["cn".into()],
-            }
+            filter,
+            LdapFilter::And(vec![
+                LdapFilter::Equality(Assertion {
+                    attribute: "a".into(),
+                    value: b"b".as_slice().into(),
+                }),
+                LdapFilter::Not(Box::new(LdapFilter::Present("c".into()))),
+            ])
         );
+        assert_eq!(attributes, ["cn"]);
         let repr = Repr::parse(&search("", &equality("objectClass", "us(e)r*"))).unwrap();
         assert!(matches!(repr.op, Op::SearchRequest { filter, .. }
-            if filter == r"(objectClass=us\28e\29r\2a)"));
+            if filter.to_string() == r"(objectClass=us\28e\29r\2a)"));
     }
 
     #[test]
@@ -574,15 +532,11 @@ mod tests {
         );
         // ldap_search.log: message 2, tree, base and filter. Zeek leaves `attributes` unset; the
         // request on the wire asks for one.
-        assert!(requests.contains(&Repr {
-            message_id: 2,
-            op: Op::SearchRequest {
-                base: "DC=xx,DC=xxx,DC=xxxxx,DC=net".into(),
-                scope: "tree",
-                filter: "(&(objectclass=*)(sAMAccountName=xxxxxxxx))".into(),
-                attributes: vec!["sAMAccountName".into()],
-            }
-        }));
+        assert!(requests.iter().any(|r| r.message_id == 2
+            && matches!(&r.op, Op::SearchRequest { base, scope: "tree", filter, attributes }
+                if base == "DC=xx,DC=xxx,DC=xxxxx,DC=net"
+                    && filter.to_string() == "(&(objectclass=*)(sAMAccountName=xxxxxxxx))"
+                    && attributes == &["sAMAccountName"])));
         let responses = reprs(&convs[0].to_client);
         // result_count 1, result success.
         let entries = responses
@@ -643,7 +597,7 @@ mod tests {
         // ldap_search.log: message 3, tree, dc=example,dc=com, (objectclass=*), 9 results.
         assert!(requests.iter().any(|r| r.message_id == 3
             && matches!(&r.op, Op::SearchRequest { base, scope: "tree", filter, .. }
-                if base == "dc=example,dc=com" && filter == "(objectclass=*)")));
+                if base == "dc=example,dc=com" && filter.to_string() == "(objectclass=*)")));
         let entries = responses
             .iter()
             .filter(|r| matches!(r.op, Op::SearchResultEntry { .. }))

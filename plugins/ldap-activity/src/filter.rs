@@ -3,8 +3,10 @@
 //! `(sAMAccountType=805306368)`, `(objectClass=*)`), returns every object of that class under
 //! the search base. A lookup names what it wants (`(sAMAccountName=alice)`, `(cn=Bob*)`).
 //!
-//! Filters arrive as RFC 4515 text, as the analyzer renders them: special characters in values
-//! are escaped (`\2a`), so an unescaped `*` is a wildcard.
+//! Filters arrive as the tree the core decoded from the wire ([`LdapFilter`]).
+
+use vigil_plugin_sdk::ldap::{Assertion, Substring, MAX_FILTER_DEPTH};
+use vigil_plugin_sdk::LdapFilter;
 
 /// What kinds of directory object an enumerating filter lists, as a bit set. They decide the
 /// ATT&CK technique: accounts, groups or computers.
@@ -49,20 +51,11 @@ enum Reach {
 
 /// Attributes whose values are classes of object rather than identities.
 const CLASS_ATTRIBUTES: [&str; 3] = ["objectclass", "objectcategory", "samaccounttype"];
-/// Nesting is bounded as in the analyzer, so hostile input cannot recurse deeply.
-const MAX_DEPTH: usize = 32;
 
 /// The kinds of object `filter` lists when it enumerates, `None` when it looks particular
-/// objects up or does not parse (unreadable filters are not guessed at).
-pub fn enumerates(filter: &str) -> Option<Kinds> {
-    let mut parser = Parser {
-        rest: filter.trim(),
-    };
-    let reach = parser.filter(0)?;
-    if !parser.rest.is_empty() {
-        return None;
-    }
-    match reach {
+/// objects up or is unreadable (an empty attribute name; unreadable filters are not guessed at).
+pub fn enumerates(filter: &LdapFilter<'_>) -> Option<Kinds> {
+    match reach(filter, 0)? {
         Reach::Class(kinds) => Some(kinds),
         Reach::Selective | Reach::Neutral => None,
     }
@@ -80,47 +73,69 @@ pub fn is_domain_root(base: &str) -> bool {
         })
 }
 
-struct Parser<'a> {
-    rest: &'a str,
-}
-
-impl Parser<'_> {
-    fn filter(&mut self, depth: usize) -> Option<Reach> {
-        if depth >= MAX_DEPTH {
-            return None;
-        }
-        self.rest = self.rest.strip_prefix('(')?;
-        let reach = if let Some(rest) = self.rest.strip_prefix('&') {
-            self.rest = rest;
-            let parts = self.list(depth)?;
-            and(&parts)
-        } else if let Some(rest) = self.rest.strip_prefix('|') {
-            self.rest = rest;
-            let parts = self.list(depth)?;
-            or(&parts)
-        } else if let Some(rest) = self.rest.strip_prefix('!') {
-            self.rest = rest;
-            self.filter(depth + 1)?;
+fn reach(filter: &LdapFilter<'_>, depth: usize) -> Option<Reach> {
+    // The core hands on no deeper tree; one built by hand is not walked further.
+    if depth >= MAX_FILTER_DEPTH {
+        return None;
+    }
+    let parts = |items: &[LdapFilter<'_>]| -> Option<Vec<Reach>> {
+        items.iter().map(|item| reach(item, depth + 1)).collect()
+    };
+    let named = |attribute: &str| (!attribute.is_empty()).then(|| attribute.to_ascii_lowercase());
+    Some(match filter {
+        LdapFilter::And(items) => and(&parts(items)?),
+        LdapFilter::Or(items) => or(&parts(items)?),
+        LdapFilter::Not(inner) => {
+            reach(inner, depth + 1)?;
             // "Everything except X" narrows nothing by itself.
             Reach::Neutral
-        } else {
-            // Values escape parentheses, so an item runs to the next `)`.
-            let end = self.rest.find(')')?;
-            let item = &self.rest[..end];
-            self.rest = &self.rest[end..];
-            self::item(item)?
-        };
-        self.rest = self.rest.strip_prefix(')')?;
-        Some(reach)
-    }
-
-    fn list(&mut self, depth: usize) -> Option<Vec<Reach>> {
-        let mut parts = Vec::new();
-        while self.rest.starts_with('(') {
-            parts.push(self.filter(depth + 1)?);
         }
-        Some(parts)
-    }
+        LdapFilter::Equality(Assertion { attribute, value }) => {
+            let attribute = named(attribute)?;
+            if CLASS_ATTRIBUTES.contains(&attribute.as_str()) {
+                Reach::Class(class_kinds(&attribute, value))
+            } else {
+                Reach::Selective
+            }
+        }
+        LdapFilter::Approx(Assertion { attribute, .. }) => {
+            named(attribute)?;
+            Reach::Selective
+        }
+        // Ranges (`pwdLastSet<=...`) and extensible matches (`userAccountControl:1.2.840.
+        // 113556.1.4.803:=2`) select by a property many objects share.
+        LdapFilter::GreaterOrEqual(Assertion { attribute, .. })
+        | LdapFilter::LessOrEqual(Assertion { attribute, .. }) => {
+            named(attribute)?;
+            Reach::Neutral
+        }
+        LdapFilter::Extensible(_) => Reach::Neutral,
+        LdapFilter::Present(attribute) => present(&named(attribute)?),
+        LdapFilter::Substrings(substrings) => {
+            let attribute = named(&substrings.attribute)?;
+            // No part with content (`(cn=*)` sent as a substring match) asks for presence.
+            let empty = substrings.parts.iter().all(|part| match part {
+                Substring::Initial(v) | Substring::Final(v) => v.is_empty(),
+                Substring::Any(_) => false,
+            });
+            if empty {
+                present(&attribute)
+            } else {
+                Reach::Selective
+            }
+        }
+    })
+}
+
+/// Every object that has the (lower-case) attribute at all.
+fn present(attribute: &str) -> Reach {
+    Reach::Class(if CLASS_ATTRIBUTES.contains(&attribute) {
+        Kinds::EVERYTHING
+    } else if attribute == "serviceprincipalname" {
+        Kinds::ACCOUNTS.union(Kinds::COMPUTERS)
+    } else {
+        Kinds::OTHER
+    })
 }
 
 /// An AND is as particular as its most particular part: one identifying term makes it a lookup.
@@ -153,38 +168,11 @@ fn classes(parts: &[Reach]) -> Option<Kinds> {
         .reduce(Kinds::union)
 }
 
-fn item(item: &str) -> Option<Reach> {
-    let (left, value) = item.split_once('=')?;
-    let attribute = left.trim_end_matches(['~', '>', '<', ':']);
-    if attribute.is_empty() && !left.ends_with(':') {
-        return None;
-    }
-    if left.ends_with(['>', '<']) || left.ends_with(':') || left.contains(':') {
-        // Ranges (`pwdLastSet<=...`) and extensible matches (`userAccountControl:1.2.840.
-        // 113556.1.4.803:=2`) select by a property many objects share.
-        return Some(Reach::Neutral);
-    }
-    let attribute = attribute.to_ascii_lowercase();
-    let is_class = CLASS_ATTRIBUTES.contains(&attribute.as_str());
-    if value == "*" {
-        // Every object that has the attribute at all.
-        let kinds = if is_class {
-            Kinds::EVERYTHING
-        } else if attribute == "serviceprincipalname" {
-            Kinds::ACCOUNTS.union(Kinds::COMPUTERS)
-        } else {
-            Kinds::OTHER
-        };
-        return Some(Reach::Class(kinds));
-    }
-    if !is_class || left.ends_with('~') || value.contains('*') {
-        return Some(Reach::Selective);
-    }
-    Some(Reach::Class(class_kinds(&attribute, value)))
-}
-
 /// What a class value stands for: `user`, `CN=Person,CN=Schema,...`, `805306368`.
-fn class_kinds(attribute: &str, value: &str) -> Kinds {
+fn class_kinds(attribute: &str, value: &[u8]) -> Kinds {
+    let Ok(value) = core::str::from_utf8(value) else {
+        return Kinds::OTHER;
+    };
     let value = value.trim().to_ascii_lowercase();
     if attribute == "samaccounttype" {
         // SAM_USER_OBJECT, SAM_MACHINE_ACCOUNT, and the security and distribution group types.
@@ -217,71 +205,159 @@ fn class_kinds(attribute: &str, value: &str) -> Kinds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_plugin_sdk::ldap::{Extensible, Substrings};
+
+    fn eq<'a>(attribute: &'a str, value: &'a str) -> LdapFilter<'a> {
+        LdapFilter::equality(attribute, value)
+    }
+
+    fn has(attribute: &str) -> LdapFilter<'_> {
+        LdapFilter::present(attribute)
+    }
+
+    fn not(inner: LdapFilter<'_>) -> LdapFilter<'_> {
+        LdapFilter::Not(Box::new(inner))
+    }
+
+    /// `(attribute=initial*)`.
+    fn starts<'a>(attribute: &'a str, initial: &'a str) -> LdapFilter<'a> {
+        LdapFilter::Substrings(Substrings {
+            attribute: attribute.into(),
+            parts: vec![Substring::Initial(initial.as_bytes().into())],
+        })
+    }
+
+    fn assertion<'a>(attribute: &'a str, value: &'a str) -> Assertion<'a> {
+        Assertion {
+            attribute: attribute.into(),
+            value: value.as_bytes().into(),
+        }
+    }
+
+    /// `(!(userAccountControl:1.2.840.113556.1.4.803:=2))`: accounts not disabled.
+    fn enabled() -> LdapFilter<'static> {
+        not(LdapFilter::Extensible(Extensible {
+            rule: Some("1.2.840.113556.1.4.803".into()),
+            attribute: Some("userAccountControl".into()),
+            value: b"2".as_slice().into(),
+            dn_attributes: false,
+        }))
+    }
 
     #[test]
     fn class_filters_enumerate() {
-        assert_eq!(enumerates("(objectClass=user)"), Some(Kinds::ACCOUNTS));
-        assert_eq!(enumerates("(objectclass=*)"), Some(Kinds::EVERYTHING));
         assert_eq!(
-            enumerates("(sAMAccountType=805306368)"),
+            enumerates(&eq("objectClass", "user")),
             Some(Kinds::ACCOUNTS)
         );
-        assert_eq!(enumerates("(objectCategory=person)"), Some(Kinds::ACCOUNTS));
+        assert_eq!(enumerates(&has("objectclass")), Some(Kinds::EVERYTHING));
         assert_eq!(
-            enumerates("(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))"),
+            enumerates(&eq("sAMAccountType", "805306368")),
             Some(Kinds::ACCOUNTS)
         );
         assert_eq!(
-            enumerates("(objectCategory=CN=Computer,CN=Schema,CN=Configuration,DC=corp,DC=local)"),
+            enumerates(&eq("objectCategory", "person")),
+            Some(Kinds::ACCOUNTS)
+        );
+        let people = LdapFilter::And(vec![
+            eq("objectCategory", "person"),
+            eq("objectClass", "user"),
+            enabled(),
+        ]);
+        assert_eq!(enumerates(&people), Some(Kinds::ACCOUNTS));
+        assert_eq!(
+            enumerates(&eq(
+                "objectCategory",
+                "CN=Computer,CN=Schema,CN=Configuration,DC=corp,DC=local"
+            )),
             Some(Kinds::COMPUTERS)
         );
         // SharpHound's collection filter: groups, users and computers at once.
+        let sharphound = LdapFilter::Or(vec![
+            eq("samaccounttype", "268435456"),
+            eq("samaccounttype", "805306368"),
+            eq("objectclass", "computer"),
+        ]);
         assert_eq!(
-            enumerates(
-                "(|(samaccounttype=268435456)(samaccounttype=805306368)(objectclass=computer))"
-            ),
+            enumerates(&sharphound),
             Some(Kinds::ACCOUNTS.union(Kinds::GROUPS).union(Kinds::COMPUTERS))
         );
+        let kerberoast = LdapFilter::And(vec![
+            eq("samAccountType", "805306368"),
+            has("servicePrincipalName"),
+        ]);
         assert_eq!(
-            enumerates("(&(samAccountType=805306368)(servicePrincipalName=*))"),
+            enumerates(&kerberoast),
             Some(Kinds::ACCOUNTS.union(Kinds::COMPUTERS))
         );
         assert_eq!(
-            enumerates("(objectClass=organizationalUnit)"),
+            enumerates(&eq("objectClass", "organizationalUnit")),
             Some(Kinds::OTHER)
+        );
+        // A substring match with no content asks only for presence, as `(cn=*)` does.
+        assert_eq!(
+            enumerates(&LdapFilter::Substrings(Substrings {
+                attribute: "objectClass".into(),
+                parts: Vec::new(),
+            })),
+            Some(Kinds::EVERYTHING)
         );
     }
 
     #[test]
     fn lookups_do_not_enumerate() {
-        assert_eq!(enumerates("(sAMAccountName=alice)"), None);
+        assert_eq!(enumerates(&eq("sAMAccountName", "alice")), None);
+        let user_alice = LdapFilter::And(vec![
+            eq("objectClass", "user"),
+            eq("sAMAccountName", "alice"),
+        ]);
+        assert_eq!(enumerates(&user_alice), None);
+        let bobs = LdapFilter::And(vec![has("objectclass"), starts("cn", "Bob")]);
+        assert_eq!(enumerates(&bobs), None);
+        let two = LdapFilter::Or(vec![eq("cn", "alice"), eq("cn", "bob")]);
+        assert_eq!(enumerates(&two), None);
         assert_eq!(
-            enumerates("(&(objectClass=user)(sAMAccountName=alice))"),
+            enumerates(&LdapFilter::Approx(assertion("objectClass", "user"))),
             None
         );
-        assert_eq!(enumerates("(&(objectclass=*)(cn=Bob*))"), None);
-        assert_eq!(enumerates("(|(cn=alice)(cn=bob))"), None);
-        assert_eq!(enumerates("(objectClass~=user)"), None);
+        // A class value that only looks like a wildcard (an escaped `*` on the wire).
+        assert_eq!(enumerates(&eq("objectClass", "us*er")), Some(Kinds::OTHER));
         // Neither classes nor identities: not counted as enumeration either.
-        assert_eq!(enumerates("(uSNChanged>=12345)"), None);
-        assert_eq!(enumerates("(!(cn=alice))"), None);
+        assert_eq!(
+            enumerates(&LdapFilter::GreaterOrEqual(assertion(
+                "uSNChanged",
+                "12345"
+            ))),
+            None
+        );
+        assert_eq!(enumerates(&not(eq("cn", "alice"))), None);
+        assert_eq!(enumerates(&enabled()), None);
     }
 
     #[test]
-    fn broken_filters_are_not_guessed_at() {
-        assert_eq!(enumerates(""), None);
-        assert_eq!(enumerates("objectClass=user"), None);
-        assert_eq!(enumerates("(objectClass=user"), None);
-        assert_eq!(enumerates("(objectClass=user))"), None);
-        assert_eq!(enumerates("(=user)"), None);
-        assert_eq!(enumerates(&"(&".repeat(100)), None);
+    fn unreadable_or_overdeep_filters_are_not_guessed_at() {
+        assert_eq!(enumerates(&eq("", "user")), None);
         assert_eq!(
-            enumerates(&format!(
-                "{}(objectClass=*){}",
-                "(!".repeat(40),
-                ")".repeat(40)
-            )),
+            enumerates(&LdapFilter::And(vec![has("objectClass"), has("")])),
             None
+        );
+        // Deeper than the core ever hands on: built by hand, refused, not recursed into.
+        let mut deep = has("objectClass");
+        for _ in 0..MAX_FILTER_DEPTH {
+            deep = not(deep);
+        }
+        assert_eq!(enumerates(&deep), None);
+        let mut deepest_class = has("objectClass");
+        for _ in 0..MAX_FILTER_DEPTH {
+            deepest_class = LdapFilter::Or(vec![deepest_class]);
+        }
+        assert_eq!(enumerates(&deepest_class), None);
+        let LdapFilter::Or(mut below) = deepest_class else {
+            unreachable!()
+        };
+        assert_eq!(
+            enumerates(&below.pop().expect("one part")),
+            Some(Kinds::EVERYTHING)
         );
     }
 

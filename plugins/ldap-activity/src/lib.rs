@@ -40,9 +40,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::evidence::{ago, listed_or, seconds};
 use vigil_plugin_sdk::{
-    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowFilter, FlowState, Model,
-    Novelty, Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow, Subscriptions,
-    Timestamp, Transport,
+    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowFilter, FlowState,
+    LdapFilter, Model, Novelty, Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow,
+    Subscriptions, Timestamp, Transport,
 };
 
 use filter::Kinds;
@@ -342,7 +342,7 @@ impl Plugin for LdapActivity {
                 self.bind(event, name, mechanism, *result);
                 self.judge(event, device, out);
             }
-            EventKind::LdapSearch {
+            EventKind::LdapSearchTree {
                 base,
                 scope,
                 filter,
@@ -540,7 +540,14 @@ impl LdapActivity {
         }
     }
 
-    fn search(&mut self, event: &Event<'_>, base: &str, scope: &str, filter: &str, entries: u32) {
+    fn search(
+        &mut self,
+        event: &Event<'_>,
+        base: &str,
+        scope: &str,
+        filter: &LdapFilter<'_>,
+        entries: u32,
+    ) {
         let (device, now) = (event.src.ip, event.ts);
         let judged = self.judged(now);
         let new_device = self.new_device(device, now);
@@ -810,6 +817,7 @@ export_plugin!(LdapActivity);
 mod tests {
     use super::*;
     use vigil_plugin_sdk::harness::{events::*, Harness};
+    use vigil_plugin_sdk::ldap::{Substring, Substrings};
 
     const DC: [u8; 4] = [10, 77, 0, 10];
     const ALICE: [u8; 4] = [10, 77, 0, 50];
@@ -845,10 +853,10 @@ mod tests {
         secs: f64,
         client: [u8; 4],
         port: u16,
-        (base, scope, filter): (&'static str, &'static str, &'static str),
+        (base, scope, filter): (&'static str, &'static str, LdapFilter<'static>),
         entries: u32,
     ) -> Event<'static> {
-        let kind = EventKind::LdapSearch {
+        let kind = EventKind::LdapSearchTree {
             base,
             scope,
             filter,
@@ -878,7 +886,7 @@ mod tests {
                 secs + 0.001,
                 client,
                 41000,
-                (dn, "base", "(objectClass=*)"),
+                (dn, "base", LdapFilter::present("objectClass")),
                 1,
             ),
             ended(secs + 0.002, client, 41000, 0.002),
@@ -905,7 +913,7 @@ mod tests {
         for page in 0..11 {
             let entries = if page < 10 { 5 } else { 1 };
             let when = start + 0.001 + 5.0 * f64::from(page);
-            let users = (ROOT, "tree", "(objectClass=user)");
+            let users = (ROOT, "tree", LdapFilter::equality("objectClass", "user"));
             events.push(search(when, client, 46318, users, entries));
         }
         events.push(ended(start + 50.03, client, 46318, 50.03));
@@ -972,7 +980,7 @@ mod tests {
     fn one_enumeration_of_a_small_directory_on_a_short_connection_stays_quiet() {
         let mut events = baseline();
         events.push(bind(ATTACK, ALICE, 46318, ALICE_DN));
-        let users = (ROOT, "tree", "(objectClass=user)");
+        let users = (ROOT, "tree", LdapFilter::equality("objectClass", "user"));
         events.push(search(ATTACK + 0.01, ALICE, 46318, users, 3));
         events.push(ended(ATTACK + 0.02, ALICE, 46318, 0.02));
         assert!(run(&events).is_empty());
@@ -982,7 +990,7 @@ mod tests {
     fn a_bind_as_a_new_account_on_a_long_connection_breaches_with_the_known_accounts() {
         let mut events = baseline();
         events.push(bind(ATTACK, ALICE, 46318, BOB_DN));
-        let own = (BOB_DN, "base", "(objectClass=*)");
+        let own = (BOB_DN, "base", LdapFilter::present("objectClass"));
         events.push(search(ATTACK + 0.01, ALICE, 46318, own, 1));
         events.push(ended(ATTACK + 45.0, ALICE, 46318, 45.0));
         let breaches = run(&events);
@@ -1028,13 +1036,17 @@ mod tests {
         let own = (
             "cn=Carol,ou=Staff,dc=corp,dc=local",
             "base",
-            "(objectClass=*)",
+            LdapFilter::present("objectClass"),
         );
         events.push(search(ATTACK + 0.01, quiet, 50000, own, 1));
         events.push(ended(ATTACK + 60.0, quiet, 50000, 60.0));
         assert!(run(&events).is_empty());
         // A new device that lists the domain's computers, however few there are.
-        let computers = ("", "tree", "(objectCategory=computer)");
+        let computers = (
+            "",
+            "tree",
+            LdapFilter::equality("objectCategory", "computer"),
+        );
         events.push(search(ATTACK + 100.0, curious, 50001, computers, 4));
         let breaches = run(&events);
         assert_eq!(breaches.len(), 1);
@@ -1064,13 +1076,17 @@ mod tests {
     #[test]
     fn an_enumeration_the_device_runs_every_day_is_usual() {
         let sync = [10, 77, 0, 40];
-        let users = (ROOT, "tree", "(&(objectCategory=person)(objectClass=user))");
+        let people = LdapFilter::And(vec![
+            LdapFilter::equality("objectCategory", "person"),
+            LdapFilter::equality("objectClass", "user"),
+        ]);
+        let users = (ROOT, "tree", people);
         let mut events: Vec<Event<'static>> = (0..6)
             .flat_map(|day| {
                 let night = f64::from(day) * DAY + 2.0 * 3600.0;
                 vec![
                     bind(night, sync, 42000, "cn=sync,ou=Services,dc=corp,dc=local"),
-                    search(night + 1.0, sync, 42000, users, 200),
+                    search(night + 1.0, sync, 42000, users.clone(), 200),
                     ended(night + 2.0, sync, 42000, 2.0),
                 ]
             })
@@ -1084,8 +1100,13 @@ mod tests {
     fn a_directory_dump_is_one_strong_signal() {
         let mut events = baseline();
         events.push(bind(ATTACK, ALICE, 46318, ALICE_DN));
-        for (i, filter) in ["(cn=a*)", "(cn=b*)", "(cn=c*)"].into_iter().enumerate() {
+        for (i, initial) in ["a", "b", "c"].into_iter().enumerate() {
             let when = ATTACK + 1.0 + i as f64;
+            // `(cn=a*)` and so on.
+            let filter = LdapFilter::Substrings(Substrings {
+                attribute: "cn".into(),
+                parts: vec![Substring::Initial(initial.as_bytes().into())],
+            });
             events.push(search(when, ALICE, 46318, (ROOT, "tree", filter), 400));
         }
         let breaches = run(&events);
