@@ -196,7 +196,7 @@ pub mod guest {
             while !rest.is_empty() {
                 match postcard::take_from_bytes::<Event>(rest) {
                     Ok((event, tail)) => {
-                        plugin.on_event(&event, &mut state.output);
+                        crate::plugin::deliver(plugin, &event, &mut state.output);
                         rest = tail;
                     }
                     Err(_) => {

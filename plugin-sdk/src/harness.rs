@@ -55,7 +55,7 @@ impl<P: Plugin> Harness<P> {
         let wire = postcard::to_allocvec(event).expect("events always encode");
         let event: Event = postcard::from_bytes(&wire).expect("events always decode");
         if P::SUBSCRIPTIONS.contains(event.class()) && P::FILTER.admits(&event) {
-            self.plugin.on_event(&event, &mut self.output);
+            crate::plugin::deliver(&mut self.plugin, &event, &mut self.output);
         }
         let raised: Vec<Breach> = self
             .output

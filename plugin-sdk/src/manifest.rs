@@ -258,8 +258,10 @@ mod tests {
             Rdp(Vec::new())
         }
         fn on_event(&mut self, event: &Event<'_>, _: &mut Output) {
-            let tick = matches!(event.kind, EventKind::Tick);
-            self.0.push((event.proto, event.dst.port, tick));
+            self.0.push((event.proto, event.dst.port, false));
+        }
+        fn on_tick(&mut self, _: crate::Timestamp, _: &mut Output) {
+            self.0.push((Transport::Other(0), 0, true));
         }
     }
 

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::state::OldState;
 use crate::{
-    ActionRequest, Breach, Event, FlowFilter, Incident, Manifest, PluginKind, Subscriptions,
+    ActionRequest, Breach, Event, EventKind, FlowFilter, Incident, Manifest, PluginKind,
+    Subscriptions, Timestamp,
 };
 
 /// The release of a plugin: its crate's version. [`crate::export_plugin!`] implements it from
@@ -46,7 +47,13 @@ pub trait Plugin: Sized + Release {
 
     fn new(config: Self::Config) -> Self;
 
+    /// Every subscribed event but `Tick`.
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output);
+
+    /// Packet time reached `now` (a `Tick`: once per second of capture time, to a plugin
+    /// subscribed to [`crate::EventClass::Tick`]), so windows that went quiet can close. The
+    /// default does nothing.
+    fn on_tick(&mut self, _now: Timestamp, _out: &mut Output) {}
 
     /// The learned state to snapshot; `None` (the default) for a plugin that learns nothing.
     fn state(&self) -> Option<&Self::State> {
@@ -90,6 +97,16 @@ pub trait Plugin: Sized + Release {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreError(pub String);
+
+/// Hands `event` to `plugin`: a `Tick` to [`Plugin::on_tick`], the rest to [`Plugin::on_event`].
+/// The wasm runtime and the harness both deliver through here.
+pub fn deliver<P: Plugin>(plugin: &mut P, event: &Event<'_>, out: &mut Output) {
+    if matches!(event.kind, EventKind::Tick) {
+        plugin.on_tick(event.ts, out);
+    } else {
+        plugin.on_event(event, out);
+    }
+}
 
 /// Builds the manifest a plugin reports through `vigil_manifest`.
 pub fn manifest_of<P: Plugin>() -> Manifest {

@@ -388,14 +388,17 @@ impl<D: Counted, T: Target> ScanModel<D, T> {
         }
     }
 
-    /// Expires old targets on `Tick`, and notes the source of every other event as active (its
-    /// age for the pattern); call for every event the plugin receives.
+    /// Notes the source of a flow start as active (its age for the pattern); call for every
+    /// event the plugin receives.
     pub fn on_event(&mut self, config: &impl ScanSettings, event: &Event<'_>) {
-        match event.kind {
-            EventKind::Tick => self.scans.expire_all(config.fan_out(), event.ts),
-            EventKind::FlowStart => self.scans.seen(config.pattern(), event.ts, event.src.ip),
-            _ => {}
+        if matches!(event.kind, EventKind::FlowStart) {
+            self.scans.seen(config.pattern(), event.ts, event.src.ip);
         }
+    }
+
+    /// Expires old targets; call from the plugin's [`crate::Plugin::on_tick`].
+    pub fn on_tick(&mut self, config: &impl ScanSettings, now: crate::Timestamp) {
+        self.scans.expire_all(config.fan_out(), now);
     }
 
     /// Counts `target` for `counted`; when this makes the episode breach (see
@@ -539,6 +542,10 @@ impl<S: SweepSpec + Release> crate::Plugin for ServiceSweep<S> {
             config,
             scans: ScanModel::new(),
         }
+    }
+
+    fn on_tick(&mut self, now: crate::Timestamp, _: &mut Output) {
+        self.scans.on_tick(&self.config, now);
     }
 
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {

@@ -312,13 +312,13 @@ impl Plugin for AttackTools {
         }
     }
 
+    fn on_tick(&mut self, now: Timestamp, _: &mut Output) {
+        let quiet = self.config.rearm_quiet;
+        self.episodes
+            .retain(|_, last, _| now.elapsed_since(last) < quiet);
+    }
+
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        if matches!(event.kind, EventKind::Tick) {
-            let quiet = self.config.rearm_quiet;
-            self.episodes
-                .retain(|_, last, _| event.ts.elapsed_since(last) < quiet);
-            return;
-        }
         if self.config.authorised_scanners.contains(&event.src.ip) {
             return;
         }

@@ -326,13 +326,15 @@ impl Plugin for LdapActivity {
         }
     }
 
+    fn on_tick(&mut self, now: Timestamp, _: &mut Output) {
+        self.started(now);
+        self.close_quiet(now);
+    }
+
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
-        if self.state.since.is_none() && event.ts.micros() > 0 {
-            self.state.since = Some(event.ts);
-        }
+        self.started(event.ts);
         let device = event.src.ip;
         match &event.kind {
-            EventKind::Tick => self.close_quiet(event.ts),
             EventKind::LdapBind {
                 name,
                 mechanism,
@@ -377,6 +379,13 @@ impl Plugin for LdapActivity {
 }
 
 impl LdapActivity {
+    /// Notes when the model first saw packet time: its learning period starts there.
+    fn started(&mut self, now: Timestamp) {
+        if self.state.since.is_none() && now.micros() > 0 {
+            self.state.since = Some(now);
+        }
+    }
+
     /// Past the network's learning period: novelty means something.
     fn judged(&self, now: Timestamp) -> bool {
         self.state

@@ -370,18 +370,18 @@ impl Plugin for MetaModels {
         }
     }
 
+    fn on_tick(&mut self, now: Timestamp, _: &mut Output) {
+        let (large, lateral) = (&self.config.large, &self.config.lateral);
+        self.state
+            .large
+            .expire(now, large.window, large.rearm_quiet);
+        self.state
+            .lateral
+            .expire(now, lateral.window, lateral.rearm_quiet);
+    }
+
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         let (model, score, mitre, destinations, ports, hop) = match &event.kind {
-            EventKind::Tick => {
-                let (large, lateral) = (&self.config.large, &self.config.lateral);
-                self.state
-                    .large
-                    .expire(event.ts, large.window, large.rearm_quiet);
-                self.state
-                    .lateral
-                    .expire(event.ts, lateral.window, lateral.rearm_quiet);
-                return;
-            }
             EventKind::Breach {
                 model,
                 score,

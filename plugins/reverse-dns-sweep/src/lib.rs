@@ -146,6 +146,10 @@ impl Plugin for ReverseDnsSweep {
         }
     }
 
+    fn on_tick(&mut self, now: Timestamp, _: &mut Output) {
+        self.expire(now);
+    }
+
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         if matches!(event.kind, EventKind::Dns { .. }) {
             // Any lookup: the device is active (its age, for its pattern).
@@ -153,7 +157,6 @@ impl Plugin for ReverseDnsSweep {
             self.state.sweeps.seen(pattern, event.ts, event.src.ip);
         }
         match &event.kind {
-            EventKind::Tick => self.expire(event.ts),
             EventKind::Dns {
                 query,
                 qtype: PTR,

@@ -71,6 +71,10 @@ impl Plugin for UdpEnumeration {
         }
     }
 
+    fn on_tick(&mut self, now: Timestamp, _: &mut Output) {
+        self.scans.on_tick(&self.config, now);
+    }
+
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         self.scans.on_event(&self.config, event);
         let counted = matches!(event.kind, EventKind::FlowStart)
