@@ -20,26 +20,22 @@ const DAY_SECS: u64 = 24 * 3600;
 #[serde(default)]
 pub struct ProfileConfig {
     /// After an entity is first seen, what it does for this long is learned, never anomalous.
-    pub learning_secs: u64,
+    #[serde(rename = "learning_secs")]
+    pub learning: Duration,
     /// A value not seen again for this long is forgotten (decay): coming back is new again.
-    pub forget_after_secs: u64,
+    #[serde(rename = "forget_after_secs")]
+    pub forget_after: Duration,
     /// Entities tracked at once; the least recently seen is forgotten first.
     pub max_entities: usize,
     /// Values kept per entity; the least recently seen is forgotten first.
     pub max_values: usize,
 }
 
-impl ProfileConfig {
-    fn learning(&self) -> Duration {
-        Duration::from_secs(self.learning_secs)
-    }
-}
-
 impl Default for ProfileConfig {
     fn default() -> Self {
         ProfileConfig {
-            learning_secs: DAY_SECS,
-            forget_after_secs: 30 * DAY_SECS,
+            learning: Duration::from_secs(DAY_SECS),
+            forget_after: Duration::from_secs(30 * DAY_SECS),
             max_entities: 16_384,
             max_values: 64,
         }
@@ -167,7 +163,7 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
         }
         known.last_seen = known.last_seen.max(now);
         // Decay: what has not been seen for too long no longer counts as known.
-        let forget = Duration::from_secs(config.forget_after_secs);
+        let forget = config.forget_after;
         known
             .values
             .retain(|_, sighting| now.elapsed_since(sighting.last) <= forget);
@@ -176,7 +172,7 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
             sighting.count = sighting.count.saturating_add(1);
             return Novelty::Familiar(*sighting);
         }
-        let learning = now.elapsed_since(known.first_seen) < config.learning();
+        let learning = now.elapsed_since(known.first_seen) < config.learning;
         let mut recent: Vec<(&V, &Sighting)> = known.values.iter().collect();
         recent.sort_by_key(|(_, sighting)| core::cmp::Reverse(sighting.last));
         let previous: Vec<V> = recent.into_iter().map(|(v, _)| v.clone()).collect();
@@ -212,7 +208,7 @@ impl<K: Ord + Clone, V: Ord + Clone> Profiles<K, V> {
     pub fn is_learned(&self, config: &ProfileConfig, now: Timestamp, entity: &K) -> bool {
         self.entities
             .get(entity)
-            .is_some_and(|e| now.elapsed_since(e.first_seen) >= config.learning())
+            .is_some_and(|e| now.elapsed_since(e.first_seen) >= config.learning)
     }
 
     pub fn len(&self) -> usize {
@@ -235,10 +231,10 @@ pub struct RateWindow {
 }
 
 impl RateWindow {
-    /// Adds `n` at `now` and returns the window's count (within `window_secs` of `now`).
-    pub fn add(&mut self, window_secs: u64, now: Timestamp, n: u32) -> u64 {
+    /// Adds `n` at `now` and returns the window's count (within `window` of `now`).
+    pub fn add(&mut self, window: Duration, now: Timestamp, n: u32) -> u64 {
         let second = now.secs();
-        self.expire(window_secs, second);
+        self.expire(window.secs(), second);
         match self.buckets.back_mut() {
             Some((at, count)) if *at == second => *count = count.saturating_add(n),
             _ => self.buckets.push_back((second, n)),
@@ -249,8 +245,8 @@ impl RateWindow {
     }
 
     /// The window's count at `now`, without adding anything.
-    pub fn count(&mut self, window_secs: u64, now: Timestamp) -> u64 {
-        self.expire(window_secs, now.secs());
+    pub fn count(&mut self, window: Duration, now: Timestamp) -> u64 {
+        self.expire(window.secs(), now.secs());
         self.total
     }
 
@@ -839,7 +835,7 @@ mod tests {
     #[test]
     fn stale_values_decay_and_bounds_hold() {
         let config = ProfileConfig {
-            forget_after_secs: 7 * DAY_SECS,
+            forget_after: Duration::from_secs(7 * DAY_SECS),
             max_entities: 3,
             max_values: 2,
             ..ProfileConfig::default()
@@ -913,10 +909,10 @@ mod tests {
         let mut rate = RateWindow::default();
         let t0 = Timestamp::from_secs(1000);
         for s in 0..10 {
-            rate.add(5, t0.plus_secs(s), 2);
+            rate.add(Duration::from_secs(5), t0.plus_secs(s), 2);
         }
-        assert_eq!(rate.count(5, t0.plus_secs(9)), 10);
-        assert_eq!(rate.count(5, t0.plus_secs(100)), 0);
+        assert_eq!(rate.count(Duration::from_secs(5), t0.plus_secs(9)), 10);
+        assert_eq!(rate.count(Duration::from_secs(5), t0.plus_secs(100)), 0);
         assert_eq!(rate.peak(), 10);
     }
 

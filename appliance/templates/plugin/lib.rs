@@ -6,8 +6,8 @@ use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::{
-    export_plugin, BoundedMap, Event, EventClass, EventKind, FlowFilter, Model, Output, Plugin,
-    PluginKind, Subscriptions, Timestamp,
+    export_plugin, BoundedMap, Duration, Event, EventClass, EventKind, FlowFilter, Model, Output,
+    Plugin, PluginKind, Subscriptions, Timestamp,
 };
 
 const MODEL: Model = Model {
@@ -21,7 +21,9 @@ const MODEL: Model = Model {
 #[serde(default)]
 pub struct Config {
     pub max_new_hosts: usize,
-    pub window_secs: u64,
+    /// Written in seconds, as `window_secs`.
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// Devices remembered; the least recently seen is forgotten first.
     pub max_devices: usize,
     /// Hosts remembered per device; likewise.
@@ -32,7 +34,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_new_hosts: 20,
-            window_secs: 3600,
+            window: Duration::from_secs(3600),
             max_devices: 4096,
             max_known_hosts: 1024,
         }
@@ -87,10 +89,9 @@ impl Plugin for NewHosts {
         if !new {
             return;
         }
-        let window = config.window_secs.saturating_mul(1_000_000);
         peers
             .recent
-            .retain(|(seen, _)| event.ts.since(*seen) < window);
+            .retain(|(seen, _)| event.ts.elapsed_since(*seen) < config.window);
         if peers.recent.is_empty() {
             peers.fired = false;
         }
@@ -105,7 +106,7 @@ impl Plugin for NewHosts {
                     .breach(event)
                     .with_destinations(peers.recent.iter().map(|(_, ip)| *ip))
                     .with_evidence("new_hosts", peers.recent.len())
-                    .with_evidence("window_secs", config.window_secs),
+                    .with_evidence("window_secs", config.window),
             );
         }
     }

@@ -40,9 +40,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::evidence::{ago, listed_or, seconds};
 use vigil_plugin_sdk::{
-    export_plugin, AuthResult, Breach, Event, EventClass, EventKind, FlowFilter, FlowState,
-    LdapFilter, Model, Novelty, Output, Plugin, PluginKind, ProfileConfig, Profiles, RateWindow,
-    Subscriptions, Timestamp, Transport,
+    export_plugin, AuthResult, Breach, Duration, Event, EventClass, EventKind, FlowFilter,
+    FlowState, LdapFilter, Model, Novelty, Output, Plugin, PluginKind, ProfileConfig, Profiles,
+    RateWindow, Subscriptions, Timestamp, Transport,
 };
 
 use filter::Kinds;
@@ -62,7 +62,6 @@ const DOMAIN_ACCOUNTS: &str = "T1078.002";
 const LISTED: usize = 8;
 /// Evidence lists show every item: they were bounded (by [`LISTED`]) when remembered.
 const ALL: usize = usize::MAX;
-const MICROS: u64 = 1_000_000;
 
 /// What each signal weighs; see the table in the crate documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,12 +101,15 @@ pub struct Config {
     pub profile: ProfileConfig,
     /// 10 minutes: the sliding window searches and entries are counted in. A paged enumeration
     /// throttled to a page every few seconds still adds up within it.
-    pub window_secs: u64,
+    #[serde(rename = "window_secs")]
+    pub window: Duration,
     /// 15 minutes without any LDAP from the device ends its episode.
-    pub episode_quiet_secs: u64,
+    #[serde(rename = "episode_quiet_secs")]
+    pub episode_quiet: Duration,
     /// An episode that has not breached is closed (and its peaks learned) after an hour, so a
     /// device that never goes quiet still teaches the model its rhythm.
-    pub max_episode_secs: u64,
+    #[serde(rename = "max_episode_secs")]
+    pub max_episode: Duration,
     /// 3: a device's busiest window is a noisy estimate from a few days; three times it is
     /// clearly something else, while a busier than usual morning is not.
     pub peak_factor: u64,
@@ -122,7 +124,8 @@ pub struct Config {
     pub bulk_entries: u64,
     /// 30 seconds: a client binds, asks and leaves within a second or two; a tool paging through
     /// the directory, or an operator working interactively, holds the connection.
-    pub long_connection_secs: u64,
+    #[serde(rename = "long_connection_secs")]
+    pub long_connection: Duration,
     /// TCP ports of plain LDAP and the global catalog, whose connection lengths count.
     pub ldap_ports: Vec<u16>,
     pub weights: Weights,
@@ -136,14 +139,14 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             profile: ProfileConfig::default(),
-            window_secs: 600,
-            episode_quiet_secs: 900,
-            max_episode_secs: 3600,
+            window: Duration::from_secs(600),
+            episode_quiet: Duration::from_secs(900),
+            max_episode: Duration::from_secs(3600),
             peak_factor: 3,
             min_searches: 20,
             min_entries: 20,
             bulk_entries: 1000,
-            long_connection_secs: 30,
+            long_connection: Duration::from_secs(30),
             ldap_ports: vec![389, 3268],
             weights: Weights::default(),
             breach_points: 100,
@@ -258,8 +261,8 @@ impl Episode {
     }
 
     fn is_over(&self, config: &Config, now: Timestamp) -> bool {
-        now.since(self.last) >= config.episode_quiet_secs * MICROS
-            || (!self.fired && now.since(self.start) >= config.max_episode_secs * MICROS)
+        now.elapsed_since(self.last) >= config.episode_quiet
+            || (!self.fired && now.elapsed_since(self.start) >= config.max_episode)
     }
 
     fn signal(&mut self, signal: Signal, why: impl FnOnce() -> String) {
@@ -390,7 +393,7 @@ impl LdapActivity {
     fn judged(&self, now: Timestamp) -> bool {
         self.state
             .since
-            .is_some_and(|since| now.since(since) >= self.config.profile.learning_secs * MICROS)
+            .is_some_and(|since| now.elapsed_since(since) >= self.config.profile.learning)
     }
 
     /// A device never seen doing LDAP (still in its own learning period) in a learned network.
@@ -577,7 +580,7 @@ impl LdapActivity {
             }
         });
         let Config {
-            window_secs: window,
+            window,
             peak_factor: factor,
             min_searches,
             min_entries,
@@ -632,7 +635,7 @@ impl LdapActivity {
     /// always does, a short one only adds to activity already under way.
     fn connection_ended(&mut self, event: &Event<'_>, duration_us: u64) -> bool {
         let (device, now) = (event.src.ip, event.ts);
-        let long_floor = self.config.long_connection_secs * MICROS;
+        let long_floor = self.config.long_connection.micros();
         let under_way = self
             .state
             .episodes
@@ -799,7 +802,7 @@ fn evidence(
                 seconds(usual.longest_connection_us)
             },
         )
-        .with_evidence("window_secs", config.window_secs)
+        .with_evidence("window_secs", config.window)
         .with_evidence(
             "first_ldap_seen",
             first_ldap.map_or("now".to_string(), |t| ago(now.since(t))),

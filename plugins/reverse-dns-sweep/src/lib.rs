@@ -156,33 +156,32 @@ impl Plugin for ReverseDnsSweep {
             let pattern = &self.config.pattern;
             self.state.sweeps.seen(pattern, event.ts, event.src.ip);
         }
-        match &event.kind {
-            EventKind::Dns {
-                query,
-                qtype: PTR,
-                rcode,
-                answers,
-            } => {
-                let asked_a_server = is_scannable(&event.dst.ip)
-                    && !self.config.ignored_ports.contains(&event.dst.port);
-                let Some(address) = reverse_address(query) else {
-                    return;
-                };
-                if !asked_a_server || !is_internal(&address) {
-                    return;
-                }
-                let lookup = Lookup {
-                    at: event.ts,
-                    server: event.dst.ip,
-                    port: event.dst.port,
-                    rcode: *rcode,
-                    name: answers.first().map(|name| name.to_string()),
-                };
-                if let Some(breach) = self.observe(event, address, lookup) {
-                    out.breach(breach);
-                }
-            }
-            _ => {}
+        let EventKind::Dns {
+            query,
+            qtype: PTR,
+            rcode,
+            answers,
+        } = &event.kind
+        else {
+            return;
+        };
+        let asked_a_server =
+            is_scannable(&event.dst.ip) && !self.config.ignored_ports.contains(&event.dst.port);
+        let Some(address) = reverse_address(query) else {
+            return;
+        };
+        if !asked_a_server || !is_internal(&address) {
+            return;
+        }
+        let lookup = Lookup {
+            at: event.ts,
+            server: event.dst.ip,
+            port: event.dst.port,
+            rcode: *rcode,
+            name: answers.first().map(|name| name.to_string()),
+        };
+        if let Some(breach) = self.observe(event, address, lookup) {
+            out.breach(breach);
         }
     }
 

@@ -9,7 +9,7 @@ use vigil_plugin_sdk::window::FanOutConfig;
 use vigil_plugin_sdk::PatternConfig;
 use vigil_plugin_sdk::{
     export_plugin, Event, EventClass, EventKind, FlowFilter, Model, Output, Plugin, PluginKind,
-    Subscriptions, Transport,
+    Subscriptions, Timestamp, Transport,
 };
 
 const MODEL: Model = Model {

@@ -10,7 +10,8 @@ use core::net::IpAddr;
 use vigil_plugin_sdk::evidence::listed;
 use vigil_plugin_sdk::scan::{is_internal, is_scannable};
 use vigil_plugin_sdk::{
-    BoundedMap, Breach, Event, EventKind, Model, Novelty, ProfileConfig, Profiles, RateWindow,
+    BoundedMap, Breach, Duration, Event, EventKind, Model, Novelty, ProfileConfig, Profiles,
+    RateWindow,
 };
 
 pub const NAME: &str = "evolving";
@@ -21,9 +22,9 @@ const MODEL: Model = Model {
     mitre: &["T1046"],
 };
 
-/// New peers within [`WINDOW_SECS`] that make a breach.
+/// New peers within [`WINDOW`] that make a breach.
 pub const NEW_PEERS: u64 = 20;
-const WINDOW_SECS: u64 = 60;
+const WINDOW: Duration = Duration::from_secs(60);
 /// Devices whose window of new peers is kept; the least recently active is forgotten first.
 const DEVICES: usize = 4096;
 
@@ -47,7 +48,7 @@ pub fn observe(usual: &mut UsualPeers, new: &mut NewPeers, event: &Event<'_>) ->
     };
     let window = new.touch(DEVICES, event.ts, device, RateWindow::default);
     // Equal, not at least: one breach per burst, not one per peer past the threshold.
-    (window.add(WINDOW_SECS, event.ts, 1) == NEW_PEERS).then(|| {
+    (window.add(WINDOW, event.ts, 1) == NEW_PEERS).then(|| {
         MODEL
             .breach(event)
             .with_evidence("usual_peers", listed(&known, 8))
