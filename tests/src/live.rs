@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::netns::Netns;
-use crate::workspace::vigil_bin;
+use crate::workspace::{plugin_dir, vigil_bin};
 
 pub struct LiveVigil {
     child: Child,
@@ -21,6 +21,28 @@ pub struct LiveVigil {
 
 impl LiveVigil {
     /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.
+    /// `vigil run` on `iface` (generic XDP) with the signed development plugins, its data dir
+    /// `dir/data` and its management API on 127.0.0.1:8470 with `token`.
+    pub fn with_api(ns: &Netns, iface: &str, dir: &Path, token: &str) -> LiveVigil {
+        let config = api_config(dir, token);
+        let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        LiveVigil::start(
+            ns,
+            &[
+                "--iface",
+                iface,
+                "--mode",
+                "generic",
+                "--data-dir",
+                &path(&dir.join("data")),
+                "--plugins",
+                &path(&plugin_dir()),
+                "--config",
+                &path(&config),
+            ],
+        )
+    }
+
     pub fn start(ns: &Netns, args: &[&str]) -> LiveVigil {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
@@ -112,7 +134,7 @@ pub fn output_text(out: &Output) -> String {
 
 /// Writes `dir/vigil.toml` for a `vigil run` whose management API listens on loopback with
 /// `token`; returns its path.
-pub fn api_config(dir: &Path, token: &str) -> PathBuf {
+fn api_config(dir: &Path, token: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
     std::fs::write(
         &config,

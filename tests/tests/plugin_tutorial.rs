@@ -8,11 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use vigil_tests::live::{
-    api_config, output_text, require_tools, skip_live, wait_for_alerts, LiveVigil,
-};
+use vigil_tests::live::{output_text, require_tools, skip_live, wait_for_alerts, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
-use vigil_tests::workspace::{plugin_dir, root, target_dir, vigil_bin, TempDir};
+use vigil_tests::workspace::{root, target_dir, vigil_bin, TempDir};
 
 const TOKEN: &str = "tutorial-token-5c1e8a";
 const MODEL: &str = "Device / Many New Hosts";
@@ -88,24 +86,8 @@ fn the_readme_tutorial_builds_a_plugin_that_catches_a_live_sweep() {
         .expect("route");
 
     let work = TempDir::new("tutorial");
-    let config = api_config(work.path(), TOKEN);
+    let vigil = LiveVigil::with_api(&appliance, &if_a, work.path(), TOKEN);
     let data = work.path().join("data");
-    let path = |p: &Path| p.to_str().expect("utf-8").to_string();
-    let vigil = LiveVigil::start(
-        &appliance,
-        &[
-            "--iface",
-            &if_a,
-            "--mode",
-            "generic",
-            "--data-dir",
-            &path(&data),
-            "--plugins",
-            &path(&plugin_dir()),
-            "--config",
-            &path(&config),
-        ],
-    );
 
     // The reader's machine: a home of their own, this build's vigil on the PATH, this build's
     // target dir (and so its development key) and the cargo and rustup they already have.

@@ -5,11 +5,9 @@
 use std::process::Output;
 use std::time::Duration;
 
-use vigil_tests::live::{api_config, output_text, skip_live, syn_scan, wait_for_alerts, LiveVigil};
+use vigil_tests::live::{output_text, skip_live, syn_scan, wait_for_alerts, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
-use vigil_tests::workspace::{
-    build_bundle, dev_signer_key, plugin_dir, tamper_wasm, vigil_bin, TempDir,
-};
+use vigil_tests::workspace::{build_bundle, dev_signer_key, tamper_wasm, vigil_bin, TempDir};
 
 const TOKEN: &str = "push-test-token-7f3a9c";
 
@@ -43,25 +41,8 @@ fn a_bundle_pushed_while_traffic_flows_takes_over_and_bad_pushes_change_nothing(
     .expect("veth pair");
     pair.pin_neighbours().expect("neighbours");
     let work = TempDir::new("push");
-    let config = api_config(work.path(), TOKEN);
+    let vigil = LiveVigil::with_api(&appliance, &if_a, work.path(), TOKEN);
     let data = work.path().join("data");
-    let plugins = plugin_dir();
-    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
-    let vigil = LiveVigil::start(
-        &appliance,
-        &[
-            "--iface",
-            &if_a,
-            "--mode",
-            "generic",
-            "--data-dir",
-            &path(&data),
-            "--plugins",
-            &path(&plugins),
-            "--config",
-            &path(&config),
-        ],
-    );
     // Traffic flows through every push.
     attacker
         .spawn("ping", &["-q", "-i", "0.01", &pair.ip_a().to_string()])

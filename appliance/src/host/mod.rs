@@ -584,7 +584,7 @@ impl PluginHost {
         let mut instance =
             Instance::new(&pre, self.config.sandbox(), origin).map_err(init_failed)?;
         let version = instance.abi().map_err(init_failed)?;
-        let found_major = abi::abi_major(version);
+        let (found_major, abi_minor) = (abi::abi_major(version), abi::abi_minor(version));
         if found_major != abi::ABI_MAJOR {
             return Err(LoadError::AbiMismatch {
                 origin: origin_s(),
@@ -592,13 +592,12 @@ impl PluginHost {
                 expected_major: abi::ABI_MAJOR,
             });
         }
-        let manifest =
-            instance
-                .manifest(abi::abi_minor(version))
-                .map_err(|err| LoadError::BadManifest {
-                    origin: origin_s(),
-                    reason: format!("{err:#}"),
-                })?;
+        let manifest = instance
+            .manifest(abi_minor)
+            .map_err(|err| LoadError::BadManifest {
+                origin: origin_s(),
+                reason: format!("{err:#}"),
+            })?;
         check_manifest(&manifest).map_err(|reason| LoadError::BadManifest {
             origin: origin_s(),
             reason,
@@ -608,7 +607,7 @@ impl PluginHost {
         instance.init(&config_json).map_err(init_failed)?;
         Ok(Plugin::fresh(
             manifest,
-            abi::abi_minor(version),
+            abi_minor,
             origin_s(),
             config_json,
             pre,
