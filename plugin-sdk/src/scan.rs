@@ -229,6 +229,11 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
         let fired =
             self.fan_out
                 .observe_where(config, now, counted.clone(), target.clone(), |targets| {
+                    // The model's own condition first: it is cheap, and a wide sweep that
+                    // fails it (one port across many hosts) is asked again on every new target.
+                    if !accept(targets) {
+                        return false;
+                    }
                     let judged = profiles.judge(
                         pattern,
                         now,
@@ -237,7 +242,7 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
                         targets,
                         config.threshold,
                     );
-                    let breaches = judged.breaches() && accept(targets);
+                    let breaches = judged.breaches();
                     verdict = Some(judged);
                     breaches
                 });

@@ -60,12 +60,17 @@ struct DeviceWindow<K: Ord> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FanOut<D: Ord, K: Ord> {
     devices: BTreeMap<D, DeviceWindow<K>>,
+    /// The window's targets handed to `accept`, reused so that judging a window that does not
+    /// breach allocates nothing (a wide sweep is judged on every new target). Not state.
+    #[serde(skip, default = "Vec::new")]
+    judged: Vec<K>,
 }
 
 impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
     pub fn new() -> Self {
         FanOut {
             devices: BTreeMap::new(),
+            judged: Vec::new(),
         }
     }
 
@@ -118,12 +123,13 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
         if window.fired || window.last_seen.len() < config.threshold {
             return None;
         }
-        let targets: Vec<K> = window.last_seen.keys().cloned().collect();
-        if !accept(&targets) {
+        self.judged.clear();
+        self.judged.extend(window.last_seen.keys().cloned());
+        if !accept(&self.judged) {
             return None;
         }
         window.fired = true;
-        Some(targets)
+        Some(self.judged.clone())
     }
 
     /// Drops expired targets and idle devices; call on `Tick`.

@@ -93,7 +93,7 @@ impl Plugin for NetworkScan {
             event,
             event.src.ip,
             (event.dst.ip, event.dst.port),
-            |targets| distinct_ports(targets) >= min_ports,
+            |targets| has_distinct_ports(targets, min_ports),
         ) {
             out.breach(breach);
         }
@@ -108,11 +108,19 @@ impl Plugin for NetworkScan {
     }
 }
 
-fn distinct_ports(targets: &[(IpAddr, u16)]) -> usize {
-    let mut ports: Vec<u16> = targets.iter().map(|(_, port)| *port).collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports.len()
+/// Whether `targets` hold at least `wanted` distinct ports. Asked on every new target of a
+/// wide sweep, so it stops as soon as it knows.
+fn has_distinct_ports(targets: &[(IpAddr, u16)], wanted: usize) -> bool {
+    let mut found: Vec<u16> = Vec::new();
+    for (_, port) in targets {
+        if found.len() >= wanted {
+            break;
+        }
+        if !found.contains(port) {
+            found.push(*port);
+        }
+    }
+    found.len() >= wanted
 }
 
 export_plugin!(NetworkScan);
