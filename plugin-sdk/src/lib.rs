@@ -24,6 +24,7 @@ pub mod incident;
 pub mod ldap;
 pub mod manifest;
 pub mod model;
+pub mod newcomers;
 pub mod ntstatus;
 pub mod plugin;
 pub mod profile;

@@ -569,7 +569,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
     /// Notes that the model is running and `device` is active at `now` (any event of it, not
     /// only those it counts: a device's age is how long it has been watched).
     pub fn seen(&mut self, config: &PatternConfig, now: Timestamp, device: &K) {
-        self.started.get_or_insert(now);
+        self.start(now);
         if !self.devices.contains_key(device) {
             while self.devices.len() >= config.max_devices.max(1) {
                 self.forget_stalest_device();
@@ -582,6 +582,16 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
                 peak: 0,
                 peak_at: now,
             });
+    }
+
+    /// Notes that the model is running at `now` (its first event starts its learning).
+    pub fn start(&mut self, now: Timestamp) {
+        self.started.get_or_insert(now);
+    }
+
+    /// Whether `device` has a pattern kept.
+    pub fn knows(&self, device: &K) -> bool {
+        self.devices.contains_key(device)
     }
 
     /// Whether `device`'s pattern (and the model's) is still being learned at `now`.

@@ -20,6 +20,7 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::evidence;
+use crate::newcomers::{Held, Newcomers};
 use crate::plugin::Release;
 use crate::profile::{FanOutProfiles, FanOutVerdict, Learning, PatternConfig};
 use crate::window::{FanOut, FanOutConfig};
@@ -156,6 +157,9 @@ pub struct Episode<T> {
 pub struct LearnedFanOut<D: Ord, T: Ord> {
     fan_out: FanOut<D, T>,
     profiles: FanOutProfiles<IpAddr, T>,
+    /// Devices seen on one flow so far, not yet in `profiles` (see [`Newcomers`]).
+    #[serde(skip, default = "Newcomers::new")]
+    newcomers: Newcomers<D, T>,
 }
 
 impl<D: Ord + Clone, T: Ord + Clone> Default for LearnedFanOut<D, T> {
@@ -163,6 +167,7 @@ impl<D: Ord + Clone, T: Ord + Clone> Default for LearnedFanOut<D, T> {
         LearnedFanOut {
             fan_out: FanOut::new(),
             profiles: FanOutProfiles::default(),
+            newcomers: Newcomers::new(),
         }
     }
 }
@@ -178,13 +183,80 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
         LearnedFanOut {
             fan_out,
             profiles: FanOutProfiles::new(),
+            newcomers: Newcomers::new(),
         }
     }
 
     /// Notes that `device` is active (any event of it): its age, and the model's.
-    pub fn seen(&mut self, pattern: &PatternConfig, now: crate::Timestamp, device: IpAddr) {
-        if pattern.learn {
-            self.profiles.seen(pattern, now, &device);
+    pub fn seen(
+        &mut self,
+        config: &FanOutConfig,
+        pattern: &PatternConfig,
+        now: crate::Timestamp,
+        device: IpAddr,
+    ) {
+        if !pattern.learn {
+            return;
+        }
+        if !self.profiles.knows(&device) {
+            self.profiles.start(now);
+            match self.newcomers.get_mut(device) {
+                None => {
+                    self.newcomers.hold(Held {
+                        device,
+                        first: now,
+                        touch: None,
+                    });
+                    return;
+                }
+                // Seen again at the same moment: nothing to learn from it.
+                Some(held) if held.first == now => return,
+                Some(_) => self.admit(config, pattern, device),
+            }
+        }
+        self.profiles.seen(pattern, now, &device);
+    }
+
+    /// Whether a touch of `counted` can wait in the newcomers' table: a first flow cannot
+    /// breach (the floor is at least two targets), so holding it changes nothing but the cost.
+    fn holds(
+        &mut self,
+        config: &FanOutConfig,
+        now: crate::Timestamp,
+        counted: &D,
+        target: &T,
+    ) -> bool {
+        let device = counted.device();
+        if config.threshold < 2 || self.profiles.knows(&device) || self.fan_out.contains(counted) {
+            return false;
+        }
+        self.profiles.start(now);
+        match self.newcomers.get_mut(device) {
+            None => {
+                self.newcomers.hold(Held {
+                    device,
+                    first: now,
+                    touch: Some((now, counted.clone(), target.clone())),
+                });
+                true
+            }
+            Some(held) if held.touch.is_none() && held.first <= now => {
+                held.touch = Some((now, counted.clone(), target.clone()));
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Moves a held newcomer into the pattern store, replaying its held flow.
+    fn admit(&mut self, config: &FanOutConfig, pattern: &PatternConfig, device: IpAddr) {
+        let Some(held) = self.newcomers.take(device) else {
+            return;
+        };
+        self.profiles.seen(pattern, held.first, &device);
+        if let Some((at, counted, target)) = held.touch {
+            // One target cannot reach a floor of two: this only learns.
+            let _ = self.count(config, pattern, at, counted, target, |_| false);
         }
     }
 
@@ -197,6 +269,25 @@ impl<D: Counted, T: Target> LearnedFanOut<D, T> {
     /// touch makes it breach: the floor reached, `accept` agreeing with the window's targets,
     /// and (past learning) the window beyond the device's pattern.
     pub fn observe(
+        &mut self,
+        config: &FanOutConfig,
+        pattern: &PatternConfig,
+        now: crate::Timestamp,
+        counted: D,
+        target: T,
+        accept: impl FnOnce(&[T]) -> bool,
+    ) -> Option<Episode<T>> {
+        if pattern.learn {
+            if self.holds(config, now, &counted, &target) {
+                return None;
+            }
+            self.admit(config, pattern, counted.device());
+        }
+        self.count(config, pattern, now, counted, target, accept)
+    }
+
+    /// [`LearnedFanOut::observe`] for a device in the pattern store (or when nothing is learned).
+    fn count(
         &mut self,
         config: &FanOutConfig,
         pattern: &PatternConfig,
@@ -397,7 +488,8 @@ impl<D: Counted, T: Target> ScanModel<D, T> {
     /// event the plugin receives.
     pub fn on_event(&mut self, config: &impl ScanSettings, event: &Event<'_>) {
         if matches!(event.kind, EventKind::FlowStart) {
-            self.scans.seen(config.pattern(), event.ts, event.src.ip);
+            self.scans
+                .seen(config.fan_out(), config.pattern(), event.ts, event.src.ip);
         }
     }
 
@@ -580,5 +672,95 @@ impl<S: SweepSpec + Release> crate::Plugin for ServiceSweep<S> {
 
     fn set_state(&mut self, state: Self::State) {
         self.scans = state;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Timestamp;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(n.to_be_bytes())
+    }
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp(secs * 1_000_000)
+    }
+
+    /// What a model learned, as its saved state.
+    fn saved(model: &LearnedFanOut<IpAddr, (IpAddr, u16)>) -> Vec<u8> {
+        postcard::to_allocvec(model).expect("state encodes")
+    }
+
+    #[test]
+    fn a_device_seen_again_is_learned_as_if_it_had_entered_at_once() {
+        let config = FanOutConfig {
+            threshold: 3,
+            ..FanOutConfig::default()
+        };
+        let pattern = PatternConfig::default();
+        let mut held = LearnedFanOut::new();
+        let mut direct = LearnedFanOut::new();
+        // Each device: a flow it is only seen on, then flows it is counted on, across days.
+        let flows: Vec<(u64, u32, u32, u16)> = (0..40u32)
+            .flat_map(|n| {
+                let (secs, device) = (u64::from(n) * 9_000, 0x0a00_0001 + n % 7);
+                [
+                    (secs, device, 0, 0),
+                    (secs + 1, device, 0x0a00_0100 + n % 5, 445),
+                    (secs + 1, device, 0x0a00_0200, 80 + (n % 3) as u16),
+                ]
+            })
+            .collect();
+        let mut breaches = (0, 0);
+        for (secs, device, target, port) in flows {
+            let (now, device) = (at(secs), ip(device));
+            held.seen(&config, &pattern, now, device);
+            direct.profiles.seen(&pattern, now, &device);
+            if target != 0 {
+                let target = (ip(target), port);
+                breaches.0 += usize::from(
+                    held.observe(&config, &pattern, now, device, target, |_| true)
+                        .is_some(),
+                );
+                breaches.1 += usize::from(
+                    direct
+                        .count(&config, &pattern, now, device, target, |_| true)
+                        .is_some(),
+                );
+            }
+        }
+        assert!(held.newcomers.is_empty());
+        assert_eq!(breaches.0, breaches.1);
+        assert_eq!(saved(&held), saved(&direct));
+    }
+
+    #[test]
+    fn a_flood_of_one_flow_sources_leaves_learned_patterns_alone() {
+        let config = FanOutConfig::default();
+        let pattern = PatternConfig {
+            max_devices: 100,
+            ..PatternConfig::default()
+        };
+        let mut model: LearnedFanOut<IpAddr, (IpAddr, u16)> = LearnedFanOut::new();
+        let server = ip(0x0a00_0005);
+        for n in 0..20u32 {
+            let now = at(u64::from(n));
+            model.seen(&config, &pattern, now, server);
+            let target = (ip(0x0a00_0100 + n), 443);
+            model.observe(&config, &pattern, now, server, target, |_| true);
+        }
+        let learned = model.profiles.targets(&server);
+        for n in 0..50_000u32 {
+            let (now, source) = (at(100), ip(0x0b00_0000 + n));
+            model.seen(&config, &pattern, now, source);
+            let target = (ip(0x0a00_0001), 1024 + (n % 60_000) as u16);
+            assert!(model
+                .observe(&config, &pattern, now, source, target, |_| true)
+                .is_none());
+        }
+        assert_eq!(model.profiles.len(), 1);
+        assert_eq!(model.profiles.targets(&server), learned);
     }
 }

@@ -140,6 +140,11 @@ impl<D: Ord + Clone, K: Ord + Clone> FanOut<D, K> {
         });
     }
 
+    /// Whether `device` has a window.
+    pub fn contains(&self, device: &D) -> bool {
+        self.devices.contains_key(device)
+    }
+
     /// Whether `device` is in an episode that already breached.
     pub fn fired(&self, device: &D) -> bool {
         self.devices.get(device).is_some_and(|w| w.fired)

@@ -153,8 +153,10 @@ impl Plugin for ReverseDnsSweep {
     fn on_event(&mut self, event: &Event<'_>, out: &mut Output) {
         if matches!(event.kind, EventKind::Dns { .. }) {
             // Any lookup: the device is active (its age, for its pattern).
-            let pattern = &self.config.pattern;
-            self.state.sweeps.seen(pattern, event.ts, event.src.ip);
+            let config = &self.config;
+            self.state
+                .sweeps
+                .seen(&config.fan_out, &config.pattern, event.ts, event.src.ip);
         }
         let EventKind::Dns {
             query,
