@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use crate::netns::Netns;
 use crate::workspace::{plugin_dir, vigil_bin};
 
+/// Where [`LiveVigil::with_api`] serves the management API, inside its namespace.
+pub const API_ADDR: &str = "127.0.0.1:8470";
+
 pub struct LiveVigil {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -89,6 +92,28 @@ impl LiveVigil {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("vigil's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
+
+    /// How many descriptors it has open now.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("vigil's /proc fd")
+            .count()
+    }
+
     /// Everything it logged so far.
     pub fn log(&mut self) -> &[String] {
         self.log.extend(self.lines.try_iter());
@@ -138,7 +163,7 @@ fn api_config(dir: &Path, token: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
     std::fs::write(
         &config,
-        format!("[api]\nlisten = \"127.0.0.1:8470\"\ntoken = \"{token}\"\n"),
+        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n"),
     )
     .expect("config");
     config

@@ -12,27 +12,29 @@
 //! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
-//! is no API without one. Requests reach the capture loop through [`Control`], which the
+//! is no API without one. The token is checked from the headers before any body is read
+//! ([`gate`]), bodies go to a capped file on the data dir ([`upload`]), connections are bounded
+//! and timed out ([`server`]), and the server restarts itself if it fails. Requests reach the capture loop through [`Control`], which the
 //! pipeline polls between packets, so the API never touches plugins from another thread and the
 //! signature check is exactly the one `vigil plugins install` makes. Core updates and status
 //! touch no plugin and are served on the API's own thread.
 
+mod alerts;
+mod gate;
+mod routes;
+mod server;
+mod upload;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use vigil_boot_contract::REBOOT_FILE;
 
-use crate::image::slots::{InstallError, SystemPaths};
-use crate::image::update::MAX_UPDATE_BYTES;
+use crate::image::slots::SystemPaths;
 use crate::respond::Decision;
 
 /// `[api]` in the config file.
@@ -46,8 +48,9 @@ pub struct ApiConfig {
 }
 
 const MIN_TOKEN_LEN: usize = 16;
-/// The longest name an operator may sign a decision with, in the audit trail.
-const MAX_OPERATOR_NAME: usize = 64;
+/// How long the supervisor waits before starting a failed server again, so a failure that
+/// repeats at once does not spin.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// What the API asks of the capture loop.
 pub enum Request {
@@ -60,13 +63,6 @@ pub enum Request {
         decision: Decision,
         by: String,
     },
-}
-
-/// The body of a decision: who made it. Empty means the API's own name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct DecisionBody {
-    by: Option<String>,
 }
 
 /// The capture loop's answer: a status and a JSON body.
@@ -91,11 +87,11 @@ pub struct ApiContext {
     pub system: SystemPaths,
 }
 
-#[derive(Clone)]
-struct Shared {
-    token: String,
-    to_pipeline: mpsc::SyncSender<Control>,
-    context: Arc<ApiContext>,
+/// How the API itself is doing, for the status answer.
+#[derive(Default)]
+pub struct ApiHealth {
+    /// Times the server failed (a panic or an error) and was started again.
+    pub restarts: AtomicU64,
 }
 
 /// Starts the API on a thread of its own; returns the receiving end the pipeline polls.
@@ -113,273 +109,96 @@ pub fn start(
              characters: the management API never runs without a token"
         ),
     };
+    raise_open_file_limit();
+    upload::clear_stale(&context.data_dir);
     let (to_pipeline, from_api) = mpsc::sync_channel(16);
-    let max_bundle_bytes = context.max_bundle_bytes;
-    let shared = Shared {
-        token,
+    let health = Arc::new(ApiHealth::default());
+    let app = routes::router(
+        gate::Gate::new(token),
         to_pipeline,
-        context: Arc::new(context),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
+        Arc::new(context),
+        Arc::clone(&health),
+    );
+    // Bound once, so a restarted server takes the same socket and no connection is refused
+    // while it restarts.
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    widen_backlog(&listener);
     tracing::info!("management API on http://{listen}/api/v1/");
-    let app = Router::new()
-        .route("/api/v1/plugins", get(list_plugins).post(install))
-        // One byte over the limit still arrives, so the verifier refuses it by name.
-        .layer(DefaultBodyLimit::max(
-            usize::try_from(max_bundle_bytes.saturating_add(1)).unwrap_or(usize::MAX),
-        ))
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/actions", get(list_actions))
-        .route("/api/v1/actions/{id}/{decision}", post(decide))
-        .route("/api/v1/status", get(status))
-        .route(
-            "/api/v1/image",
-            post(apply_image).layer(DefaultBodyLimit::max(
-                usize::try_from(MAX_UPDATE_BYTES.saturating_add(1)).unwrap_or(usize::MAX),
-            )),
-        )
-        .with_state(shared);
     std::thread::Builder::new()
         .name("vigil-api".into())
-        .spawn(move || {
-            if let Err(err) = runtime.block_on(async { axum::serve(listener, app).await }) {
-                tracing::error!("management API stopped: {err}");
-            }
-        })?;
+        .spawn(move || supervise(&health, || server::serve_once(&listener, app.clone())))?;
     Ok(Some(from_api))
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_token(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorised(headers: &HeaderMap, shared: &Shared) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|token| same_token(token, &shared.token))
-}
-
-fn json(status: u16, body: serde_json::Value) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn refuse_unauthorised(headers: &HeaderMap, shared: &Shared) -> Option<Response> {
-    if authorised(headers, shared) {
-        return None;
-    }
-    tracing::warn!("management API: request without a valid bearer token refused");
-    Some(json(
-        401,
-        serde_json::json!({"error": "a valid bearer token is required"}),
-    ))
-}
-
-async fn ask(shared: &Shared, headers: &HeaderMap, request: Request) -> Response {
-    if let Some(refusal) = refuse_unauthorised(headers, shared) {
-        return refusal;
-    }
-    send(shared, request).await
-}
-
-/// Hands an authorised request to the capture loop and waits for its answer.
-async fn send(shared: &Shared, request: Request) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if shared
-        .to_pipeline
-        .try_send(Control { request, reply })
-        .is_err()
-    {
-        return json(503, serde_json::json!({"error": "the appliance is busy"}));
-    }
-    match answer.await {
-        Ok(answer) => json(answer.status, answer.body),
-        Err(_) => json(
-            503,
-            serde_json::json!({"error": "the capture loop stopped"}),
-        ),
-    }
-}
-
-async fn list_plugins(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    ask(&shared, &headers, Request::ListPlugins).await
-}
-
-async fn install(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    ask(&shared, &headers, Request::Install(body.to_vec())).await
-}
-
-async fn list_actions(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    ask(&shared, &headers, Request::ListActions).await
-}
-
-/// `POST /api/v1/actions/{id}/confirm|clear`.
-async fn decide(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path((id, decision)): Path<(u64, String)>,
-    body: Bytes,
-) -> Response {
-    // The token first: nobody without it learns how the path or body would be judged.
-    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
-        return refusal;
-    }
-    let Some(decision) = Decision::parse(&decision) else {
-        return json(
-            404,
-            serde_json::json!({"error": format!("no decision {decision:?}: confirm or clear")}),
-        );
-    };
-    let body = if body.is_empty() {
-        DecisionBody::default()
-    } else {
-        match serde_json::from_slice::<DecisionBody>(&body) {
-            Ok(body) => body,
-            Err(err) => {
-                return json(
-                    400,
-                    serde_json::json!({"error": format!("expected {{\"by\": NAME}}: {err}")}),
+/// Runs `serve` for as long as the process lives: a panic or an error is logged, counted in
+/// [`ApiHealth::restarts`] and followed by a fresh start. Capture runs on other threads and is
+/// not touched.
+fn supervise(health: &ApiHealth, mut serve: impl FnMut() -> anyhow::Result<()>) -> ! {
+    loop {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut serve));
+        let restarts = health.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        match outcome {
+            Ok(Err(err)) => {
+                tracing::error!(
+                    "management API failed: {err:#}; restarting it (restart {restarts})"
                 )
             }
+            Ok(Ok(())) => tracing::error!(
+                "management API stopped accepting; restarting it (restart {restarts})"
+            ),
+            Err(_) => tracing::error!(
+                "management API panicked (message above); restarting it (restart {restarts})"
+            ),
         }
-    };
-    let by = body.by.unwrap_or_else(|| "management API".into());
-    if by.is_empty() || by.len() > MAX_OPERATOR_NAME || by.chars().any(char::is_control) {
-        return json(
-            400,
-            serde_json::json!({"error": format!("\"by\" must be 1 to {MAX_OPERATOR_NAME} printable bytes")}),
+        std::thread::sleep(RESTART_DELAY);
+    }
+}
+
+/// Connections the kernel completes and holds for the accept loop; std binds with 128, which
+/// a burst of connections fills, and a client whose handshake finds it full waits a whole
+/// retransmission (a second or more).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+fn widen_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a socket `listener` owns and keeps open; calling it again on a
+    // listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        tracing::warn!(
+            "management API: could not widen the listen backlog: {}",
+            std::io::Error::last_os_error()
         );
     }
-    send(&shared, Request::Decide { id, decision, by }).await
 }
 
-/// The newest alerts in eve.json, oldest first.
-async fn alerts(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
-        return refusal;
-    }
-    const NEWEST: usize = 500;
-    let path = shared.context.data_dir.join("eve.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(err) => {
-            return json(
-                500,
-                serde_json::json!({"error": format!("{}: {err}", path.display())}),
-            )
+/// Raises this process's soft open-file limit to its hard limit: each API connection holds a
+/// descriptor, and the default soft limit (1024) is far below what the kernel allows.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`, which lives across the calls.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
         }
     };
-    let mut alerts: Vec<serde_json::Value> = text
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|record| record["event_type"] == "alert")
-        .take(NEWEST)
-        .collect();
-    alerts.reverse();
-    json(200, serde_json::Value::Array(alerts))
-}
-
-async fn status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
-        return refusal;
-    }
-    let context = &shared.context;
-    let capture = context
-        .ready_file
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-    let system = crate::image::status::read(&context.system);
-    json(
-        200,
-        serde_json::json!({
-            "vigil": env!("CARGO_PKG_VERSION"),
-            "system": system,
-            "capture": capture,
-        }),
-    )
-}
-
-/// Verifies and installs a core update into the slot not booted, then asks vigil-init to
-/// reboot (a moment later, so this answer gets out first).
-async fn apply_image(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refusal) = refuse_unauthorised(&headers, &shared) {
-        return refusal;
-    }
-    let context = Arc::clone(&shared.context);
-    let outcome = tokio::task::spawn_blocking(move || {
-        let trust = crate::bundle::TrustStore::open(&context.trust_dir)
-            .map_err(|err| (500, err.to_string()))?;
-        let versions = context.data_dir.join("bundles").join("versions.json");
-        crate::image::slots::install(
-            &body,
-            &trust,
-            &versions,
-            &context.system,
-            crate::bundle::text::unix_now(),
-        )
-        .map_err(|err| {
-            let status = match err {
-                InstallError::Refused(_) => 422,
-                _ => 500,
-            };
-            (status, err.to_string())
-        })
-    })
-    .await;
-    match outcome {
-        Ok(Ok(installed)) => {
-            let message = format!(
-                "vigil-core {} written to slot {} ({}); rebooting into it on trial",
-                installed.version,
-                installed.slot,
-                installed.entry.display()
-            );
-            tracing::info!("{message}");
-            std::thread::spawn(|| {
-                std::thread::sleep(std::time::Duration::from_secs(2));
-                if let Err(err) = std::fs::write(REBOOT_FILE, b"core update\n") {
-                    tracing::error!("could not ask for a reboot ({REBOOT_FILE}): {err}");
-                }
-            });
-            json(200, serde_json::json!({"installed": message}))
-        }
-        Ok(Err((status, error))) => {
-            tracing::warn!("core update refused: {error}");
-            json(status, serde_json::json!({"error": error}))
-        }
-        Err(err) => json(500, serde_json::json!({"error": err.to_string()})),
+    if raised {
+        tracing::debug!("open-file limit raised to {}", limit.rlim_cur);
+    } else {
+        tracing::warn!(
+            "could not raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(same_token("correct horse battery", "correct horse battery"));
-        assert!(!same_token(
-            "correct horse batterx",
-            "correct horse battery"
-        ));
-        assert!(!same_token("correct", "correct horse battery"));
-        assert!(!same_token("", "correct horse battery"));
-    }
 
     fn context() -> ApiContext {
         ApiContext {
@@ -389,6 +208,42 @@ mod tests {
             ready_file: None,
             system: SystemPaths::appliance(),
         }
+    }
+
+    #[test]
+    fn a_server_that_panics_is_started_again_and_counted() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("address");
+        let (to_pipeline, _from_api) = mpsc::sync_channel(1);
+        let health = Arc::new(ApiHealth::default());
+        let app = routes::router(
+            gate::Gate::new("a-token-long-enough".into()),
+            to_pipeline,
+            Arc::new(context()),
+            Arc::clone(&health),
+        );
+        let supervised = Arc::clone(&health);
+        let mut first = true;
+        std::thread::spawn(move || {
+            supervise(&supervised, || {
+                assert!(
+                    !std::mem::take(&mut first),
+                    "a failure injected by the test"
+                );
+                server::serve_once(&listener, app.clone())
+            })
+        });
+        // Sent while the server is down: the kernel holds it until the restarted one answers.
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert_eq!(health.restarts.load(Ordering::Relaxed), 1);
     }
 
     #[test]
