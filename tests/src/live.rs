@@ -2,7 +2,7 @@
 //! reports capturing, its log kept for failure messages, stopped with SIGTERM (and killed if the
 //! test ends first). Plus a real nmap scan to feed it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -121,7 +121,13 @@ impl LiveVigil {
     }
 
     /// SIGTERM, then waits (up to 20 s) for it to save its state and exit.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with_summary().0
+    }
+
+    /// [`LiveVigil::stop`], also returning what it printed on stdout: the run's summary.
+    pub fn stop_with_summary(mut self) -> (ExitStatus, Vec<u8>) {
+        let mut stdout = self.child.stdout.take().expect("stdout");
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
@@ -131,7 +137,9 @@ impl LiveVigil {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(exit) = self.child.try_wait().expect("wait") {
-                return exit;
+                let mut summary = Vec::new();
+                stdout.read_to_end(&mut summary).expect("reading stdout");
+                return (exit, summary);
             }
             assert!(Instant::now() < deadline, "vigil ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(100));

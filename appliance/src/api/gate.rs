@@ -16,6 +16,13 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// many addresses costs bounded memory.
 const MAX_SOURCES: usize = 4096;
 
+/// What a request asks for: `/metrics` also takes the metrics token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Api,
+    Metrics,
+}
+
 /// What the gate says of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -34,19 +41,28 @@ struct Failures {
 
 pub struct Gate {
     token: String,
+    /// A token good for `/metrics` only, so a scraper holds no power over the appliance.
+    metrics_token: Option<String>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
 
 impl Gate {
-    pub fn new(token: String) -> Gate {
+    pub fn new(token: String, metrics_token: Option<String>) -> Gate {
         Gate {
             token,
+            metrics_token,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Judges a request from `source` by its headers, at `now`.
-    pub fn check(&self, source: IpAddr, headers: &HeaderMap, now: Instant) -> Verdict {
+    /// Judges a request from `source` for `scope` by its headers, at `now`.
+    pub fn check(
+        &self,
+        source: IpAddr,
+        headers: &HeaderMap,
+        scope: Scope,
+        now: Instant,
+    ) -> Verdict {
         let mut failures = self
             .failures
             .lock()
@@ -58,7 +74,7 @@ impl Gate {
                 return Verdict::TooManyFailures;
             }
         }
-        if self.authorised(headers) {
+        if self.authorised(headers, scope) {
             return Verdict::Allowed;
         }
         if !failures.contains_key(&source) && failures.len() >= MAX_SOURCES {
@@ -74,12 +90,19 @@ impl Gate {
         Verdict::Unauthorised
     }
 
-    fn authorised(&self, headers: &HeaderMap) -> bool {
-        headers
+    fn authorised(&self, headers: &HeaderMap, scope: Scope) -> bool {
+        let Some(given) = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .is_some_and(|token| same_token(token, &self.token))
+        else {
+            return false;
+        };
+        let metrics_token = match scope {
+            Scope::Metrics => self.metrics_token.as_deref(),
+            Scope::Api => None,
+        };
+        same_token(given, &self.token) || metrics_token.is_some_and(|m| same_token(given, m))
     }
 }
 
@@ -129,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_source_that_fails_too_often_is_refused_until_its_window_ends_and_others_are_not() {
-        let gate = Gate::new(TOKEN.into());
+        let gate = Gate::new(TOKEN.into(), None);
         let now = Instant::now();
         let (guesser, operator): (IpAddr, IpAddr) = (
             "10.0.0.9".parse().expect("address"),
@@ -137,21 +160,39 @@ mod tests {
         );
         for _ in 0..MAX_FAILURES {
             assert_eq!(
-                gate.check(guesser, &bearer("a wrong guess"), now),
+                gate.check(guesser, &bearer("a wrong guess"), Scope::Api, now),
                 Verdict::Unauthorised
             );
         }
         assert_eq!(
-            gate.check(guesser, &HeaderMap::new(), now),
+            gate.check(guesser, &HeaderMap::new(), Scope::Api, now),
             Verdict::TooManyFailures
         );
         // Even the right token: a guesser that found it must not learn so.
         assert_eq!(
-            gate.check(guesser, &bearer(TOKEN), now),
+            gate.check(guesser, &bearer(TOKEN), Scope::Api, now),
             Verdict::TooManyFailures
         );
-        assert_eq!(gate.check(operator, &bearer(TOKEN), now), Verdict::Allowed);
+        assert_eq!(
+            gate.check(operator, &bearer(TOKEN), Scope::Api, now),
+            Verdict::Allowed
+        );
         let later = now + FAILURE_WINDOW;
-        assert_eq!(gate.check(guesser, &bearer(TOKEN), later), Verdict::Allowed);
+        assert_eq!(
+            gate.check(guesser, &bearer(TOKEN), Scope::Api, later),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn the_metrics_token_opens_metrics_only() {
+        const METRICS: &str = "a token for the scraper";
+        let gate = Gate::new(TOKEN.into(), Some(METRICS.into()));
+        let now = Instant::now();
+        let scraper: IpAddr = "10.0.0.7".parse().expect("address");
+        let check = |token, scope| gate.check(scraper, &bearer(token), scope, now);
+        assert_eq!(check(METRICS, Scope::Metrics), Verdict::Allowed);
+        assert_eq!(check(TOKEN, Scope::Metrics), Verdict::Allowed);
+        assert_eq!(check(METRICS, Scope::Api), Verdict::Unauthorised);
     }
 }

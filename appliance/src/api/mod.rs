@@ -10,6 +10,7 @@
 //! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
 //! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |
 //! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
+//! | `GET /metrics` | counters in the Prometheus text format (also with `metrics_token`) |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
 //! is no API without one. The token is checked from the headers before any body is read
@@ -21,6 +22,7 @@
 
 mod alerts;
 mod gate;
+mod metrics;
 mod routes;
 mod server;
 mod upload;
@@ -45,6 +47,8 @@ pub struct ApiConfig {
     pub listen: Option<SocketAddr>,
     /// The bearer token every request must carry (at least 16 characters).
     pub token: Option<String>,
+    /// A second token (at least 16 characters) good for `GET /metrics` only, for a scraper.
+    pub metrics_token: Option<String>,
 }
 
 const MIN_TOKEN_LEN: usize = 16;
@@ -57,6 +61,8 @@ pub enum Request {
     Install(Vec<u8>),
     ListPlugins,
     ListActions,
+    /// The pipeline's [`crate::counters::Counters`], for `/metrics`.
+    Counters,
     /// An operator's decision on action `id`; `by` goes into its audit trail.
     Decide {
         id: u64,
@@ -109,12 +115,19 @@ pub fn start(
              characters: the management API never runs without a token"
         ),
     };
+    if config
+        .metrics_token
+        .as_ref()
+        .is_some_and(|token| token.len() < MIN_TOKEN_LEN)
+    {
+        anyhow::bail!("api.metrics_token is shorter than {MIN_TOKEN_LEN} characters");
+    }
     raise_open_file_limit();
     upload::clear_stale(&context.data_dir);
     let (to_pipeline, from_api) = mpsc::sync_channel(16);
     let health = Arc::new(ApiHealth::default());
     let app = routes::router(
-        gate::Gate::new(token),
+        gate::Gate::new(token, config.metrics_token.clone()),
         to_pipeline,
         Arc::new(context),
         Arc::clone(&health),
@@ -219,7 +232,7 @@ mod tests {
         let (to_pipeline, _from_api) = mpsc::sync_channel(1);
         let health = Arc::new(ApiHealth::default());
         let app = routes::router(
-            gate::Gate::new("a-token-long-enough".into()),
+            gate::Gate::new("a-token-long-enough".into(), None),
             to_pipeline,
             Arc::new(context()),
             Arc::clone(&health),
@@ -250,7 +263,12 @@ mod tests {
     fn no_api_without_a_long_enough_token() {
         let listen = Some("127.0.0.1:0".parse().expect("address"));
         for token in [None, Some("short".to_string())] {
-            let err = start(&ApiConfig { listen, token }, context()).expect_err("refused");
+            let config = ApiConfig {
+                listen,
+                token,
+                metrics_token: None,
+            };
+            let err = start(&config, context()).expect_err("refused");
             assert!(err.to_string().contains("api.token"), "{err}");
         }
         assert!(start(&ApiConfig::default(), context())

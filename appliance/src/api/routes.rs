@@ -16,7 +16,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use vigil_boot_contract::REBOOT_FILE;
 
-use super::gate::{Gate, Verdict, FAILURE_WINDOW};
+use super::gate::{Gate, Scope, Verdict, FAILURE_WINDOW};
+use super::metrics::{self, Process};
 use super::server::Peer;
 use super::upload::{self, Upload, UploadError};
 use super::{alerts, ApiContext, ApiHealth, Control, Request as ToPipeline};
@@ -26,6 +27,7 @@ use crate::respond::Decision;
 
 /// The longest name an operator may sign a decision with, in the audit trail.
 const MAX_OPERATOR_NAME: usize = 64;
+const METRICS_PATH: &str = "/metrics";
 /// Alerts `GET /api/v1/alerts` returns at most.
 const NEWEST_ALERTS: usize = 500;
 
@@ -34,6 +36,7 @@ struct Shared {
     to_pipeline: mpsc::SyncSender<Control>,
     context: Arc<ApiContext>,
     health: Arc<ApiHealth>,
+    started: Instant,
 }
 
 /// The body of a decision: who made it. Empty means the API's own name.
@@ -53,6 +56,7 @@ pub fn router(
         to_pipeline,
         context,
         health,
+        started: Instant::now(),
     };
     Router::new()
         .route("/api/v1/plugins", get(list_plugins).post(install))
@@ -61,6 +65,7 @@ pub fn router(
         .route("/api/v1/actions/{id}/{decision}", post(decide))
         .route("/api/v1/status", get(status))
         .route("/api/v1/image", post(apply_image))
+        .route(METRICS_PATH, get(scrape))
         .with_state(shared)
         // Outermost, so it runs on the headers before any route reads a body.
         .layer(axum::middleware::from_fn_with_state(
@@ -75,7 +80,12 @@ async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next: Nex
         .extensions()
         .get::<Peer>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip());
-    match gate.check(source, request.headers(), Instant::now()) {
+    let scope = if request.uri().path() == METRICS_PATH {
+        Scope::Metrics
+    } else {
+        Scope::Api
+    };
+    match gate.check(source, request.headers(), scope, Instant::now()) {
         Verdict::Allowed => next.run(request).await,
         Verdict::Unauthorised => {
             tracing::warn!(
@@ -228,6 +238,34 @@ async fn status(State(shared): State<Shared>) -> Response {
             "api": {"restarts": shared.health.restarts.load(Ordering::Relaxed)},
         }),
     )
+}
+
+/// `GET /metrics`: the capture loop's counters, rendered here off the capture thread.
+async fn scrape(State(shared): State<Shared>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let request = Control {
+        request: ToPipeline::Counters,
+        reply,
+    };
+    if shared.to_pipeline.try_send(request).is_err() {
+        return error(503, "the appliance is busy");
+    }
+    let counters = match answer
+        .await
+        .map(|answer| serde_json::from_value(answer.body))
+    {
+        Ok(Ok(counters)) => counters,
+        Ok(Err(err)) => return error(500, format!("the pipeline's counters: {err}")),
+        Err(_) => return error(503, "the capture loop stopped"),
+    };
+    let process = Process {
+        uptime_secs: shared.started.elapsed().as_secs(),
+        api_restarts: shared.health.restarts.load(Ordering::Relaxed),
+    };
+    match metrics::render(&counters, &process) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => error(500, err),
+    }
 }
 
 /// Verifies and installs a core update into the slot not booted, then asks vigil-init to
