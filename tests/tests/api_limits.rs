@@ -17,6 +17,7 @@ const TOKEN: &str = "api-limits-token-5c81e2";
 /// What the daemon enforces (appliance/src/api/gate.rs and server.rs).
 const MAX_FAILURES: usize = 10;
 const MAX_CONNECTIONS: usize = 64;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `vigil run` with its API, in a namespace of its own; dropped in field order, daemon first.
 struct Appliance {
@@ -272,5 +273,39 @@ fn alerts_of_a_large_eve_json_are_the_newest_500_read_from_its_tail() {
         after < before + 16 * 1024,
         "answering grew the daemon from {before} KiB to {after} KiB"
     );
+    assert!(appliance.vigil.stop().success());
+}
+
+#[test]
+fn a_client_that_trickles_its_headers_is_cut_off_at_the_header_timeout() {
+    if skip_live() {
+        return;
+    }
+    let appliance = Appliance::start(5, |_| {});
+    let held_for = appliance.inside(|| {
+        let mut stream = TcpStream::connect(API_ADDR).expect("connect");
+        let started = Instant::now();
+        stream
+            .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: vigil\r\n")
+            .expect("request line");
+        // One byte of a header every second, never finishing it: only a deadline on the whole
+        // head ends this.
+        for byte in b"X-Slow: ".iter().cycle() {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            if started.elapsed() > 3 * HEADER_TIMEOUT {
+                break;
+            }
+        }
+        started.elapsed()
+    });
+    assert!(
+        held_for < HEADER_TIMEOUT + Duration::from_secs(5),
+        "the connection stayed open {held_for:?}"
+    );
+    // The API goes on answering.
+    assert_eq!(appliance.get("/api/v1/status", Some(TOKEN)).status, 200);
     assert!(appliance.vigil.stop().success());
 }
