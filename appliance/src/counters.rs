@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::capture::QueueCounters;
+use crate::host::{BatchDurations, BATCH_DURATION_BOUNDS};
 use crate::pipeline::Pipeline;
 use crate::respond::{state_name, Status};
 
@@ -51,6 +52,31 @@ pub struct PluginCounters {
     /// Output it handed over that could not be read, and batches it refused.
     pub bad_output: u64,
     pub quarantined: bool,
+    pub batch_seconds: Histogram,
+}
+
+/// A histogram: observations per bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// (upper bound, observations above the bound before and at most this one), bounds rising;
+    /// what is above the last bound is counted only in `count`.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl From<&BatchDurations> for Histogram {
+    fn from(durations: &BatchDurations) -> Histogram {
+        Histogram {
+            buckets: BATCH_DURATION_BOUNDS
+                .iter()
+                .zip(durations.in_bucket)
+                .map(|(bound, n)| (bound.as_secs_f64(), n))
+                .collect(),
+            sum: durations.total.as_secs_f64(),
+            count: durations.count,
+        }
+    }
 }
 
 impl Counters {
@@ -116,6 +142,7 @@ impl Counters {
                     traps: p.stats.traps,
                     bad_output: p.stats.bad_output,
                     quarantined: p.quarantined,
+                    batch_seconds: Histogram::from(&p.stats.batch_durations),
                 })
                 .collect(),
             incidents: pipeline.incidents().count() as u64,

@@ -34,10 +34,14 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
                 .iter()
                 .all(|(name, value)| sample.labels.get(name) == Some(value))
         })
-        .map(|sample| match sample.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            ref other => panic!("{metric} is not a single number: {other:?}"),
-        })
+        .map(value_of)
+}
+
+fn value_of(sample: &prometheus_parse::Sample) -> f64 {
+    match sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{} is not a single number: {other:?}", sample.metric),
+    }
 }
 
 #[test]
@@ -133,6 +137,35 @@ fn metrics_parse_as_prometheus_text_and_count_the_packets_the_summary_counts() {
         ),
         Some(0.0)
     );
+    // Each plugin's batch durations count every invocation, up to the `+Inf` bucket.
+    let invocations: Vec<(String, f64)> = last
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == "vigil_plugin_invocations_total")
+        .filter_map(|sample| Some((sample.labels.get("plugin")?.to_string(), value_of(sample))))
+        .collect();
+    assert!(invocations.iter().any(|(_, n)| *n > 0.0), "{invocations:?}");
+    for (plugin, n) in &invocations {
+        let labels = [("plugin", plugin.as_str())];
+        assert_eq!(
+            value(&last, "vigil_plugin_batch_duration_seconds_count", &labels),
+            Some(*n),
+            "{plugin}"
+        );
+        let histogram = last
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "vigil_plugin_batch_duration_seconds"
+                    && s.labels.get("plugin") == Some(plugin)
+            })
+            .map(|s| s.value.clone());
+        let Some(Value::Histogram(buckets)) = histogram else {
+            panic!("no batch duration histogram for {plugin}: {histogram:?}");
+        };
+        let infinite = buckets.iter().find(|b| b.less_than == f64::INFINITY);
+        assert_eq!(infinite.map(|b| b.count), Some(*n), "{plugin}: {buckets:?}");
+    }
     let (exit, summary) = vigil.stop_with_summary();
     assert!(exit.success());
     assert_eq!(

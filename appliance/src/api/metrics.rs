@@ -2,13 +2,15 @@
 //! A registry is filled from one snapshot per scrape, so the metrics cost nothing between scrapes.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::counters::Counters;
+use crate::counters::{Counters, Histogram};
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -53,6 +55,30 @@ impl Metrics {
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
         self.0.register(name, help, family);
+    }
+}
+
+/// Histograms already counted elsewhere, one per label set (prometheus-client's own histogram
+/// only counts observations made through it).
+#[derive(Debug)]
+struct Histograms(Vec<(Labels, Histogram)>);
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, histogram) in &self.0 {
+            // The encoder sums the buckets up itself, and wants `+Inf` among them.
+            let bounded: u64 = histogram.buckets.iter().map(|(_, n)| n).sum();
+            let mut buckets = histogram.buckets.clone();
+            buckets.push((f64::INFINITY, histogram.count.saturating_sub(bounded)));
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(histogram.sum, histogram.count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -182,6 +208,18 @@ pub fn render(counters: &Counters, process: &Process) -> Result<String, std::fmt
             .iter()
             .map(|p| (plugin(&p.name), p.bad_output)),
     );
+    m.0.register_with_unit(
+        "plugin_batch_duration",
+        "How long a plugin took over a batch of events.",
+        Unit::Seconds,
+        Histograms(
+            counters
+                .plugins
+                .iter()
+                .map(|p| (plugin(&p.name), p.batch_seconds.clone()))
+                .collect(),
+        ),
+    );
     m.gauges(
         "plugin_quarantined",
         "1 while a plugin is quarantined.",
@@ -279,7 +317,10 @@ mod tests {
             }
             assert!(line.starts_with("vigil_"), "{line}");
         }
-        assert!(counters_seen.contains(&"vigil_packets".to_string()), "{text}");
+        assert!(
+            counters_seen.contains(&"vigil_packets".to_string()),
+            "{text}"
+        );
         for name in counters_seen {
             assert!(
                 text.contains(&format!("\n{name}_total")),
