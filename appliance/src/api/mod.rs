@@ -15,10 +15,12 @@
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
 //! is no API without one. The token is checked from the headers before any body is read
 //! ([`gate`]), bodies go to a capped file on the data dir ([`upload`]), connections are bounded
-//! and timed out ([`server`]), and the server restarts itself if it fails. Requests reach the capture loop through [`Control`], which the
-//! pipeline polls between packets, so the API never touches plugins from another thread and the
-//! signature check is exactly the one `vigil plugins install` makes. Core updates and status
-//! touch no plugin and are served on the API's own thread.
+//! and timed out ([`server`]), and the server restarts itself if it fails.
+//!
+//! Requests reach the capture loop through [`Control`], which the pipeline polls between
+//! packets, so the API never touches plugins from another thread and the signature check is
+//! exactly the one `vigil plugins install` makes. Core updates and status touch no plugin and
+//! are served on the API's own thread.
 
 mod alerts;
 mod gate;
