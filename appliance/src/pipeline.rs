@@ -14,8 +14,9 @@ use crate::analyzer::{Analyzer, ProtocolLogs};
 use crate::api::{Answer, Control, Request};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
-use crate::capture::{CaptureError, Next, Packet, Source};
+use crate::capture::{CaptureError, Next, Packet, QueueCounters, Source};
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
 use crate::decode::{
     decode_frame, Decoded, Fragment, Frame, Skip, SkipCounts, Transport as Layer4,
@@ -122,6 +123,9 @@ pub struct Pipeline {
     store: Option<BundleStore>,
     /// Requests from the management API, answered between packets.
     control: Option<mpsc::Receiver<Control>>,
+    /// The live source's queue counters, taken every few thousand packets and when idle (a
+    /// system call each), for `/metrics`.
+    queues: Vec<QueueCounters>,
     /// The responses requested and in force (`DATA_DIR/actions.json`).
     actions: Option<Actions>,
     /// Decides which requested actions may come in force without an operator.
@@ -164,6 +168,7 @@ impl Pipeline {
             host,
             store: None,
             control: None,
+            queues: Vec::new(),
             actions: None,
             guard: ResponseGuard::new(Default::default())
                 .expect("the default guard config names no networks"),
@@ -297,6 +302,11 @@ impl Pipeline {
         }
     }
 
+    /// The live source's queue counters as last taken.
+    pub fn queue_counters(&self) -> &[QueueCounters] {
+        &self.queues
+    }
+
     pub fn actions(&self) -> Option<&Actions> {
         self.actions.as_ref()
     }
@@ -339,6 +349,10 @@ impl Pipeline {
                     None => no_actions(),
                 },
                 Request::Decide { id, decision, by } => self.decide(id, decision, &by),
+                Request::Counters => Answer {
+                    status: 200,
+                    body: serde_json::to_value(Counters::of(self)).unwrap_or_default(),
+                },
                 Request::ListPlugins => Answer {
                     status: 200,
                     body: serde_json::Value::Array(
@@ -785,9 +799,11 @@ impl Pipeline {
                     if since_progress == 4096 {
                         since_progress = 0;
                         progress(&self.stats);
+                        self.queues = source.queue_counters();
                     }
                 }
                 Next::Idle => {
+                    self.queues = source.queue_counters();
                     if live {
                         self.idle(wall_clock())?;
                     } else {

@@ -2,6 +2,7 @@
 
 pub mod forge;
 pub mod guest;
+pub mod http;
 pub mod lab;
 pub mod live;
 pub mod logs;

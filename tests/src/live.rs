@@ -2,7 +2,7 @@
 //! reports capturing, its log kept for failure messages, stopped with SIGTERM (and killed if the
 //! test ends first). Plus a real nmap scan to feed it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::netns::Netns;
 use crate::workspace::{plugin_dir, vigil_bin};
+
+/// Where [`LiveVigil::with_api`] serves the management API, inside its namespace.
+pub const API_ADDR: &str = "127.0.0.1:8470";
 
 pub struct LiveVigil {
     child: Child,
@@ -89,6 +92,28 @@ impl LiveVigil {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("vigil's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
+
+    /// How many descriptors it has open now.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("vigil's /proc fd")
+            .count()
+    }
+
     /// Everything it logged so far.
     pub fn log(&mut self) -> &[String] {
         self.log.extend(self.lines.try_iter());
@@ -96,7 +121,13 @@ impl LiveVigil {
     }
 
     /// SIGTERM, then waits (up to 20 s) for it to save its state and exit.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with_summary().0
+    }
+
+    /// [`LiveVigil::stop`], also returning what it printed on stdout: the run's summary.
+    pub fn stop_with_summary(mut self) -> (ExitStatus, Vec<u8>) {
+        let mut stdout = self.child.stdout.take().expect("stdout");
         let pid = self.child.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
@@ -106,7 +137,9 @@ impl LiveVigil {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(exit) = self.child.try_wait().expect("wait") {
-                return exit;
+                let mut summary = Vec::new();
+                stdout.read_to_end(&mut summary).expect("reading stdout");
+                return (exit, summary);
             }
             assert!(Instant::now() < deadline, "vigil ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(100));
@@ -138,7 +171,7 @@ fn api_config(dir: &Path, token: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
     std::fs::write(
         &config,
-        format!("[api]\nlisten = \"127.0.0.1:8470\"\ntoken = \"{token}\"\n"),
+        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n"),
     )
     .expect("config");
     config

@@ -51,6 +51,28 @@ pub trait Source {
     fn reorder_stats(&self) -> reorder::ReorderStats {
         reorder::ReorderStats::default()
     }
+
+    /// The counters of each live capture queue behind this source (for `/metrics`); none for
+    /// a file.
+    fn queue_counters(&self) -> Vec<QueueCounters> {
+        Vec::new()
+    }
+}
+
+/// What one live capture queue received, and what the kernel dropped before we saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueCounters {
+    pub interface: String,
+    pub queue: u32,
+    /// Frames handed to the pipeline.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Frames the kernel dropped for the socket (e.g. larger than a frame).
+    pub kernel_dropped: u64,
+    /// Frames lost because the RX ring was full: the pipeline did not keep up.
+    pub rx_ring_full: u64,
+    /// Frames lost because there was no free frame to receive into.
+    pub fill_ring_empty: u64,
 }
 
 /// Why a source could not go on. Input faults (the file) and system faults (the kernel) are kept

@@ -239,6 +239,10 @@ impl<S: Source> Source for Reorder<S> {
     fn reorder_stats(&self) -> ReorderStats {
         self.buffer.stats
     }
+
+    fn queue_counters(&self) -> Vec<super::QueueCounters> {
+        self.inner.queue_counters()
+    }
 }
 
 #[cfg(test)]

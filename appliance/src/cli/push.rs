@@ -56,6 +56,10 @@ impl Remote {
     ) -> anyhow::Result<serde_json::Value> {
         let bytes =
             read_limited(file, max_bytes).with_context(|| format!("reading {}", file.display()))?;
+        // The server refuses a wrong token from the headers and closes without reading the
+        // body, which a client still sending sees only as a broken pipe: ask first.
+        self.get("/api/v1/status")
+            .with_context(|| format!("{} refused {}", self.to, file.display()))?;
         let request = ureq::post(&self.url(path))
             .set("Authorization", &format!("Bearer {}", self.token()?))
             .set("Content-Type", "application/octet-stream");

@@ -108,6 +108,43 @@ pub struct PluginStats {
     pub bad_output: u64,
     /// Action requests refused because the plugin is not a responder.
     pub actions_refused: u64,
+    /// How long its batches took.
+    pub batch_durations: BatchDurations,
+}
+
+/// Upper bounds of the buckets of [`BatchDurations`].
+pub const BATCH_DURATION_BOUNDS: [Duration; 8] = [
+    Duration::from_micros(10),
+    Duration::from_micros(50),
+    Duration::from_micros(100),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(50),
+];
+
+/// How long a plugin's batches took, counted in buckets (one clock read per batch, no more).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchDurations {
+    /// Batches per bucket: `in_bucket[i]` took longer than bound `i - 1` and at most bound `i`
+    /// of [`BATCH_DURATION_BOUNDS`]; longer ones are only in `count`.
+    pub in_bucket: [u64; BATCH_DURATION_BOUNDS.len()],
+    pub count: u64,
+    pub total: Duration,
+}
+
+impl BatchDurations {
+    fn record(&mut self, took: Duration) {
+        if let Some(bucket) = BATCH_DURATION_BOUNDS
+            .iter()
+            .position(|bound| took <= *bound)
+        {
+            self.in_bucket[bucket] += 1;
+        }
+        self.count += 1;
+        self.total = self.total.saturating_add(took);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -836,7 +873,9 @@ impl PluginHost {
             if count > 0 {
                 plugin.stats.batches += 1;
                 plugin.stats.events += count as u64;
+                let started = std::time::Instant::now();
                 let result = plugin.call(&self.config, |instance| instance.on_batch(&events));
+                plugin.stats.batch_durations.record(started.elapsed());
                 match result {
                     Ok(report) => {
                         plugin.consecutive_failures = 0;

@@ -225,8 +225,12 @@ fn well_behaved_module_raises_its_breach_and_is_listed() {
             traps: 0,
             bad_output: 0,
             actions_refused: 0,
+            // How long it took is the clock's; that it was counted is checked below.
+            batch_durations: s.stats.batch_durations,
         }
     );
+    assert_eq!(s.stats.batch_durations.count, 1);
+    assert!(s.stats.batch_durations.total > std::time::Duration::ZERO);
     assert!(!s.quarantined);
     assert_eq!(s.last_error, None);
 }

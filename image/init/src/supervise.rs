@@ -39,7 +39,21 @@ pub struct Trial {
     pub health_timeout: Duration,
 }
 
+/// The daemon's open-file limit, soft and hard. The kernel's default soft limit (1024) is what a
+/// flood of idle management connections used to exhaust; the API bounds its connections, and
+/// capture, outputs and plugins need their descriptors besides.
+const DAEMON_OPEN_FILES: libc::rlim_t = 65_536;
+
 fn drop_privileges() -> io::Result<()> {
+    // Raised while still root: an unprivileged process cannot raise its hard limit.
+    let open_files = libc::rlimit {
+        rlim_cur: DAEMON_OPEN_FILES,
+        rlim_max: DAEMON_OPEN_FILES,
+    };
+    // SAFETY: setrlimit only reads `open_files`, which lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &open_files) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let wanted: CapsHashSet = DAEMON_CAPS.into_iter().collect();
     let last_cap: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()

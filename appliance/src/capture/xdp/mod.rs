@@ -26,7 +26,7 @@ use xdpilone::xdp::XdpDesc;
 
 use self::bpf::{AttachMode, RedirectProgram, XdpLink, XskMap};
 use self::socket::{Xsk, XskSizes};
-use super::{CaptureError, Next, Packet, Source};
+use super::{CaptureError, Next, Packet, QueueCounters, Source};
 
 /// The longest `next_packet` waits for a frame before reporting [`Next::Idle`].
 pub const POLL_TIMEOUT_MS: i32 = 100;
@@ -104,12 +104,15 @@ pub struct XdpSource {
     _map: XskMap,
     xsk: Xsk,
     name: String,
+    iface: String,
+    queue: u32,
     mode: XdpMode,
     /// Descriptors taken off the RX ring; `batch[..next]` have been handed out.
     batch: [XdpDesc; BATCH],
     batch_len: usize,
     next: usize,
     received: u64,
+    received_bytes: u64,
     sent: u64,
     bad_descs: u64,
     /// How long `next_packet` waits on an empty ring; 0 for a caller that polls several.
@@ -175,11 +178,14 @@ impl XdpSource {
             _map: map,
             xsk,
             name,
+            iface: config.iface,
+            queue: config.queue,
             mode,
             batch: [XdpDesc::default(); BATCH],
             batch_len: 0,
             next: 0,
             received: 0,
+            received_bytes: 0,
             sent: 0,
             bad_descs: 0,
             poll_timeout_ms: POLL_TIMEOUT_MS,
@@ -303,6 +309,19 @@ fn now() -> Timestamp {
 }
 
 impl Source for XdpSource {
+    fn queue_counters(&self) -> Vec<QueueCounters> {
+        let stats = self.stats();
+        vec![QueueCounters {
+            interface: self.iface.clone(),
+            queue: self.queue,
+            packets: stats.received,
+            bytes: self.received_bytes,
+            kernel_dropped: stats.rx_dropped,
+            rx_ring_full: stats.rx_ring_full,
+            fill_ring_empty: stats.fill_ring_empty,
+        }]
+    }
+
     fn next_packet(&mut self) -> Result<Next<'_>, CaptureError> {
         loop {
             if self.next == self.batch_len {
@@ -324,6 +343,7 @@ impl Source for XdpSource {
                 reason: "a received descriptor left the UMEM".to_string(),
             })?;
             self.received += 1;
+            self.received_bytes += u64::from(desc.len);
             return Ok(Next::Packet(Packet {
                 ts: now(),
                 data,

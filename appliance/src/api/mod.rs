@@ -1,0 +1,280 @@
+//! The management API of a running appliance (HTTP/1, axum on its own small tokio runtime):
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /api/v1/plugins` | the running plugins as JSON |
+//! | `POST /api/v1/plugins` | body: a signed bundle; installed live, between batches |
+//! | `GET /api/v1/alerts` | the newest alerts (up to 500) from eve.json |
+//! | `GET /api/v1/status` | core version, booted slot, root mount and verity, capture bound |
+//! | `POST /api/v1/image` | body: a signed core update; written to the slot not booted, then reboot |
+//! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
+//! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |
+//! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
+//! | `GET /metrics` | counters in the Prometheus text format (also with `metrics_token`) |
+//!
+//! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
+//! is no API without one. The token is checked from the headers before any body is read
+//! ([`gate`]), bodies go to a capped file on the data dir ([`upload`]), connections are bounded
+//! and timed out ([`server`]), and the server restarts itself if it fails.
+//!
+//! Requests reach the capture loop through [`Control`], which the pipeline polls between
+//! packets, so the API never touches plugins from another thread and the signature check is
+//! exactly the one `vigil plugins install` makes. Core updates and status touch no plugin and
+//! are served on the API's own thread.
+
+mod alerts;
+mod gate;
+mod metrics;
+mod routes;
+mod server;
+mod upload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::image::slots::SystemPaths;
+use crate::respond::Decision;
+
+/// `[api]` in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where to listen, e.g. `127.0.0.1:8470`; `None`: no API.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token every request must carry (at least 16 characters).
+    pub token: Option<String>,
+    /// A second token (at least 16 characters) good for `GET /metrics` only, for a scraper.
+    pub metrics_token: Option<String>,
+}
+
+const MIN_TOKEN_LEN: usize = 16;
+/// How long the supervisor waits before starting a failed server again, so a failure that
+/// repeats at once does not spin.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// What the API asks of the capture loop.
+pub enum Request {
+    Install(Vec<u8>),
+    ListPlugins,
+    ListActions,
+    /// The pipeline's [`crate::counters::Counters`], for `/metrics`.
+    Counters,
+    /// An operator's decision on action `id`; `by` goes into its audit trail.
+    Decide {
+        id: u64,
+        decision: Decision,
+        by: String,
+    },
+}
+
+/// The capture loop's answer: a status and a JSON body.
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// One request and where its answer goes.
+pub struct Control {
+    pub request: Request,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// What the API needs to know of the appliance besides the capture loop.
+pub struct ApiContext {
+    pub max_bundle_bytes: u64,
+    pub data_dir: PathBuf,
+    pub trust_dir: PathBuf,
+    /// Where `vigil run --ready-file` reported the capture bound.
+    pub ready_file: Option<PathBuf>,
+    pub system: SystemPaths,
+}
+
+/// How the API itself is doing, for the status answer.
+#[derive(Default)]
+pub struct ApiHealth {
+    /// Times the server failed (a panic or an error) and was started again.
+    pub restarts: AtomicU64,
+}
+
+/// Starts the API on a thread of its own; returns the receiving end the pipeline polls.
+pub fn start(
+    config: &ApiConfig,
+    context: ApiContext,
+) -> anyhow::Result<Option<mpsc::Receiver<Control>>> {
+    let Some(listen) = config.listen else {
+        return Ok(None);
+    };
+    let token = match &config.token {
+        Some(token) if token.len() >= MIN_TOKEN_LEN => token.clone(),
+        _ => anyhow::bail!(
+            "api.listen is set but api.token is missing or shorter than {MIN_TOKEN_LEN} \
+             characters: the management API never runs without a token"
+        ),
+    };
+    if config
+        .metrics_token
+        .as_ref()
+        .is_some_and(|token| token.len() < MIN_TOKEN_LEN)
+    {
+        anyhow::bail!("api.metrics_token is shorter than {MIN_TOKEN_LEN} characters");
+    }
+    raise_open_file_limit();
+    upload::clear_stale(&context.data_dir);
+    let (to_pipeline, from_api) = mpsc::sync_channel(16);
+    let health = Arc::new(ApiHealth::default());
+    let app = routes::router(
+        gate::Gate::new(token, config.metrics_token.clone()),
+        to_pipeline,
+        Arc::new(context),
+        Arc::clone(&health),
+    );
+    // Bound once, so a restarted server takes the same socket and no connection is refused
+    // while it restarts.
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    widen_backlog(&listener);
+    tracing::info!("management API on http://{listen}/api/v1/");
+    std::thread::Builder::new()
+        .name("vigil-api".into())
+        .spawn(move || supervise(&health, || server::serve_once(&listener, app.clone())))?;
+    Ok(Some(from_api))
+}
+
+/// Runs `serve` for as long as the process lives: a panic or an error is logged, counted in
+/// [`ApiHealth::restarts`] and followed by a fresh start. Capture runs on other threads and is
+/// not touched.
+fn supervise(health: &ApiHealth, mut serve: impl FnMut() -> anyhow::Result<()>) -> ! {
+    loop {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut serve));
+        let restarts = health.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        match outcome {
+            Ok(Err(err)) => {
+                tracing::error!(
+                    "management API failed: {err:#}; restarting it (restart {restarts})"
+                )
+            }
+            Ok(Ok(())) => tracing::error!(
+                "management API stopped accepting; restarting it (restart {restarts})"
+            ),
+            Err(_) => tracing::error!(
+                "management API panicked (message above); restarting it (restart {restarts})"
+            ),
+        }
+        std::thread::sleep(RESTART_DELAY);
+    }
+}
+
+/// Connections the kernel completes and holds for the accept loop; std binds with 128, which
+/// a burst of connections fills, and a client whose handshake finds it full waits a whole
+/// retransmission (a second or more).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+fn widen_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a socket `listener` owns and keeps open; calling it again on a
+    // listening socket only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        tracing::warn!(
+            "management API: could not widen the listen backlog: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit: each API connection holds a
+/// descriptor, and the default soft limit (1024) is far below what the kernel allows.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`, which lives across the calls.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!("open-file limit raised to {}", limit.rlim_cur);
+    } else {
+        tracing::warn!(
+            "could not raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> ApiContext {
+        ApiContext {
+            max_bundle_bytes: 1024,
+            data_dir: PathBuf::from("unused"),
+            trust_dir: PathBuf::from("unused"),
+            ready_file: None,
+            system: SystemPaths::appliance(),
+        }
+    }
+
+    #[test]
+    fn a_server_that_panics_is_started_again_and_counted() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("address");
+        let (to_pipeline, _from_api) = mpsc::sync_channel(1);
+        let health = Arc::new(ApiHealth::default());
+        let app = routes::router(
+            gate::Gate::new("a-token-long-enough".into(), None),
+            to_pipeline,
+            Arc::new(context()),
+            Arc::clone(&health),
+        );
+        let supervised = Arc::clone(&health);
+        let mut first = true;
+        std::thread::spawn(move || {
+            supervise(&supervised, || {
+                assert!(
+                    !std::mem::take(&mut first),
+                    "a failure injected by the test"
+                );
+                server::serve_once(&listener, app.clone())
+            })
+        });
+        // Sent while the server is down: the kernel holds it until the restarted one answers.
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert_eq!(health.restarts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn no_api_without_a_long_enough_token() {
+        let listen = Some("127.0.0.1:0".parse().expect("address"));
+        for token in [None, Some("short".to_string())] {
+            let config = ApiConfig {
+                listen,
+                token,
+                metrics_token: None,
+            };
+            let err = start(&config, context()).expect_err("refused");
+            assert!(err.to_string().contains("api.token"), "{err}");
+        }
+        assert!(start(&ApiConfig::default(), context())
+            .expect("no API")
+            .is_none());
+    }
+}
