@@ -122,7 +122,7 @@ impl Vendor {
         let loaded = loaded.remove(0);
         assert!(loaded.result.is_ok(), "{:?}", loaded.result);
         let devices = DeviceTable::new(DeviceConfig::default()).expect("devices");
-        let sink = Box::new(EveFile::open(data).expect("eve.json"));
+        let sink = Box::new(EveFile::open(data, Default::default()).expect("eve.json"));
         let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None);
         pipeline.attach_store(store);
         (pipeline, loaded)
