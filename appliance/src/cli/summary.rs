@@ -273,10 +273,19 @@ fn print_storage() {
     for (name, value) in [
         ("checkpoints of learned state", health.checkpoints),
         ("records dropped (write failed)", health.dropped()),
-        ("log lines dropped (space reserved)", health.dropped_for_reserve),
+        (
+            "log lines dropped (space reserved)",
+            health.dropped_for_reserve,
+        ),
         ("rotated log files deleted (budget)", health.rotated_out),
-        ("cut last lines repaired at start", health.cut_lines_repaired),
-        ("stale temporaries removed", health.stale_temporaries_removed),
+        (
+            "cut last lines repaired at start",
+            health.cut_lines_repaired,
+        ),
+        (
+            "stale temporaries removed",
+            health.stale_temporaries_removed,
+        ),
     ] {
         if value > 0 {
             rows.push((name.into(), value.to_string()));

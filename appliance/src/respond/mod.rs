@@ -473,7 +473,10 @@ fn recover_from_journal(eve: &Path) -> Vec<Action> {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        for line in text.lines().filter(|l| l.contains("\"event_type\":\"action\"")) {
+        for line in text
+            .lines()
+            .filter(|l| l.contains("\"event_type\":\"action\""))
+        {
             let Ok(mut record) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };

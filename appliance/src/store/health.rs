@@ -74,8 +74,9 @@ static HEALTH: Mutex<Option<StorageHealth>> = Mutex::new(None);
 
 fn with<T>(f: impl FnOnce(&mut StorageHealth) -> T) -> T {
     // A panic elsewhere while holding it leaves counters, still worth reading.
-    let mut guard: MutexGuard<'_, Option<StorageHealth>> =
-        HEALTH.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard: MutexGuard<'_, Option<StorageHealth>> = HEALTH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     f(guard.get_or_insert_with(StorageHealth::default))
 }
 
