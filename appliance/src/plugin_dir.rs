@@ -217,7 +217,15 @@ fn load_one(
         let saved = state_path(data_dir, name);
         if let Ok(bytes) = std::fs::read(&saved) {
             match host.restore(id, &bytes) {
-                Ok(()) => restored = true,
+                Ok(()) => {
+                    tracing::info!(
+                        plugin = %name,
+                        "learned state restored from {} ({} bytes)",
+                        saved.display(),
+                        bytes.len()
+                    );
+                    restored = true;
+                }
                 Err(err) => {
                     let kept = unrestored_state_path(data_dir, name);
                     let moved = std::fs::rename(&saved, &kept);
