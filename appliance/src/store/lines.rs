@@ -159,6 +159,11 @@ impl LineLog {
             self.pending.clear();
             return;
         }
+        // Rotated before writing, not after: the newest lines stay in the live file, where a
+        // reader tailing it looks.
+        if self.len >= self.limits.rotate_bytes {
+            self.rotate();
+        }
         match self.write_pending() {
             Ok(()) => {
                 health::write_ok(&self.path);
@@ -167,9 +172,6 @@ impl LineLog {
             Err(err) => health::write_failed(&self.path, &err, lines),
         }
         self.pending.clear();
-        if self.len >= self.limits.rotate_bytes {
-            self.rotate();
-        }
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
