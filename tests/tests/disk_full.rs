@@ -121,9 +121,7 @@ impl Scanner<'_> {
             self.scan();
             let (code, status) =
                 api_get(appliance, "/api/v1/status", TOKEN, Duration::from_secs(1))
-                    .unwrap_or_else(|| {
-                        panic!("status answered within 1 s: {:#?}", vigil.log())
-                    });
+                    .unwrap_or_else(|| panic!("status answered within 1 s: {:#?}", vigil.log()));
             assert_eq!(code, 200);
             if Instant::now() >= until {
                 return status;
@@ -146,7 +144,14 @@ fn a_full_data_disk_costs_records_not_capture_and_writing_resumes_when_space_ret
     if skip_live() {
         return;
     }
-    require_tools(&["mkfs.ext4", "mount", "umount", "truncate", "fallocate", "df"]);
+    require_tools(&[
+        "mkfs.ext4",
+        "mount",
+        "umount",
+        "truncate",
+        "fallocate",
+        "df",
+    ]);
     let disk = LoopDisk::new();
     let appliance = Netns::unique().expect("namespace");
     let attacker = Netns::unique().expect("namespace");
@@ -235,18 +240,19 @@ fn a_full_data_disk_costs_records_not_capture_and_writing_resumes_when_space_ret
         .status();
     let first_while_full = scanner.next;
     let status = scanner.scan_for(Duration::from_secs(35), &appliance, &mut vigil);
-    // Responses go on: the scanners of this minute are answered by actions in force.
+    // Responses go on: the responder's actions on the scanners of this minute are recorded
+    // (held for an operator by the guard, as on a fresh appliance) though actions.json cannot
+    // be written.
     let (_, actions) = api_get(&appliance, "/api/v1/actions", TOKEN, Duration::from_secs(1))
         .expect("actions answer");
     let answered = actions.as_array().into_iter().flatten().any(|a| {
-        a["status"]["state"] == "active"
-            && a["device"]
-                .as_str()
-                .and_then(|d| d.strip_prefix("10.207.1."))
-                .and_then(|n| n.parse::<u8>().ok())
-                .is_some_and(|n| n >= first_while_full)
+        a["device"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("10.207.1."))
+            .and_then(|n| n.parse::<u8>().ok())
+            .is_some_and(|n| n >= first_while_full)
     });
-    assert!(answered, "an action in force on a full disk: {actions:#}");
+    assert!(answered, "actions requested on a full disk: {actions:#}");
     let failures = status["storage"]["write_failures"]
         .as_object()
         .cloned()
@@ -256,8 +262,10 @@ fn a_full_data_disk_costs_records_not_capture_and_writing_resumes_when_space_ret
         .any(|(path, f)| path.contains("/state/") && f["failures"].as_u64() > Some(0));
     assert!(state_failed, "failed checkpoints counted: {status:#}");
     assert!(
-        vigil.log().iter().any(|l| l.contains("No space left on device")
-            && l.contains(s(&data))),
+        vigil
+            .log()
+            .iter()
+            .any(|l| l.contains("No space left on device") && l.contains(s(&data))),
         "the failing path is logged: {:#?}",
         vigil.log()
     );
