@@ -164,8 +164,11 @@ fn running_version(pipeline: &Pipeline) -> String {
 /// still batched (as an install hands them over first); the file's bytes.
 fn save_state(pipeline: &mut Pipeline, data: &Path) -> Vec<u8> {
     pipeline.dispatch().expect("batch handed over");
-    plugin_dir::save_state(pipeline.host_mut(), data).expect("state saved");
-    std::fs::read(data.join("state").join(format!("{PLUGIN}.bin"))).expect("state file")
+    let written = plugin_dir::save_state(pipeline.host_mut(), data);
+    let bytes =
+        std::fs::read(data.join("state").join(format!("{PLUGIN}.bin"))).expect("state file");
+    assert_eq!(written, bytes.len() as u64, "state saved");
+    bytes
 }
 
 /// A field of a CBOR map (the state envelope, or the state in it).

@@ -280,7 +280,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `stats` in.
     let stats = unsafe { stats.assume_init() };
-    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 #[cfg(test)]
