@@ -35,21 +35,15 @@ impl ProtocolLogs {
         })
     }
 
-    /// Appends `record` to `DATA_DIR/proto/<log>.json`. A log that cannot be opened is warned
-    /// about, not fatal: detection goes on without it.
+    /// Appends `record` to `DATA_DIR/proto/<log>.json`. A log that cannot be written costs its
+    /// lines (counted), not detection.
     pub fn write(&mut self, log: &'static str, record: Record) {
         let file = match self.files.entry(log) {
             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                let path = self.dir.join(format!("{log}.json"));
-                match LineLog::open(&path, self.limits) {
-                    Ok(file) => entry.insert(file),
-                    Err(err) => {
-                        tracing::warn!("cannot write {}: {err}", path.display());
-                        return;
-                    }
-                }
-            }
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(LineLog::open(
+                &self.dir.join(format!("{log}.json")),
+                self.limits,
+            )),
         };
         file.push(&Value::Object(record));
         if file.pending_bytes() >= WRITE_EVERY_BYTES {

@@ -148,7 +148,9 @@ impl Actions {
         let journal = eve_path(data_dir);
         let (saved, recovered) = match load(&path) {
             Ok(saved) => (saved.actions, false),
-            Err(ActionError::Corrupt { reason, .. }) => {
+            // Unreadable (an I/O error) is damaged too: the appliance starts without it.
+            Err(err @ (ActionError::Corrupt { .. } | ActionError::Io { .. })) => {
+                let reason = err.to_string();
                 let actions = recover_from_journal(&journal);
                 let in_force = actions
                     .iter()
@@ -602,6 +604,50 @@ mod tests {
             .expect("clear");
         assert!(running.reload_if_changed().expect("reload").is_empty());
         assert!(!running.table().drops(device, device, Some(445), 1_004));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_file_is_moved_aside_and_actions_in_force_come_back_from_eve_json() {
+        let dir =
+            std::env::temp_dir().join(format!("vigil-actions-damaged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let device = IpAddr::from([10, 0, 0, 51]);
+        let request = vigil_plugin_sdk::ActionRequest {
+            response: Response::BlockPort(445),
+            device,
+            ts: vigil_plugin_sdk::Timestamp::from_secs(1_000),
+            reason: "scan".into(),
+            incident: None,
+            duration_secs: 60,
+            needs_confirmation: false,
+        };
+        let mut running = Actions::open(&dir).expect("open");
+        let id = running
+            .request(&request, "responder 1", 1_000, Vec::new(), None)
+            .expect("request")
+            .id;
+        std::fs::write(Actions::path(&dir), b"{\"actions\": [{\"id\": 1, \"resp").expect("damage");
+
+        let reopened = Actions::open(&dir).expect("starts");
+        assert!(reopened.table().drops(device, device, Some(445), 1_001));
+        assert_eq!(
+            reopened.get(id).map(|a| &a.status),
+            running.get(id).map(|a| &a.status)
+        );
+        let kept = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("actions.json.damaged-")
+            });
+        assert!(kept, "the damaged file is kept aside");
+        assert_eq!(
+            load(&Actions::path(&dir)).expect("rewritten").actions.len(),
+            1
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

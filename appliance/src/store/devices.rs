@@ -29,7 +29,15 @@ pub fn load(data_dir: &Path, config: &DeviceConfig) -> anyhow::Result<DeviceTabl
             }
         },
         Err(err) if err.kind() == io::ErrorKind::NotFound => SavedDevices::default(),
-        Err(err) => return Err(err.into()),
+        // Unreadable (an I/O error) is damaged too: the appliance starts without it.
+        Err(err) => {
+            super::health::set_aside(
+                &path,
+                &err.to_string(),
+                Some("devices are learned again from traffic; their ids start afresh".into()),
+            );
+            SavedDevices::default()
+        }
     };
     // Fails only on a bad `[devices]` config, not on the file.
     DeviceTable::restore(config.clone(), saved).map_err(anyhow::Error::msg)

@@ -31,7 +31,7 @@ impl EveFile {
     pub fn open(data_dir: &Path, limits: LogLimits) -> io::Result<EveFile> {
         std::fs::create_dir_all(data_dir)?;
         Ok(EveFile {
-            out: LineLog::open(&eve_path(data_dir), limits)?,
+            out: LineLog::open(&eve_path(data_dir), limits),
             incidents: IncidentFile::open(data_dir)?,
             synced_at: Instant::now(),
         })

@@ -66,7 +66,11 @@ impl IncidentFile {
                 ),
             },
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
+            Err(err) => super::health::set_aside(
+                &path,
+                &err.to_string(),
+                Some("incidents continue from their records in eve.json".into()),
+            ),
         }
         Ok(IncidentFile {
             path,

@@ -103,30 +103,43 @@ pub struct LineLog {
 
 impl LineLog {
     /// Opens `path` for appending, first cutting a last line an earlier process left half
-    /// written (counted in [`health`]).
-    pub fn open(path: &Path, limits: LogLimits) -> io::Result<LineLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let cut = super::files::repair_cut_line(path)?;
-        if cut > 0 {
-            tracing::warn!(
-                "{}: cut {cut} bytes of a last line left half written by an earlier run",
-                path.display()
-            );
-            health::repaired_at_start(1, 0);
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let len = file.metadata()?.len();
-        Ok(LineLog {
+    /// written (counted in [`health`]). A file that cannot be opened (full disk, I/O error) is
+    /// counted and opened again at the next flush: a log never keeps the daemon from starting.
+    pub fn open(path: &Path, limits: LogLimits) -> LineLog {
+        let mut log = LineLog {
             path: path.to_path_buf(),
             limits,
-            file: Some(file),
-            len,
+            file: None,
+            len: 0,
             pending: Vec::new(),
             pending_lines: 0,
             unsynced: false,
-        })
+        };
+        if let Err(err) = log.reopen() {
+            health::write_failed(path, &err, 0);
+        }
+        log
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let cut = super::files::repair_cut_line(&self.path)?;
+        if cut > 0 {
+            tracing::warn!(
+                "{}: cut {cut} bytes of a last line left half written by an earlier run",
+                self.path.display()
+            );
+            health::repaired_at_start(1, 0);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.len = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -175,16 +188,11 @@ impl LineLog {
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?;
-                self.len = file.metadata()?.len();
-                self.file.insert(file)
-            }
+        if self.file.is_none() {
+            self.reopen()?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("not open"));
         };
         // Others append whole lines too (actions' records): the file's length, not ours.
         let before = file.metadata()?.len();
@@ -251,14 +259,8 @@ impl LineLog {
         }
         self.file = None;
         self.len = 0;
-        if let Ok(file) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            self.len = file.metadata().map_or(0, |m| m.len());
-            self.file = Some(file);
-        }
+        // Failing here, the next flush opens it again.
+        let _ = self.reopen();
     }
 }
 
@@ -296,7 +298,7 @@ mod tests {
             keep_rotated: 2,
             reserve_bytes: 0,
         };
-        let mut log = LineLog::open(&path, limits).expect("open");
+        let mut log = LineLog::open(&path, limits);
         for i in 0..40 {
             log.push(&serde_json::json!({ "n": i, "pad": "0123456789" }));
             log.flush();
