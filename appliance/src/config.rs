@@ -26,6 +26,7 @@ use crate::devices::DeviceConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
 use crate::respond::GuardConfig;
+use crate::store::lines::StorageConfig;
 use crate::stream::StreamConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -54,6 +55,8 @@ pub struct Config {
     pub bundles: BundleSettings,
     /// When a responder's action may come in force without an operator.
     pub respond: GuardConfig,
+    /// Log rotation and budgets, the space reserved for state, the checkpoint period.
+    pub storage: StorageConfig,
     /// Model config per plugin name.
     pub plugins: BTreeMap<String, toml::Table>,
 }

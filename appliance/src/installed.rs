@@ -90,13 +90,67 @@ impl BundleStore {
     ) -> Result<BundleStore, InstallError> {
         let dir = data_dir.join("bundles");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let versions = InstalledVersions::open(&dir.join("versions.json"))?;
-        Ok(BundleStore {
+        let path = dir.join("versions.json");
+        let versions = match InstalledVersions::open(&path) {
+            Ok(versions) => versions,
+            Err(StoreError::Corrupt { reason, .. }) => {
+                crate::store::health::set_aside(
+                    &path,
+                    &reason,
+                    Some(
+                        "the rollback floor is rebuilt from the signed bundles installed and \
+                         the factory ones"
+                            .into(),
+                    ),
+                );
+                InstalledVersions::open(&path)?
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let mut store = BundleStore {
             dir,
             trust,
             versions,
             limits,
-        })
+        };
+        let own: Vec<PathBuf> = store
+            .plugin_dirs()
+            .into_iter()
+            .flat_map(|dir| [CURRENT, PREVIOUS, CONFIG].map(|file| dir.join(file)))
+            .filter(|path| path.is_file())
+            .collect();
+        store.raise_floor(&own)?;
+        Ok(store)
+    }
+
+    /// Raises the rollback floor to the signed versions of `bundles` (the installed ones, the
+    /// factory ones on the verified root): `versions.json` is writable by whoever holds the data
+    /// partition, the signed bundles are not forgeable, so the floor is the highest of them all.
+    /// A file that does not verify raises nothing.
+    pub fn raise_floor(&mut self, bundles: &[PathBuf]) -> Result<(), InstallError> {
+        let floors: Vec<(String, Version)> = bundles
+            .iter()
+            .filter_map(|path| self.verify_file(path).ok())
+            .map(|bundle| (bundle.manifest.name, bundle.manifest.version))
+            .collect();
+        for name in self.versions.raise_floors(floors)? {
+            tracing::warn!(
+                "rollback floor of {name} raised to its signed bundle's version: versions.json \
+                 was behind it"
+            );
+        }
+        Ok(())
+    }
+
+    fn plugin_dirs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
     }
 
     pub fn limits(&self) -> VerifyLimits {
@@ -141,12 +195,10 @@ impl BundleStore {
     /// left out (the factory bundle, if any, runs instead).
     pub fn installed(&self) -> Vec<(PathBuf, VerifiedBundle)> {
         let mut found = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return found;
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path().join(CURRENT))
+        let mut paths: Vec<PathBuf> = self
+            .plugin_dirs()
+            .into_iter()
+            .map(|dir| dir.join(CURRENT))
             .filter(|p| p.is_file())
             .collect();
         paths.sort();

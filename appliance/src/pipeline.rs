@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
@@ -27,7 +29,7 @@ use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable, Observed};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
 use crate::respond::{reset, ActionError, Actions, Decision, ResponseGuard};
-use crate::store::Sink;
+use crate::store::{self, health, Sink};
 use crate::stream::StreamConfig;
 
 /// What counts as a device's pattern of life when it is enforced: services it used at least this
@@ -147,6 +149,16 @@ pub struct Pipeline {
     clock: Option<Timestamp>,
     recent: Vec<Emitted>,
     incidents: std::collections::BTreeMap<u64, EmittedIncident>,
+    /// Where and how often what was learned is saved while running.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Periodic checkpoints of learned state, on the wall clock (in a replay too: what a kill
+/// loses is wall-clock work).
+struct Checkpoints {
+    data_dir: PathBuf,
+    every: Duration,
+    last: Instant,
 }
 
 impl Pipeline {
@@ -184,6 +196,7 @@ impl Pipeline {
             clock: None,
             recent: Vec::new(),
             incidents: std::collections::BTreeMap::new(),
+            checkpoints: None,
         }
     }
 
@@ -210,6 +223,45 @@ impl Pipeline {
 
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
+    }
+
+    /// Saves what was learned into `data_dir` every `every` of wall clock while running
+    /// ([`Pipeline::save_learned`]), so a kill -9 loses at most that much.
+    pub fn enable_checkpoints(&mut self, data_dir: &Path, every: Duration) {
+        self.checkpoints = Some(Checkpoints {
+            data_dir: data_dir.to_path_buf(),
+            every,
+            last: Instant::now(),
+        });
+    }
+
+    fn checkpoint_if_due(&mut self) {
+        let Some(checkpoints) = self.checkpoints.as_mut() else {
+            return;
+        };
+        if checkpoints.last.elapsed() < checkpoints.every {
+            return;
+        }
+        checkpoints.last = Instant::now();
+        let data_dir = checkpoints.data_dir.clone();
+        self.save_learned(&data_dir);
+    }
+
+    /// Keeps what was learned: every plugin's state, the device table, and the actions if their
+    /// last write failed, each written atomically. A file that cannot be written is counted
+    /// ([`health`]) and written by the next checkpoint: never an error that stops the daemon.
+    pub fn save_learned(&mut self, data_dir: &Path) {
+        crate::plugin_dir::save_state(&mut self.host, data_dir);
+        let now = self.stats.last_packet.unwrap_or_default();
+        let path = store::devices::devices_path(data_dir);
+        match store::devices::save(data_dir, &self.devices, now) {
+            Ok(()) => health::write_ok(&path),
+            Err(err) => health::write_failed(&path, &err, 1),
+        }
+        if let Some(actions) = self.actions.as_mut() {
+            actions.save_if_unsaved();
+        }
+        health::checkpointed(unix_now());
     }
 
     /// Shows `tap` every batch just before the plugins get it, so a plugin run outside the host
@@ -628,6 +680,7 @@ impl Pipeline {
         self.batch.push(&tick(now));
         self.stats.events += 1;
         self.sink.tick()?;
+        self.checkpoint_if_due();
         self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
         Ok(())
     }
@@ -800,6 +853,7 @@ impl Pipeline {
                         since_progress = 0;
                         progress(&self.stats);
                         self.queues = source.queue_counters();
+                        self.checkpoint_if_due();
                     }
                 }
                 Next::Idle => {
@@ -839,7 +893,7 @@ impl Pipeline {
         let last = self.stats.last_packet.unwrap_or_default();
         self.close_ended(last);
         self.dispatch()?;
-        self.analyzer.flush_logs()?;
+        self.analyzer.flush_logs();
         self.sink.finish()
     }
 }

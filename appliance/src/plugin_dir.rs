@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::host::{PluginHost, PluginId};
 use crate::installed::{module_agrees, BundleStore};
 use crate::store::files::write_atomic;
+use crate::store::health;
 
 /// The outcome of loading one plugin.
 #[derive(Debug)]
@@ -216,16 +217,24 @@ fn load_one(
         let saved = state_path(data_dir, name);
         if let Ok(bytes) = std::fs::read(&saved) {
             match host.restore(id, &bytes) {
-                Ok(()) => restored = true,
+                Ok(()) => {
+                    tracing::info!(
+                        plugin = %name,
+                        "learned state restored from {} ({} bytes)",
+                        saved.display(),
+                        bytes.len()
+                    );
+                    restored = true;
+                }
                 Err(err) => {
                     let kept = unrestored_state_path(data_dir, name);
                     let moved = std::fs::rename(&saved, &kept);
                     match moved {
-                        Ok(()) => tracing::error!(
-                            plugin = %name,
-                            "saved state not restored ({err:#}): the plugin starts without it, \
-                             and the state is kept as {}",
-                            kept.display()
+                        Ok(()) => health::moved_aside(
+                            &saved,
+                            Some(&kept),
+                            &format!("not restored by plugin {name}: {err:#}"),
+                            None,
                         ),
                         Err(move_err) => tracing::error!(
                             plugin = %name,
@@ -256,16 +265,30 @@ pub fn plugin_name_from_file(path: &Path) -> String {
         .replace('_', "-")
 }
 
-/// Saves every running plugin's learned state (atomically), so the next run continues.
-pub fn save_state(host: &mut PluginHost, data_dir: &Path) -> anyhow::Result<usize> {
-    let mut saved = 0;
+/// Saves every running plugin's learned state (atomically), so the next run continues; returns
+/// the bytes written. A plugin that cannot snapshot, or a file that cannot be written, costs
+/// that plugin's save (logged, counted in [`health`]), not the others'.
+pub fn save_state(host: &mut PluginHost, data_dir: &Path) -> u64 {
+    let mut bytes_saved = 0;
     for status in host.plugins() {
         if status.quarantined {
             continue;
         }
-        let bytes = host.snapshot(status.id)?;
-        write_atomic(&state_path(data_dir, &status.name), &bytes)?;
-        saved += 1;
+        let bytes = match host.snapshot(status.id) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::error!(plugin = %status.name, "state not saved: {err:#}");
+                continue;
+            }
+        };
+        let path = state_path(data_dir, &status.name);
+        match write_atomic(&path, &bytes) {
+            Ok(()) => {
+                health::write_ok(&path);
+                bytes_saved += bytes.len() as u64;
+            }
+            Err(err) => health::write_failed(&path, &err, 1),
+        }
     }
-    Ok(saved)
+    bytes_saved
 }

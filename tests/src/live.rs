@@ -27,7 +27,18 @@ impl LiveVigil {
     /// `vigil run` on `iface` (generic XDP) with the signed development plugins, its data dir
     /// `dir/data` and its management API on 127.0.0.1:8470 with `token`.
     pub fn with_api(ns: &Netns, iface: &str, dir: &Path, token: &str) -> LiveVigil {
-        let config = api_config(dir, token);
+        LiveVigil::with_api_and(ns, iface, dir, token, "")
+    }
+
+    /// [`LiveVigil::with_api`] with `extra` (TOML sections) in its config file.
+    pub fn with_api_and(
+        ns: &Netns,
+        iface: &str,
+        dir: &Path,
+        token: &str,
+        extra: &str,
+    ) -> LiveVigil {
+        let config = api_config(dir, token, extra);
         let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
         LiveVigil::start(
             ns,
@@ -147,6 +158,15 @@ impl LiveVigil {
     }
 }
 
+impl LiveVigil {
+    /// SIGKILL, as a power cut or the kernel's OOM killer would end it: nothing saved on the
+    /// way out.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+}
+
 impl Drop for LiveVigil {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -167,14 +187,43 @@ pub fn output_text(out: &Output) -> String {
 
 /// Writes `dir/vigil.toml` for a `vigil run` whose management API listens on loopback with
 /// `token`; returns its path.
-fn api_config(dir: &Path, token: &str) -> PathBuf {
+fn api_config(dir: &Path, token: &str, extra: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
     std::fs::write(
         &config,
-        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n"),
+        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n{extra}"),
     )
     .expect("config");
     config
+}
+
+/// `GET path` from the management API [`LiveVigil::with_api`] started in `ns`: the status code
+/// and the JSON body, or `None` when it did not answer within `wait`.
+pub fn api_get(
+    ns: &Netns,
+    path: &str,
+    token: &str,
+    wait: Duration,
+) -> Option<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    ns.thread(move || {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], 8470));
+        let mut stream = std::net::TcpStream::connect_timeout(&address, wait).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let status = answer.split(' ').nth(1)?.parse().ok()?;
+        let (_, body) = answer.split_once("\r\n\r\n")?;
+        Some((status, serde_json::from_str(body).ok()?))
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 pub fn skip_live() -> bool {

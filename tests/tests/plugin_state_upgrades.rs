@@ -122,7 +122,7 @@ impl Vendor {
         let loaded = loaded.remove(0);
         assert!(loaded.result.is_ok(), "{:?}", loaded.result);
         let devices = DeviceTable::new(DeviceConfig::default()).expect("devices");
-        let sink = Box::new(EveFile::open(data).expect("eve.json"));
+        let sink = Box::new(EveFile::open(data, Default::default()).expect("eve.json"));
         let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None);
         pipeline.attach_store(store);
         (pipeline, loaded)
@@ -164,8 +164,11 @@ fn running_version(pipeline: &Pipeline) -> String {
 /// still batched (as an install hands them over first); the file's bytes.
 fn save_state(pipeline: &mut Pipeline, data: &Path) -> Vec<u8> {
     pipeline.dispatch().expect("batch handed over");
-    plugin_dir::save_state(pipeline.host_mut(), data).expect("state saved");
-    std::fs::read(data.join("state").join(format!("{PLUGIN}.bin"))).expect("state file")
+    let written = plugin_dir::save_state(pipeline.host_mut(), data);
+    let bytes =
+        std::fs::read(data.join("state").join(format!("{PLUGIN}.bin"))).expect("state file");
+    assert_eq!(written, bytes.len() as u64, "state saved");
+    bytes
 }
 
 /// A field of a CBOR map (the state envelope, or the state in it).

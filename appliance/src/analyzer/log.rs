@@ -3,58 +3,57 @@
 //! output. Each protocol module builds its own records; this module only writes them.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::store::lines::{LineLog, LogLimits};
+
 /// One log line under construction.
 pub type Record = Map<String, Value>;
 
+/// Lines of one log held in memory before they are written together.
+const WRITE_EVERY_BYTES: usize = 64 * 1024;
+
+/// Each log is a [`LineLog`]: rotated within its budget, and a full disk costs lines (counted),
+/// never the capture.
 pub struct ProtocolLogs {
     dir: PathBuf,
-    files: BTreeMap<&'static str, BufWriter<File>>,
+    limits: LogLimits,
+    files: BTreeMap<&'static str, LineLog>,
 }
 
 impl ProtocolLogs {
-    pub fn open(data_dir: &Path) -> io::Result<ProtocolLogs> {
+    pub fn open(data_dir: &Path, limits: LogLimits) -> io::Result<ProtocolLogs> {
         let dir = data_dir.join("proto");
         std::fs::create_dir_all(&dir)?;
         Ok(ProtocolLogs {
             dir,
+            limits,
             files: BTreeMap::new(),
         })
     }
 
-    /// Appends `record` to `DATA_DIR/proto/<log>.json`. A log that cannot be written is warned
-    /// about, not fatal: detection goes on without it.
+    /// Appends `record` to `DATA_DIR/proto/<log>.json`. A log that cannot be written costs its
+    /// lines (counted), not detection.
     pub fn write(&mut self, log: &'static str, record: Record) {
         let file = match self.files.entry(log) {
             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                let path = self.dir.join(format!("{log}.json"));
-                match OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(file) => entry.insert(BufWriter::new(file)),
-                    Err(err) => {
-                        tracing::warn!("cannot write {}: {err}", path.display());
-                        return;
-                    }
-                }
-            }
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(LineLog::open(
+                &self.dir.join(format!("{log}.json")),
+                self.limits,
+            )),
         };
-        let written = serde_json::to_writer(&mut *file, &Value::Object(record))
-            .map_err(io::Error::from)
-            .and_then(|()| file.write_all(b"\n"));
-        if let Err(err) = written {
-            tracing::warn!("writing the {log} log: {err}");
+        file.push(&Value::Object(record));
+        if file.pending_bytes() >= WRITE_EVERY_BYTES {
+            file.flush();
         }
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub fn flush(&mut self) {
         for file in self.files.values_mut() {
-            file.flush()?;
+            file.flush();
         }
-        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! | `GET /api/v1/plugins` | the running plugins as JSON |
 //! | `POST /api/v1/plugins` | body: a signed bundle; installed live, between batches |
 //! | `GET /api/v1/alerts` | the newest alerts (up to 500) from eve.json |
-//! | `GET /api/v1/status` | core version, booted slot, root mount and verity, capture bound |
+//! | `GET /api/v1/status` | core version, booted slot, root mount and verity, capture bound, storage |
 //! | `POST /api/v1/image` | body: a signed core update; written to the slot not booted, then reboot |
 //! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
 //! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |

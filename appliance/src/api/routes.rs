@@ -235,6 +235,7 @@ async fn status(State(shared): State<Shared>) -> Response {
             "vigil": env!("CARGO_PKG_VERSION"),
             "system": system,
             "capture": capture,
+            "storage": crate::store::health::snapshot(),
             "api": {"restarts": shared.health.restarts.load(Ordering::Relaxed)},
         }),
     )

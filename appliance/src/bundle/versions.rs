@@ -124,6 +124,31 @@ impl InstalledVersions {
         self.save()
     }
 
+    /// Raises each named plugin's high-water mark to at least its version (signed bundles found
+    /// on disk, which a writable `versions.json` must not be able to undercut); written once if
+    /// any rose. Returns the plugins whose recorded mark was lower (not those never recorded).
+    pub fn raise_floors(
+        &mut self,
+        floors: impl IntoIterator<Item = (String, Version)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut raised = Vec::new();
+        let mut changed = false;
+        for (name, version) in floors {
+            let record = self.plugins.entry(name.clone()).or_default();
+            if record.highest < Some(version) {
+                if record.highest.is_some() {
+                    raised.push(name);
+                }
+                record.highest = Some(version);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save()?;
+        }
+        Ok(raised)
+    }
+
     /// Records that `name` was removed; its high-water mark stays.
     pub fn record_removal(&mut self, name: &str) -> Result<(), StoreError> {
         if let Some(record) = self.plugins.get_mut(name) {

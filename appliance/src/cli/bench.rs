@@ -1,8 +1,8 @@
 //! `vigil bench`: four captures it builds (the lab attack x40 as one device and with shifted
 //! addresses, a 1 M-packet SYN flood, bulk HTTP made with real tools), each through decode +
 //! flows + parsers and through `vigil replay` itself, against tshark on the same file in the same
-//! run; then the figures of single stages (plugins, hot swap, reassembly, responses) on the
-//! shifted attack.
+//! run; then the figures of single stages (plugins, hot swap, reassembly, checkpoints,
+//! responses) on the shifted attack.
 
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -244,6 +244,13 @@ fn stage_rows(
     rows.extend(super::bench_fragments::rows(runs, || {
         bench_pipeline(&files, &config)
     })?);
+    rows.extend(super::bench_checkpoints::rows(
+        path,
+        packets,
+        dir,
+        runs,
+        || bench_pipeline(&files, &config),
+    )?);
     rows.push(super::bench_respond::lookups(runs)?);
     let (block, block_median) =
         super::bench_respond::breach_to_block(bench_pipeline(&files, &config)?, path)?;

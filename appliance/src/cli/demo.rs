@@ -5,7 +5,6 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use super::save_learned;
 use super::{open_pipeline, summary, PluginArgs};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Next, Source};
@@ -41,7 +40,7 @@ pub fn demo(data_dir: Option<PathBuf>, plugins: PluginArgs) -> anyhow::Result<()
     let start = first_packet_time(ATTACK_PCAP)?;
     pipeline.run(&mut attack, &stop, false, |_| {})?;
     pipeline.finish()?;
-    save_learned(&mut pipeline, &data_dir)?;
+    pipeline.save_learned(&data_dir);
     println!();
     println!("Breaches while learning the normal week: {learned}");
     println!("Model breaches during the attack, in packet time from its first packet:");

@@ -3,6 +3,7 @@
 mod actions;
 mod bench;
 mod bench_captures;
+mod bench_checkpoints;
 mod bench_fragments;
 mod bench_learning;
 mod bench_respond;
@@ -96,11 +97,15 @@ pub(crate) fn open_store(
     data_dir: &Path,
 ) -> anyhow::Result<Option<BundleStore>> {
     match TrustStore::open(&source.trust_dir) {
-        Ok(trust) => Ok(Some(BundleStore::open(
-            data_dir,
-            trust,
-            source.bundle_limits,
-        )?)),
+        Ok(trust) => {
+            let mut store = BundleStore::open(data_dir, trust, source.bundle_limits)?;
+            // The factory bundles are on the verified root: no file on the data partition
+            // lowers the floor below them. A plugin dir that cannot be read raises nothing
+            // (loading the plugins reports it).
+            let factory = plugin_dir::bundle_files(&source.dir).unwrap_or_default();
+            store.raise_floor(&factory)?;
+            Ok(Some(store))
+        }
         Err(err) if source.allow_unsigned => {
             tracing::warn!("no trust store ({err}): only unsigned plugins can load");
             Ok(None)
@@ -248,6 +253,9 @@ pub(crate) fn open_pipeline(
 ) -> anyhow::Result<(Pipeline, Vec<Loaded>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // Before this process writes anything: what a killed one left half done.
+    let removed = store::files::remove_stale_temporaries(data_dir);
+    store::health::repaired_at_start(0, removed as u64);
     let mut store = open_store(source, data_dir)?;
     if source.allow_unsigned {
         tracing::warn!(
@@ -280,11 +288,11 @@ pub(crate) fn open_pipeline(
             source.dir.display()
         );
     }
-    let sink = EveFile::open(data_dir)
+    let sink = EveFile::open(data_dir, config.storage.eve_limits())
         .with_context(|| format!("opening {}/eve.json", data_dir.display()))?;
     let logs = if protocol_logs {
         Some(
-            ProtocolLogs::open(data_dir)
+            ProtocolLogs::open(data_dir, config.storage.protocol_log_limits())
                 .with_context(|| format!("creating {}/proto", data_dir.display()))?,
         )
     } else {
@@ -305,6 +313,10 @@ pub(crate) fn open_pipeline(
     let guard =
         crate::respond::ResponseGuard::new(config.respond.clone()).map_err(anyhow::Error::msg)?;
     pipeline.attach_actions(actions, guard);
+    pipeline.enable_checkpoints(
+        data_dir,
+        std::time::Duration::from_secs(config.storage.checkpoint_secs.max(1)),
+    );
     Ok((pipeline, loaded))
 }
 
@@ -314,16 +326,4 @@ impl Common {
         let source = self.plugins.resolve(&config);
         Ok((config, source))
     }
-}
-
-/// Keeps what the run learned: every plugin's state and the device table.
-pub(crate) fn save_learned(pipeline: &mut Pipeline, data_dir: &Path) -> anyhow::Result<()> {
-    plugin_dir::save_state(pipeline.host_mut(), data_dir)?;
-    let now = pipeline.stats().last_packet.unwrap_or_default();
-    store::devices::save(data_dir, pipeline.devices(), now).with_context(|| {
-        format!(
-            "saving {}",
-            store::devices::devices_path(data_dir).display()
-        )
-    })
 }

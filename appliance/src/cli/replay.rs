@@ -5,7 +5,6 @@ use std::sync::atomic::AtomicBool;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::save_learned;
 use super::{open_pipeline, summary, Common};
 use crate::capture::pcap::PcapSource;
 use crate::capture::reorder::{Reorder, ReorderConfig};
@@ -16,7 +15,7 @@ pub fn replay(common: &Common, pcaps: &[PathBuf], protocol_logs: bool) -> anyhow
     let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, protocol_logs)?;
     let failures = replay_files(&mut pipeline, pcaps, config.capture.reorder());
     pipeline.finish()?;
-    save_learned(&mut pipeline, &common.data_dir)?;
+    pipeline.save_learned(&common.data_dir);
     summary::print(&pipeline, &loaded, &failures);
     println!("alerts: {}", common.data_dir.join("eve.json").display());
     // A capture Vigil cannot read at all must not pass for a quiet one.

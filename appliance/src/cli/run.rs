@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::save_learned;
 use super::{open_pipeline, summary, Common};
 use crate::capture::bridge::Bridge;
 use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS};
@@ -111,7 +110,7 @@ pub fn run(
     let result = pipeline.run(&mut source, &stop, true, |_| {});
     // Whatever stopped us, keep what was learned and raised.
     pipeline.finish()?;
-    save_learned(&mut pipeline, &common.data_dir)?;
+    pipeline.save_learned(&common.data_dir);
     tracing::info!("stopped; ring statistics: {:?}", source.stats());
     summary::print(&pipeline, &loaded, &[]);
     result.map_err(Into::into)
@@ -169,7 +168,7 @@ pub fn run_inline(
         }
     }
     pipeline.finish()?;
-    save_learned(&mut pipeline, &common.data_dir)?;
+    pipeline.save_learned(&common.data_dir);
     let stats = bridge.stats();
     tracing::info!(
         "stopped; forwarded {} + {} frames, dropped {} + {}, {} lost to full TX rings",

@@ -102,6 +102,7 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     if !models.is_empty() {
         print_table("breaches by model", &models);
     }
+    print_storage();
     let skipped: Vec<(String, String)> = stats
         .skipped
         .iter()
@@ -263,4 +264,49 @@ pub fn print_table(title: &str, rows: &[(String, String)]) {
         println!("{key:<width$}  {value}");
     }
     println!();
+}
+
+/// What the data dir cost the run: records dropped, files rotated out or moved aside, repairs.
+fn print_storage() {
+    let health = crate::store::health::snapshot();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for (name, value) in [
+        ("checkpoints of learned state", health.checkpoints),
+        ("records dropped (write failed)", health.dropped()),
+        (
+            "log lines dropped (space reserved)",
+            health.dropped_for_reserve,
+        ),
+        ("rotated log files deleted (budget)", health.rotated_out),
+        (
+            "cut last lines repaired at start",
+            health.cut_lines_repaired,
+        ),
+        (
+            "stale temporaries removed",
+            health.stale_temporaries_removed,
+        ),
+    ] {
+        if value > 0 {
+            rows.push((name.into(), value.to_string()));
+        }
+    }
+    for (path, failures) in &health.write_failures {
+        rows.push((
+            format!("failed writes of {}", path.display()),
+            format!("{} ({})", failures.failures, failures.last_error),
+        ));
+    }
+    for aside in &health.moved_aside {
+        rows.push((
+            format!("damaged, moved aside: {}", aside.path.display()),
+            aside
+                .kept_as
+                .as_ref()
+                .map_or("(could not be moved)".into(), |p| p.display().to_string()),
+        ));
+    }
+    if !rows.is_empty() {
+        print_table("storage", &rows);
+    }
 }

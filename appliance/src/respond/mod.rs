@@ -5,6 +5,12 @@
 //! table until its end), `cleared` by an operator, or `expired`. Every change is recorded with
 //! who made it and when, and the file is rewritten atomically, so after a restart exactly the
 //! actions in force are enforced again until they end.
+//!
+//! Every change is also appended to `eve.json` as an `event_type: "action"` record (the SIEM
+//! sees responses beside the alerts that caused them). A damaged `actions.json` is moved aside
+//! and the actions are re-derived from those records (the live `eve.json` and its rotated
+//! files): the last record of each action wins. What was only in the damaged file (records
+//! dropped on a full disk, or rotated out) is said to be lost, in the log and the status.
 
 pub mod guard;
 pub mod reset;
@@ -20,7 +26,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::Response;
 
+use crate::store::eve::{eve_path, eve_timestamp};
 use crate::store::files::write_atomic;
+use crate::store::health;
 pub use guard::{GuardConfig, Hold, ResponseGuard};
 pub use table::{EnforcementTable, Secs};
 
@@ -81,7 +89,13 @@ pub enum ActionError {
 
 pub struct Actions {
     path: PathBuf,
+    /// `eve.json`, where every change is recorded as well.
+    journal: PathBuf,
     actions: BTreeMap<u64, Action>,
+    /// Each action as last recorded in the journal.
+    journaled: BTreeMap<u64, Action>,
+    /// The last write of the file failed: the next checkpoint writes it.
+    unsaved: bool,
     table: EnforcementTable,
     /// The file as we last read or wrote it: any other is an operator's change (`vigil actions
     /// confirm|clear` while the appliance runs).
@@ -127,19 +141,57 @@ impl Actions {
         data_dir.join("actions.json")
     }
 
-    /// The data dir's actions; those in force go back into the table.
+    /// The data dir's actions; those in force go back into the table. A damaged file is moved
+    /// aside and its actions re-derived from their records in `eve.json`.
     pub fn open(data_dir: &Path) -> Result<Actions, ActionError> {
         let path = Actions::path(data_dir);
-        let seen = stamp(&path);
-        let saved = load(&path)?;
+        let journal = eve_path(data_dir);
+        let (saved, recovered) = match load(&path) {
+            Ok(saved) => (saved.actions, false),
+            // Unreadable (an I/O error) is damaged too: the appliance starts without it.
+            Err(err @ (ActionError::Corrupt { .. } | ActionError::Io { .. })) => {
+                let reason = err.to_string();
+                let actions = recover_from_journal(&journal);
+                let in_force = actions
+                    .iter()
+                    .filter(|a| matches!(a.status, Status::Active { .. }))
+                    .count();
+                health::set_aside(
+                    &path,
+                    &reason,
+                    Some(format!(
+                        "{} actions ({in_force} in force) re-derived from their records in \
+                         {} and its rotated files; changes whose records were dropped \
+                         (full disk) or rotated out could not be recovered",
+                        actions.len(),
+                        journal.display()
+                    )),
+                );
+                (actions, true)
+            }
+            Err(err) => return Err(err),
+        };
         let mut actions = Actions {
+            seen: stamp(&path),
             path,
-            actions: saved.actions.into_iter().map(|a| (a.id, a)).collect(),
+            journal,
+            journaled: saved.iter().map(|a| (a.id, a.clone())).collect(),
+            actions: saved.into_iter().map(|a| (a.id, a)).collect(),
+            unsaved: recovered,
             table: EnforcementTable::new(),
-            seen,
         };
         actions.rebuild();
+        actions.save_if_unsaved();
         Ok(actions)
+    }
+
+    /// Writes the file if its last write failed (a checkpoint; the table in memory enforced
+    /// the actions all along).
+    pub fn save_if_unsaved(&mut self) {
+        if self.unsaved {
+            // Counted in `health` by `save`.
+            let _ = self.save();
+        }
     }
 
     /// Takes in what an operator changed in the file since we last read or wrote it, so a
@@ -150,7 +202,21 @@ impl Actions {
         if now == self.seen {
             return Ok(Vec::new());
         }
-        let saved = load(&self.path)?;
+        let saved = match load(&self.path) {
+            Ok(saved) => saved,
+            Err(ActionError::Corrupt { reason, .. }) => {
+                // Damaged beside us: what this process holds is the truth; write it back.
+                health::set_aside(
+                    &self.path,
+                    &reason,
+                    Some("rewritten from the actions the running appliance holds".into()),
+                );
+                self.unsaved = true;
+                self.save_if_unsaved();
+                return Ok(Vec::new());
+            }
+            Err(err) => return Err(err),
+        };
         self.seen = now;
         let activated = saved
             .actions
@@ -248,7 +314,8 @@ impl Actions {
             activate(&mut action, &mut self.table, requested_by, now);
         }
         self.actions.insert(id, action);
-        self.save()?;
+        // In force from here whatever the disk says; a failed write is retried (`save`).
+        let _ = self.save();
         Ok(Requested {
             id,
             new: true,
@@ -322,12 +389,16 @@ impl Actions {
         }
         if expired > 0 {
             self.rebuild();
-            self.save()?;
+            // Lifted from here whatever the disk says; a failed write is retried (`save`).
+            let _ = self.save();
         }
         Ok(expired)
     }
 
+    /// Writes the file, and records what changed in the journal. A failed write is counted
+    /// ([`health`]) and retried at the next checkpoint; the change is in force regardless.
     fn save(&mut self) -> Result<(), ActionError> {
+        self.journal_changes();
         let saved = SavedActions {
             actions: self.actions.values().cloned().collect(),
         };
@@ -336,13 +407,87 @@ impl Actions {
             reason: err.to_string(),
         })?;
         bytes.push(b'\n');
-        write_atomic(&self.path, &bytes).map_err(|source| ActionError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        if let Err(source) = write_atomic(&self.path, &bytes) {
+            health::write_failed(&self.path, &source, 1);
+            self.unsaved = true;
+            return Err(ActionError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        health::write_ok(&self.path);
+        self.unsaved = false;
         self.seen = stamp(&self.path);
         Ok(())
     }
+
+    /// Appends an `event_type: "action"` record to `eve.json` for every action changed since
+    /// its last record, as one write (whole lines, so the alert writer's lines stay whole).
+    fn journal_changes(&mut self) {
+        let mut lines = Vec::new();
+        let mut changed = 0;
+        for action in self.actions.values() {
+            if self.journaled.get(&action.id) == Some(action) {
+                continue;
+            }
+            let at = action.audit.last().map_or(action.requested_at, |a| a.at);
+            let record = serde_json::json!({
+                "timestamp": eve_timestamp(vigil_plugin_sdk::Timestamp::from_secs(at)),
+                "event_type": "action",
+                "src_ip": action.device.to_string(),
+                "action": action,
+            });
+            if serde_json::to_writer(&mut lines, &record).is_ok() {
+                lines.push(b'\n');
+                changed += 1;
+            }
+        }
+        if changed == 0 {
+            return;
+        }
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.journal)
+            .and_then(|mut file| io::Write::write_all(&mut file, &lines));
+        match written {
+            Ok(()) => {
+                self.journaled = self.actions.clone();
+            }
+            Err(err) => health::write_failed(&self.journal, &err, changed),
+        }
+    }
+}
+
+/// Every action recorded in `eve` and its rotated files, the latest record of each.
+fn recover_from_journal(eve: &Path) -> Vec<Action> {
+    let rotated = |n: u32| {
+        let mut name = eve.as_os_str().to_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    };
+    let mut files: Vec<PathBuf> = (1..).map(rotated).take_while(|p| p.exists()).collect();
+    // Oldest first, the live file last: later records win.
+    files.reverse();
+    files.push(eve.to_path_buf());
+    let mut actions = BTreeMap::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text
+            .lines()
+            .filter(|l| l.contains("\"event_type\":\"action\""))
+        {
+            let Ok(mut record) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Ok(action) = serde_json::from_value::<Action>(record["action"].take()) {
+                actions.insert(action.id, action);
+            }
+        }
+    }
+    actions.into_values().collect()
 }
 
 fn load(path: &Path) -> Result<SavedActions, ActionError> {
@@ -459,6 +604,50 @@ mod tests {
             .expect("clear");
         assert!(running.reload_if_changed().expect("reload").is_empty());
         assert!(!running.table().drops(device, device, Some(445), 1_004));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_file_is_moved_aside_and_actions_in_force_come_back_from_eve_json() {
+        let dir =
+            std::env::temp_dir().join(format!("vigil-actions-damaged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let device = IpAddr::from([10, 0, 0, 51]);
+        let request = vigil_plugin_sdk::ActionRequest {
+            response: Response::BlockPort(445),
+            device,
+            ts: vigil_plugin_sdk::Timestamp::from_secs(1_000),
+            reason: "scan".into(),
+            incident: None,
+            duration_secs: 60,
+            needs_confirmation: false,
+        };
+        let mut running = Actions::open(&dir).expect("open");
+        let id = running
+            .request(&request, "responder 1", 1_000, Vec::new(), None)
+            .expect("request")
+            .id;
+        std::fs::write(Actions::path(&dir), b"{\"actions\": [{\"id\": 1, \"resp").expect("damage");
+
+        let reopened = Actions::open(&dir).expect("starts");
+        assert!(reopened.table().drops(device, device, Some(445), 1_001));
+        assert_eq!(
+            reopened.get(id).map(|a| &a.status),
+            running.get(id).map(|a| &a.status)
+        );
+        let kept = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("actions.json.damaged-")
+            });
+        assert!(kept, "the damaged file is kept aside");
+        assert_eq!(
+            load(&Actions::path(&dir)).expect("rewritten").actions.len(),
+            1
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -13,26 +13,33 @@ pub fn devices_path(data_dir: &Path) -> PathBuf {
     data_dir.join("devices.json")
 }
 
-/// The saved table, or a fresh one. A file that cannot be read is kept aside, not lost.
+/// The saved table, or a fresh one. A damaged file is moved aside, not lost.
 pub fn load(data_dir: &Path, config: &DeviceConfig) -> anyhow::Result<DeviceTable> {
     let path = devices_path(data_dir);
     let saved = match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<SavedDevices>(&bytes) {
             Ok(saved) => saved,
             Err(err) => {
-                let aside = path.with_extension("json.unreadable");
-                tracing::warn!(
-                    "{}: {err}; kept as {} and starting afresh",
-                    path.display(),
-                    aside.display()
+                super::health::set_aside(
+                    &path,
+                    &err.to_string(),
+                    Some("devices are learned again from traffic; their ids start afresh".into()),
                 );
-                std::fs::rename(&path, &aside)?;
                 SavedDevices::default()
             }
         },
         Err(err) if err.kind() == io::ErrorKind::NotFound => SavedDevices::default(),
-        Err(err) => return Err(err.into()),
+        // Unreadable (an I/O error) is damaged too: the appliance starts without it.
+        Err(err) => {
+            super::health::set_aside(
+                &path,
+                &err.to_string(),
+                Some("devices are learned again from traffic; their ids start afresh".into()),
+            );
+            SavedDevices::default()
+        }
     };
+    // Fails only on a bad `[devices]` config, not on the file.
     DeviceTable::restore(config.clone(), saved).map_err(anyhow::Error::msg)
 }
 

@@ -2,27 +2,25 @@
 //! Suricata's `eve.json` take Vigil's alerts unchanged; Vigil's own fields sit under `vigil`.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vigil_plugin_sdk::{Breach, Timestamp};
 
 use super::incidents::IncidentFile;
+use super::lines::{LineLog, LogLimits};
 use super::Sink;
 use crate::devices::{format_mac, Device};
 use crate::host::{Emitted, EmittedIncident};
 
-/// Appends alerts (and incident updates, `event_type: "incident"`) to `DATA_DIR/eve.json`, and
-/// keeps `DATA_DIR/incidents.json` current.
+/// Appends alerts (and incident updates, `event_type: "incident"`) to `DATA_DIR/eve.json`,
+/// rotated within its budget, and keeps `DATA_DIR/incidents.json` current. What cannot be
+/// written is dropped and counted ([`super::health`]): no error here stops the capture.
 pub struct EveFile {
-    path: PathBuf,
-    out: BufWriter<File>,
+    out: LineLog,
     incidents: IncidentFile,
-    /// Written to the OS since the last sync to disk.
-    unsynced: bool,
     synced_at: Instant,
 }
 
@@ -30,29 +28,28 @@ pub struct EveFile {
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 impl EveFile {
-    pub fn open(data_dir: &Path) -> io::Result<EveFile> {
+    pub fn open(data_dir: &Path, limits: LogLimits) -> io::Result<EveFile> {
         std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join("eve.json");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(EveFile {
-            path,
-            out: BufWriter::new(file),
+            out: LineLog::open(&eve_path(data_dir), limits),
             incidents: IncidentFile::open(data_dir)?,
-            unsynced: false,
             synced_at: Instant::now(),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.out.path()
     }
+}
+
+pub fn eve_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("eve.json")
 }
 
 impl Sink for EveFile {
     fn breach(&mut self, emitted: &Emitted, device: Option<&Device>) -> io::Result<()> {
-        let record = alert_record(emitted, device);
-        serde_json::to_writer(&mut self.out, &record)?;
-        self.out.write_all(b"\n")
+        self.out.push(&alert_record(emitted, device));
+        Ok(())
     }
 
     fn incident(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> io::Result<()> {
@@ -62,32 +59,31 @@ impl Sink for EveFile {
             "src_ip": emitted.incident.device.to_string(),
             "incident": self.incidents.update(emitted, device),
         });
-        serde_json::to_writer(&mut self.out, &record)?;
-        self.out.write_all(b"\n")
+        self.out.push(&record);
+        Ok(())
     }
 
     /// Hands what was written to the OS (a reader tailing the file, or a process killed next,
     /// loses nothing); the disk itself is synced at most once a second ([`EveFile::tick`]).
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.unsynced = true;
+        self.out.flush();
         Ok(())
     }
 
     fn tick(&mut self) -> io::Result<()> {
-        if self.unsynced && self.synced_at.elapsed() >= SYNC_EVERY {
-            self.out.get_ref().sync_data()?;
-            self.unsynced = false;
+        if self.synced_at.elapsed() >= SYNC_EVERY {
+            self.out.sync();
             self.synced_at = Instant::now();
         }
-        self.incidents.flush_due()
+        self.incidents.flush_due();
+        Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        self.unsynced = false;
-        self.incidents.flush()
+        self.out.flush();
+        self.out.sync();
+        self.incidents.flush();
+        Ok(())
     }
 }
 

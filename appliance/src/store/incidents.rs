@@ -39,6 +39,8 @@ pub struct IncidentFile {
     /// once a second, and turning a long timeline into JSON on every change dominated replays).
     changed: BTreeMap<u64, (Map<String, Value>, Arc<Incident>)>,
     written_at: Option<Instant>,
+    /// The last rewrite failed: the next one is due even with no change.
+    unsaved: bool,
     /// Per incident: the highest timeline `seq` already written to eve.json.
     written_seq: HashMap<u64, u32>,
 }
@@ -57,24 +59,25 @@ impl IncidentFile {
                         }
                     }
                 }
-                Err(err) => {
-                    let aside = path.with_extension("json.unreadable");
-                    tracing::warn!(
-                        "{}: {err}; kept as {} and starting afresh",
-                        path.display(),
-                        aside.display()
-                    );
-                    std::fs::rename(&path, &aside)?;
-                }
+                Err(err) => super::health::set_aside(
+                    &path,
+                    &err.to_string(),
+                    Some("incidents continue from their records in eve.json".into()),
+                ),
             },
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
+            Err(err) => super::health::set_aside(
+                &path,
+                &err.to_string(),
+                Some("incidents continue from their records in eve.json".into()),
+            ),
         }
         Ok(IncidentFile {
             path,
             incidents,
             changed: BTreeMap::new(),
             written_at: None,
+            unsaved: false,
             written_seq: HashMap::new(),
         })
     }
@@ -104,20 +107,22 @@ impl IncidentFile {
     }
 
     /// Rewrites the file if incidents changed and the last rewrite is a second old.
-    pub fn flush_due(&mut self) -> io::Result<()> {
+    pub fn flush_due(&mut self) {
         if self
             .written_at
             .is_some_and(|at| at.elapsed() < REWRITE_EVERY)
         {
-            return Ok(());
+            return;
         }
         self.flush()
     }
 
-    /// Rewrites the file now if incidents changed (shutdown, end of a replay).
-    pub fn flush(&mut self) -> io::Result<()> {
-        if self.changed.is_empty() {
-            return Ok(());
+    /// Rewrites the file now if incidents changed (shutdown, end of a replay). A file that
+    /// cannot be written is counted ([`super::health`]) and rewritten whole by the next flush
+    /// that can.
+    pub fn flush(&mut self) {
+        if self.changed.is_empty() && !self.unsaved {
+            return;
         }
         for (id, (mut header, incident)) in std::mem::take(&mut self.changed) {
             header.insert(
@@ -127,11 +132,19 @@ impl IncidentFile {
             self.incidents.insert(id, Value::Object(header));
         }
         let list: Vec<&Value> = self.incidents.values().collect();
-        let mut bytes = serde_json::to_vec_pretty(&list)?;
+        let mut bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
         bytes.push(b'\n');
-        write_atomic(&self.path, &bytes)?;
+        self.unsaved = match write_atomic(&self.path, &bytes) {
+            Ok(()) => {
+                super::health::write_ok(&self.path);
+                false
+            }
+            Err(err) => {
+                super::health::write_failed(&self.path, &err, 1);
+                true
+            }
+        };
         self.written_at = Some(Instant::now());
-        Ok(())
     }
 }
 

@@ -1,13 +1,16 @@
 //! What the appliance keeps: alerts in `eve.json`, learned plugin state, all under one data dir.
 
-// Only `files` (plain std, which the bundle trust store uses) is built without the host.
+// `files`, `health` and `lines` (plain std, which the bundle trust store and the protocol logs
+// use) are built without the host.
 #[cfg(feature = "plugin-host")]
 pub mod devices;
 #[cfg(feature = "plugin-host")]
 pub mod eve;
 pub mod files;
+pub mod health;
 #[cfg(feature = "plugin-host")]
 pub mod incidents;
+pub mod lines;
 
 #[cfg(feature = "plugin-host")]
 use std::io;
