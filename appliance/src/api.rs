@@ -98,13 +98,15 @@ struct Shared {
     context: Arc<ApiContext>,
 }
 
-/// Starts the API on a thread of its own; returns the receiving end the pipeline polls.
+/// Starts the API on a thread of its own, asking the pipeline through `to_pipeline`; false
+/// when it is off.
 pub fn start(
     config: &ApiConfig,
     context: ApiContext,
-) -> anyhow::Result<Option<mpsc::Receiver<Control>>> {
+    to_pipeline: mpsc::SyncSender<Control>,
+) -> anyhow::Result<bool> {
     let Some(listen) = config.listen else {
-        return Ok(None);
+        return Ok(false);
     };
     let token = match &config.token {
         Some(token) if token.len() >= MIN_TOKEN_LEN => token.clone(),
@@ -113,7 +115,6 @@ pub fn start(
              characters: the management API never runs without a token"
         ),
     };
-    let (to_pipeline, from_api) = mpsc::sync_channel(16);
     let max_bundle_bytes = context.max_bundle_bytes;
     let shared = Shared {
         token,
@@ -149,7 +150,7 @@ pub fn start(
                 tracing::error!("management API stopped: {err}");
             }
         })?;
-    Ok(Some(from_api))
+    Ok(true)
 }
 
 /// Compares in time independent of where the strings differ.

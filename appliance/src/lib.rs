@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod devices;
+#[cfg(feature = "plugin-host")]
+pub mod fleet;
 pub mod flow;
 #[cfg(feature = "plugin-host")]
 pub mod host;

@@ -5,6 +5,7 @@ pub mod guest;
 pub mod lab;
 pub mod live;
 pub mod logs;
+pub mod nats;
 pub mod netns;
 pub mod pcap;
 pub mod samba;

@@ -9,6 +9,7 @@ mod bench_respond;
 mod bench_updates;
 mod bundle;
 mod demo;
+mod fleet;
 mod image;
 mod key;
 mod plugin;
@@ -182,6 +183,9 @@ enum Command {
     /// Signed core updates of the appliance image: pack, inspect, verify, apply, status.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The fleet broker: create its stream, read the merged alerts and every appliance's status.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -218,6 +222,7 @@ pub fn main() -> ExitCode {
         Command::Alerts(remote) => push::alerts(&remote),
         Command::Actions(command) => actions::run(command),
         Command::Image(command) => image::run(command),
+        Command::Fleet(command) => fleet::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -280,8 +285,13 @@ pub(crate) fn open_pipeline(
             source.dir.display()
         );
     }
-    let sink = EveFile::open(data_dir)
+    let mut sink = EveFile::open(data_dir)
         .with_context(|| format!("opening {}/eve.json", data_dir.display()))?;
+    let exporter = crate::fleet::export::Exporter::start(&config.fleet, data_dir)?;
+    let outlet = exporter.as_ref().map(|e| e.outlet().clone());
+    if let Some(exporter) = exporter {
+        sink.export_to(exporter);
+    }
     let logs = if protocol_logs {
         Some(
             ProtocolLogs::open(data_dir)
@@ -293,15 +303,21 @@ pub(crate) fn open_pipeline(
     let devices = store::devices::load(data_dir, &config.devices)
         .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
     let mut pipeline = Pipeline::from_config(config, host, devices, Box::new(sink), logs);
+    if let Some(outlet) = &outlet {
+        outlet.set_plugins(crate::fleet::export::plugin_versions(pipeline.host()));
+    }
     if let Some(store) = store {
         pipeline.attach_store(store);
     }
-    let actions = crate::respond::Actions::open(data_dir).with_context(|| {
+    let mut actions = crate::respond::Actions::open(data_dir).with_context(|| {
         format!(
             "reading {}",
             crate::respond::Actions::path(data_dir).display()
         )
     })?;
+    if let Some(outlet) = outlet {
+        actions.export_to(outlet);
+    }
     let guard =
         crate::respond::ResponseGuard::new(config.respond.clone()).map_err(anyhow::Error::msg)?;
     pipeline.attach_actions(actions, guard);

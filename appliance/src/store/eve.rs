@@ -13,6 +13,8 @@ use vigil_plugin_sdk::{Breach, Timestamp};
 use super::incidents::IncidentFile;
 use super::Sink;
 use crate::devices::{format_mac, Device};
+use crate::fleet::export::Exporter;
+use crate::fleet::outbox::Kind;
 use crate::host::{Emitted, EmittedIncident};
 
 /// Appends alerts (and incident updates, `event_type: "incident"`) to `DATA_DIR/eve.json`, and
@@ -24,6 +26,10 @@ pub struct EveFile {
     /// Written to the OS since the last sync to disk.
     unsynced: bool,
     synced_at: Instant,
+    /// The file's length: the next record's offset, its id in the fleet.
+    end: u64,
+    /// Where every record also goes, when the fleet is on.
+    fleet: Option<Exporter>,
 }
 
 /// How often alerts handed to the OS are synced to disk: what a power cut can lose at most.
@@ -36,11 +42,32 @@ impl EveFile {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(EveFile {
             path,
+            end: file.metadata()?.len(),
             out: BufWriter::new(file),
             incidents: IncidentFile::open(data_dir)?,
             unsynced: false,
             synced_at: Instant::now(),
+            fleet: None,
         })
+    }
+
+    /// Tees every record to the fleet, each with its offset in this file as its id (stable
+    /// across restarts, so a record resent after a crash is dropped by the stream).
+    pub fn export_to(&mut self, exporter: Exporter) {
+        self.fleet = Some(exporter);
+    }
+
+    fn write(&mut self, kind: Kind, record: &Value) -> io::Result<()> {
+        let mut line = record.to_string();
+        let offset = self.end;
+        line.push('\n');
+        self.out.write_all(line.as_bytes())?;
+        self.end += line.len() as u64;
+        if let Some(fleet) = &self.fleet {
+            line.pop();
+            fleet.outlet().send(kind, &format!("eve.{offset}"), line);
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -51,8 +78,7 @@ impl EveFile {
 impl Sink for EveFile {
     fn breach(&mut self, emitted: &Emitted, device: Option<&Device>) -> io::Result<()> {
         let record = alert_record(emitted, device);
-        serde_json::to_writer(&mut self.out, &record)?;
-        self.out.write_all(b"\n")
+        self.write(Kind::Alert, &record)
     }
 
     fn incident(&mut self, emitted: &EmittedIncident, device: Option<&Device>) -> io::Result<()> {
@@ -62,8 +88,7 @@ impl Sink for EveFile {
             "src_ip": emitted.incident.device.to_string(),
             "incident": self.incidents.update(emitted, device),
         });
-        serde_json::to_writer(&mut self.out, &record)?;
-        self.out.write_all(b"\n")
+        self.write(Kind::Incident, &record)
     }
 
     /// Hands what was written to the OS (a reader tailing the file, or a process killed next,
@@ -87,6 +112,9 @@ impl Sink for EveFile {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
         self.unsynced = false;
+        if let Some(fleet) = &mut self.fleet {
+            fleet.finish();
+        }
         self.incidents.flush()
     }
 }
