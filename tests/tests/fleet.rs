@@ -142,13 +142,15 @@ const PASSWORDS: [(&str, &str); 5] = [
 #[test]
 fn an_appliance_publishes_only_as_itself_under_the_shipped_accounts() {
     let dir = TempDir::new("fleet-perms");
-    let accounts = root().join("appliance/fleet/accounts.conf");
-    let server = NatsServer::start(
-        &dir.path().join("nats"),
-        &format!("include {:?}", accounts.display().to_string()),
-        &PASSWORDS,
-        None,
-    );
+    // nats-server includes relative to its config: the shipped file goes beside it.
+    let server_dir = dir.path().join("nats");
+    std::fs::create_dir_all(&server_dir).expect("server dir");
+    std::fs::copy(
+        root().join("appliance/fleet/accounts.conf"),
+        server_dir.join("accounts.conf"),
+    )
+    .expect("the shipped accounts.conf");
+    let server = NatsServer::start(&server_dir, "include ./accounts.conf", &PASSWORDS, None);
     let url = server.url();
     vigil_ok(&[
         "fleet",
@@ -215,6 +217,11 @@ fn an_appliance_publishes_only_as_itself_under_the_shipped_accounts() {
     };
     let refused = publish("reader", "reader-secret");
     assert!(!refused.status.success());
+    assert!(
+        stderr_of(&refused).contains("Permissions Violation"),
+        "{}",
+        stderr_of(&refused)
+    );
     let published = publish("vendor", "vendor-secret");
     assert!(published.status.success(), "{}", stderr_of(&published));
 }
