@@ -395,12 +395,12 @@ mod tests {
     #[test]
     fn no_api_without_a_long_enough_token() {
         let listen = Some("127.0.0.1:0".parse().expect("address"));
+        let (to_pipeline, _control) = mpsc::sync_channel(1);
         for token in [None, Some("short".to_string())] {
-            let err = start(&ApiConfig { listen, token }, context()).expect_err("refused");
+            let err = start(&ApiConfig { listen, token }, context(), to_pipeline.clone())
+                .expect_err("refused");
             assert!(err.to_string().contains("api.token"), "{err}");
         }
-        assert!(start(&ApiConfig::default(), context())
-            .expect("no API")
-            .is_none());
+        assert!(!start(&ApiConfig::default(), context(), to_pipeline).expect("no API"));
     }
 }

@@ -359,8 +359,11 @@ fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_b
     let newer = work.path().join("network-scan-0.2.0.vbundle");
     build_bundle("network-scan", "0.2.0", &[&dev_signer_key()], &newer);
     publish(&newer);
+    // The heartbeat says what the capture saw and lost, beside the versions.
     wait_for_status(&fleet, &url, "both run network-scan 0.2.0", |s| {
         s["plugins"]["network-scan"] == "0.2.0"
+            && s["capture"]["packets"].as_u64() > Some(0)
+            && s["capture"]["drop_ratio"].is_number()
     });
     let before: Vec<_> = appliances
         .iter()

@@ -51,6 +51,12 @@ pub trait Source {
     fn reorder_stats(&self) -> reorder::ReorderStats {
         reorder::ReorderStats::default()
     }
+
+    /// Frames the capture lost before Vigil saw them (kernel and ring drops), for the fleet's
+    /// drop ratio; none for a file.
+    fn capture_drops(&self) -> u64 {
+        0
+    }
 }
 
 /// Why a source could not go on. Input faults (the file) and system faults (the kernel) are kept

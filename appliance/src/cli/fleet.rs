@@ -178,10 +178,7 @@ async fn publish(broker: &BrokerArgs, group: &str, path: &Path) -> anyhow::Resul
     // Only to name it: the appliances verify it, the vendor's side trusts nothing here either.
     let bundle = Bundle::decode(&bytes, u64::MAX)
         .with_context(|| format!("{}: not a bundle", path.display()))?;
-    let (plugin, version) = (
-        bundle.manifest.name.clone(),
-        bundle.manifest.version.clone(),
-    );
+    let (plugin, version) = (bundle.manifest.name.clone(), bundle.manifest.version);
     let digest = crate::bundle::format::sha256(&bytes);
     let object = format!("{plugin}-{version}-{}", hex_prefix(&digest));
     let js = broker.jetstream().await?;

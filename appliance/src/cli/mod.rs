@@ -304,7 +304,7 @@ pub(crate) fn open_pipeline(
         .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
     let mut pipeline = Pipeline::from_config(config, host, devices, Box::new(sink), logs);
     if let Some(outlet) = &outlet {
-        outlet.set_plugins(crate::fleet::export::plugin_versions(pipeline.host()));
+        pipeline.attach_fleet(outlet.clone());
     }
     if let Some(store) = store {
         pipeline.attach_store(store);
