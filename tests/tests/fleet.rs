@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::lab::fixture;
 use vigil_tests::live::{skip_live, LiveVigil};
-use vigil_tests::nats::NatsServer;
+use vigil_tests::nats::{free_port, NatsServer};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{
     build_bundle, dev_signer_key, eve_records, plugin_dir, root, tamper_wasm, vigil, vigil_bin,
@@ -412,5 +412,81 @@ fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_b
     assert!(before == after, "refused updates changed nothing on disk");
     for (_, live) in appliances {
         assert!(live.stop().success());
+    }
+}
+
+#[test]
+fn a_three_node_cluster_loses_nothing_when_a_node_dies_during_export() {
+    let dir = TempDir::new("fleet-cluster");
+    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<NatsServer> = (0..3)
+        .map(|i| {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
+                .collect();
+            let extra = format!(
+                "server_name: n{i}\ncluster {{ name: vigil, listen: 127.0.0.1:{}, routes: [{}] }}",
+                cluster_ports[i],
+                routes.join(", ")
+            );
+            NatsServer::start(&dir.path().join(format!("n{i}")), &extra, &[], None)
+        })
+        .collect();
+    let url = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let survivor = nodes[1].url();
+    // The cluster elects its JetStream leader after the nodes are ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let init = vigil(&["fleet", "init", "--url", &survivor, "--replicas", "3"]);
+        if init.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", stderr_of(&init));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pcaps = [
+        fixture("lab", "baseline.pcap"),
+        fixture("lab", "attack.pcap"),
+    ];
+    let runs: Vec<(&str, PathBuf, Child)> = ["a1", "a2"]
+        .into_iter()
+        .map(|name| {
+            let data = dir.path().join(name);
+            let config = fleet_config(dir.path(), name, &url, "");
+            let child = spawn_replay(&data, &config, &pcaps);
+            (name, data, child)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while vigil(&["fleet", "alerts", "--url", &survivor, "--site", "lab"])
+        .stdout
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no alert reached the cluster");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nodes[0].kill();
+    for (name, data, child) in runs {
+        let out = child.wait_with_output().expect("replay ends");
+        assert!(out.status.success(), "{name}: {}", stderr_of(&out));
+        let written = eve_records(&data);
+        assert!(!written.is_empty());
+        let exported = fleet_records(&survivor, name, &[]);
+        assert_eq!(
+            exported.len(),
+            written.len(),
+            "{name}: nothing lost, nothing twice"
+        );
+        assert!(
+            exported == written,
+            "{name}: the same records in the same order"
+        );
     }
 }

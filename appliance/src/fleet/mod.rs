@@ -147,8 +147,10 @@ impl Broker {
         if !wait {
             options = options.retry_on_initial_connect();
         }
+        // A cluster's nodes, comma-separated: the client moves to another when one goes.
+        let nodes: Vec<&str> = self.url.split(',').map(str::trim).collect();
         options
-            .connect(self.url.as_str())
+            .connect(nodes)
             .await
             .with_context(|| format!("connecting to the fleet broker {}", self.url))
     }
