@@ -473,6 +473,18 @@ fn a_three_node_cluster_loses_nothing_when_a_node_dies_during_export() {
         std::thread::sleep(Duration::from_millis(50));
     }
     nodes[0].kill();
+    // Readers wait out the election that may follow (consumers are created through the leader).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !vigil(&["fleet", "alerts", "--url", &survivor, "--site", "lab"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never answered again"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     for (name, data, child) in runs {
         let out = child.wait_with_output().expect("replay ends");
         assert!(out.status.success(), "{name}: {}", stderr_of(&out));

@@ -211,6 +211,9 @@ fn hex_prefix(digest: &[u8; 32]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Attempts at creating the reader's consumer.
+const CONSUMER_TRIES: u32 = 5;
+
 /// The records on `filter` from the start (or, with `last_per_subject`, the last of each
 /// subject), handed to `each` in stream order; with `follow`, new ones too, until killed.
 async fn read(
@@ -226,20 +229,30 @@ async fn read(
             fleet::STREAM
         )
     })?;
-    let mut consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            filter_subject: filter,
-            deliver_policy: if last_per_subject {
-                consumer::DeliverPolicy::LastPerSubject
-            } else {
-                consumer::DeliverPolicy::All
-            },
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(60),
-            ..Default::default()
-        })
-        .await
-        .context("reading the stream")?;
+    let config = consumer::pull::Config {
+        filter_subject: filter,
+        deliver_policy: if last_per_subject {
+            consumer::DeliverPolicy::LastPerSubject
+        } else {
+            consumer::DeliverPolicy::All
+        },
+        ack_policy: consumer::AckPolicy::None,
+        inactive_threshold: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let mut tries = 1;
+    let mut consumer: consumer::PullConsumer = loop {
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => break consumer,
+            // With a cluster node down, the server may place the reader's consumer on it and
+            // time out: another placement is tried.
+            Err(err) if tries < CONSUMER_TRIES => {
+                tracing::debug!("creating a consumer: {err}; trying again");
+                tries += 1;
+            }
+            Err(err) => return Err(err).context("reading the stream"),
+        }
+    };
     if !follow && consumer.info().await?.num_pending == 0 {
         return Ok(());
     }
