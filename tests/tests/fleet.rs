@@ -12,8 +12,8 @@ use vigil_tests::live::{skip_live, LiveVigil};
 use vigil_tests::nats::{free_port, NatsServer};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{
-    build_bundle, dev_signer_key, eve_records, plugin_dir, root, tamper_wasm, vigil, vigil_bin,
-    vigil_ok, TempDir,
+    build_bundle, dev_signer_key, eve_records, plugin_dir, root, saved_actions, tamper_wasm, vigil,
+    vigil_bin, vigil_ok, TempDir,
 };
 
 /// `[fleet]` for appliance `name` at site `lab`, with `extra` keys (credentials).
@@ -122,6 +122,30 @@ fn alerts_and_incidents_of_two_appliances_arrive_exactly_once_in_order_through_a
         assert!(
             exported == written,
             "{name}: the same records in the same order"
+        );
+        // Every version of every action went out: the last of each is the one on disk.
+        let saved = saved_actions(&data);
+        assert!(!saved.is_empty(), "{name}: the responder acted");
+        let mut last = std::collections::BTreeMap::new();
+        let args = [
+            "fleet",
+            "alerts",
+            "--url",
+            &url,
+            "--appliance",
+            name,
+            "--actions",
+        ];
+        for action in vigil_ok(&args)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+            .filter(|record| record.get("audit").is_some())
+        {
+            last.insert(action["id"].as_u64(), action);
+        }
+        assert!(
+            last.into_values().collect::<Vec<_>>() == saved,
+            "{name}: the actions of actions.json"
         );
     }
     assert!(

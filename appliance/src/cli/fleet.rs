@@ -52,6 +52,9 @@ pub enum FleetCommand {
         /// Incident records too (`event_type: "incident"`), in order with the alerts.
         #[arg(long)]
         incidents: bool,
+        /// Actions too (each version of an action, with its audit trail).
+        #[arg(long)]
+        actions: bool,
     },
     /// Every appliance: site, last heartbeat, versions, breaches and incidents in the last hour,
     /// capture drop ratio, update refusals.
@@ -108,11 +111,13 @@ pub fn run(command: FleetCommand) -> anyhow::Result<()> {
                 site,
                 appliance,
                 incidents,
+                actions,
             } => {
                 let filter = Filter {
                     site: site.as_deref().unwrap_or("*"),
                     appliance: appliance.as_deref().unwrap_or("*"),
                     incidents,
+                    actions,
                 };
                 alerts(&broker, follow, filter).await
             }
@@ -272,16 +277,33 @@ struct Filter<'a> {
     site: &'a str,
     appliance: &'a str,
     incidents: bool,
+    actions: bool,
+}
+
+impl Filter<'_> {
+    /// Whether a record of this subject's kind (its last token) is printed.
+    fn takes(&self, subject: &str) -> bool {
+        match subject.rsplit('.').next() {
+            Some("alert") => true,
+            Some("incident") => self.incidents,
+            Some("action") => self.actions,
+            _ => false,
+        }
+    }
 }
 
 async fn alerts(broker: &BrokerArgs, follow: bool, filter: Filter<'_>) -> anyhow::Result<()> {
     let js = broker.jetstream().await?;
-    // One subject filter per consumer on a 2.9 server: alerts and incidents together are read
-    // as every kind, and the rest (actions, status) skipped here.
-    let kind = if filter.incidents { "*" } else { "alert" };
+    // One subject filter per consumer on a 2.9 server: several kinds are read as every kind,
+    // and the rest (status, what was not asked for) skipped here.
+    let kind = if filter.incidents || filter.actions {
+        "*"
+    } else {
+        "alert"
+    };
     let subject = format!("vigil.{}.{}.{kind}", filter.site, filter.appliance);
     read(&js, subject, false, follow, |subject, payload| {
-        if subject.ends_with(".alert") || subject.ends_with(".incident") {
+        if filter.takes(subject) {
             println!("{}", String::from_utf8_lossy(payload));
         }
     })
