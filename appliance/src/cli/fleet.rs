@@ -133,6 +133,23 @@ pub fn run(command: FleetCommand) -> anyhow::Result<()> {
 
 async fn init(broker: &BrokerArgs, replicas: usize) -> anyhow::Result<()> {
     let js = broker.jetstream().await?;
+    create_stream_and_buckets(&js, replicas).await?;
+    println!(
+        "stream {} ({}), buckets {}, {}, object store {}; {replicas} replicas",
+        fleet::STREAM,
+        fleet::SUBJECTS,
+        updates::DESIRED,
+        updates::RESULTS,
+        updates::BUNDLES
+    );
+    Ok(())
+}
+
+/// What `vigil fleet init` makes (also the bench's broker).
+pub(crate) async fn create_stream_and_buckets(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> anyhow::Result<()> {
     js.get_or_create_stream(stream::Config {
         name: fleet::STREAM.into(),
         subjects: vec![fleet::SUBJECTS.into()],
@@ -166,14 +183,6 @@ async fn init(broker: &BrokerArgs, replicas: usize) -> anyhow::Result<()> {
     })
     .await
     .with_context(|| format!("creating the object store {}", updates::BUNDLES))?;
-    println!(
-        "stream {} ({}), buckets {}, {}, object store {}; {replicas} replicas",
-        fleet::STREAM,
-        fleet::SUBJECTS,
-        updates::DESIRED,
-        updates::RESULTS,
-        updates::BUNDLES
-    );
     Ok(())
 }
 

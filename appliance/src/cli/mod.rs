@@ -3,6 +3,7 @@
 mod actions;
 mod bench;
 mod bench_captures;
+mod bench_fleet;
 mod bench_fragments;
 mod bench_learning;
 mod bench_respond;
