@@ -184,7 +184,11 @@ impl Task {
                 break;
             }
             let Some(js) = &js else {
-                // No broker: only keep what arrives.
+                // No broker: only keep what arrives, and stop at once when told (nothing to
+                // drain to).
+                if drain_until.is_some() {
+                    break;
+                }
                 match self.rx.recv().await {
                     Some(outgoing) => self.take(outgoing, &mut drain_until),
                     None => break,
