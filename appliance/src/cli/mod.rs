@@ -184,7 +184,8 @@ enum Command {
     /// Signed core updates of the appliance image: pack, inspect, verify, apply, status.
     #[command(subcommand)]
     Image(image::ImageCommand),
-    /// The fleet broker: create its stream, read the merged alerts and every appliance's status.
+    /// The fleet broker: create its stream, publish updates, read the merged alerts and every
+    /// appliance's status.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
 }
