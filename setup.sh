@@ -14,7 +14,8 @@ apt-get update -qq
 # servers and connections of the inline test; tcpreplay: forged frames onto a veth; samba,
 # smbclient and libnss-wrapper: the real SMB1 logins of tests/tests/smb1_ntlm.rs; avahi-daemon,
 # samba (nmbd), samba-common-bin (nmblookup), dnsutils (dig) and python3 (the LLMNR responder):
-# the local name protocols test (tests/tests/local_names.rs). Those daemons run only inside the
+# the local name protocols test (tests/tests/local_names.rs); nats-server: the fleet broker the
+# fleet tests start on loopback (tests/tests/fleet.rs). Those daemons run only inside the
 # tests' namespaces: policy-rc.d keeps package scripts from starting them system-wide, and what
 # this run installs is not enabled for the next boot either.
 # The rest builds the flashable image (image/build.sh:
@@ -23,6 +24,7 @@ apt-get update -qq
 # unlocks the Secure Boot test key OVMF ships).
 samba_before=$(dpkg-query -W -f='${Status}' samba 2>/dev/null || true)
 avahi_before=$(dpkg-query -W -f='${Status}' avahi-daemon 2>/dev/null || true)
+nats_before=$(dpkg-query -W -f='${Status}' nats-server 2>/dev/null || true)
 made_policy=0
 if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
@@ -31,7 +33,7 @@ fi
 apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates iproute2 iputils-ping ethtool nmap tshark tcpdump \
     musl-tools dnsmasq-base isc-dhcp-client socat tcpreplay \
-    samba smbclient libnss-wrapper samba-common-bin avahi-daemon dnsutils python3 \
+    samba smbclient libnss-wrapper samba-common-bin avahi-daemon dnsutils python3 nats-server \
     kmod cpio zstd faketime erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
     systemd-boot-efi sbsigntool openssl qemu-system-x86 ovmf \
     >/dev/null
@@ -41,6 +43,9 @@ if [[ $samba_before != *installed* ]] && command -v systemctl >/dev/null 2>&1; t
 fi
 if [[ $avahi_before != *installed* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --quiet avahi-daemon avahi-daemon.socket 2>/dev/null || true
+fi
+if [[ $nats_before != *installed* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --quiet nats-server 2>/dev/null || true
 fi
 
 echo "==> Rust toolchain and targets"

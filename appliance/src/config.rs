@@ -23,6 +23,7 @@ use crate::api::ApiConfig;
 use crate::capture::reorder::ReorderConfig;
 use crate::decode::fragments::FragmentConfig;
 use crate::devices::DeviceConfig;
+use crate::fleet::FleetConfig;
 use crate::flow::FlowConfig;
 use crate::host::HostConfig;
 use crate::respond::GuardConfig;
@@ -59,6 +60,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Model config per plugin name.
     pub plugins: BTreeMap<String, toml::Table>,
+    /// The fleet broker (off unless `url` is set).
+    pub fleet: FleetConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,6 +17,8 @@ pub mod config;
 pub mod counters;
 pub mod decode;
 pub mod devices;
+#[cfg(feature = "plugin-host")]
+pub mod fleet;
 pub mod flow;
 #[cfg(feature = "plugin-host")]
 pub mod host;

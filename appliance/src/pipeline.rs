@@ -24,6 +24,7 @@ use crate::decode::{
     decode_frame, Decoded, Fragment, Frame, Skip, SkipCounts, Transport as Layer4,
 };
 use crate::devices::DeviceTable;
+use crate::fleet::export::{plugin_versions, Outlet};
 use crate::flow::held::{HeldFrames, HeldStats};
 use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable, Observed};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
@@ -151,6 +152,9 @@ pub struct Pipeline {
     incidents: std::collections::BTreeMap<u64, EmittedIncident>,
     /// Where and how often what was learned is saved while running.
     checkpoints: Option<Checkpoints>,
+    /// The fleet exporter's heartbeat: plugin versions after an install, capture drops (last
+    /// reported at the instant kept beside it).
+    fleet: Option<(Outlet, std::time::Instant)>,
 }
 
 /// Periodic checkpoints of learned state, on the wall clock (in a replay too: what a kill
@@ -197,6 +201,7 @@ impl Pipeline {
             recent: Vec::new(),
             incidents: std::collections::BTreeMap::new(),
             checkpoints: None,
+            fleet: None,
         }
     }
 
@@ -364,6 +369,22 @@ impl Pipeline {
     }
 
     /// Takes requests from the management API while running ([`Pipeline::run`]).
+    /// Keeps the fleet's heartbeat current (versions, capture drops).
+    pub fn attach_fleet(&mut self, outlet: Outlet) {
+        outlet.set_plugins(plugin_versions(&self.host));
+        self.fleet = Some((outlet, std::time::Instant::now()));
+    }
+
+    /// About once a second (wall clock): reading the drops is a system call.
+    fn report_capture(&mut self, source: &dyn Source) {
+        if let Some((fleet, reported)) = &mut self.fleet {
+            if reported.elapsed() >= std::time::Duration::from_secs(1) {
+                fleet.set_capture(self.stats.packets, source.capture_drops());
+                *reported = std::time::Instant::now();
+            }
+        }
+    }
+
     pub fn attach_control(&mut self, control: mpsc::Receiver<Control>) {
         self.control = Some(control);
     }
@@ -477,7 +498,11 @@ impl Pipeline {
             InstallError::NotApplied("no trust store: bundles cannot be verified".into())
         })?;
         let host = &mut self.host;
-        store.install(bytes, |bundle| apply(host, bundle))
+        let installed = store.install(bytes, |bundle| apply(host, bundle))?;
+        if let Some((fleet, _)) = &self.fleet {
+            fleet.set_plugins(plugin_versions(&self.host));
+        }
+        Ok(installed)
     }
 
     /// Breaches raised so far (the most recent [`RECENT_BREACHES`]).
@@ -848,6 +873,7 @@ impl Pipeline {
                     since_progress += 1;
                     if since_progress.is_multiple_of(64) {
                         self.serve_control();
+                        self.report_capture(source);
                     }
                     if since_progress == 4096 {
                         since_progress = 0;
@@ -859,6 +885,7 @@ impl Pipeline {
                 Next::Idle => {
                     self.queues = source.queue_counters();
                     if live {
+                        self.report_capture(source);
                         self.idle(wall_clock())?;
                     } else {
                         self.serve_control();

@@ -6,6 +6,7 @@ pub mod http;
 pub mod lab;
 pub mod live;
 pub mod logs;
+pub mod nats;
 pub mod netns;
 pub mod pcap;
 pub mod samba;

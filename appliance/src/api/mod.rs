@@ -102,13 +102,15 @@ pub struct ApiHealth {
     pub restarts: AtomicU64,
 }
 
-/// Starts the API on a thread of its own; returns the receiving end the pipeline polls.
+/// Starts the API on a thread of its own, asking the pipeline through `to_pipeline`; false
+/// when it is off.
 pub fn start(
     config: &ApiConfig,
     context: ApiContext,
-) -> anyhow::Result<Option<mpsc::Receiver<Control>>> {
+    to_pipeline: mpsc::SyncSender<Control>,
+) -> anyhow::Result<bool> {
     let Some(listen) = config.listen else {
-        return Ok(None);
+        return Ok(false);
     };
     let token = match &config.token {
         Some(token) if token.len() >= MIN_TOKEN_LEN => token.clone(),
@@ -126,7 +128,6 @@ pub fn start(
     }
     raise_open_file_limit();
     upload::clear_stale(&context.data_dir);
-    let (to_pipeline, from_api) = mpsc::sync_channel(16);
     let health = Arc::new(ApiHealth::default());
     let app = routes::router(
         gate::Gate::new(token, config.metrics_token.clone()),
@@ -143,7 +144,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("vigil-api".into())
         .spawn(move || supervise(&health, || server::serve_once(&listener, app.clone())))?;
-    Ok(Some(from_api))
+    Ok(true)
 }
 
 /// Runs `serve` for as long as the process lives: a panic or an error is logged, counted in
@@ -264,17 +265,16 @@ mod tests {
     #[test]
     fn no_api_without_a_long_enough_token() {
         let listen = Some("127.0.0.1:0".parse().expect("address"));
+        let (to_pipeline, _control) = mpsc::sync_channel(1);
         for token in [None, Some("short".to_string())] {
             let config = ApiConfig {
                 listen,
                 token,
                 metrics_token: None,
             };
-            let err = start(&config, context()).expect_err("refused");
+            let err = start(&config, context(), to_pipeline.clone()).expect_err("refused");
             assert!(err.to_string().contains("api.token"), "{err}");
         }
-        assert!(start(&ApiConfig::default(), context())
-            .expect("no API")
-            .is_none());
+        assert!(!start(&ApiConfig::default(), context(), to_pipeline).expect("no API"));
     }
 }

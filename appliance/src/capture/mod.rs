@@ -57,6 +57,12 @@ pub trait Source {
     fn queue_counters(&self) -> Vec<QueueCounters> {
         Vec::new()
     }
+
+    /// Frames the capture lost before Vigil saw them (kernel and ring drops), for the fleet's
+    /// drop ratio; none for a file.
+    fn capture_drops(&self) -> u64 {
+        0
+    }
 }
 
 /// What one live capture queue received, and what the kernel dropped before we saw it.

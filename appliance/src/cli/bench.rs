@@ -266,6 +266,13 @@ fn stage_rows(
             format!("not run: {err:#} (run ./setup.sh to sign the bundles)"),
         )),
     }
+    match super::bench_fleet::export_rate(dir, runs) {
+        Ok(row) => rows.push(row),
+        Err(err) => rows.push((
+            "fleet export, broker on loopback".into(),
+            format!("not run: {err:#}"),
+        )),
+    }
     print_table(
         &format!(
             "single stages on the {} (median of {runs} runs)",

@@ -4,12 +4,14 @@ mod actions;
 mod bench;
 mod bench_captures;
 mod bench_checkpoints;
+mod bench_fleet;
 mod bench_fragments;
 mod bench_learning;
 mod bench_respond;
 mod bench_updates;
 mod bundle;
 mod demo;
+mod fleet;
 mod image;
 mod key;
 mod plugin;
@@ -187,6 +189,10 @@ enum Command {
     /// Signed core updates of the appliance image: pack, inspect, verify, apply, status.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The fleet broker: create its stream, publish updates, read the merged alerts and every
+    /// appliance's status.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -223,6 +229,7 @@ pub fn main() -> ExitCode {
         Command::Alerts(remote) => push::alerts(&remote),
         Command::Actions(command) => actions::run(command),
         Command::Image(command) => image::run(command),
+        Command::Fleet(command) => fleet::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -288,8 +295,13 @@ pub(crate) fn open_pipeline(
             source.dir.display()
         );
     }
-    let sink = EveFile::open(data_dir, config.storage.eve_limits())
+    let mut sink = EveFile::open(data_dir, config.storage.eve_limits())
         .with_context(|| format!("opening {}/eve.json", data_dir.display()))?;
+    let exporter = crate::fleet::export::Exporter::start(&config.fleet, data_dir)?;
+    let outlet = exporter.as_ref().map(|e| e.outlet().clone());
+    if let Some(exporter) = exporter {
+        sink.export_to(exporter);
+    }
     let logs = if protocol_logs {
         Some(
             ProtocolLogs::open(data_dir, config.storage.protocol_log_limits())
@@ -301,15 +313,21 @@ pub(crate) fn open_pipeline(
     let devices = store::devices::load(data_dir, &config.devices)
         .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
     let mut pipeline = Pipeline::from_config(config, host, devices, Box::new(sink), logs);
+    if let Some(outlet) = &outlet {
+        pipeline.attach_fleet(outlet.clone());
+    }
     if let Some(store) = store {
         pipeline.attach_store(store);
     }
-    let actions = crate::respond::Actions::open(data_dir).with_context(|| {
+    let mut actions = crate::respond::Actions::open(data_dir).with_context(|| {
         format!(
             "reading {}",
             crate::respond::Actions::path(data_dir).display()
         )
     })?;
+    if let Some(outlet) = outlet {
+        actions.export_to(outlet);
+    }
     let guard =
         crate::respond::ResponseGuard::new(config.respond.clone()).map_err(anyhow::Error::msg)?;
     pipeline.attach_actions(actions, guard);

@@ -49,7 +49,12 @@ impl Live {
             ready_file: ready_file.map(Path::to_path_buf),
             system: crate::image::slots::SystemPaths::appliance(),
         };
-        if let Some(control) = crate::api::start(&config.api, context)? {
+        // The management API and the fleet's updates ask the capture loop the same way.
+        let (to_pipeline, control) = std::sync::mpsc::sync_channel(16);
+        let api = crate::api::start(&config.api, context, to_pipeline.clone())?;
+        let fleet =
+            crate::fleet::updates::start(&config.fleet, config.bundles.max_bytes, to_pipeline)?;
+        if api || fleet {
             pipeline.attach_control(control);
         }
         let stop = Arc::new(AtomicBool::new(false));

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::Response;
 
 use crate::store::eve::{eve_path, eve_timestamp};
+use crate::fleet::export::Outlet;
+use crate::fleet::outbox::Kind;
 use crate::store::files::write_atomic;
 use crate::store::health;
 pub use guard::{GuardConfig, Hold, ResponseGuard};
@@ -100,6 +102,9 @@ pub struct Actions {
     /// The file as we last read or wrote it: any other is an operator's change (`vigil actions
     /// confirm|clear` while the appliance runs).
     seen: Option<FileStamp>,
+    /// When the fleet is on: where changed actions go, and each action's audit length as last
+    /// sent.
+    fleet: Option<(Outlet, BTreeMap<u64, usize>)>,
 }
 
 /// What an operator does with an action (`vigil actions confirm|clear`).
@@ -179,6 +184,7 @@ impl Actions {
             actions: saved.into_iter().map(|a| (a.id, a)).collect(),
             unsaved: recovered,
             table: EnforcementTable::new(),
+            fleet: None,
         };
         actions.rebuild();
         actions.save_if_unsaved();
@@ -232,6 +238,7 @@ impl Actions {
             .collect();
         self.actions = saved.actions.into_iter().map(|a| (a.id, a)).collect();
         self.rebuild();
+        self.export_changed();
         Ok(activated)
     }
 
@@ -418,6 +425,7 @@ impl Actions {
         health::write_ok(&self.path);
         self.unsaved = false;
         self.seen = stamp(&self.path);
+        self.export_changed();
         Ok(())
     }
 
@@ -488,6 +496,37 @@ fn recover_from_journal(eve: &Path) -> Vec<Action> {
         }
     }
     actions.into_values().collect()
+}
+
+impl Actions {
+    /// Sends every action (with its audit trail) to the fleet when it changes; those already
+    /// saved were sent by an earlier run.
+    pub fn export_to(&mut self, outlet: Outlet) {
+        let sent = self
+            .actions
+            .values()
+            .map(|action| (action.id, action.audit.len()))
+            .collect();
+        self.fleet = Some((outlet, sent));
+    }
+
+    /// Each change adds an audit entry, so (id, audit length) names a version of an action.
+    fn export_changed(&mut self) {
+        let Some((outlet, sent)) = &mut self.fleet else {
+            return;
+        };
+        for action in self.actions.values() {
+            let len = action.audit.len();
+            if sent.get(&action.id).is_some_and(|&was| was >= len) {
+                continue;
+            }
+            match serde_json::to_string(action) {
+                Ok(json) => outlet.send(Kind::Action, &format!("action.{}.{len}", action.id), json),
+                Err(err) => tracing::error!("action {} not exported: {err}", action.id),
+            }
+            sent.insert(action.id, len);
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<SavedActions, ActionError> {

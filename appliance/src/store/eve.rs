@@ -13,6 +13,8 @@ use super::incidents::IncidentFile;
 use super::lines::{LineLog, LogLimits};
 use super::Sink;
 use crate::devices::{format_mac, Device};
+use crate::fleet::export::Exporter;
+use crate::fleet::outbox::Kind;
 use crate::host::{Emitted, EmittedIncident};
 
 /// Appends alerts (and incident updates, `event_type: "incident"`) to `DATA_DIR/eve.json`,
@@ -22,6 +24,8 @@ pub struct EveFile {
     out: LineLog,
     incidents: IncidentFile,
     synced_at: Instant,
+    /// Where every record also goes, when the fleet is on.
+    fleet: Option<Exporter>,
 }
 
 /// How often alerts handed to the OS are synced to disk: what a power cut can lose at most.
@@ -34,12 +38,39 @@ impl EveFile {
             out: LineLog::open(&eve_path(data_dir), limits),
             incidents: IncidentFile::open(data_dir)?,
             synced_at: Instant::now(),
+            fleet: None,
         })
+    }
+
+    /// Tees every record to the fleet, each with an id made from its content (see
+    /// [`content_id`]).
+    pub fn export_to(&mut self, exporter: Exporter) {
+        self.fleet = Some(exporter);
+    }
+
+    fn write(&mut self, kind: Kind, record: &Value) {
+        self.out.push(record);
+        if let Some(fleet) = &self.fleet {
+            let line = record.to_string();
+            let id = format!("eve.{}", content_id(&line));
+            fleet.outlet().send(kind, &id, line);
+        }
     }
 
     pub fn path(&self) -> &Path {
         self.out.path()
     }
+}
+
+/// A record's id in the fleet: its content's digest, the same whenever it is resent (after a
+/// crash, from the outbox), so the stream drops the copy; an offset would repeat once the file
+/// rotates.
+fn content_id(line: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(line.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn eve_path(data_dir: &Path) -> std::path::PathBuf {
@@ -48,7 +79,7 @@ pub fn eve_path(data_dir: &Path) -> std::path::PathBuf {
 
 impl Sink for EveFile {
     fn breach(&mut self, emitted: &Emitted, device: Option<&Device>) -> io::Result<()> {
-        self.out.push(&alert_record(emitted, device));
+        self.write(Kind::Alert, &alert_record(emitted, device));
         Ok(())
     }
 
@@ -59,7 +90,7 @@ impl Sink for EveFile {
             "src_ip": emitted.incident.device.to_string(),
             "incident": self.incidents.update(emitted, device),
         });
-        self.out.push(&record);
+        self.write(Kind::Incident, &record);
         Ok(())
     }
 
@@ -82,6 +113,9 @@ impl Sink for EveFile {
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush();
         self.out.sync();
+        if let Some(fleet) = &mut self.fleet {
+            fleet.finish();
+        }
         self.incidents.flush();
         Ok(())
     }

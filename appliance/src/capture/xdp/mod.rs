@@ -361,6 +361,11 @@ impl Source for XdpSource {
     fn inject(&mut self, frame: &[u8]) -> Result<bool, CaptureError> {
         self.send(frame)
     }
+
+    fn capture_drops(&self) -> u64 {
+        let stats = self.stats();
+        stats.rx_dropped + stats.rx_ring_full + stats.fill_ring_empty
+    }
 }
 
 #[cfg(test)]
