@@ -89,6 +89,8 @@ pub struct ApiContext {
     /// Where `vigil run --ready-file` reported the capture bound.
     pub ready_file: Option<PathBuf>,
     pub system: SystemPaths,
+    /// The live capture's per-queue counters, shown as `capture.queues` in the status.
+    pub capture_queues: Option<crate::capture::xdp::QueueBoard>,
 }
 
 #[derive(Clone)]
@@ -298,11 +300,20 @@ async fn status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
         return refusal;
     }
     let context = &shared.context;
-    let capture = context
+    let mut capture = context
         .ready_file
         .as_ref()
         .and_then(|path| std::fs::read_to_string(path).ok())
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    if let Some(board) = &context.capture_queues {
+        let queues = serde_json::to_value(board.snapshot()).unwrap_or_default();
+        match &mut capture {
+            Some(serde_json::Value::Object(fields)) => {
+                fields.insert("queues".to_string(), queues);
+            }
+            _ => capture = Some(serde_json::json!({ "queues": queues })),
+        }
+    }
     let system = crate::image::status::read(&context.system);
     json(
         200,
@@ -388,6 +399,7 @@ mod tests {
             trust_dir: PathBuf::from("unused"),
             ready_file: None,
             system: SystemPaths::appliance(),
+            capture_queues: None,
         }
     }
 

@@ -20,29 +20,38 @@ pub struct LiveVigil {
 }
 
 impl LiveVigil {
-    /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.
     /// `vigil run` on `iface` (generic XDP) with the signed development plugins, its data dir
     /// `dir/data` and its management API on 127.0.0.1:8470 with `token`.
     pub fn with_api(ns: &Netns, iface: &str, dir: &Path, token: &str) -> LiveVigil {
-        let config = api_config(dir, token);
-        let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-        LiveVigil::start(
-            ns,
-            &[
-                "--iface",
-                iface,
-                "--mode",
-                "generic",
-                "--data-dir",
-                &path(&dir.join("data")),
-                "--plugins",
-                &path(&plugin_dir()),
-                "--config",
-                &path(&config),
-            ],
-        )
+        LiveVigil::with_api_and(ns, iface, dir, token, &["--mode", "generic"])
     }
 
+    /// Like [`LiveVigil::with_api`] with `extra` arguments instead of `--mode generic`.
+    pub fn with_api_and(
+        ns: &Netns,
+        iface: &str,
+        dir: &Path,
+        token: &str,
+        extra: &[&str],
+    ) -> LiveVigil {
+        let config = api_config(dir, token);
+        let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        let (data, plugins, config) = (path(&dir.join("data")), path(&plugin_dir()), path(&config));
+        let mut args = vec![
+            "--iface",
+            iface,
+            "--data-dir",
+            &data,
+            "--plugins",
+            &plugins,
+            "--config",
+            &config,
+        ];
+        args.extend_from_slice(extra);
+        LiveVigil::start(ns, &args)
+    }
+
+    /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.
     pub fn start(ns: &Netns, args: &[&str]) -> LiveVigil {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns.name()])

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vigil::capture::xdp::{XdpConfig, XdpMode, XdpSource, XdpStats};
+use vigil::capture::xdp::{Queues, XdpConfig, XdpMode, XdpSource, XdpStats};
 use vigil::capture::{Next, Source};
 use vigil_tests::netns::{self, Netns, VethPair};
 
@@ -179,7 +179,7 @@ where
         let mut frames = Vec::new();
         let mut source = match XdpSource::open(XdpConfig {
             iface,
-            queue: 0,
+            queues: Queues::List(vec![0]),
             mode,
             ..XdpConfig::default()
         }) {

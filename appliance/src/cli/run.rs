@@ -1,6 +1,6 @@
 //! `vigil run`: live capture with AF_XDP until SIGINT or SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +9,10 @@ use anyhow::Context;
 use super::save_learned;
 use super::{open_pipeline, summary, Common};
 use crate::capture::bridge::Bridge;
-use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS};
+use crate::capture::xdp::{
+    nic, QueueBoard, Queues, XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS,
+};
+use crate::capture::Source;
 use crate::pipeline::wall_clock;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::Loaded;
@@ -31,24 +34,38 @@ impl From<ModeArg> for XdpMode {
     }
 }
 
-/// What both live modes start with: the pipeline (with the management API if configured) and a
-/// stop flag set by SIGINT or SIGTERM.
+/// The options `vigil run` takes in both live modes.
+pub struct LiveArgs {
+    pub common: Common,
+    pub protocol_logs: bool,
+    pub mode: ModeArg,
+    pub ready_file: Option<PathBuf>,
+}
+
+/// What both live modes start with: the pipeline (with the management API if configured), a
+/// stop flag set by SIGINT or SIGTERM, and the board the capture publishes its queues' counters
+/// on for the API.
 struct Live {
     pipeline: Pipeline,
     loaded: Vec<Loaded>,
     stop: Arc<AtomicBool>,
+    queues: QueueBoard,
 }
 
 impl Live {
-    fn start(common: &Common, ready_file: Option<&Path>) -> anyhow::Result<Live> {
+    fn start(args: &LiveArgs) -> anyhow::Result<Live> {
+        let common = &args.common;
         let (config, source) = common.load()?;
-        let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, false)?;
+        let (mut pipeline, loaded) =
+            open_pipeline(&config, &common.data_dir, &source, args.protocol_logs)?;
+        let queues = QueueBoard::default();
         let context = crate::api::ApiContext {
             max_bundle_bytes: config.bundles.max_bytes,
             data_dir: common.data_dir.clone(),
             trust_dir: source.trust_dir.clone(),
-            ready_file: ready_file.map(Path::to_path_buf),
+            ready_file: args.ready_file.clone(),
             system: crate::image::slots::SystemPaths::appliance(),
+            capture_queues: Some(queues.clone()),
         };
         if let Some(control) = crate::api::start(&config.api, context)? {
             pipeline.attach_control(control);
@@ -62,18 +79,67 @@ impl Live {
             pipeline,
             loaded,
             stop,
+            queues,
         })
     }
 }
 
+/// Opens the sockets of `queues` on `iface` and says which it holds, and whether both directions
+/// of a flow land on one queue.
+fn open_port(
+    iface: &str,
+    queues: &Queues,
+    mode: ModeArg,
+    board: Option<&QueueBoard>,
+) -> anyhow::Result<XdpSource> {
+    let mut source = XdpSource::open(XdpConfig {
+        iface: iface.to_string(),
+        queues: queues.clone(),
+        mode: mode.into(),
+        ..XdpConfig::default()
+    })?;
+    let held = source.queue_ids();
+    tracing::info!(
+        "{iface}: holding RX queues {held:?} ({:?} mode)",
+        source.attached_mode()
+    );
+    if held.len() > 1 {
+        // One pipeline reads every queue, so both directions of a flow meet whichever queues
+        // they arrive on; a symmetric hash is what per-queue workers will need.
+        tracing::info!(
+            "{iface}: both directions of a flow meet in the one pipeline whatever their queue; {}",
+            nic::make_rss_symmetric(iface)
+        );
+    }
+    if let Some(board) = board {
+        source.publish_to(board.clone());
+    }
+    Ok(source)
+}
+
+/// Logs and prints what each queue of `port` received and what the kernel lost.
+fn report_queues(port: &XdpSource) {
+    let queues = port.queue_stats();
+    for queue in &queues {
+        tracing::info!("{}: queue {queue:?}", port.describe());
+    }
+    summary::print_queues(&port.describe(), &queues);
+}
+
 /// Tells whoever watches `ready_file` (vigil-init) that capture is bound, and how.
-fn report_ready(ready_file: Option<&Path>, ports: &[&str], mode: XdpMode) -> anyhow::Result<()> {
+fn report_ready(
+    ready_file: Option<&Path>,
+    ports: &[&str],
+    queues: &[u32],
+    mode: XdpMode,
+) -> anyhow::Result<()> {
     let Some(path) = ready_file else {
         return Ok(());
     };
     let ready = serde_json::json!({
         "pid": std::process::id(),
         "ports": ports,
+        "queues": queues,
         "xdp_mode": format!("{mode:?}"),
         // Copy mode is what the sockets bind (see capture/xdp/socket.rs).
         "bind": "copy",
@@ -83,49 +149,42 @@ fn report_ready(ready_file: Option<&Path>, ports: &[&str], mode: XdpMode) -> any
         .with_context(|| format!("writing the ready file {}", path.display()))
 }
 
-pub fn run(
-    common: &Common,
-    iface: &str,
-    queue: u32,
-    mode: ModeArg,
-    ready_file: Option<&Path>,
-) -> anyhow::Result<()> {
+pub fn run(args: &LiveArgs, iface: &str, queues: Queues) -> anyhow::Result<()> {
     let Live {
         mut pipeline,
         loaded,
         stop,
-    } = Live::start(common, ready_file)?;
+        queues: board,
+    } = Live::start(args)?;
+    let common = &args.common;
     pipeline.enable_tap_resets();
-    let mut source = XdpSource::open(XdpConfig {
-        iface: iface.to_string(),
-        queue,
-        mode: mode.into(),
-        ..XdpConfig::default()
-    })?;
+    let mut source = open_port(iface, &queues, args.mode, Some(&board))?;
     tracing::info!(
-        "capturing on {iface} queue {queue} ({:?} mode); alerts to {}",
+        "capturing on {} ({:?} mode); alerts to {}",
+        source.describe(),
         source.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
-    report_ready(ready_file, &[iface], source.attached_mode())?;
+    report_ready(
+        args.ready_file.as_deref(),
+        &[iface],
+        &source.queue_ids(),
+        source.attached_mode(),
+    )?;
     let result = pipeline.run(&mut source, &stop, true, |_| {});
     // Whatever stopped us, keep what was learned and raised.
     pipeline.finish()?;
     save_learned(&mut pipeline, &common.data_dir)?;
     tracing::info!("stopped; ring statistics: {:?}", source.stats());
     summary::print(&pipeline, &loaded, &[]);
+    report_queues(&source);
     result.map_err(Into::into)
 }
 
 /// `vigil run --inline A,B`: bridges two ports, analysing every frame and dropping what the
-/// responses in force block, until SIGINT or SIGTERM.
-pub fn run_inline(
-    common: &Common,
-    ports: &[String],
-    queue: u32,
-    mode: ModeArg,
-    ready_file: Option<&Path>,
-) -> anyhow::Result<()> {
+/// responses in force block, until SIGINT or SIGTERM. Each port reads `queues`; frames go out
+/// through the other port's first queue.
+pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::Result<()> {
     let [port_a, port_b] = ports else {
         anyhow::bail!("--inline takes two interfaces: IF_A,IF_B");
     };
@@ -133,22 +192,23 @@ pub fn run_inline(
         mut pipeline,
         loaded,
         stop,
-    } = Live::start(common, ready_file)?;
-    let side = |iface: &str| XdpConfig {
-        iface: iface.to_string(),
-        queue,
-        mode: mode.into(),
-        ..XdpConfig::default()
-    };
-    let mut bridge = Bridge::open(side(port_a), side(port_b))?;
+        queues: _,
+    } = Live::start(args)?;
+    let common = &args.common;
+    let a = open_port(port_a, &queues, args.mode, None)?;
+    let b = open_port(port_b, &queues, args.mode, None)?;
+    let mut bridge = Bridge::new(a, b);
     tracing::info!(
-        "capturing on {port_a} <-> {port_b} inline ({:?} mode); alerts to {}",
+        "capturing on {} <-> {} inline ({:?} mode); alerts to {}",
+        bridge.sides().0.describe(),
+        bridge.sides().1.describe(),
         bridge.sides().0.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
     report_ready(
-        ready_file,
+        args.ready_file.as_deref(),
         &[port_a.as_str(), port_b.as_str()],
+        &bridge.sides().0.queue_ids(),
         bridge.sides().0.attached_mode(),
     )?;
     let mut result = Ok(());
@@ -180,5 +240,7 @@ pub fn run_inline(
         stats.tx_full
     );
     summary::print(&pipeline, &loaded, &[]);
+    report_queues(bridge.sides().0);
+    report_queues(bridge.sides().1);
     result
 }
