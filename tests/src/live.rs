@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use crate::netns::Netns;
 use crate::workspace::{plugin_dir, vigil_bin};
 
+/// Where [`LiveVigil::with_api`] has the management API listen, in the appliance's namespace.
+const API_ADDR: &str = "127.0.0.1:8470";
+const API_URL: &str = "http://127.0.0.1:8470";
+
 pub struct LiveVigil {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -141,13 +145,26 @@ pub fn output_text(out: &Output) -> String {
     )
 }
 
+/// `GET /api/v1/status` of the `vigil run` [`LiveVigil::with_api`] started in `ns` with `token`
+/// (through `vigil image status`).
+pub fn api_status(ns: &Netns, token: &str) -> serde_json::Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(vigil_bin())
+        .args(["image", "status", "--to", API_URL, "--token", token])
+        .output()
+        .expect("vigil image status runs");
+    assert!(out.status.success(), "{}", output_text(&out));
+    serde_json::from_slice(&out.stdout).expect("the status is JSON")
+}
+
 /// Writes `dir/vigil.toml` for a `vigil run` whose management API listens on loopback with
 /// `token`; returns its path.
 fn api_config(dir: &Path, token: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
     std::fs::write(
         &config,
-        format!("[api]\nlisten = \"127.0.0.1:8470\"\ntoken = \"{token}\"\n"),
+        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n"),
     )
     .expect("config");
     config

@@ -7,9 +7,9 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use vigil_tests::live::{output_text, skip_live, syn_scan, wait_for_alerts, LiveVigil};
+use vigil_tests::live::{api_status, skip_live, syn_scan, wait_for_alerts, LiveVigil};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
-use vigil_tests::workspace::{vigil_bin, TempDir};
+use vigil_tests::workspace::TempDir;
 
 const QUEUES: usize = 4;
 /// Flows sent; with the sender's kernel hashing each socket to one of four TX queues (and so to
@@ -38,22 +38,7 @@ fn flow_name(i: usize) -> String {
 
 /// The per-queue counters `capture.queues` of the appliance's status API.
 fn queue_packets(appliance: &Netns) -> Vec<(u64, u64)> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", appliance.name()])
-        .arg(vigil_bin())
-        .args([
-            "image",
-            "status",
-            "--to",
-            "http://127.0.0.1:8470",
-            "--token",
-            TOKEN,
-        ])
-        .output()
-        .expect("vigil image status runs");
-    assert!(out.status.success(), "{}", output_text(&out));
-    let status: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the status is JSON");
+    let status = api_status(appliance, TOKEN);
     status["capture"]["queues"]
         .as_array()
         .unwrap_or_else(|| panic!("capture.queues in {status:#}"))

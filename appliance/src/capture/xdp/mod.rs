@@ -5,7 +5,9 @@
 //! XSKMAP entry of the queue it arrived on and attaches it with a BPF link; `socket` owns one
 //! AF_XDP socket, its UMEM and its four rings; `queue` reads one queue's socket; [`nic`] asks the
 //! NIC how many queues it has and for a symmetric RSS hash; [`XdpSource`] binds a socket per
-//! queue, puts them all in the map and reads them in turn behind [`Source`].
+//! queue, puts them all in the map and reads them in turn behind [`Source`]. [`DropAll`]
+//! attaches a program dropping every frame: the baseline the live-capture benchmark measures
+//! Vigil against.
 //!
 //! What the caller may assume:
 //! - Frames redirected to the sockets never reach the kernel stack of this interface: the host
@@ -31,7 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use vigil_plugin_sdk::Timestamp;
 
-use self::bpf::{AttachMode, RedirectProgram, XdpLink, XskMap};
+use self::bpf::{AttachMode, XdpLink, XdpProgram, XskMap};
 pub use self::queue::QueueStats;
 use self::queue::XdpQueue;
 use self::socket::{Xsk, XskSizes};
@@ -139,7 +141,7 @@ impl QueueBoard {
 /// Field order is drop order: the program is detached first, then the sockets closed.
 pub struct XdpSource {
     _link: XdpLink,
-    _program: RedirectProgram,
+    _program: XdpProgram,
     _map: XskMap,
     queues: Vec<XdpQueue>,
     /// The queue being read: `queues[current]` until its batch is used up.
@@ -186,39 +188,13 @@ impl XdpSource {
             .checked_add(1)
             .ok_or_else(|| fail(format!("queue {last} is out of range")))?;
         let map = XskMap::create(entries).map_err(|e| fail(e.to_string()))?;
-        let program = RedirectProgram::load(&map).map_err(|e| fail(e.to_string()))?;
+        let program = XdpProgram::load(&map).map_err(|e| fail(e.to_string()))?;
         for queue in &queues {
             map.insert(queue.id(), queue.xsk.raw_fd())
                 .map_err(|e| fail(format!("queue {}: {e}", queue.id())))?;
         }
 
-        let ifindex = queues[0].xsk.ifindex();
-        let (link, mode) = match config.mode {
-            XdpMode::Native => (
-                XdpLink::attach(&program, ifindex, AttachMode::Driver)
-                    .map_err(|e| fail(format!("native mode: {e}")))?,
-                XdpMode::Native,
-            ),
-            XdpMode::Generic => (
-                XdpLink::attach(&program, ifindex, AttachMode::Skb)
-                    .map_err(|e| fail(format!("generic mode: {e}")))?,
-                XdpMode::Generic,
-            ),
-            XdpMode::Auto => match XdpLink::attach(&program, ifindex, AttachMode::Driver) {
-                Ok(link) => (link, XdpMode::Native),
-                Err(native) => {
-                    tracing::warn!(
-                        "{name}: native XDP refused ({native}); falling back to generic (SKB) \
-                         mode, which is slower"
-                    );
-                    let link =
-                        XdpLink::attach(&program, ifindex, AttachMode::Skb).map_err(|generic| {
-                            fail(format!("native mode: {native}; generic mode: {generic}"))
-                        })?;
-                    (link, XdpMode::Generic)
-                }
-            },
-        };
+        let (link, mode) = attach(&program, queues[0].xsk.ifindex(), config.mode, &name)?;
         Ok(XdpSource {
             _link: link,
             _program: program,
@@ -347,6 +323,86 @@ impl XdpSource {
             })?;
             waited = true;
         }
+    }
+}
+
+/// Attaches `program` to the interface `ifindex` (`name` in errors) in `mode`; returns the link
+/// and the mode it runs in.
+fn attach(
+    program: &XdpProgram,
+    ifindex: u32,
+    mode: XdpMode,
+    name: &str,
+) -> Result<(XdpLink, XdpMode), CaptureError> {
+    let fail = |reason: String| CaptureError::Xdp {
+        source: name.to_string(),
+        reason,
+    };
+    match mode {
+        XdpMode::Native => Ok((
+            XdpLink::attach(program, ifindex, AttachMode::Driver)
+                .map_err(|e| fail(format!("native mode: {e}")))?,
+            XdpMode::Native,
+        )),
+        XdpMode::Generic => Ok((
+            XdpLink::attach(program, ifindex, AttachMode::Skb)
+                .map_err(|e| fail(format!("generic mode: {e}")))?,
+            XdpMode::Generic,
+        )),
+        XdpMode::Auto => match XdpLink::attach(program, ifindex, AttachMode::Driver) {
+            Ok(link) => Ok((link, XdpMode::Native)),
+            Err(native) => {
+                tracing::warn!(
+                    "{name}: native XDP refused ({native}); falling back to generic (SKB) \
+                     mode, which is slower"
+                );
+                let link =
+                    XdpLink::attach(program, ifindex, AttachMode::Skb).map_err(|generic| {
+                        fail(format!("native mode: {native}; generic mode: {generic}"))
+                    })?;
+                Ok((link, XdpMode::Generic))
+            }
+        },
+    }
+}
+
+/// An XDP program dropping every frame of an interface (`XDP_DROP`), attached until dropped:
+/// the least work any XDP consumer can do per frame, the baseline a live-capture benchmark
+/// holds Vigil's rate against.
+pub struct DropAll {
+    _link: XdpLink,
+    _program: XdpProgram,
+    mode: XdpMode,
+}
+
+impl DropAll {
+    pub fn attach(iface: &str, mode: XdpMode) -> Result<DropAll, CaptureError> {
+        let fail = |reason: String| CaptureError::Xdp {
+            source: iface.to_string(),
+            reason,
+        };
+        let name =
+            std::ffi::CString::new(iface).map_err(|_| fail("contains a NUL byte".to_string()))?;
+        // SAFETY: `name` is a NUL-terminated string alive for the call.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(fail(format!(
+                "looking up the interface: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let program = XdpProgram::load_drop().map_err(|e| fail(e.to_string()))?;
+        let (link, mode) = attach(&program, ifindex, mode, iface)?;
+        Ok(DropAll {
+            _link: link,
+            _program: program,
+            mode,
+        })
+    }
+
+    /// The mode the program actually runs in: `Native` or `Generic`, never `Auto`.
+    pub fn attached_mode(&self) -> XdpMode {
+        self.mode
     }
 }
 
