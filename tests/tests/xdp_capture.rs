@@ -466,3 +466,34 @@ fn unknown_interface_is_reported_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn a_queue_the_interface_does_not_have_is_refused_by_name() {
+    if netns::skip_without_root() {
+        return;
+    }
+    let lab = lab(5);
+    let iface = lab.veth.if_a().to_string();
+    let err = lab
+        .a
+        .thread(move || {
+            XdpSource::open(XdpConfig {
+                iface,
+                queues: Queues::List(vec![0, 5]),
+                mode: XdpMode::Generic,
+                ..XdpConfig::default()
+            })
+            .err()
+            .map(|e| e.to_string())
+        })
+        .join()
+        .expect("thread")
+        .expect("queue 5 of a one-queue veth does not exist");
+    assert_eq!(
+        err,
+        format!(
+            "{0}:5: AF_XDP: no such queue: {0} has 1 RX queues",
+            lab.veth.if_a()
+        )
+    );
+}

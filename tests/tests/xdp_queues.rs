@@ -36,8 +36,8 @@ fn flow_name(i: usize) -> String {
     format!("flow{i}.queues.vigil.test")
 }
 
-/// The per-queue counters `capture.queues` of the appliance's status API.
-fn queue_packets(appliance: &Netns) -> Vec<(u64, u64)> {
+/// The per-queue counters `capture.queues` of the appliance's status API, all of `iface`.
+fn queue_packets(appliance: &Netns, iface: &str) -> Vec<(u64, u64)> {
     let status = api_status(appliance, TOKEN);
     status["capture"]["queues"]
         .as_array()
@@ -49,6 +49,7 @@ fn queue_packets(appliance: &Netns) -> Vec<(u64, u64)> {
                     .as_u64()
                     .unwrap_or_else(|| panic!("{field} in {q}"))
             };
+            assert_eq!(q["iface"], iface, "{q}");
             assert_eq!(number("rx_dropped"), 0, "{q}");
             assert_eq!(number("rx_invalid_descs"), 0, "{q}");
             (number("queue"), number("packets"))
@@ -58,10 +59,10 @@ fn queue_packets(appliance: &Netns) -> Vec<(u64, u64)> {
 
 /// Polls the status until `done` holds for the per-queue packet counts (published every 250 ms),
 /// up to 10 s; returns the last counts.
-fn wait_for_queues(appliance: &Netns, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+fn wait_for_queues(appliance: &Netns, iface: &str, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let queues = queue_packets(appliance);
+        let queues = queue_packets(appliance, iface);
         let ids: Vec<u64> = queues.iter().map(|&(id, _)| id).collect();
         assert_eq!(ids, [0, 1, 2, 3], "one socket per RX queue");
         let packets: Vec<u64> = queues.iter().map(|&(_, n)| n).collect();
@@ -123,7 +124,7 @@ fn every_rx_queue_is_captured_and_a_scan_over_several_queues_is_one_breach() {
         })
         .join()
         .expect("sender");
-    let flows = wait_for_queues(&appliance, |packets| packets.iter().all(|&n| n > 0));
+    let flows = wait_for_queues(&appliance, &if_a, |packets| packets.iter().all(|&n| n > 0));
     assert!(
         flows.iter().all(|&n| n > 0),
         "every queue carries traffic: {flows:?}\nvigil: {:#?}",
@@ -140,7 +141,7 @@ fn every_rx_queue_is_captured_and_a_scan_over_several_queues_is_one_breach() {
     assert_eq!(alerts.len(), 1, "one scan, one breach: {alerts:#?}");
     assert_eq!(alerts[0]["dest_ip"], target.to_string());
     // 200 probes over four queues: several carried a share, not a stray frame or two.
-    let scanned = wait_for_queues(&appliance, |packets| {
+    let scanned = wait_for_queues(&appliance, &if_a, |packets| {
         packets.iter().sum::<u64>() >= flows.iter().sum::<u64>() + 200
     });
     let carriers = scanned

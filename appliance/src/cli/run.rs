@@ -90,7 +90,7 @@ fn open_port(
     iface: &str,
     queues: &Queues,
     mode: ModeArg,
-    board: Option<&QueueBoard>,
+    board: &QueueBoard,
 ) -> anyhow::Result<XdpSource> {
     let mut source = XdpSource::open(XdpConfig {
         iface: iface.to_string(),
@@ -111,9 +111,7 @@ fn open_port(
             nic::make_rss_symmetric(iface)
         );
     }
-    if let Some(board) = board {
-        source.publish_to(board.clone());
-    }
+    source.publish_to(board.clone());
     Ok(source)
 }
 
@@ -158,7 +156,7 @@ pub fn run(args: &LiveArgs, iface: &str, queues: Queues) -> anyhow::Result<()> {
     } = Live::start(args)?;
     let common = &args.common;
     pipeline.enable_tap_resets();
-    let mut source = open_port(iface, &queues, args.mode, Some(&board))?;
+    let mut source = open_port(iface, &queues, args.mode, &board)?;
     tracing::info!(
         "capturing on {} ({:?} mode); alerts to {}",
         source.describe(),
@@ -192,11 +190,11 @@ pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::
         mut pipeline,
         loaded,
         stop,
-        queues: _,
+        queues: board,
     } = Live::start(args)?;
     let common = &args.common;
-    let a = open_port(port_a, &queues, args.mode, None)?;
-    let b = open_port(port_b, &queues, args.mode, None)?;
+    let a = open_port(port_a, &queues, args.mode, &board)?;
+    let b = open_port(port_b, &queues, args.mode, &board)?;
     let mut bridge = Bridge::new(a, b);
     tracing::info!(
         "capturing on {} <-> {} inline ({:?} mode); alerts to {}",

@@ -28,6 +28,7 @@ pub mod nic;
 mod queue;
 mod socket;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -117,22 +118,41 @@ pub struct XdpStats {
     pub tx_invalid_descs: u64,
 }
 
-/// The per-queue counters of a running capture, published by its thread for readers on others
-/// (the management API's status). Locked only to copy a few numbers in or out.
+/// The per-queue counters of a running capture, each port's published by the thread reading it
+/// for readers on others (the management API's status). Locked only to copy a few numbers in or
+/// out.
 #[derive(Debug, Clone, Default)]
-pub struct QueueBoard(Arc<Mutex<Vec<QueueStats>>>);
+pub struct QueueBoard(Arc<Mutex<BTreeMap<String, Vec<QueueStats>>>>);
+
+/// One queue's counters on the [`QueueBoard`], with the interface it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PortQueueStats {
+    pub iface: String,
+    #[serde(flatten)]
+    pub stats: QueueStats,
+}
 
 impl QueueBoard {
-    fn publish(&self, stats: Vec<QueueStats>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = stats;
-    }
-
-    /// The counters as last published (every [`PUBLISH_EVERY_MS`] while capturing).
-    pub fn snapshot(&self) -> Vec<QueueStats> {
+    fn publish(&self, iface: &str, stats: Vec<QueueStats>) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .insert(iface.to_string(), stats);
+    }
+
+    /// Every port's queues as last published (every [`PUBLISH_EVERY_MS`] while capturing), by
+    /// interface name then queue.
+    pub fn snapshot(&self) -> Vec<PortQueueStats> {
+        let ports = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        ports
+            .iter()
+            .flat_map(|(iface, queues)| {
+                queues.iter().map(|&stats| PortQueueStats {
+                    iface: iface.clone(),
+                    stats,
+                })
+            })
+            .collect()
     }
 }
 
@@ -146,6 +166,7 @@ pub struct XdpSource {
     queues: Vec<XdpQueue>,
     /// The queue being read: `queues[current]` until its batch is used up.
     current: usize,
+    iface: String,
     /// `iface:queue,queue,...`.
     name: String,
     mode: XdpMode,
@@ -201,6 +222,7 @@ impl XdpSource {
             _map: map,
             queues,
             current: 0,
+            iface: iface.to_string(),
             name,
             mode,
             sent: 0,
@@ -218,7 +240,7 @@ impl XdpSource {
 
     /// Publishes the per-queue counters to `board` while capturing.
     pub fn publish_to(&mut self, board: QueueBoard) {
-        board.publish(self.queue_stats());
+        board.publish(&self.iface, self.queue_stats());
         self.board = Some(board);
     }
 
@@ -295,7 +317,7 @@ impl XdpSource {
     fn publish_if_due(&mut self) {
         if let Some(board) = &self.board {
             if self.published.elapsed().as_millis() >= PUBLISH_EVERY_MS {
-                board.publish(self.queue_stats());
+                board.publish(&self.iface, self.queue_stats());
                 self.published = Instant::now();
             }
         }
@@ -409,7 +431,19 @@ impl DropAll {
 /// The queues `wanted` names on `iface`, sorted, each once.
 fn queue_ids(iface: &str, wanted: &Queues) -> Result<Vec<u32>, CaptureError> {
     let mut ids = match wanted {
-        Queues::List(ids) => ids.clone(),
+        Queues::List(ids) => {
+            // Name a queue past the NIC's count plainly; the bind would only say EINVAL. Queue
+            // 0 always exists, whatever count a driver reports.
+            if let (Ok(count), Some(&past)) = (nic::rx_queue_count(iface), ids.iter().max()) {
+                if past >= count.max(1) {
+                    return Err(CaptureError::Xdp {
+                        source: format!("{iface}:{past}"),
+                        reason: format!("no such queue: {iface} has {count} RX queues"),
+                    });
+                }
+            }
+            ids.clone()
+        }
         Queues::Every => match nic::rx_queue_count(iface) {
             Ok(n) => (0..n.max(1)).collect(),
             Err(err) => {
