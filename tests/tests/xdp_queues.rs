@@ -96,18 +96,31 @@ fn every_rx_queue_is_captured_and_a_scan_over_several_queues_is_one_breach() {
     let work = TempDir::new("queues");
     // Native mode: veth's generic (SKB) path reports a frame sent on TX queue n as received on
     // queue n-1 (0 for both 0 and 1), so the last queue would never see a frame there.
+    let ready = work.path().join("ready.json");
     let mut vigil = LiveVigil::with_api_and(
         &appliance,
         &if_a,
         work.path(),
         TOKEN,
-        &["--protocol-logs", "--mode", "native"],
+        &[
+            "--protocol-logs",
+            "--mode",
+            "native",
+            "--ready-file",
+            ready.to_str().expect("utf-8"),
+        ],
     );
     let log = vigil.log().join("\n");
     assert!(log.contains("holding RX queues [0, 1, 2, 3]"), "{log}");
     // veth has no RSS hash; one pipeline reads every queue, so both directions still meet.
     assert!(log.contains("cannot be made symmetric"), "{log}");
     assert!(vigil.capturing.contains(":0,1,2,3"), "{}", vigil.capturing);
+    let capture = &api_status(&appliance, TOKEN)["capture"];
+    assert_eq!(
+        capture["rx_queues"],
+        serde_json::json!({ &if_a: [0, 1, 2, 3] }),
+        "{capture}"
+    );
 
     // Each flow from its own socket: the sender's kernel picks a TX queue per socket.
     let target = pair.ip_a();

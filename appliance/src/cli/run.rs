@@ -124,21 +124,21 @@ fn report_queues(port: &XdpSource) {
     summary::print_queues(&port.describe(), &queues);
 }
 
-/// Tells whoever watches `ready_file` (vigil-init) that capture is bound, and how.
-fn report_ready(
-    ready_file: Option<&Path>,
-    ports: &[&str],
-    queues: &[u32],
-    mode: XdpMode,
-) -> anyhow::Result<()> {
+/// Tells whoever watches `ready_file` (vigil-init) that capture is bound, and how: the ports,
+/// the queues held on each, the XDP mode.
+fn report_ready(ready_file: Option<&Path>, ports: &[&XdpSource]) -> anyhow::Result<()> {
     let Some(path) = ready_file else {
         return Ok(());
     };
+    let rx_queues: serde_json::Map<String, serde_json::Value> = ports
+        .iter()
+        .map(|port| (port.iface().to_string(), port.queue_ids().into()))
+        .collect();
     let ready = serde_json::json!({
         "pid": std::process::id(),
-        "ports": ports,
-        "queues": queues,
-        "xdp_mode": format!("{mode:?}"),
+        "ports": ports.iter().map(|port| port.iface()).collect::<Vec<_>>(),
+        "rx_queues": rx_queues,
+        "xdp_mode": ports.first().map(|port| format!("{:?}", port.attached_mode())),
         // Copy mode is what the sockets bind (see capture/xdp/socket.rs).
         "bind": "copy",
         "since": crate::bundle::text::unix_now(),
@@ -163,12 +163,7 @@ pub fn run(args: &LiveArgs, iface: &str, queues: Queues) -> anyhow::Result<()> {
         source.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
-    report_ready(
-        args.ready_file.as_deref(),
-        &[iface],
-        &source.queue_ids(),
-        source.attached_mode(),
-    )?;
+    report_ready(args.ready_file.as_deref(), &[&source])?;
     let result = pipeline.run(&mut source, &stop, true, |_| {});
     // Whatever stopped us, keep what was learned and raised.
     pipeline.finish()?;
@@ -203,12 +198,8 @@ pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::
         bridge.sides().0.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
-    report_ready(
-        args.ready_file.as_deref(),
-        &[port_a.as_str(), port_b.as_str()],
-        &bridge.sides().0.queue_ids(),
-        bridge.sides().0.attached_mode(),
-    )?;
+    let (a, b) = bridge.sides();
+    report_ready(args.ready_file.as_deref(), &[a, b])?;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
         match bridge.step(&mut |packet| pipeline.handle(packet)) {

@@ -249,6 +249,10 @@ impl XdpSource {
         self.mode
     }
 
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
     /// The queues bound, in the order they are read.
     pub fn queue_ids(&self) -> Vec<u32> {
         self.queues.iter().map(XdpQueue::id).collect()
