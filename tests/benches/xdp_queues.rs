@@ -124,6 +124,7 @@ fn main() {
         .join()
         .expect("thread")
         .expect("XDP_DROP attaches");
+    assert_eq!(drop.attached_mode(), XdpMode::Native);
     let before = veth_counter(&appliance, &if_a, "xdp_drops");
     let sent = send(&sender, from, target, None);
     let dropped = veth_counter(&appliance, &if_a, "xdp_drops") - before;
