@@ -13,6 +13,8 @@ pub mod capture;
 pub mod cli;
 #[cfg(feature = "plugin-host")]
 pub mod config;
+#[cfg(feature = "plugin-host")]
+pub mod control_cadence;
 pub mod decode;
 pub mod devices;
 pub mod flow;

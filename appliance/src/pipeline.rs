@@ -16,6 +16,7 @@ use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, Source};
 use crate::config::Config;
+use crate::control_cadence::ControlCadence;
 use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
 use crate::decode::{
     decode_frame, Decoded, Fragment, Frame, Skip, SkipCounts, Transport as Layer4,
@@ -306,8 +307,9 @@ impl Pipeline {
         self.control = Some(control);
     }
 
-    /// Answers what the management API asked since the last call.
-    fn serve_control(&mut self) {
+    /// Answers what the management API asked since the last call. Loops that handle packets
+    /// call it as [`ControlCadence`] says.
+    pub fn serve_control(&mut self) {
         let Some(control) = self.control.take() else {
             return;
         };
@@ -760,6 +762,7 @@ impl Pipeline {
         mut progress: impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
         let mut since_progress = 0u32;
+        let mut control = ControlCadence::default();
         while !stop.load(Ordering::Relaxed) {
             let next = match source.next_packet() {
                 Ok(next) => next,
@@ -778,10 +781,10 @@ impl Pipeline {
                     {
                         self.resets.extend(reset::resets(packet.data));
                     }
-                    since_progress += 1;
-                    if since_progress.is_multiple_of(64) {
+                    if control.due(packet.ts) {
                         self.serve_control();
                     }
+                    since_progress += 1;
                     if since_progress == 4096 {
                         since_progress = 0;
                         progress(&self.stats);

@@ -13,7 +13,7 @@ use crate::workspace::{plugin_dir, vigil_bin};
 
 /// Where [`LiveVigil::with_api`] has the management API listen, in the appliance's namespace.
 const API_ADDR: &str = "127.0.0.1:8470";
-const API_URL: &str = "http://127.0.0.1:8470";
+pub const API_URL: &str = "http://127.0.0.1:8470";
 
 pub struct LiveVigil {
     child: Child,
@@ -162,12 +162,13 @@ pub fn api_status(ns: &Netns, token: &str) -> serde_json::Value {
 /// `token`; returns its path.
 fn api_config(dir: &Path, token: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n"),
-    )
-    .expect("config");
+    std::fs::write(&config, api_section(token)).expect("config");
     config
+}
+
+/// The config section that has the management API listen at [`API_URL`] with `token`.
+pub fn api_section(token: &str) -> String {
+    format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n")
 }
 
 pub fn skip_live() -> bool {

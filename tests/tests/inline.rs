@@ -4,16 +4,19 @@
 //! connections to 445 and 9401 (or, with an egress policy, everything it sends) while a benign
 //! address next to it still gets through; when the actions end the attacker gets through again.
 //! With four RX queues on every port, connections spread over the queues cross the bridge, and
-//! an egress block stops the attacker's on every queue.
+//! an egress block stops the attacker's on every queue. While a TCP transfer keeps the bridge
+//! busy, the management API still answers a plugin push and an action's confirmation at once.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::live::{skip_live, syn_scan, LiveVigil};
+use vigil_tests::live::{api_section, output_text, skip_live, syn_scan, LiveVigil, API_URL};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
-use vigil_tests::workspace::{plugin_dir, saved_actions, TempDir};
+use vigil_tests::workspace::{
+    build_bundle, dev_signer_key, plugin_dir, saved_actions, vigil_bin, TempDir,
+};
 
 const SERVER: &str = "10.210.0.1";
 const ATTACKER: &str = "10.210.0.2";
@@ -22,10 +25,12 @@ const BENIGN: &str = "10.210.0.3";
 struct Lab {
     attacker: Netns,
     appliance: Netns,
-    /// Runs the listeners; kept for the test's lifetime.
-    _server: Netns,
+    /// Runs the listeners.
+    server: Netns,
     _pairs: [VethPair; 2],
     appliance_ports: [String; 2],
+    /// The server's end of its veth pair.
+    server_port: String,
     /// XDP mode of the appliance's ports.
     mode: &'static str,
 }
@@ -87,9 +92,10 @@ impl Lab {
         Lab {
             attacker,
             appliance,
-            _server: server,
+            server,
             _pairs: [west, east],
             appliance_ports: [names[1].clone(), names[2].clone()],
+            server_port: names[3].clone(),
             mode,
         }
     }
@@ -119,6 +125,17 @@ impl Lab {
             ))
             .output()
             .is_ok_and(|out| out.status.success())
+    }
+
+    /// Bytes the server's port has received so far (what crossed the bridge towards it).
+    fn server_received(&self) -> u64 {
+        let path = format!("/sys/class/net/{}/statistics/rx_bytes", self.server_port);
+        self.server
+            .run("cat", &[&path])
+            .expect("the server's counters")
+            .trim()
+            .parse()
+            .expect("a byte count")
     }
 
     fn start(&self, data: &Path, config: &Path) -> LiveVigil {
@@ -294,4 +311,117 @@ fn blocked_egress_stops_everything_the_attacker_sends_on_every_queue() {
             );
         }
     }
+}
+
+const TOKEN: &str = "inline-api-token-4b81";
+const TRANSFERS: usize = 8;
+
+/// `vigil ARGS` against the appliance's management API from inside its namespace (given up
+/// after 20 s so a hung request fails the test rather than hanging it): the output and how long
+/// the answer took.
+fn api_call(lab: &Lab, args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", lab.appliance.name(), "timeout", "20"])
+        .arg(vigil_bin())
+        .args(args)
+        .args(["--to", API_URL, "--token", TOKEN])
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .expect("vigil runs");
+    (out, started.elapsed())
+}
+
+/// Runs `call` while the transfer goes on: asserts it succeeded within a second and the bridge
+/// carried at least a megabyte towards the server meanwhile. Returns its output.
+fn answered_under_load(lab: &Lab, what: &str, call: impl FnOnce() -> (Output, Duration)) -> String {
+    let before = lab.server_received();
+    let (out, took) = call();
+    let carried = lab.server_received() - before;
+    let text = output_text(&out);
+    assert!(out.status.success(), "{what}: {text}");
+    assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+    assert!(
+        carried > 1_000_000,
+        "only {carried} bytes crossed during {what}"
+    );
+    text
+}
+
+#[test]
+fn the_api_answers_while_a_transfer_keeps_the_bridge_busy() {
+    if skip_live() {
+        return;
+    }
+    let lab = Lab::new(4);
+    let work = TempDir::new("inline-api");
+    let config = work.path().join("vigil.toml");
+    // The default policy: breaches of a fresh (learning) appliance wait for an operator.
+    std::fs::write(&config, api_section(TOKEN)).expect("config");
+    let data = work.path().join("data");
+    let vigil = lab.start(&data, &config);
+    let bundle = work.path().join("network-scan-0.2.0.vbundle");
+    build_bundle("network-scan", "0.2.0", &[&dev_signer_key()], &bundle);
+
+    // The benign host streams zeros to the server for the rest of the test, as fast as the
+    // bridge carries them.
+    lab.server
+        .spawn(
+            "socat",
+            &["-u", "TCP-LISTEN:9000,reuseaddr,fork", "OPEN:/dev/null"],
+        )
+        .expect("sink");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..TRANSFERS {
+        lab.attacker
+            .spawn(
+                "socat",
+                &[
+                    "-u",
+                    "OPEN:/dev/zero",
+                    &format!("TCP:{SERVER}:9000,bind={BENIGN}"),
+                ],
+            )
+            .expect("transfer");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    let pushed = answered_under_load(&lab, "the push", || {
+        api_call(&lab, &["push", bundle.to_str().expect("utf-8")])
+    });
+    assert!(
+        pushed.contains("installed plugin network-scan 0.2.0"),
+        "{pushed}"
+    );
+
+    syn_scan(&lab.attacker, SERVER, "1-1000");
+    wait_until("a pending action", Duration::from_secs(20), || {
+        saved_actions(&data)
+            .iter()
+            .any(|a| a["status"]["state"] == "pending" && a["device"] == ATTACKER)
+    });
+    assert!(
+        lab.connects(ATTACKER, 445),
+        "nothing enforced before confirmation"
+    );
+    let pending = saved_actions(&data);
+    let action = pending
+        .iter()
+        .find(|a| a["status"]["state"] == "pending" && a["device"] == ATTACKER)
+        .expect("a pending action");
+    let id = action["id"].as_u64().expect("id").to_string();
+    let port = action["response"]["BlockPort"]
+        .as_u64()
+        .expect("a blocked port");
+    let confirmed = answered_under_load(&lab, "the confirmation", || {
+        api_call(&lab, &["actions", "confirm", "--by", "alice-soc", &id])
+    });
+    assert!(confirmed.contains("active until"), "{confirmed}");
+    let port = u16::try_from(port).expect("a port");
+    assert!(
+        !lab.connects(ATTACKER, port),
+        "{port} still open to the attacker"
+    );
+    assert!(lab.connects(BENIGN, port), "the benign host is not touched");
+    assert!(vigil.stop().success());
 }

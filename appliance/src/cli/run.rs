@@ -13,6 +13,7 @@ use crate::capture::xdp::{
     nic, QueueBoard, Queues, XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS,
 };
 use crate::capture::Source;
+use crate::control_cadence::ControlCadence;
 use crate::pipeline::wall_clock;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::Loaded;
@@ -201,8 +202,16 @@ pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::
     let (a, b) = bridge.sides();
     report_ready(args.ready_file.as_deref(), &[a, b])?;
     let mut result = Ok(());
+    let mut control = ControlCadence::default();
     while !stop.load(Ordering::Relaxed) {
-        match bridge.step(&mut |packet| pipeline.handle(packet)) {
+        // Under steady traffic the rings never empty, so the API is served between frames too.
+        match bridge.step(&mut |packet| {
+            let drop = pipeline.handle(packet)?;
+            if control.due(packet.ts) {
+                pipeline.serve_control();
+            }
+            Ok::<_, std::io::Error>(drop)
+        }) {
             Ok(0) => {
                 if let Err(err) = bridge.wait(POLL_TIMEOUT_MS) {
                     result = Err(anyhow::Error::from(err));
