@@ -4,7 +4,7 @@
 //! connections to 445 and 9401 (or, with an egress policy, everything it sends) while a benign
 //! address next to it still gets through; when the actions end the attacker gets through again.
 //! With four RX queues on every port, connections spread over the queues cross the bridge, and
-//! an egress block stops the attacker's on every queue. While a TCP transfer keeps the bridge
+//! an egress block stops the attacker's on every queue. While TCP transfers keep the bridge
 //! busy, the management API still answers a plugin push and an action's confirmation at once.
 
 use std::path::Path;
@@ -314,7 +314,9 @@ fn blocked_egress_stops_everything_the_attacker_sends_on_every_queue() {
 }
 
 const TOKEN: &str = "inline-api-token-4b81";
-const TRANSFERS: usize = 8;
+/// TCP transfers each way across the bridge: with fewer, its rings ran empty often enough for
+/// an API served only on idle rings to answer in time now and then.
+const TRANSFERS: usize = 16;
 
 /// `vigil ARGS` against the appliance's management API from inside its namespace (given up
 /// after 20 s so a hung request fails the test rather than hanging it): the output and how long
@@ -332,8 +334,8 @@ fn api_call(lab: &Lab, args: &[&str]) -> (Output, Duration) {
     (out, started.elapsed())
 }
 
-/// Runs `call` while the transfer goes on: asserts it succeeded within a second and the bridge
-/// carried at least a megabyte towards the server meanwhile. Returns its output.
+/// Runs `call` while the transfers go on: asserts it succeeded within a second and the bridge
+/// still carried them meanwhile. Returns its output.
 fn answered_under_load(lab: &Lab, what: &str, call: impl FnOnce() -> (Output, Duration)) -> String {
     let before = lab.server_received();
     let (out, took) = call();
@@ -341,10 +343,7 @@ fn answered_under_load(lab: &Lab, what: &str, call: impl FnOnce() -> (Output, Du
     let text = output_text(&out);
     assert!(out.status.success(), "{what}: {text}");
     assert!(took < Duration::from_secs(1), "{what} took {took:?}");
-    assert!(
-        carried > 1_000_000,
-        "only {carried} bytes crossed during {what}"
-    );
+    assert!(carried > 0, "the transfer stopped during {what}");
     text
 }
 
@@ -363,26 +362,32 @@ fn the_api_answers_while_a_transfer_keeps_the_bridge_busy() {
     let bundle = work.path().join("network-scan-0.2.0.vbundle");
     build_bundle("network-scan", "0.2.0", &[&dev_signer_key()], &bundle);
 
-    // The benign host streams zeros to the server for the rest of the test, as fast as the
-    // bridge carries them.
+    // The benign host and the server stream zeros to each other for the rest of the test, as
+    // fast as the bridge carries them, so its rings seldom run empty.
     lab.server
         .spawn(
             "socat",
             &["-u", "TCP-LISTEN:9000,reuseaddr,fork", "OPEN:/dev/null"],
         )
         .expect("sink");
+    lab.server
+        .spawn(
+            "socat",
+            &["-u", "OPEN:/dev/zero", "TCP-LISTEN:9001,reuseaddr,fork"],
+        )
+        .expect("source");
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..TRANSFERS {
-        lab.attacker
-            .spawn(
-                "socat",
-                &[
-                    "-u",
-                    "OPEN:/dev/zero",
-                    &format!("TCP:{SERVER}:9000,bind={BENIGN}"),
-                ],
-            )
-            .expect("transfer");
+        let (upload, download) = (
+            format!("TCP:{SERVER}:9000,bind={BENIGN}"),
+            format!("TCP:{SERVER}:9001,bind={BENIGN}"),
+        );
+        for args in [
+            ["-u", "OPEN:/dev/zero", &upload],
+            ["-u", &download, "OPEN:/dev/null"],
+        ] {
+            lab.attacker.spawn("socat", &args).expect("transfer");
+        }
     }
     std::thread::sleep(Duration::from_secs(1));
 
