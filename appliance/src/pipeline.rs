@@ -18,6 +18,7 @@ use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, QueueCounters, Source};
 use crate::config::Config;
+use crate::control_cadence::ControlCadence;
 use crate::counters::Counters;
 use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
 use crate::decode::{
@@ -389,8 +390,9 @@ impl Pipeline {
         self.control = Some(control);
     }
 
-    /// Answers what the management API asked since the last call.
-    fn serve_control(&mut self) {
+    /// Answers what the management API asked since the last call. Loops that handle packets
+    /// call it as [`ControlCadence`] says.
+    pub fn serve_control(&mut self) {
         let Some(control) = self.control.take() else {
             return;
         };
@@ -852,6 +854,7 @@ impl Pipeline {
         mut progress: impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
         let mut since_progress = 0u32;
+        let mut control = ControlCadence::default();
         while !stop.load(Ordering::Relaxed) {
             let next = match source.next_packet() {
                 Ok(next) => next,
@@ -870,11 +873,11 @@ impl Pipeline {
                     {
                         self.resets.extend(reset::resets(packet.data));
                     }
-                    since_progress += 1;
-                    if since_progress.is_multiple_of(64) {
+                    if control.due(packet.ts) {
                         self.serve_control();
                         self.report_capture(source);
                     }
+                    since_progress += 1;
                     if since_progress == 4096 {
                         since_progress = 0;
                         progress(&self.stats);

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use crate::netns::Netns;
 use crate::workspace::{plugin_dir, vigil_bin};
 
-/// Where [`LiveVigil::with_api`] serves the management API, inside its namespace.
+/// Where [`LiveVigil::with_api`] has the management API listen, in the appliance's namespace.
 pub const API_ADDR: &str = "127.0.0.1:8470";
+pub const API_URL: &str = "http://127.0.0.1:8470";
 
 pub struct LiveVigil {
     child: Child,
@@ -23,40 +24,40 @@ pub struct LiveVigil {
 }
 
 impl LiveVigil {
-    /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.
     /// `vigil run` on `iface` (generic XDP) with the signed development plugins, its data dir
     /// `dir/data` and its management API on 127.0.0.1:8470 with `token`.
     pub fn with_api(ns: &Netns, iface: &str, dir: &Path, token: &str) -> LiveVigil {
-        LiveVigil::with_api_and(ns, iface, dir, token, "")
+        LiveVigil::with_api_and(ns, iface, dir, token, "", &["--mode", "generic"])
     }
 
-    /// [`LiveVigil::with_api`] with `extra` (TOML sections) in its config file.
+    /// Like [`LiveVigil::with_api`] with `config` (TOML sections) added to its config file and
+    /// `extra` arguments instead of `--mode generic`.
     pub fn with_api_and(
         ns: &Netns,
         iface: &str,
         dir: &Path,
         token: &str,
-        extra: &str,
+        config: &str,
+        extra: &[&str],
     ) -> LiveVigil {
-        let config = api_config(dir, token, extra);
+        let config = api_config(dir, token, config);
         let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-        LiveVigil::start(
-            ns,
-            &[
-                "--iface",
-                iface,
-                "--mode",
-                "generic",
-                "--data-dir",
-                &path(&dir.join("data")),
-                "--plugins",
-                &path(&plugin_dir()),
-                "--config",
-                &path(&config),
-            ],
-        )
+        let (data, plugins, config) = (path(&dir.join("data")), path(&plugin_dir()), path(&config));
+        let mut args = vec![
+            "--iface",
+            iface,
+            "--data-dir",
+            &data,
+            "--plugins",
+            &plugins,
+            "--config",
+            &config,
+        ];
+        args.extend_from_slice(extra);
+        LiveVigil::start(ns, &args)
     }
 
+    /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.
     pub fn start(ns: &Netns, args: &[&str]) -> LiveVigil {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
@@ -185,15 +186,24 @@ pub fn output_text(out: &Output) -> String {
     )
 }
 
+/// `GET /api/v1/status` of the `vigil run` [`LiveVigil::with_api`] started in `ns` with `token`
+/// (through `vigil image status`).
+pub fn api_status(ns: &Netns, token: &str) -> serde_json::Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(vigil_bin())
+        .args(["image", "status", "--to", API_URL, "--token", token])
+        .output()
+        .expect("vigil image status runs");
+    assert!(out.status.success(), "{}", output_text(&out));
+    serde_json::from_slice(&out.stdout).expect("the status is JSON")
+}
+
 /// Writes `dir/vigil.toml` for a `vigil run` whose management API listens on loopback with
 /// `token`; returns its path.
 fn api_config(dir: &Path, token: &str, extra: &str) -> PathBuf {
     let config = dir.join("vigil.toml");
-    std::fs::write(
-        &config,
-        format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n{extra}"),
-    )
-    .expect("config");
+    std::fs::write(&config, api_section(token) + extra).expect("config");
     config
 }
 
@@ -224,6 +234,11 @@ pub fn api_get(
     .join()
     .ok()
     .flatten()
+}
+
+/// The config section that has the management API listen at [`API_URL`] with `token`.
+pub fn api_section(token: &str) -> String {
+    format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n")
 }
 
 pub fn skip_live() -> bool {

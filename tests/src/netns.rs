@@ -292,6 +292,21 @@ impl VethPair {
         addr_a: &str,
         addr_b: &str,
     ) -> io::Result<VethPair> {
+        VethPair::with_queues(ns_a, if_a, ns_b, if_b, addr_a, addr_b, 1)
+    }
+
+    /// Like [`VethPair::new`], with `queues` RX and TX queues on each end. veth hands a frame to
+    /// the peer's RX queue of the TX queue it was sent on, which the sender's kernel picks by
+    /// flow hash: different flows land on different queues, like RSS on a NIC.
+    pub fn with_queues(
+        ns_a: &Netns,
+        if_a: &str,
+        ns_b: &Netns,
+        if_b: &str,
+        addr_a: &str,
+        addr_b: &str,
+        queues: u32,
+    ) -> io::Result<VethPair> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         check_name("interface", if_a)?;
         check_name("interface", if_b)?;
@@ -300,27 +315,26 @@ impl VethPair {
         let n = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
         let mac_a = [0x02, 0x76, 0x67, n[2], n[3], 0x0a];
         let mac_b = [0x02, 0x76, 0x67, n[2], n[3], 0x0b];
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                if_a,
+        let (mac_a_text, mac_b_text) = (mac_text(mac_a), mac_text(mac_b));
+        let queues = queues.to_string();
+        let end = |ifname, ns, mac| {
+            [
+                ifname,
                 "netns",
-                ns_a.name(),
+                ns,
                 "address",
-                &mac_text(mac_a),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                if_b,
-                "netns",
-                ns_b.name(),
-                "address",
-                &mac_text(mac_b),
-            ],
-        )?;
+                mac,
+                "numrxqueues",
+                &queues,
+                "numtxqueues",
+                &queues,
+            ]
+        };
+        let mut args = vec!["link", "add"];
+        args.extend(end(if_a, ns_a.name(), &mac_a_text));
+        args.extend(["type", "veth", "peer", "name"]);
+        args.extend(end(if_b, ns_b.name(), &mac_b_text));
+        run("ip", &args)?;
         // From here on the guard deletes the pair even if configuring it fails.
         let pair = VethPair {
             ns_a: ns_a.name().to_string(),

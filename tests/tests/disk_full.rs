@@ -191,6 +191,7 @@ fn a_full_data_disk_costs_records_not_capture_and_writing_resumes_when_space_ret
         &disk.mount,
         TOKEN,
         "[host]\ncache_modules = false\n[storage]\nrotate_mb = 1\neve_budget_mb = 3\nreserve_mb = 4\ncheckpoint_secs = 2\n",
+        &["--mode", "generic"],
     );
     let mut scanner = Scanner {
         ns: &attacker,

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vigil::capture::xdp::{XdpConfig, XdpMode, XdpSource, XdpStats};
+use vigil::capture::xdp::{Queues, XdpConfig, XdpMode, XdpSource, XdpStats};
 use vigil::capture::{Next, Source};
 use vigil_tests::netns::{self, Netns, VethPair};
 
@@ -179,7 +179,7 @@ where
         let mut frames = Vec::new();
         let mut source = match XdpSource::open(XdpConfig {
             iface,
-            queue: 0,
+            queues: Queues::List(vec![0]),
             mode,
             ..XdpConfig::default()
         }) {
@@ -464,5 +464,36 @@ fn unknown_interface_is_reported_by_name() {
     assert!(
         err.starts_with("vgl-missing0:0: AF_XDP: looking up the interface"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_queue_the_interface_does_not_have_is_refused_by_name() {
+    if netns::skip_without_root() {
+        return;
+    }
+    let lab = lab(5);
+    let iface = lab.veth.if_a().to_string();
+    let err = lab
+        .a
+        .thread(move || {
+            XdpSource::open(XdpConfig {
+                iface,
+                queues: Queues::List(vec![0, 5]),
+                mode: XdpMode::Generic,
+                ..XdpConfig::default()
+            })
+            .err()
+            .map(|e| e.to_string())
+        })
+        .join()
+        .expect("thread")
+        .expect("queue 5 of a one-queue veth does not exist");
+    assert_eq!(
+        err,
+        format!(
+            "{0}:5: AF_XDP: no such queue: {0} has 1 RX queues",
+            lab.veth.if_a()
+        )
     );
 }

@@ -93,6 +93,8 @@ pub struct ApiContext {
     /// Where `vigil run --ready-file` reported the capture bound.
     pub ready_file: Option<PathBuf>,
     pub system: SystemPaths,
+    /// The live capture's per-queue counters, shown as `capture.queues` in the status.
+    pub capture_queues: Option<crate::capture::xdp::QueueBoard>,
 }
 
 /// How the API itself is doing, for the status answer.
@@ -223,6 +225,7 @@ mod tests {
             trust_dir: PathBuf::from("unused"),
             ready_file: None,
             system: SystemPaths::appliance(),
+            capture_queues: None,
         }
     }
 

@@ -223,11 +223,20 @@ async fn list_alerts(State(shared): State<Shared>) -> Response {
 
 async fn status(State(shared): State<Shared>) -> Response {
     let context = &shared.context;
-    let capture = context
+    let mut capture = context
         .ready_file
         .as_ref()
         .and_then(|path| std::fs::read_to_string(path).ok())
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    if let Some(board) = &context.capture_queues {
+        let queues = serde_json::to_value(board.snapshot()).unwrap_or_default();
+        match &mut capture {
+            Some(serde_json::Value::Object(fields)) => {
+                fields.insert("queues".to_string(), queues);
+            }
+            _ => capture = Some(serde_json::json!({ "queues": queues })),
+        }
+    }
     let system = crate::image::status::read(&context.system);
     json(
         200,

@@ -3,7 +3,7 @@
 //! into a TX frame of the other socket, and sent a burst at a time; ARP and everything else that is not IP is forwarded like
 //! the rest, so hosts on both sides see each other as on one wire.
 
-use super::xdp::{wait_any, XdpConfig, XdpSource};
+use super::xdp::{wait_any, XdpSource};
 use super::{CaptureError, Next, Packet, Source};
 
 /// Frames moved per side per [`Bridge::step`], so one busy side cannot starve the other.
@@ -26,16 +26,16 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn open(a: XdpConfig, b: XdpConfig) -> Result<Bridge, CaptureError> {
-        let mut a = XdpSource::open(a)?;
-        let mut b = XdpSource::open(b)?;
+    /// Bridges two open ports (each reading any number of queues).
+    pub fn new(mut a: XdpSource, mut b: XdpSource) -> Bridge {
+        // The bridge waits on both ports at once (`wait`), never on one alone.
         a.set_poll_timeout(0);
         b.set_poll_timeout(0);
-        Ok(Bridge {
+        Bridge {
             a,
             b,
             stats: BridgeStats::default(),
-        })
+        }
     }
 
     pub fn sides(&self) -> (&XdpSource, &XdpSource) {

@@ -61,7 +61,10 @@ pub trait Source {
     /// Frames the capture lost before Vigil saw them (kernel and ring drops), for the fleet's
     /// drop ratio; none for a file.
     fn capture_drops(&self) -> u64 {
-        0
+        self.queue_counters()
+            .iter()
+            .map(|q| q.kernel_dropped + q.rx_ring_full + q.fill_ring_empty)
+            .sum()
     }
 }
 

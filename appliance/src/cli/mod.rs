@@ -30,6 +30,7 @@ use clap::{Parser, Subcommand};
 
 use crate::analyzer::ProtocolLogs;
 use crate::bundle::TrustStore;
+use crate::capture::xdp::Queues;
 use crate::config::Config;
 use crate::host::PluginHost;
 use crate::installed::BundleStore;
@@ -143,9 +144,13 @@ enum Command {
         /// the responses in force drop.
         #[arg(long, value_name = "IF_A,IF_B", value_delimiter = ',')]
         inline: Option<Vec<String>>,
-        /// NIC queue to bind.
-        #[arg(long, default_value_t = 0)]
-        queue: u32,
+        /// RX queues to bind, e.g. `0,2` (`--queue N` still works): every queue the NIC has
+        /// by default.
+        #[arg(long, alias = "queue", value_name = "LIST", value_delimiter = ',')]
+        queues: Vec<u32>,
+        /// Also write protocol logs (DATA_DIR/proto/<protocol>.json), as `replay` does.
+        #[arg(long)]
+        protocol_logs: bool,
         /// XDP attach mode: auto tries native (driver) mode, then generic (SKB) mode.
         #[arg(long, value_enum, default_value_t = run::ModeArg::Auto)]
         mode: run::ModeArg,
@@ -208,16 +213,28 @@ pub fn main() -> ExitCode {
             common,
             iface,
             inline,
-            queue,
+            queues,
+            protocol_logs,
             mode,
             ready_file,
-        } => match (iface, inline) {
-            (Some(iface), _) => run::run(&common, &iface, queue, mode, ready_file.as_deref()),
-            (None, Some(ports)) => {
-                run::run_inline(&common, &ports, queue, mode, ready_file.as_deref())
+        } => {
+            let live = run::LiveArgs {
+                common,
+                protocol_logs,
+                mode,
+                ready_file,
+            };
+            let queues = if queues.is_empty() {
+                Queues::Every
+            } else {
+                Queues::List(queues)
+            };
+            match (iface, inline) {
+                (Some(iface), _) => run::run(&live, &iface, queues),
+                (None, Some(ports)) => run::run_inline(&live, &ports, queues),
+                (None, None) => Err(anyhow::anyhow!("give --iface or --inline")),
             }
-            (None, None) => Err(anyhow::anyhow!("give --iface or --inline")),
-        },
+        }
         Command::Demo { data_dir, plugins } => demo::demo(data_dir, plugins),
         Command::Bench(args) => bench::bench(&args),
         Command::Key(command) => key::run(command),

@@ -1,6 +1,6 @@
 //! `vigil run`: live capture with AF_XDP until SIGINT or SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -8,7 +8,11 @@ use anyhow::Context;
 
 use super::{open_pipeline, summary, Common};
 use crate::capture::bridge::Bridge;
-use crate::capture::xdp::{XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS};
+use crate::capture::xdp::{
+    nic, QueueBoard, Queues, XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS,
+};
+use crate::capture::Source;
+use crate::control_cadence::ControlCadence;
 use crate::pipeline::wall_clock;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::Loaded;
@@ -30,24 +34,38 @@ impl From<ModeArg> for XdpMode {
     }
 }
 
-/// What both live modes start with: the pipeline (with the management API if configured) and a
-/// stop flag set by SIGINT or SIGTERM.
+/// The options `vigil run` takes in both live modes.
+pub struct LiveArgs {
+    pub common: Common,
+    pub protocol_logs: bool,
+    pub mode: ModeArg,
+    pub ready_file: Option<PathBuf>,
+}
+
+/// What both live modes start with: the pipeline (with the management API if configured), a
+/// stop flag set by SIGINT or SIGTERM, and the board the capture publishes its queues' counters
+/// on for the API.
 struct Live {
     pipeline: Pipeline,
     loaded: Vec<Loaded>,
     stop: Arc<AtomicBool>,
+    queues: QueueBoard,
 }
 
 impl Live {
-    fn start(common: &Common, ready_file: Option<&Path>) -> anyhow::Result<Live> {
+    fn start(args: &LiveArgs) -> anyhow::Result<Live> {
+        let common = &args.common;
         let (config, source) = common.load()?;
-        let (mut pipeline, loaded) = open_pipeline(&config, &common.data_dir, &source, false)?;
+        let (mut pipeline, loaded) =
+            open_pipeline(&config, &common.data_dir, &source, args.protocol_logs)?;
+        let queues = QueueBoard::default();
         let context = crate::api::ApiContext {
             max_bundle_bytes: config.bundles.max_bytes,
             data_dir: common.data_dir.clone(),
             trust_dir: source.trust_dir.clone(),
-            ready_file: ready_file.map(Path::to_path_buf),
+            ready_file: args.ready_file.clone(),
             system: crate::image::slots::SystemPaths::appliance(),
+            capture_queues: Some(queues.clone()),
         };
         // The management API and the fleet's updates ask the capture loop the same way.
         let (to_pipeline, control) = std::sync::mpsc::sync_channel(16);
@@ -66,19 +84,66 @@ impl Live {
             pipeline,
             loaded,
             stop,
+            queues,
         })
     }
 }
 
-/// Tells whoever watches `ready_file` (vigil-init) that capture is bound, and how.
-fn report_ready(ready_file: Option<&Path>, ports: &[&str], mode: XdpMode) -> anyhow::Result<()> {
+/// Opens the sockets of `queues` on `iface` and says which it holds, and whether both directions
+/// of a flow land on one queue.
+fn open_port(
+    iface: &str,
+    queues: &Queues,
+    mode: ModeArg,
+    board: &QueueBoard,
+) -> anyhow::Result<XdpSource> {
+    let mut source = XdpSource::open(XdpConfig {
+        iface: iface.to_string(),
+        queues: queues.clone(),
+        mode: mode.into(),
+        ..XdpConfig::default()
+    })?;
+    let held = source.queue_ids();
+    tracing::info!(
+        "{iface}: holding RX queues {held:?} ({:?} mode)",
+        source.attached_mode()
+    );
+    if held.len() > 1 {
+        // One pipeline reads every queue, so both directions of a flow meet whichever queues
+        // they arrive on; a symmetric hash is what per-queue workers will need.
+        tracing::info!(
+            "{iface}: both directions of a flow meet in the one pipeline whatever their queue; {}",
+            nic::make_rss_symmetric(iface)
+        );
+    }
+    source.publish_to(board.clone());
+    Ok(source)
+}
+
+/// Logs and prints what each queue of `port` received and what the kernel lost.
+fn report_queues(port: &XdpSource) {
+    let queues = port.queue_stats();
+    for queue in &queues {
+        tracing::info!("{}: queue {queue:?}", port.describe());
+    }
+    summary::print_queues(&port.describe(), &queues);
+}
+
+/// Tells whoever watches `ready_file` (vigil-init) that capture is bound, and how: the ports,
+/// the queues held on each, the XDP mode.
+fn report_ready(ready_file: Option<&Path>, ports: &[&XdpSource]) -> anyhow::Result<()> {
     let Some(path) = ready_file else {
         return Ok(());
     };
+    let rx_queues: serde_json::Map<String, serde_json::Value> = ports
+        .iter()
+        .map(|port| (port.iface().to_string(), port.queue_ids().into()))
+        .collect();
     let ready = serde_json::json!({
         "pid": std::process::id(),
-        "ports": ports,
-        "xdp_mode": format!("{mode:?}"),
+        "ports": ports.iter().map(|port| port.iface()).collect::<Vec<_>>(),
+        "rx_queues": rx_queues,
+        "xdp_mode": ports.first().map(|port| format!("{:?}", port.attached_mode())),
         // Copy mode is what the sockets bind (see capture/xdp/socket.rs).
         "bind": "copy",
         "since": crate::bundle::text::unix_now(),
@@ -87,49 +152,37 @@ fn report_ready(ready_file: Option<&Path>, ports: &[&str], mode: XdpMode) -> any
         .with_context(|| format!("writing the ready file {}", path.display()))
 }
 
-pub fn run(
-    common: &Common,
-    iface: &str,
-    queue: u32,
-    mode: ModeArg,
-    ready_file: Option<&Path>,
-) -> anyhow::Result<()> {
+pub fn run(args: &LiveArgs, iface: &str, queues: Queues) -> anyhow::Result<()> {
     let Live {
         mut pipeline,
         loaded,
         stop,
-    } = Live::start(common, ready_file)?;
+        queues: board,
+    } = Live::start(args)?;
+    let common = &args.common;
     pipeline.enable_tap_resets();
-    let mut source = XdpSource::open(XdpConfig {
-        iface: iface.to_string(),
-        queue,
-        mode: mode.into(),
-        ..XdpConfig::default()
-    })?;
+    let mut source = open_port(iface, &queues, args.mode, &board)?;
     tracing::info!(
-        "capturing on {iface} queue {queue} ({:?} mode); alerts to {}",
+        "capturing on {} ({:?} mode); alerts to {}",
+        source.describe(),
         source.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
-    report_ready(ready_file, &[iface], source.attached_mode())?;
+    report_ready(args.ready_file.as_deref(), &[&source])?;
     let result = pipeline.run(&mut source, &stop, true, |_| {});
     // Whatever stopped us, keep what was learned and raised.
     pipeline.finish()?;
     pipeline.save_learned(&common.data_dir);
     tracing::info!("stopped; ring statistics: {:?}", source.stats());
     summary::print(&pipeline, &loaded, &[]);
+    report_queues(&source);
     result.map_err(Into::into)
 }
 
 /// `vigil run --inline A,B`: bridges two ports, analysing every frame and dropping what the
-/// responses in force block, until SIGINT or SIGTERM.
-pub fn run_inline(
-    common: &Common,
-    ports: &[String],
-    queue: u32,
-    mode: ModeArg,
-    ready_file: Option<&Path>,
-) -> anyhow::Result<()> {
+/// responses in force block, until SIGINT or SIGTERM. Each port reads `queues`; frames go out
+/// through the other port's first queue.
+pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::Result<()> {
     let [port_a, port_b] = ports else {
         anyhow::bail!("--inline takes two interfaces: IF_A,IF_B");
     };
@@ -137,27 +190,32 @@ pub fn run_inline(
         mut pipeline,
         loaded,
         stop,
-    } = Live::start(common, ready_file)?;
-    let side = |iface: &str| XdpConfig {
-        iface: iface.to_string(),
-        queue,
-        mode: mode.into(),
-        ..XdpConfig::default()
-    };
-    let mut bridge = Bridge::open(side(port_a), side(port_b))?;
+        queues: board,
+    } = Live::start(args)?;
+    let common = &args.common;
+    let a = open_port(port_a, &queues, args.mode, &board)?;
+    let b = open_port(port_b, &queues, args.mode, &board)?;
+    let mut bridge = Bridge::new(a, b);
     tracing::info!(
-        "capturing on {port_a} <-> {port_b} inline ({:?} mode); alerts to {}",
+        "capturing on {} <-> {} inline ({:?} mode); alerts to {}",
+        bridge.sides().0.describe(),
+        bridge.sides().1.describe(),
         bridge.sides().0.attached_mode(),
         common.data_dir.join("eve.json").display()
     );
-    report_ready(
-        ready_file,
-        &[port_a.as_str(), port_b.as_str()],
-        bridge.sides().0.attached_mode(),
-    )?;
+    let (a, b) = bridge.sides();
+    report_ready(args.ready_file.as_deref(), &[a, b])?;
     let mut result = Ok(());
+    let mut control = ControlCadence::default();
     while !stop.load(Ordering::Relaxed) {
-        match bridge.step(&mut |packet| pipeline.handle(packet)) {
+        // Under steady traffic the rings never empty, so the API is served between frames too.
+        match bridge.step(&mut |packet| {
+            let drop = pipeline.handle(packet)?;
+            if control.due(packet.ts) {
+                pipeline.serve_control();
+            }
+            Ok::<_, std::io::Error>(drop)
+        }) {
             Ok(0) => {
                 if let Err(err) = bridge.wait(POLL_TIMEOUT_MS) {
                     result = Err(anyhow::Error::from(err));
@@ -184,5 +242,7 @@ pub fn run_inline(
         stats.tx_full
     );
     summary::print(&pipeline, &loaded, &[]);
+    report_queues(bridge.sides().0);
+    report_queues(bridge.sides().1);
     result
 }

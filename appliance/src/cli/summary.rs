@@ -3,6 +3,7 @@
 
 use pcap_parser::Linktype;
 
+use crate::capture::xdp::QueueStats;
 use crate::decode::link;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::Loaded;
@@ -246,6 +247,24 @@ pub fn warnings(pipeline: &Pipeline) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// Per RX queue of a live port: what it received, and what the kernel lost or refused.
+pub fn print_queues(port: &str, queues: &[QueueStats]) {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for q in queues {
+        for (what, value) in [
+            ("packets", q.packets),
+            ("bytes", q.bytes),
+            ("rx_dropped", q.rx_dropped),
+            ("rx_ring_full", q.rx_ring_full),
+            ("rx_fill_ring_empty_descs", q.rx_fill_ring_empty_descs),
+            ("rx_invalid_descs", q.rx_invalid_descs),
+        ] {
+            rows.push((format!("queue {} {what}", q.queue), value.to_string()));
+        }
+    }
+    print_table(&format!("queues of {port}"), &rows);
 }
 
 pub fn print_table(title: &str, rows: &[(String, String)]) {

@@ -28,6 +28,8 @@ const BPF_ANY: u64 = 0;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
+/// `enum xdp_action`: drop the frame.
+const XDP_DROP: i32 = 1;
 /// `enum xdp_action`: hand the frame to the kernel's network stack.
 const XDP_PASS: i32 = 2;
 /// Helper number of `long bpf_redirect_map(map, key, flags)`.
@@ -273,29 +275,44 @@ impl XskMap {
     }
 }
 
-/// The loaded redirect program. It holds a reference to its map, so the map outlives it.
+/// `r0 = XDP_DROP; exit`: drops every frame, the least work any XDP program can do.
+pub(crate) fn drop_program() -> [Insn; 2] {
+    [
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_DROP),
+        Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// A loaded XDP program: the redirect program (which holds a reference to its map, so the map
+/// outlives it) or the drop program.
 #[derive(Debug)]
-pub(crate) struct RedirectProgram {
+pub(crate) struct XdpProgram {
     fd: OwnedFd,
 }
 
-impl RedirectProgram {
-    pub(crate) fn load(map: &XskMap) -> Result<RedirectProgram, BpfError> {
+impl XdpProgram {
+    pub(crate) fn load(map: &XskMap) -> Result<XdpProgram, BpfError> {
         let insns = redirect_program(map.fd.as_raw_fd());
-        Ok(RedirectProgram {
-            fd: Self::load_insns(&insns)?,
+        Ok(XdpProgram {
+            fd: Self::load_insns(&insns, "vigil_xsk_redir")?,
         })
     }
 
-    fn load_insns(insns: &[Insn]) -> Result<OwnedFd, BpfError> {
+    pub(crate) fn load_drop() -> Result<XdpProgram, BpfError> {
+        Ok(XdpProgram {
+            fd: Self::load_insns(&drop_program(), "vigil_drop")?,
+        })
+    }
+
+    fn load_insns(insns: &[Insn], name: &str) -> Result<OwnedFd, BpfError> {
         const STEP: &str = "loading the XDP program (BPF_PROG_LOAD)";
-        if let Ok(ret) = Self::load_with_log(insns, None) {
+        if let Ok(ret) = Self::load_with_log(insns, name, None) {
             return owned_fd(ret, STEP);
         }
         // Load again with the verifier log on, as libbpf does: the first attempt stays cheap and
         // the log is only paid for when someone needs to read it.
         let mut log = vec![0u8; LOG_SIZE];
-        let error = match Self::load_with_log(insns, Some(&mut log)) {
+        let error = match Self::load_with_log(insns, name, Some(&mut log)) {
             // A transient failure that did not repeat: keep the program.
             Ok(ret) => return owned_fd(ret, STEP),
             Err(error) => error,
@@ -309,7 +326,7 @@ impl RedirectProgram {
         })
     }
 
-    fn load_with_log(insns: &[Insn], log: Option<&mut [u8]>) -> io::Result<i64> {
+    fn load_with_log(insns: &[Insn], name: &str, log: Option<&mut [u8]>) -> io::Result<i64> {
         let (log_level, log_size, log_buf) = match log {
             Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
             None => (0, 0, 0),
@@ -324,7 +341,7 @@ impl RedirectProgram {
             log_buf,
             kern_version: 0,
             prog_flags: 0,
-            prog_name: object_name("vigil_xsk_redir"),
+            prog_name: object_name(name),
             prog_ifindex: 0,
             expected_attach_type: BPF_XDP,
         };
@@ -359,7 +376,7 @@ pub(crate) struct XdpLink {
 
 impl XdpLink {
     pub(crate) fn attach(
-        program: &RedirectProgram,
+        program: &XdpProgram,
         ifindex: u32,
         mode: AttachMode,
     ) -> Result<XdpLink, BpfError> {
@@ -441,9 +458,9 @@ mod tests {
         assert_eq!(name[15], 0);
     }
 
-    /// The verifier accepts the program (needs CAP_BPF; skipped without it).
+    /// The verifier accepts the programs (needs CAP_BPF; skipped without it).
     #[test]
-    fn verifier_accepts_the_redirect_program() {
+    fn verifier_accepts_the_redirect_and_drop_programs() {
         let map = match XskMap::create(4) {
             Ok(map) => map,
             Err(e) if e.error.raw_os_error() == Some(libc::EPERM) => {
@@ -452,7 +469,10 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         };
-        if let Err(e) = RedirectProgram::load(&map) {
+        if let Err(e) = XdpProgram::load(&map) {
+            panic!("{e}");
+        }
+        if let Err(e) = XdpProgram::load_drop() {
             panic!("{e}");
         }
     }
@@ -462,7 +482,7 @@ mod tests {
     fn rejected_program_reports_the_verifier_log() {
         // `exit` with r0 never written: the verifier refuses to return an unset value.
         let exit_only = [Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)];
-        match RedirectProgram::load_insns(&exit_only) {
+        match XdpProgram::load_insns(&exit_only, "vigil_test") {
             Ok(_) => panic!("the verifier accepted a program returning an unset r0"),
             Err(e) if e.error.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipping: BPF needs CAP_BPF ({e})");

@@ -379,32 +379,6 @@ impl Xsk {
         fill.commit();
     }
 
-    /// Waits until the RX ring has descriptors or `timeout_ms` passed. A signal ends the wait
-    /// early without an error, so the caller can look at its shutdown flag.
-    pub(crate) fn wait_readable(&self, timeout_ms: i32) -> io::Result<()> {
-        let mut pfd = libc::pollfd {
-            fd: self.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, alive for the call.
-        let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if ret < 0 {
-            let error = io::Error::last_os_error();
-            return match error.raw_os_error() {
-                Some(libc::EINTR) => Ok(()),
-                _ => Err(error),
-            };
-        }
-        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-            return Err(io::Error::other(format!(
-                "the socket reports an error (poll revents {:#x}); was the interface removed?",
-                pfd.revents
-            )));
-        }
-        Ok(())
-    }
-
     /// Copies `frame` (starting at the Ethernet header) into a free TX frame and queues it; the
     /// kernel sends it at the next [`Xsk::kick`], so a burst costs one system call. `Ok(false)`:
     /// every TX frame is in flight, even after a kick, and nothing was queued.
