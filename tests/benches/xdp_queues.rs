@@ -138,8 +138,14 @@ fn main() {
     );
 
     let work = TempDir::new("bench-queues");
-    let vigil =
-        LiveVigil::with_api_and(&appliance, &if_a, work.path(), TOKEN, "", &["--mode", "native"]);
+    let vigil = LiveVigil::with_api_and(
+        &appliance,
+        &if_a,
+        work.path(),
+        TOKEN,
+        "",
+        &["--mode", "native"],
+    );
     let mut full_rate = None;
     let mut held = 0.0f64;
     for percent in [None, Some(75), Some(50), Some(25)] {

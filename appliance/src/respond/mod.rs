@@ -26,9 +26,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::Response;
 
-use crate::store::eve::{eve_path, eve_timestamp};
 use crate::fleet::export::Outlet;
 use crate::fleet::outbox::Kind;
+use crate::store::eve::{eve_path, eve_timestamp};
 use crate::store::files::write_atomic;
 use crate::store::health;
 pub use guard::{GuardConfig, Hold, ResponseGuard};
