@@ -8,8 +8,9 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// `include/uapi/linux/sockios.h`.
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
+/// `include/uapi/linux/sockios.h`; typed as this libc's request (an int on musl, where the
+/// image's daemon is built, an unsigned long on glibc).
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
 // Commands of `include/uapi/linux/ethtool.h`.
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_GRSSH: u32 = 0x46;
