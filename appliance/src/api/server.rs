@@ -73,15 +73,15 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: axum::Router) -> an
         };
         let admission = connections.admit(limit);
         limit = (limit + 1).min(MAX_CONNECTIONS);
-        let Some((connection, closed_another)) = admission else {
+        let Some(connection) = admission else {
             tracing::debug!("management API: {peer} refused, every connection is busy");
             continue;
         };
         tokio::spawn(serve_connection(stream, peer, app.clone(), connection));
-        if closed_another {
-            // The one closed frees its descriptor before the next accept needs one.
-            tokio::task::yield_now().await;
-        }
+        // Before the next accept: the new connection reads the request already waiting on it
+        // (and so is busy, not idle), and one closed for it frees its descriptor. Without this a
+        // burst of accepts could close a good client as "idle" before its request was read.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -219,18 +219,16 @@ impl Connections {
         self.lock().len()
     }
 
-    /// A place for a new connection, closing the longest idle ones while `limit` are open (then
-    /// also says so); `None` when every connection has a request in progress.
-    fn admit(self: &Arc<Self>, limit: usize) -> Option<(Admitted, bool)> {
+    /// A place for a new connection, closing the longest idle ones while `limit` are open;
+    /// `None` when every connection has a request in progress.
+    fn admit(self: &Arc<Self>, limit: usize) -> Option<Admitted> {
         let mut open = self.lock();
-        let mut closed_another = false;
         while open.len() >= limit {
             let longest_idle = longest_idle(&open)?;
             // Its task removes it from the set once it has closed; until then it is no longer
             // a candidate.
             if let Some(state) = open.remove(&longest_idle) {
                 state.close.notify_one();
-                closed_another = true;
             }
         }
         let state = Arc::new(ConnectionState {
@@ -247,7 +245,7 @@ impl Connections {
             state,
             connections: Arc::clone(self),
         };
-        Some((admitted, closed_another))
+        Some(admitted)
     }
 
     /// Closes the connection idle longest, to free a descriptor; false if none is idle.
