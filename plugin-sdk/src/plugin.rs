@@ -143,12 +143,8 @@ impl Output {
         self.breaches.push(breach);
     }
 
-    /// A new incident, or a new version of one (same `id`), from an analyst plugin. Only an
-    /// incident's latest version in one output leaves the plugin: the core writes, and the
-    /// responders judge, each version whole, so versions a batch overtook are not worth their
-    /// cost (a scan raising breaches by the dozen would otherwise hand over its incident as often).
+    /// A new incident, or a new version of one (same `id`), from an analyst plugin.
     pub fn incident(&mut self, incident: Incident) {
-        self.incidents.retain(|earlier| earlier.id != incident.id);
         self.incidents.push(incident);
     }
 
