@@ -603,20 +603,25 @@ pub fn state_name(status: &Status) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_running_appliance_takes_in_a_confirmation_and_a_clearing_made_beside_it() {
-        let dir = std::env::temp_dir().join(format!("vigil-actions-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let device = IpAddr::from([10, 0, 0, 50]);
-        let request = vigil_plugin_sdk::ActionRequest {
+    /// A responder's request to block port 445 on `device` at second 1,000, for a minute.
+    fn block_445(device: IpAddr, needs_confirmation: bool) -> vigil_plugin_sdk::ActionRequest {
+        vigil_plugin_sdk::ActionRequest {
             response: Response::BlockPort(445),
             device,
             ts: vigil_plugin_sdk::Timestamp::from_secs(1_000),
             reason: "scan".into(),
             incident: None,
             duration_secs: 60,
-            needs_confirmation: true,
-        };
+            needs_confirmation,
+        }
+    }
+
+    #[test]
+    fn a_running_appliance_takes_in_a_confirmation_and_a_clearing_made_beside_it() {
+        let dir = std::env::temp_dir().join(format!("vigil-actions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let device = IpAddr::from([10, 0, 0, 50]);
+        let request = block_445(device, true);
         let mut running = Actions::open(&dir).expect("open");
         let requested = running
             .request(&request, "responder 1", 1_000, Vec::new(), None)
@@ -652,15 +657,7 @@ mod tests {
             std::env::temp_dir().join(format!("vigil-actions-damaged-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let device = IpAddr::from([10, 0, 0, 51]);
-        let request = vigil_plugin_sdk::ActionRequest {
-            response: Response::BlockPort(445),
-            device,
-            ts: vigil_plugin_sdk::Timestamp::from_secs(1_000),
-            reason: "scan".into(),
-            incident: None,
-            duration_secs: 60,
-            needs_confirmation: false,
-        };
+        let request = block_445(device, false);
         let mut running = Actions::open(&dir).expect("open");
         let id = running
             .request(&request, "responder 1", 1_000, Vec::new(), None)
