@@ -200,6 +200,9 @@ portable_code = true
 [api]
 listen = "${MGMT_ADDR%/*}:8470"
 token = "$API_TOKEN"
+# HTTPS only: the certificate is made on first boot in tls/ on this partition, and its
+# fingerprint logged on the console.
+tls = true
 TOML
 chmod 0600 "$DATA_DIR"/*.toml
 chown -R "$VIGIL_UID:$VIGIL_UID" "$DATA_DIR"

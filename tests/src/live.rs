@@ -236,9 +236,10 @@ pub fn api_get(
     .flatten()
 }
 
-/// The config section that has the management API listen at [`API_URL`] with `token`.
+/// The config section that has the management API listen at [`API_URL`] with `token`, in
+/// plain HTTP, which the appliance allows on loopback only (HTTPS: `api_tls.rs`).
 pub fn api_section(token: &str) -> String {
-    format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n")
+    format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\ntls = false\n")
 }
 
 pub fn skip_live() -> bool {

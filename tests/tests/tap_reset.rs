@@ -290,7 +290,7 @@ fn human_mode_confirmation(via: ConfirmVia) -> f64 {
         &config,
         format!(
             "[plugins.responder]\nmode = \"human\"\nduration_secs = 600\n\n\
-             [api]\nlisten = \"{API_LISTEN}\"\ntoken = \"{API_TOKEN}\"\n"
+             [api]\nlisten = \"{API_LISTEN}\"\ntoken = \"{API_TOKEN}\"\ntls = false\n"
         ),
     )
     .expect("config");

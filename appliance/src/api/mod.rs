@@ -10,6 +10,7 @@
 //! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
 //! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |
 //! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
+//! | `PUT /api/v1/tls` | body `{"certificate": PEM, "key": PEM}`: served from the next connection |
 //! | `GET /metrics` | counters in the Prometheus text format (also with `metrics_token`) |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
@@ -27,6 +28,7 @@ mod gate;
 mod metrics;
 mod routes;
 mod server;
+pub mod tls;
 mod upload;
 
 use std::net::SocketAddr;
@@ -35,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -42,7 +45,7 @@ use crate::image::slots::SystemPaths;
 use crate::respond::Decision;
 
 /// `[api]` in the config file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Where to listen, e.g. `127.0.0.1:8470`; `None`: no API.
@@ -51,6 +54,21 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// A second token (at least 16 characters) good for `GET /metrics` only, for a scraper.
     pub metrics_token: Option<String>,
+    /// HTTPS with the certificate in `DATA/tls/` (default). `false` serves plain HTTP, which
+    /// is allowed only when `listen` is a loopback address: the token would cross the
+    /// management network in the clear.
+    pub tls: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            listen: None,
+            token: None,
+            metrics_token: None,
+            tls: true,
+        }
+    }
 }
 
 const MIN_TOKEN_LEN: usize = 16;
@@ -128,6 +146,28 @@ pub fn start(
     {
         anyhow::bail!("api.metrics_token is shorter than {MIN_TOKEN_LEN} characters");
     }
+    let certificates = if config.tls {
+        let store = tls::CertStore::open(&context.data_dir, listen.ip())
+            .context("the management API's TLS certificate")?;
+        tracing::info!(
+            "management API certificate SHA-256 fingerprint {}",
+            store.fingerprint()
+        );
+        Some(Arc::new(store))
+    } else if listen.ip().is_loopback() {
+        None
+    } else {
+        anyhow::bail!(
+            "api.tls = false is allowed only on a loopback address, not {listen}: the token \
+             would cross the network in the clear"
+        )
+    };
+    let acceptor = match &certificates {
+        Some(store) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+            Arc::clone(store),
+        )?)),
+        None => None,
+    };
     raise_open_file_limit();
     upload::clear_stale(&context.data_dir);
     let health = Arc::new(ApiHealth::default());
@@ -136,16 +176,22 @@ pub fn start(
         to_pipeline,
         Arc::new(context),
         Arc::clone(&health),
+        certificates,
     );
     // Bound once, so a restarted server takes the same socket and no connection is refused
     // while it restarts.
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     widen_backlog(&listener);
-    tracing::info!("management API on http://{listen}/api/v1/");
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!("management API on {scheme}://{listen}/api/v1/");
     std::thread::Builder::new()
         .name("vigil-api".into())
-        .spawn(move || supervise(&health, || server::serve_once(&listener, app.clone())))?;
+        .spawn(move || {
+            supervise(&health, || {
+                server::serve_once(&listener, app.clone(), acceptor.clone())
+            })
+        })?;
     Ok(true)
 }
 
@@ -242,6 +288,7 @@ mod tests {
             to_pipeline,
             Arc::new(context()),
             Arc::clone(&health),
+            None,
         );
         let supervised = Arc::clone(&health);
         let mut first = true;
@@ -251,7 +298,7 @@ mod tests {
                     !std::mem::take(&mut first),
                     "a failure injected by the test"
                 );
-                server::serve_once(&listener, app.clone())
+                server::serve_once(&listener, app.clone(), None)
             })
         });
         // Sent while the server is down: the kernel holds it until the restarted one answers.
@@ -273,11 +320,24 @@ mod tests {
             let config = ApiConfig {
                 listen,
                 token,
-                metrics_token: None,
+                ..ApiConfig::default()
             };
             let err = start(&config, context(), to_pipeline.clone()).expect_err("refused");
             assert!(err.to_string().contains("api.token"), "{err}");
         }
         assert!(!start(&ApiConfig::default(), context(), to_pipeline).expect("no API"));
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let (to_pipeline, _control) = mpsc::sync_channel(1);
+        let config = ApiConfig {
+            listen: Some("0.0.0.0:0".parse().expect("address")),
+            token: Some("a-token-long-enough".into()),
+            tls: false,
+            ..ApiConfig::default()
+        };
+        let err = start(&config, context(), to_pipeline).expect_err("refused");
+        assert!(err.to_string().contains("api.tls = false"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -19,6 +19,7 @@ use vigil_boot_contract::REBOOT_FILE;
 use super::gate::{Gate, Scope, Verdict, FAILURE_WINDOW};
 use super::metrics::{self, Process};
 use super::server::Peer;
+use super::tls::{CertStore, TlsError};
 use super::upload::{self, Upload, UploadError};
 use super::{alerts, ApiContext, ApiHealth, Control, Request as ToPipeline};
 use crate::image::slots::InstallError;
@@ -30,6 +31,8 @@ const MAX_OPERATOR_NAME: usize = 64;
 const METRICS_PATH: &str = "/metrics";
 /// Alerts `GET /api/v1/alerts` returns at most.
 const NEWEST_ALERTS: usize = 500;
+/// The body of `PUT /api/v1/tls` at most: a certificate chain and its key in PEM.
+const MAX_CERTIFICATE_BYTES: u64 = 256 * 1024;
 
 #[derive(Clone)]
 struct Shared {
@@ -37,6 +40,8 @@ struct Shared {
     context: Arc<ApiContext>,
     health: Arc<ApiHealth>,
     started: Instant,
+    /// The certificate served; `None` when the API is plain HTTP on loopback.
+    certificates: Option<Arc<CertStore>>,
 }
 
 /// The body of a decision: who made it. Empty means the API's own name.
@@ -51,12 +56,14 @@ pub fn router(
     to_pipeline: mpsc::SyncSender<Control>,
     context: Arc<ApiContext>,
     health: Arc<ApiHealth>,
+    certificates: Option<Arc<CertStore>>,
 ) -> Router {
     let shared = Shared {
         to_pipeline,
         context,
         health,
         started: Instant::now(),
+        certificates,
     };
     Router::new()
         .route("/api/v1/plugins", get(list_plugins).post(install))
@@ -65,6 +72,7 @@ pub fn router(
         .route("/api/v1/actions/{id}/{decision}", post(decide))
         .route("/api/v1/status", get(status))
         .route("/api/v1/image", post(apply_image))
+        .route("/api/v1/tls", put(install_certificate))
         .route(METRICS_PATH, get(scrape))
         .with_state(shared)
         // Outermost, so it runs on the headers before any route reads a body.
@@ -245,7 +253,12 @@ async fn status(State(shared): State<Shared>) -> Response {
             "system": system,
             "capture": capture,
             "storage": crate::store::health::snapshot(),
-            "api": {"restarts": shared.health.restarts.load(Ordering::Relaxed)},
+            "api": {
+                "restarts": shared.health.restarts.load(Ordering::Relaxed),
+                "tls": shared.certificates.as_ref().map(|store| {
+                    serde_json::json!({"fingerprint_sha256": store.fingerprint()})
+                }),
+            },
         }),
     )
 }
@@ -274,6 +287,69 @@ async fn scrape(State(shared): State<Shared>) -> Response {
     };
     match metrics::render(&counters, &process) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => error(500, err),
+    }
+}
+
+/// The body of `PUT /api/v1/tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateBody {
+    /// PEM, the end-entity certificate first, then any intermediates.
+    certificate: String,
+    /// PEM, PKCS#8, PKCS#1 or SEC1.
+    key: String,
+}
+
+/// `PUT /api/v1/tls`: the operator's certificate and key, checked and served from the next
+/// connection on; a refused pair changes nothing.
+async fn install_certificate(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(store) = shared.certificates.clone() else {
+        return error(
+            409,
+            "this API serves plain HTTP on loopback (api.tls = false)",
+        );
+    };
+    let body = match receive(&shared, &headers, body, MAX_CERTIFICATE_BYTES).await {
+        Ok(upload) => upload.read().await,
+        Err(refusal) => return refusal,
+    };
+    let pair = match body.map(|bytes| serde_json::from_slice::<CertificateBody>(&bytes)) {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(err)) => {
+            return error(
+                400,
+                format!("expected {{\"certificate\": PEM, \"key\": PEM}}: {err}"),
+            )
+        }
+        Err(err) => return error(500, err),
+    };
+    let installed = tokio::task::spawn_blocking(move || {
+        store.install(pair.certificate.as_bytes(), pair.key.as_bytes())
+    })
+    .await;
+    match installed {
+        Ok(Ok(fingerprint)) => {
+            tracing::info!(
+                "management API: new certificate installed, SHA-256 fingerprint {fingerprint}"
+            );
+            json(
+                200,
+                serde_json::json!({ "fingerprint_sha256": fingerprint }),
+            )
+        }
+        Ok(Err(err)) => {
+            tracing::warn!("management API: certificate refused: {err}");
+            let status = match err {
+                TlsError::Io { .. } | TlsError::Generate(_) => 500,
+                _ => 422,
+            };
+            error(status, err)
+        }
         Err(err) => error(500, err),
     }
 }

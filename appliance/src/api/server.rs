@@ -1,6 +1,7 @@
 //! The API's HTTP/1 server: an accept loop that outlives running out of descriptors, a bounded set
 //! of connections in which the one idle longest makes room for a newcomer (so idle connections
-//! cannot shut a good client out), and timeouts on headers and on idleness.
+//! cannot shut a good client out), and timeouts on headers and on idleness. A TLS handshake
+//! happens inside the same limits and timeouts.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// Connections served at once; past it the one idle longest is closed for a new one.
@@ -31,7 +33,12 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 pub struct Peer(pub SocketAddr);
 
 /// Runs the server on `listener` until it fails; builds its own runtime, so a restart begins clean.
-pub fn serve_once(listener: &std::net::TcpListener, app: axum::Router) -> anyhow::Result<()> {
+/// With `tls`, every connection is a TLS one (see [`super::tls`]).
+pub fn serve_once(
+    listener: &std::net::TcpListener,
+    app: axum::Router,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -39,11 +46,15 @@ pub fn serve_once(listener: &std::net::TcpListener, app: axum::Router) -> anyhow
     let listener = listener.try_clone()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        accept_loop(listener, app).await
+        accept_loop(listener, app, tls).await
     })
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, app: axum::Router) -> anyhow::Result<()> {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
     let connections = Arc::new(Connections::new());
     // Lowered when descriptors run out before MAX_CONNECTIONS, raised again one by one.
     let mut limit = MAX_CONNECTIONS;
@@ -77,7 +88,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: axum::Router) -> an
             tracing::debug!("management API: {peer} refused, every connection is busy");
             continue;
         };
-        tokio::spawn(serve_connection(stream, peer, app.clone(), connection));
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            connection,
+            tls.clone(),
+        ));
         // Before the next accept: the new connection reads the request already waiting on it
         // (and so is busy, not idle), and one closed for it frees its descriptor. Without this a
         // burst of accepts could close a good client as "idle" before its request was read.
@@ -94,8 +111,42 @@ async fn serve_connection(
     peer: SocketAddr,
     app: axum::Router,
     connection: Admitted,
+    tls: Option<TlsAcceptor>,
 ) {
-    let state = Arc::clone(&connection.state);
+    let state = &connection.state;
+    // The handshake counts as idle time: a client that connects and never says hello is closed
+    // for a newcomer or timed out like one that never sends a request.
+    let served = async {
+        let Some(acceptor) = tls else {
+            return serve_http(stream, peer, app, state).await;
+        };
+        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_http(stream, peer, app, state).await,
+            Ok(Err(err)) => {
+                tracing::debug!("management API: TLS handshake with {peer} failed: {err}")
+            }
+            Err(_) => tracing::debug!(
+                "management API: no TLS handshake from {peer} within {HEADER_TIMEOUT:?}, closed"
+            ),
+        }
+    };
+    tokio::select! {
+        () = served => {}
+        () = state.close.notified() => {
+            tracing::debug!("management API: idle connection from {peer} closed for a new one");
+        }
+        () = idle_too_long(state) => {
+            tracing::debug!("management API: connection from {peer} idle too long, closed");
+        }
+    }
+}
+
+/// Serves HTTP/1 requests on `stream` (plain TCP or TLS) until the client or hyper ends it.
+async fn serve_http<S>(stream: S, peer: SocketAddr, app: axum::Router, state: &Arc<ConnectionState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = Arc::clone(state);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(Peer(peer));
         let busy = Busy::start(Arc::clone(&state));
@@ -110,20 +161,11 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    let serving = builder.serve_connection(TokioIo::new(stream), service);
-    let state = &connection.state;
-    tokio::select! {
-        outcome = serving => {
-            if let Err(err) = outcome {
-                tracing::debug!("management API: connection from {peer}: {err}");
-            }
-        }
-        () = state.close.notified() => {
-            tracing::debug!("management API: idle connection from {peer} closed for a new one");
-        }
-        () = idle_too_long(state) => {
-            tracing::debug!("management API: connection from {peer} idle too long, closed");
-        }
+    if let Err(err) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!("management API: connection from {peer}: {err}");
     }
 }
 

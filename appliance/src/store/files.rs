@@ -7,29 +7,55 @@ use std::path::{Path, PathBuf};
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the
 /// directory (so the rename itself survives a power cut).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, bytes, fs::OpenOptions::new())
+}
+
+/// [`write_atomic`] for a secret (a private key): the file is readable by its owner only, from
+/// its creation on.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = fs::OpenOptions::new();
+    // A mode applies only to a file created; a temporary a killed write left keeps its own,
+    // so it goes first.
+    options.mode(0o600);
+    let _ = fs::remove_file(temporary(path)?);
+    write_atomic_with(path, bytes, options)
+}
+
+fn write_atomic_with(path: &Path, bytes: &[u8], mut options: fs::OpenOptions) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = File::create(&tmp).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
+    let tmp = temporary(path)?;
+    let written = options
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        });
     if let Err(err) = written.and_then(|()| fs::rename(&tmp, path)) {
         // A full disk must not also keep the half-written copy.
         let _ = fs::remove_file(&tmp);
         return Err(err);
     }
     File::open(dir)?.sync_all()
+}
+
+/// Where [`write_atomic`] writes `path` before renaming it: `.NAME.tmp-PID` beside it.
+fn temporary(path: &Path) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    Ok(path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
 }
 
 /// Whether `name` is a temporary of [`write_atomic`] (`.NAME.tmp-PID`).
