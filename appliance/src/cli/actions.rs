@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::push::Remote;
+use super::server_trust::ServerTrust;
 use super::summary::print_table;
 use crate::bundle::text::{format_time, unix_now};
 use crate::respond::{state_name, Action, Actions, Decision, Status};
@@ -18,9 +19,11 @@ use crate::respond::{state_name, Action, Actions, Decision, Status};
 pub struct Where {
     #[arg(long, default_value = "vigil-data", conflicts_with = "to")]
     data_dir: PathBuf,
-    /// A running appliance's API instead, e.g. `http://10.0.0.5:8470`.
+    /// A running appliance's API instead, e.g. `https://10.0.0.5:8470`.
     #[arg(long)]
     to: Option<String>,
+    #[command(flatten)]
+    trust: ServerTrust,
     /// Bearer token for --to; else `$VIGIL_API_TOKEN`, else `api.token` of --config.
     #[arg(long, requires = "to")]
     token: Option<String>,
@@ -33,6 +36,7 @@ impl Where {
     fn remote(&self) -> Option<Remote> {
         self.to.as_ref().map(|to| Remote {
             to: to.clone(),
+            trust: self.trust.clone(),
             token: self.token.clone(),
             config: self.config.clone(),
         })

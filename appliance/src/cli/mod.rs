@@ -19,7 +19,9 @@ mod plugins;
 mod push;
 pub(crate) mod replay;
 mod run;
+mod server_trust;
 mod summary;
+mod tls;
 mod trust;
 
 use std::path::{Path, PathBuf};
@@ -194,6 +196,9 @@ enum Command {
     /// Signed core updates of the appliance image: pack, inspect, verify, apply, status.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The management API's TLS certificate: install the operator's own.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// The fleet broker: create its stream, publish updates, read the merged alerts and every
     /// appliance's status.
     #[command(subcommand)]
@@ -247,6 +252,7 @@ pub fn main() -> ExitCode {
         Command::Actions(command) => actions::run(command),
         Command::Image(command) => image::run(command),
         Command::Fleet(command) => fleet::run(command),
+        Command::Tls(command) => tls::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

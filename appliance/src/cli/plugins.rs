@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::push::Remote;
+use super::server_trust::ServerTrust;
 use super::summary::print_table;
 use super::{open_store, Common, PluginSource};
 use crate::bundle::{format::read_limited, BundleManifest};
@@ -14,10 +16,19 @@ use crate::installed::{module_agrees, BundleStore};
 
 #[derive(Subcommand)]
 pub enum PluginsCommand {
-    /// The plugins the appliance would run, where each comes from and who signed it.
+    /// The plugins the appliance would run, where each comes from and who signed it; with
+    /// --to, the plugins a running appliance runs, through its management API.
     List {
         #[command(flatten)]
         common: Common,
+        /// A running appliance's API, e.g. `https://10.0.0.5:8470`.
+        #[arg(long)]
+        to: Option<String>,
+        /// Bearer token for --to; else `$VIGIL_API_TOKEN`, else `api.token` of --config.
+        #[arg(long, requires = "to")]
+        token: Option<String>,
+        #[command(flatten)]
+        trust: ServerTrust,
     },
     /// Verify a signed bundle (plugin or model update) and install it into the data dir; the
     /// previous version is kept for `rollback`. Refused bundles change nothing.
@@ -53,7 +64,18 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
             target,
             out,
         } => precompile(&common, &target, &out),
-        PluginsCommand::List { common } => list(&common),
+        PluginsCommand::List {
+            common,
+            to: Some(to),
+            token,
+            trust,
+        } => list_running(&Remote {
+            to,
+            trust,
+            token,
+            config: common.config,
+        }),
+        PluginsCommand::List { common, .. } => list(&common),
         PluginsCommand::Install { common, bundle } => {
             let (_, source) = common.load()?;
             let mut store = store(&common, &source)?;
@@ -119,6 +141,37 @@ fn precompile(common: &Common, target: &str, out: &std::path::Path) -> anyhow::R
         "compiled {compiled} plugins for {target} into {}",
         out.display()
     );
+    Ok(())
+}
+
+/// What `GET /api/v1/plugins` answers, one row per running plugin.
+fn list_running(remote: &Remote) -> anyhow::Result<()> {
+    let plugins = remote.get("/api/v1/plugins")?;
+    let rows: Vec<(String, String)> = plugins
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|plugin| {
+            let state = if plugin["quarantined"].as_bool().unwrap_or(false) {
+                ", QUARANTINED"
+            } else {
+                ""
+            };
+            (
+                plugin["name"].as_str().unwrap_or("?").to_string(),
+                format!(
+                    "{} {}, {} events, {} breaches, {} traps{state}",
+                    plugin["version"].as_str().unwrap_or("?"),
+                    plugin["kind"].as_str().unwrap_or("?"),
+                    plugin["events"],
+                    plugin["breaches"],
+                    plugin["traps"],
+                ),
+            )
+        })
+        .collect();
+    print_table(&format!("plugins running on {}", remote.to), &rows);
     Ok(())
 }
 

@@ -6,15 +6,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::server_trust::ServerTrust;
 use crate::bundle::{format::read_limited, DEFAULT_MAX_BUNDLE_BYTES};
 use crate::config::Config;
 
-/// Which appliance to talk to and with what token.
+/// Which appliance to talk to, how to know it, and with what token.
 #[derive(clap::Args)]
 pub struct Remote {
-    /// The appliance's API, e.g. `http://10.0.0.5:8470`.
+    /// The appliance's API, e.g. `https://10.0.0.5:8470` (`http://` only on loopback).
     #[arg(long)]
     pub to: String,
+    #[command(flatten)]
+    pub trust: ServerTrust,
     /// Bearer token; else `$VIGIL_API_TOKEN`, else `api.token` of --config.
     #[arg(long)]
     pub token: Option<String>,
@@ -43,6 +46,10 @@ impl Remote {
         }
     }
 
+    fn agent(&self) -> anyhow::Result<ureq::Agent> {
+        self.trust.agent(&self.to)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.to.trim_end_matches('/'))
     }
@@ -60,7 +67,9 @@ impl Remote {
         // body, which a client still sending sees only as a broken pipe: ask first.
         self.get("/api/v1/status")
             .with_context(|| format!("{} refused {}", self.to, file.display()))?;
-        let request = ureq::post(&self.url(path))
+        let request = self
+            .agent()?
+            .post(&self.url(path))
             .set("Authorization", &format!("Bearer {}", self.token()?))
             .set("Content-Type", "application/octet-stream");
         self.answer(request.send_bytes(&bytes), path)
@@ -73,7 +82,19 @@ impl Remote {
         path: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let request = ureq::post(&self.url(path))
+        self.send_json("POST", path, body)
+    }
+
+    /// `method`s `body` as JSON to `path`; the JSON answer, or the refusal's reason.
+    pub fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = self
+            .agent()?
+            .request(method, &self.url(path))
             .set("Authorization", &format!("Bearer {}", self.token()?))
             .set("Content-Type", "application/json");
         self.answer(request.send_string(&body.to_string()), path)
@@ -81,8 +102,10 @@ impl Remote {
 
     /// GETs `path`.
     pub fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let request =
-            ureq::get(&self.url(path)).set("Authorization", &format!("Bearer {}", self.token()?));
+        let request = self
+            .agent()?
+            .get(&self.url(path))
+            .set("Authorization", &format!("Bearer {}", self.token()?));
         self.answer(request.call(), path)
     }
 
