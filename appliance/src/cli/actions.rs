@@ -14,11 +14,12 @@ use super::summary::print_table;
 use crate::bundle::text::{format_time, unix_now};
 use crate::respond::{state_name, Action, Actions, Decision, Status};
 
-/// Where the actions are: a data directory, or a running appliance's API.
+/// Where the actions (or the certificate, `vigil tls`) are: a data directory, or a running
+/// appliance's API.
 #[derive(clap::Args)]
 pub struct Where {
     #[arg(long, default_value = "vigil-data", conflicts_with = "to")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// A running appliance's API instead, e.g. `https://10.0.0.5:8470`.
     #[arg(long)]
     to: Option<String>,
@@ -33,7 +34,7 @@ pub struct Where {
 }
 
 impl Where {
-    fn remote(&self) -> Option<Remote> {
+    pub fn remote(&self) -> Option<Remote> {
         self.to.as_ref().map(|to| Remote {
             to: to.clone(),
             trust: self.trust.clone(),

@@ -193,10 +193,24 @@ impl ureq::TlsConnector for Connector {
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         // The whole handshake now, so a refused certificate is reported as such.
         while connection.is_handshaking() {
-            connection.complete_io(&mut io)?;
+            connection.complete_io(&mut io).map_err(explain)?;
         }
         Ok(Box::new(TlsStream(StreamOwned::new(connection, io))))
     }
+}
+
+/// A pinned fingerprint's refusal in its own words (rustls shows it in its Debug form).
+fn explain(err: io::Error) -> io::Error {
+    let refusal = match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+            other.0.to_string()
+        }
+        _ => return err,
+    };
+    io::Error::new(io::ErrorKind::InvalidData, refusal)
 }
 
 #[derive(Debug)]

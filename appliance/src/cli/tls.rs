@@ -8,18 +8,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::push::Remote;
+use super::actions::Where;
 use crate::api::tls::install_files;
 
 #[derive(Subcommand)]
 pub enum TlsCommand {
     /// Install a PEM certificate (chain, end-entity first) and its PEM private key.
     Install {
-        /// The data dir of an appliance that is not running.
-        #[arg(long, conflicts_with = "to", required_unless_present = "to")]
-        data_dir: Option<PathBuf>,
+        /// The data dir of an appliance that is not running, or its API.
         #[command(flatten)]
-        remote: Option<Remote>,
+        at: Where,
         cert: PathBuf,
         key: PathBuf,
     },
@@ -35,15 +33,10 @@ fn read(path: &Path) -> anyhow::Result<String> {
 }
 
 pub fn run(command: TlsCommand) -> anyhow::Result<()> {
-    let TlsCommand::Install {
-        data_dir,
-        remote,
-        cert,
-        key,
-    } = command;
+    let TlsCommand::Install { at, cert, key } = command;
     let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
-    let fingerprint = match (data_dir, remote) {
-        (_, Some(remote)) => {
+    let fingerprint = match at.remote() {
+        Some(remote) => {
             let body = serde_json::json!({ "certificate": cert_pem, "key": key_pem });
             let answer = remote
                 .send_json("PUT", "/api/v1/tls", &body)
@@ -53,9 +46,8 @@ pub fn run(command: TlsCommand) -> anyhow::Result<()> {
                 .unwrap_or_default()
                 .to_string()
         }
-        (Some(data_dir), None) => install_files(&data_dir, cert_pem.as_bytes(), key_pem.as_bytes())
+        None => install_files(&at.data_dir, cert_pem.as_bytes(), key_pem.as_bytes())
             .with_context(|| format!("{} and {}", cert.display(), key.display()))?,
-        (None, None) => anyhow::bail!("give --data-dir or --to"),
     };
     println!(
         "installed {}; SHA-256 fingerprint {fingerprint}",
