@@ -21,7 +21,9 @@ apt-get update -qq
 # The rest builds the flashable image (image/build.sh:
 # kmod for module dependencies, faketime for reproducible timestamps, erofs, dm-verity, GPT, FAT and ext4 tools, systemd-boot and its
 # stub, sbsigntool for Secure Boot) and boots it in its test (qemu with OVMF firmware; openssl
-# unlocks the Secure Boot test key OVMF ships).
+# unlocks the Secure Boot test key OVMF ships, and makes the operator certificates of
+# tests/tests/api_tls.rs). chromium and chromium-driver: the real headless browser the console
+# tests drive over WebDriver (tests/src/browser.rs).
 samba_before=$(dpkg-query -W -f='${Status}' samba 2>/dev/null || true)
 avahi_before=$(dpkg-query -W -f='${Status}' avahi-daemon 2>/dev/null || true)
 nats_before=$(dpkg-query -W -f='${Status}' nats-server 2>/dev/null || true)
@@ -36,6 +38,7 @@ apt-get install -y -qq --no-install-recommends \
     samba smbclient libnss-wrapper samba-common-bin avahi-daemon dnsutils python3 nats-server \
     kmod cpio zstd faketime erofs-utils cryptsetup-bin fdisk mtools dosfstools e2fsprogs \
     systemd-boot-efi sbsigntool openssl qemu-system-x86 ovmf \
+    chromium chromium-driver \
     >/dev/null
 if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 if [[ $samba_before != *installed* ]] && command -v systemctl >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
 //! Shared helpers for Vigil's whole-system tests.
 
+pub mod browser;
 pub mod forge;
 pub mod guest;
 pub mod http;

@@ -14,6 +14,8 @@ use crate::workspace::{plugin_dir, vigil_bin};
 /// Where [`LiveVigil::with_api`] has the management API listen, in the appliance's namespace.
 pub const API_ADDR: &str = "127.0.0.1:8470";
 pub const API_URL: &str = "http://127.0.0.1:8470";
+/// [`API_URL`] when the API serves HTTPS ([`LiveVigil::with_https_api`]).
+pub const API_HTTPS_URL: &str = "https://127.0.0.1:8470";
 
 pub struct LiveVigil {
     child: Child,
@@ -41,8 +43,28 @@ impl LiveVigil {
         extra: &[&str],
     ) -> LiveVigil {
         let config = api_config(dir, token, config);
+        LiveVigil::with_config(ns, iface, dir, &config, extra)
+    }
+
+    /// `vigil run` on `iface` (generic XDP) with its data dir `dir/data` and its management API
+    /// on 127.0.0.1:8470 with `token`, over HTTPS (see [`https_api_section`]).
+    pub fn with_https_api(ns: &Netns, iface: &str, dir: &Path, token: &str) -> LiveVigil {
+        let config = dir.join("vigil.toml");
+        std::fs::write(&config, https_api_section(token)).expect("config");
+        LiveVigil::with_config(ns, iface, dir, &config, &["--mode", "generic"])
+    }
+
+    /// `vigil run` on `iface` with the config file `config`, the signed development plugins and
+    /// the data dir `dir/data`, and `extra` arguments.
+    fn with_config(
+        ns: &Netns,
+        iface: &str,
+        dir: &Path,
+        config: &Path,
+        extra: &[&str],
+    ) -> LiveVigil {
         let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
-        let (data, plugins, config) = (path(&dir.join("data")), path(&plugin_dir()), path(&config));
+        let (data, plugins, config) = (path(&dir.join("data")), path(&plugin_dir()), path(config));
         let mut args = vec![
             "--iface",
             iface,
@@ -237,9 +259,15 @@ pub fn api_get(
 }
 
 /// The config section that has the management API listen at [`API_URL`] with `token`, in
-/// plain HTTP, which the appliance allows on loopback only (HTTPS: `api_tls.rs`).
+/// plain HTTP, which the appliance allows on loopback only.
 pub fn api_section(token: &str) -> String {
-    format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\ntls = false\n")
+    https_api_section(token) + "tls = false\n"
+}
+
+/// The config section that has the management API listen at [`API_ADDR`] with `token`, over
+/// HTTPS (the default) with the certificate the appliance makes in `DATA/tls/`.
+pub fn https_api_section(token: &str) -> String {
+    format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n")
 }
 
 pub fn skip_live() -> bool {
