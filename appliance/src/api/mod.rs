@@ -1,4 +1,5 @@
-//! The management API of a running appliance (HTTP/1, axum on its own small tokio runtime):
+//! The management API of a running appliance (HTTP/1 over TLS, [`tls`]; axum on its own small
+//! tokio runtime):
 //!
 //! | method and path | what |
 //! |---|---|
