@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 use crate::analyzer::{Analyzer, ProtocolLogs};
-use crate::api::{Answer, Control, IncidentHeader, Request};
+use crate::api::{Answer, Control, IncidentHeader, Request, MAX_LISTED_DEVICES};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, QueueCounters, Source};
@@ -438,6 +438,25 @@ impl Pipeline {
                             .collect::<Vec<_>>(),
                     )
                     .unwrap_or_default(),
+                },
+                Request::ListDevices => {
+                    let mut devices: Vec<_> = self.devices.devices().iter().collect();
+                    devices.sort_by_key(|device| std::cmp::Reverse(device.last_seen));
+                    devices.truncate(MAX_LISTED_DEVICES);
+                    Answer {
+                        status: 200,
+                        body: serde_json::to_value(devices).unwrap_or_default(),
+                    }
+                }
+                Request::Device(address) => match self.devices.device_of(address) {
+                    Some(device) => Answer {
+                        status: 200,
+                        body: serde_json::to_value(device).unwrap_or_default(),
+                    },
+                    None => Answer {
+                        status: 404,
+                        body: serde_json::json!({ "error": format!("{address} is no device") }),
+                    },
                 },
                 Request::Incident(id) => match self.incidents.get(&id) {
                     Some(emitted) => Answer {

@@ -107,7 +107,14 @@ pub enum Request {
     ListIncidents,
     /// One incident whole, with its device's identity.
     Incident(u64),
+    /// The device table, the most recently seen first (up to [`MAX_LISTED_DEVICES`]).
+    ListDevices,
+    /// The device holding an address.
+    Device(std::net::IpAddr),
 }
+
+/// Devices [`Request::ListDevices`] answers at most.
+pub const MAX_LISTED_DEVICES: usize = 1000;
 
 /// The capture loop's answer: a status and a JSON body.
 pub struct Answer {
@@ -241,18 +248,16 @@ fn app(
     context: ApiContext,
     health: Arc<ApiHealth>,
 ) -> axum::Router {
+    let context = Arc::new(context);
     let console = crate::console::Console {
         sessions,
         to_pipeline: to_pipeline.clone(),
+        context: Arc::clone(&context),
+        started: std::time::Instant::now(),
     };
     // The API merged into the console, not the other way round: so the API's fallback, behind
     // the bearer gate, answers every path that is neither (401 without the token, as before).
-    crate::console::router(console).merge(routes::router(
-        gate,
-        to_pipeline,
-        Arc::new(context),
-        health,
-    ))
+    crate::console::router(console).merge(routes::router(gate, to_pipeline, context, health))
 }
 
 /// Who may sign in to the console: the API token (as [`API_TOKEN_OPERATOR`]) and the config's

@@ -6,7 +6,7 @@ use axum::http::Uri;
 use axum::response::Response;
 use axum::Extension;
 use maud::{html, Markup};
-use vigil_plugin_sdk::{Incident, Timestamp};
+use vigil_plugin_sdk::Incident;
 
 use super::session::SignedIn;
 use super::{actions, ask_pipeline, decode, html, layout, render, root_of, wants_part, Shared};
@@ -55,8 +55,8 @@ fn table(incidents: &[IncidentHeader]) -> Markup {
                             td { (incident.device) }
                             td { (incident.phases.join(" → ")) }
                             td { (incident.breaches) }
-                            td { (packet_time(incident.first)) }
-                            td { (packet_time(incident.last)) }
+                            td { (layout::packet_time(incident.first)) }
+                            td { (layout::packet_time(incident.last)) }
                         }
                     }
                 }
@@ -101,7 +101,7 @@ fn incident_page(root: &str, user: &SignedIn, shown: &Shown, actions: &[Action])
     let incident = &shown.incident;
     html! {
         p { "Device " strong.device { (incident.device) } ", score " span.score #score { (incident.score) }
-            ", " (incident.breaches) " breaches from " (packet_time(incident.first)) " to " (packet_time(incident.last)) "." }
+            ", " (incident.breaches) " breaches from " (layout::packet_time(incident.first)) " to " (layout::packet_time(incident.last)) "." }
         div.summary #summary { (incident.summary) }
         h2 { "Phases" }
         ol.phases {
@@ -109,12 +109,15 @@ fn incident_page(root: &str, user: &SignedIn, shown: &Shown, actions: &[Action])
                 li.phase {
                     strong { (phase.name) } " " span.tactic { (phase.tactic) }
                     @for technique in &phase.techniques { " " span.technique { (technique) } }
-                    br; small { "from " (packet_time(phase.first)) }
+                    br; small { "from " (layout::packet_time(phase.first)) }
                 }
             }
         }
         h2 { "Device" }
-        (identity(shown.device.as_ref()))
+        @match &shown.device {
+            Some(device) => (layout::identity(device)),
+            None => p { "Not in the device table." },
+        }
         h2 { "Actions" }
         (actions::table(root, user, actions, &format!("incidents/{}", incident.id)))
         h2 { "Timeline" }
@@ -123,7 +126,7 @@ fn incident_page(root: &str, user: &SignedIn, shown: &Shown, actions: &[Action])
         }
         @for entry in &incident.timeline {
             div.timeline-entry {
-                div { span.time { (packet_time(entry.ts)) } " " strong.model { (entry.model) }
+                div { span.time { (layout::packet_time(entry.ts)) } " " strong.model { (entry.model) }
                     " score " (entry.score) ", " span.entry-phase { (entry.phase) } }
                 @if !entry.destinations.is_empty() {
                     div { "to " (join(&entry.destinations)) }
@@ -141,33 +144,10 @@ fn incident_page(root: &str, user: &SignedIn, shown: &Shown, actions: &[Action])
     }
 }
 
-/// A device's addresses, MACs and host names, each name with the protocol that revealed it.
-fn identity(device: Option<&Device>) -> Markup {
-    let Some(device) = device else {
-        return html! { p { "Not in the device table." } };
-    };
-    html! {
-        table.identity {
-            tr { th { "Addresses" } td { @for address in &device.addresses { span.address { (address.value) } " " } } }
-            tr { th { "MACs" } td { @for mac in &device.macs { span.mac { (mac.value) } " " } } }
-            tr { th { "Host names" } td {
-                @for name in &device.host_names {
-                    span.host-name { (name.name) " (" (format!("{:?}", name.source).to_lowercase()) ")" } " "
-                }
-            } }
-            tr { th { "Seen" } td { (packet_time(device.first_seen)) " to " (packet_time(device.last_seen)) } }
-        }
-    }
-}
-
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn packet_time(ts: Timestamp) -> String {
-    layout::time(ts.secs())
 }

@@ -7,7 +7,10 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
+use vigil_plugin_sdk::Timestamp;
+
 use super::session::SignedIn;
+use crate::devices::Device;
 
 /// Scripts and styles only from the console itself, no inline code, no framing, forms posting
 /// only back to it: an injected tag can neither run nor send anything anywhere.
@@ -19,7 +22,14 @@ const STYLESHEET: &str = include_str!("static/console.css");
 const SCRIPT: &str = include_str!("static/console.js");
 
 /// The console's sections, in the navigation's order: (path under the console, title).
-const SECTIONS: &[(&str, &str)] = &[("incidents", "Incidents"), ("actions", "Actions")];
+const SECTIONS: &[(&str, &str)] = &[
+    ("incidents", "Incidents"),
+    ("alerts", "Alerts"),
+    ("devices", "Devices"),
+    ("actions", "Actions"),
+    ("plugins", "Plugins"),
+    ("system", "System"),
+];
 
 /// Adds the security headers to every console answer.
 pub async fn secure_headers(request: Request, next: Next) -> Response {
@@ -102,6 +112,31 @@ pub fn problem(root: &str, user: Option<&SignedIn>, status: StatusCode, message:
         Html(page(root, user, "Not possible", body).into_string()),
     )
         .into_response()
+}
+
+/// A device's addresses, MACs and host names, each name with the protocol that revealed it.
+pub fn identity(device: &Device) -> Markup {
+    html! {
+        table.identity {
+            tr { th { "Addresses" } td { @for address in &device.addresses { span.address { (address.value) } " " } } }
+            tr { th { "MACs" } td { @for mac in &device.macs { span.mac { (mac.value) } " " } } }
+            tr { th { "Host names" } td { (host_names(device)) } }
+            tr { th { "Seen" } td { (packet_time(device.first_seen)) " to " (packet_time(device.last_seen)) } }
+        }
+    }
+}
+
+pub fn host_names(device: &Device) -> Markup {
+    html! {
+        @for name in &device.host_names {
+            span.host-name { (name.name) " (" (format!("{:?}", name.source).to_lowercase()) ")" } " "
+        }
+    }
+}
+
+/// Packet time as a UTC date and time.
+pub fn packet_time(ts: Timestamp) -> String {
+    time(ts.secs())
 }
 
 /// Unix seconds as a UTC date and time.

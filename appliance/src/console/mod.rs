@@ -8,10 +8,14 @@
 //! console anywhere.
 
 mod actions;
+mod alerts;
+mod devices;
 mod incidents;
 mod layout;
+mod plugins;
 pub mod session;
 mod signin;
+mod system;
 #[cfg(test)]
 mod tests;
 
@@ -27,7 +31,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::{ask, Answer, Control, Peer, Request as ToPipeline, Role};
+use crate::api::{ask, Answer, ApiContext, Control, Peer, Request as ToPipeline, Role};
 use session::{csrf_matches, Sessions, SignedIn};
 
 /// The largest form the console takes (a reason, a CSRF token, a few ids).
@@ -37,6 +41,9 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 pub struct Console {
     pub sessions: Sessions,
     pub to_pipeline: mpsc::SyncSender<Control>,
+    pub context: Arc<ApiContext>,
+    /// When the API (and the console) started: the uptime shown.
+    pub started: Instant,
 }
 
 type Shared = Arc<Console>;
@@ -47,6 +54,11 @@ pub fn router(console: Console) -> Router {
     let signed_in = Router::new()
         .route("/console/incidents", get(incidents::list))
         .route("/console/incidents/{id}", get(incidents::show))
+        .route("/console/alerts", get(alerts::list))
+        .route("/console/devices", get(devices::list))
+        .route("/console/devices/{address}", get(devices::show))
+        .route("/console/plugins", get(plugins::list))
+        .route("/console/system", get(system::show))
         .route("/console/actions", get(actions::list))
         .route("/console/actions/{id}/{decision}", post(actions::decide))
         .route("/console/signout", post(signin::sign_out))

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,8 +16,9 @@ use vigil_plugin_sdk::{ActionRequest, Evidence, Incident, Response as Responded,
 
 use super::session::{Operator, Sessions, MAX_SIGN_IN_FAILURES};
 use super::{router, Console};
-use crate::api::{Answer, Control, IncidentHeader, Request as ToPipeline, Role};
+use crate::api::{Answer, ApiContext, Control, IncidentHeader, Request as ToPipeline, Role};
 use crate::devices::{Device, HostName, NameSource, Seen};
+use crate::image::slots::SystemPaths;
 use crate::respond::{Actions, Status};
 
 const ADMIN_TOKEN: &str = "the api token, long enough";
@@ -56,6 +57,7 @@ fn appliance(name: &str, lifetime: Duration) -> Appliance {
     actions
         .request(&request, "responder 1.0.0", 1_000, Vec::new(), None)
         .expect("requested");
+    write_alerts(&dir);
     let (to_pipeline, from_console) = mpsc::sync_channel(8);
     std::thread::spawn(move || capture_loop(from_console, actions));
     let operators = vec![
@@ -73,11 +75,47 @@ fn appliance(name: &str, lifetime: Duration) -> Appliance {
     let console = Console {
         sessions: Sessions::new(operators, lifetime),
         to_pipeline,
+        context: Arc::new(ApiContext {
+            max_bundle_bytes: 1 << 20,
+            data_dir: dir.clone(),
+            trust_dir: dir.join("trust"),
+            ready_file: None,
+            system: SystemPaths::appliance(),
+            capture_queues: None,
+        }),
+        started: std::time::Instant::now(),
     };
     Appliance {
         app: router(console),
         dir,
     }
+}
+
+/// eve.json with two alerts of the hostile device, as the sink writes them (a damaged line too).
+fn write_alerts(dir: &Path) {
+    let alert = |time: &str, model: &str| {
+        serde_json::json!({
+            "timestamp": time,
+            "event_type": "alert",
+            "src_ip": DEVICE,
+            "dest_ip": "10.0.0.1",
+            "alert": { "signature": model, "severity": 1 },
+            "vigil": { "model": model, "score": 80, "evidence": { "uri": HOSTILE } },
+        })
+        .to_string()
+    };
+    let lines = [
+        alert(
+            "2026-11-28T04:00:00.000000+0000",
+            &format!("Device / Network Scan {HOSTILE}"),
+        ),
+        "{\"event_type\": \"alert\", cut".to_string(),
+        alert(
+            "2026-11-28T05:30:00.000000+0000",
+            "Device / SMB Session Brute Force (Admin)",
+        ),
+    ];
+    std::fs::write(crate::store::eve::eve_path(dir), lines.join("\n") + "\n").expect("eve.json");
 }
 
 /// Answers the console as the pipeline does, from `actions` and one hostile incident.
@@ -88,6 +126,15 @@ fn capture_loop(requests: mpsc::Receiver<Control>, mut actions: Actions) {
         let body = match request {
             ToPipeline::ListActions => serde_json::to_value(actions.list().collect::<Vec<_>>()),
             ToPipeline::ListIncidents => serde_json::to_value(vec![IncidentHeader::of(&incident)]),
+            ToPipeline::ListDevices => serde_json::to_value(vec![&device]),
+            ToPipeline::Device(address) if address == device.addresses[0].value => {
+                serde_json::to_value(&device)
+            }
+            ToPipeline::Counters => serde_json::to_value(crate::counters::Counters::default()),
+            ToPipeline::ListPlugins => Ok(serde_json::json!([{
+                "name": "network-scan", "version": "1.0.0", "kind": "Detector",
+                "events": 10, "breaches": 1, "traps": 0, "quarantined": false,
+            }])),
             ToPipeline::Incident(id) if id == INCIDENT => {
                 Ok(serde_json::json!({ "incident": &incident, "device": &device }))
             }
@@ -311,6 +358,14 @@ fn assert_secure_headers(answer: &Answered, what: &str) {
 
 /// Every page and part a signed-in user can open.
 const PAGES: &[&str] = &[
+    "/console/alerts",
+    "/console/alerts?part=live",
+    "/console/alerts?model=Device+%2F+SMB+Session+Brute+Force+%28Admin%29&from=2026-11-28T05",
+    "/console/devices",
+    "/console/devices/10.0.0.66",
+    "/console/devices/10.0.0.66?part=live",
+    "/console/plugins",
+    "/console/system",
     "/console/incidents",
     "/console/incidents?part=live",
     "/console/incidents/7",
@@ -608,4 +663,52 @@ fn the_way_back_to_the_top_is_relative() {
     assert_eq!(super::root_of("/console/incidents/7"), "../");
     assert_eq!(super::root_of("/console/actions/1/confirm"), "../../");
     assert!(Path::new(&super::root_of("/console/")).is_relative());
+}
+
+#[tokio::test]
+async fn alerts_are_grouped_by_model_and_device_filtered_and_linked() {
+    let appliance = appliance("alerts", Duration::from_secs(3600));
+    let cookie = appliance.sign_in(VIEWER_TOKEN).await;
+    let page = appliance.get("/console/alerts", Some(&cookie)).await;
+    assert_eq!(
+        page.body.matches("<tr class=\"alert-group\">").count(),
+        2,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("href=\"./devices/10.0.0.66\""));
+    assert!(page.body.contains("href=\"./incidents/7\""));
+    assert!(page
+        .body
+        .contains("href=\"./alerts?model=Device+%2F+SMB+Session+Brute+Force+%28Admin%29\""));
+    for (query, groups) in [
+        ("model=Device+%2F+SMB+Session+Brute+Force+%28Admin%29", 1),
+        ("device=10.0.0.99", 0),
+        ("from=2026-11-28T05", 1),
+        ("to=2026-11-28T04", 1),
+        ("from=2026-11-28T06", 0),
+    ] {
+        let page = appliance
+            .get(&format!("/console/alerts?{query}"), Some(&cookie))
+            .await;
+        assert_eq!(
+            page.body.matches("<tr class=\"alert-group\">").count(),
+            groups,
+            "{query}"
+        );
+    }
+    let device = appliance
+        .get("/console/devices/10.0.0.66", Some(&cookie))
+        .await;
+    assert!(
+        device.body.contains("<svg class=\"activity\""),
+        "{}",
+        device.body
+    );
+    assert_eq!(device.body.matches("class=\"breach-marker\"").count(), 2);
+    assert_eq!(device.body.matches("<tr class=\"breach\">").count(), 2);
+    let unknown = appliance
+        .get("/console/devices/10.0.0.99", Some(&cookie))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
