@@ -14,6 +14,8 @@ pub mod cli;
 #[cfg(feature = "plugin-host")]
 pub mod config;
 #[cfg(feature = "plugin-host")]
+pub mod console;
+#[cfg(feature = "plugin-host")]
 pub mod control_cadence;
 #[cfg(feature = "plugin-host")]
 pub mod counters;

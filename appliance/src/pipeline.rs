@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
 use crate::analyzer::{Analyzer, ProtocolLogs};
-use crate::api::{Answer, Control, Request};
+use crate::api::{Answer, Control, IncidentHeader, Request, MAX_LISTED_DEVICES};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
 use crate::capture::{CaptureError, Next, Packet, QueueCounters, Source};
@@ -423,7 +423,54 @@ impl Pipeline {
                     },
                     None => no_actions(),
                 },
-                Request::Decide { id, decision, by } => self.decide(id, decision, &by),
+                Request::Decide {
+                    id,
+                    decision,
+                    by,
+                    reason,
+                } => self.decide(id, decision, &by, reason.as_deref()),
+                Request::ListIncidents => Answer {
+                    status: 200,
+                    body: serde_json::to_value(
+                        self.incidents
+                            .values()
+                            .map(|emitted| IncidentHeader::of(&emitted.incident))
+                            .collect::<Vec<_>>(),
+                    )
+                    .unwrap_or_default(),
+                },
+                Request::ListDevices => {
+                    let mut devices: Vec<_> = self.devices.devices().iter().collect();
+                    devices.sort_by_key(|device| std::cmp::Reverse(device.last_seen));
+                    devices.truncate(MAX_LISTED_DEVICES);
+                    Answer {
+                        status: 200,
+                        body: serde_json::to_value(devices).unwrap_or_default(),
+                    }
+                }
+                Request::Device(address) => match self.devices.device_of(address) {
+                    Some(device) => Answer {
+                        status: 200,
+                        body: serde_json::to_value(device).unwrap_or_default(),
+                    },
+                    None => Answer {
+                        status: 404,
+                        body: serde_json::json!({ "error": format!("{address} is no device") }),
+                    },
+                },
+                Request::Incident(id) => match self.incidents.get(&id) {
+                    Some(emitted) => Answer {
+                        status: 200,
+                        body: serde_json::json!({
+                            "incident": &*emitted.incident,
+                            "device": self.devices.device_of(emitted.incident.device),
+                        }),
+                    },
+                    None => Answer {
+                        status: 404,
+                        body: serde_json::json!({ "error": format!("no incident {id} in this run") }),
+                    },
+                },
                 Request::Counters => Answer {
                     status: 200,
                     body: serde_json::to_value(Counters::of(self)).unwrap_or_default(),
@@ -457,12 +504,12 @@ impl Pipeline {
 
     /// An operator's confirmation or clearing through the API: recorded, and in force (or
     /// lifted) from this pass of the loop, with the connections a confirmed action blocks reset.
-    fn decide(&mut self, id: u64, decision: Decision, by: &str) -> Answer {
+    fn decide(&mut self, id: u64, decision: Decision, by: &str, reason: Option<&str>) -> Answer {
         let Some(actions) = self.actions.as_mut() else {
             return no_actions();
         };
         let now = unix_now();
-        let decided = actions.decide(id, decision, by, now).map(|action| {
+        let decided = actions.decide(id, decision, by, reason, now).map(|action| {
             (
                 action.device,
                 serde_json::to_value(action).unwrap_or_default(),

@@ -32,19 +32,55 @@ fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A TCP segment with no payload.
 pub fn tcp(
-    (src_mac, src, src_port): ([u8; 6], Ipv4Addr, u16),
-    (dst_mac, dst, dst_port): ([u8; 6], Ipv4Addr, u16),
+    src: ([u8; 6], Ipv4Addr, u16),
+    dst: ([u8; 6], Ipv4Addr, u16),
     flags: u8,
     seq: u32,
 ) -> Vec<u8> {
-    let mut segment = Vec::with_capacity(20);
+    let ack: u32 = if flags & ACK != 0 { 0x1000_0001 } else { 0 };
+    tcp_segment(src, dst, flags, (seq, ack), &[])
+}
+
+/// A TCP segment carrying `payload`, with its sequence and acknowledgement numbers.
+pub fn tcp_segment(
+    (src_mac, src, src_port): ([u8; 6], Ipv4Addr, u16),
+    (dst_mac, dst, dst_port): ([u8; 6], Ipv4Addr, u16),
+    flags: u8,
+    (seq, ack): (u32, u32),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut segment = Vec::with_capacity(20 + payload.len());
     segment.extend_from_slice(&src_port.to_be_bytes());
     segment.extend_from_slice(&dst_port.to_be_bytes());
     segment.extend_from_slice(&seq.to_be_bytes());
-    let ack: u32 = if flags & ACK != 0 { 0x1000_0001 } else { 0 };
     segment.extend_from_slice(&ack.to_be_bytes());
     segment.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    segment.extend_from_slice(payload);
     ethernet(src_mac, dst_mac, &ipv4(src, dst, 6, &segment))
+}
+
+/// A whole TCP connection from `client` to `server`: handshake, the request and the answer,
+/// and both FINs; the frames in order.
+pub fn tcp_exchange(
+    client: ([u8; 6], Ipv4Addr, u16),
+    server: ([u8; 6], Ipv4Addr, u16),
+    request: &[u8],
+    answer: &[u8],
+) -> Vec<Vec<u8>> {
+    const PSH: u8 = 0x08;
+    const FIN: u8 = 0x01;
+    let (c, s) = (1_000u32, 50_000u32);
+    let (req, ans) = (request.len() as u32, answer.len() as u32);
+    vec![
+        tcp_segment(client, server, SYN, (c, 0), &[]),
+        tcp_segment(server, client, SYN | ACK, (s, c + 1), &[]),
+        tcp_segment(client, server, ACK, (c + 1, s + 1), &[]),
+        tcp_segment(client, server, PSH | ACK, (c + 1, s + 1), request),
+        tcp_segment(server, client, PSH | ACK, (s + 1, c + 1 + req), answer),
+        tcp_segment(client, server, FIN | ACK, (c + 1 + req, s + 1 + ans), &[]),
+        tcp_segment(server, client, FIN | ACK, (s + 1 + ans, c + 2 + req), &[]),
+        tcp_segment(client, server, ACK, (c + 2 + req, s + 2 + ans), &[]),
+    ]
 }
 
 /// A UDP datagram.

@@ -5,14 +5,23 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-/// A response: its status and body.
+/// A response: its status, its head (status line and headers) and body.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    pub head: String,
     pub body: String,
 }
 
 impl Answer {
+    /// The value of header `name` (case-insensitive), if the answer has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|err| {
             panic!(
@@ -45,9 +54,22 @@ pub fn request(
     token: Option<&str>,
     body: &[u8],
 ) -> io::Result<Answer> {
+    request_with(addr, method, path, token, &[], body)
+}
+
+/// Like [`request`], with `extra` header lines (`Cookie: ...`).
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &[String],
+    body: &[u8],
+) -> io::Result<Answer> {
     let mut stream = connect(addr)?;
-    let length = format!("Content-Length: {}", body.len());
-    stream.write_all(head(method, path, token, &[length]).as_bytes())?;
+    let mut headers = extra.to_vec();
+    headers.push(format!("Content-Length: {}", body.len()));
+    stream.write_all(head(method, path, token, &headers).as_bytes())?;
     stream.write_all(body)?;
     read_answer(&mut stream)
 }
@@ -138,6 +160,7 @@ fn read_answer(stream: &mut TcpStream) -> io::Result<Answer> {
         .ok_or_else(|| bad("no status code"))?;
     Ok(Answer {
         status,
+        head: head.into_owned(),
         body: String::from_utf8_lossy(&received[end + 4..]).into_owned(),
     })
 }

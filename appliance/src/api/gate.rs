@@ -1,20 +1,17 @@
 //! Who may talk to the API: the bearer token, checked from the headers alone before any body is
 //! read, and a per-source limit on failures so the token cannot be guessed at speed.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
+
+use super::failures::{same_secret, FailureLimit};
 
 /// Failed requests a source may make in one [`FAILURE_WINDOW`] before it is refused outright.
 pub const MAX_FAILURES: u32 = 10;
 /// How long a source's failures count; a source over the limit is refused until it ends.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Sources remembered at once; past it the oldest window is forgotten first, so a flood from
-/// many addresses costs bounded memory.
-const MAX_SOURCES: usize = 4096;
 
 /// What a request asks for: `/metrics` also takes the metrics token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,17 +30,11 @@ pub enum Verdict {
     TooManyFailures,
 }
 
-/// One source's failures in its current window.
-struct Failures {
-    since: Instant,
-    count: u32,
-}
-
 pub struct Gate {
     token: String,
     /// A token good for `/metrics` only, so a scraper holds no power over the appliance.
     metrics_token: Option<String>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: FailureLimit,
 }
 
 impl Gate {
@@ -51,7 +42,7 @@ impl Gate {
         Gate {
             token,
             metrics_token,
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureLimit::new(MAX_FAILURES, FAILURE_WINDOW),
         }
     }
 
@@ -63,30 +54,13 @@ impl Gate {
         scope: Scope,
         now: Instant,
     ) -> Verdict {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(seen) = failures.get(&source) {
-            if now.duration_since(seen.since) >= FAILURE_WINDOW {
-                failures.remove(&source);
-            } else if seen.count >= MAX_FAILURES {
-                return Verdict::TooManyFailures;
-            }
+        if self.failures.refused(source, now) {
+            return Verdict::TooManyFailures;
         }
         if self.authorised(headers, scope) {
             return Verdict::Allowed;
         }
-        if !failures.contains_key(&source) && failures.len() >= MAX_SOURCES {
-            forget_oldest(&mut failures, now);
-        }
-        failures
-            .entry(source)
-            .or_insert(Failures {
-                since: now,
-                count: 0,
-            })
-            .count += 1;
+        self.failures.fail(source, now);
         Verdict::Unauthorised
     }
 
@@ -102,29 +76,8 @@ impl Gate {
             Scope::Metrics => self.metrics_token.as_deref(),
             Scope::Api => None,
         };
-        same_token(given, &self.token) || metrics_token.is_some_and(|m| same_token(given, m))
+        same_secret(given, &self.token) || metrics_token.is_some_and(|m| same_secret(given, m))
     }
-}
-
-/// Drops the windows that ended, or if none did, the oldest one.
-fn forget_oldest(failures: &mut HashMap<IpAddr, Failures>, now: Instant) {
-    failures.retain(|_, seen| now.duration_since(seen.since) < FAILURE_WINDOW);
-    if failures.len() < MAX_SOURCES {
-        return;
-    }
-    if let Some(oldest) = failures
-        .iter()
-        .min_by_key(|(_, seen)| seen.since)
-        .map(|(source, _)| *source)
-    {
-        failures.remove(&oldest);
-    }
-}
-
-/// Compares in time independent of where the strings differ.
-fn same_token(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -144,10 +97,10 @@ mod tests {
 
     #[test]
     fn tokens_compare_whole() {
-        assert!(same_token(TOKEN, TOKEN));
-        assert!(!same_token("correct horse batterx", TOKEN));
-        assert!(!same_token("correct", TOKEN));
-        assert!(!same_token("", TOKEN));
+        assert!(same_secret(TOKEN, TOKEN));
+        assert!(!same_secret("correct horse batterx", TOKEN));
+        assert!(!same_secret("correct", TOKEN));
+        assert!(!same_secret("", TOKEN));
     }
 
     #[test]

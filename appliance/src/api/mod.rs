@@ -24,13 +24,16 @@
 //! exactly the one `vigil plugins install` makes. Core updates and status touch no plugin and
 //! are served on the API's own thread.
 
-mod alerts;
+pub(crate) mod alerts;
+pub(crate) mod failures;
 mod gate;
 mod metrics;
 mod routes;
 mod server;
 pub mod tls;
-mod upload;
+pub(crate) mod upload;
+
+pub use server::Peer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +45,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::console::session::{Operator, Sessions, API_TOKEN_OPERATOR};
 use crate::image::slots::SystemPaths;
 use crate::respond::Decision;
 
@@ -59,6 +63,11 @@ pub struct ApiConfig {
     /// is allowed only when `listen` is a loopback address: the token would cross the
     /// management network in the clear.
     pub tls: bool,
+    /// Named tokens (at least 16 characters each) that sign in to the console; the API token
+    /// signs in too, as the operator `admin`.
+    pub operators: Vec<OperatorConfig>,
+    /// How long a console session lasts after sign-in, in minutes (default 480).
+    pub session_minutes: Option<u64>,
 }
 
 impl Default for ApiConfig {
@@ -68,11 +77,35 @@ impl Default for ApiConfig {
             token: None,
             metrics_token: None,
             tls: true,
+            operators: Vec::new(),
+            session_minutes: None,
         }
     }
 }
 
+/// `[[api.operators]]`: someone who signs in to the console with their own token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Shown in the console and written in the audit trail of their decisions.
+    pub name: String,
+    pub token: String,
+    pub role: Role,
+}
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads every page, changes nothing.
+    Viewer,
+    /// Also confirms, clears and extends actions, installs and rolls back plugins.
+    Operator,
+}
+
 const MIN_TOKEN_LEN: usize = 16;
+/// How long a console session lasts unless `api.session_minutes` says otherwise: a working day.
+const DEFAULT_SESSION_MINUTES: u64 = 480;
 /// How long the supervisor waits before starting a failed server again, so a failure that
 /// repeats at once does not spin.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -84,18 +117,81 @@ pub enum Request {
     ListActions,
     /// The pipeline's [`crate::counters::Counters`], for `/metrics`.
     Counters,
-    /// An operator's decision on action `id`; `by` goes into its audit trail.
+    /// An operator's decision on action `id`; `by` and `reason` go into its audit trail.
     Decide {
         id: u64,
         decision: Decision,
         by: String,
+        reason: Option<String>,
     },
+    /// The incidents of this run, each without its timeline.
+    ListIncidents,
+    /// One incident whole, with its device's identity.
+    Incident(u64),
+    /// The device table, the most recently seen first (up to [`MAX_LISTED_DEVICES`]).
+    ListDevices,
+    /// The device holding an address.
+    Device(std::net::IpAddr),
 }
+
+/// Devices [`Request::ListDevices`] answers at most.
+pub const MAX_LISTED_DEVICES: usize = 1000;
 
 /// The capture loop's answer: a status and a JSON body.
 pub struct Answer {
     pub status: u16,
     pub body: serde_json::Value,
+}
+
+/// An incident without its timeline, as [`Request::ListIncidents`] lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentHeader {
+    pub id: u64,
+    pub device: std::net::IpAddr,
+    pub score: u8,
+    pub first: vigil_plugin_sdk::Timestamp,
+    pub last: vigil_plugin_sdk::Timestamp,
+    pub breaches: u32,
+    /// Phase names in kill-chain order.
+    pub phases: Vec<String>,
+    pub summary: String,
+}
+
+impl IncidentHeader {
+    pub fn of(incident: &vigil_plugin_sdk::Incident) -> IncidentHeader {
+        IncidentHeader {
+            id: incident.id,
+            device: incident.device,
+            score: incident.score,
+            first: incident.first,
+            last: incident.last,
+            breaches: incident.breaches,
+            phases: incident.phases.iter().map(|p| p.name.clone()).collect(),
+            summary: incident.summary.clone(),
+        }
+    }
+}
+
+/// Why the capture loop gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unanswered {
+    #[error("the appliance is busy")]
+    Busy,
+    #[error("the capture loop stopped")]
+    Stopped,
+}
+
+/// Hands `request` to the capture loop and waits for its answer: the one way the API and the
+/// console reach plugins, actions, incidents and devices.
+pub async fn ask(
+    to_pipeline: &mpsc::SyncSender<Control>,
+    request: Request,
+) -> Result<Answer, Unanswered> {
+    let (reply, answer) = oneshot::channel();
+    to_pipeline
+        .try_send(Control { request, reply })
+        .map_err(|_| Unanswered::Busy)?;
+    answer.await.map_err(|_| Unanswered::Stopped)
 }
 
 /// One request and where its answer goes.
@@ -169,13 +265,16 @@ pub fn start(
         )?)),
         None => None,
     };
+    let sessions = console_sessions(config, &token)?;
     raise_open_file_limit();
     upload::clear_stale(&context.data_dir);
     let health = Arc::new(ApiHealth::default());
-    let app = routes::router(
-        gate::Gate::new(token, config.metrics_token.clone()),
+    let gate = gate::Gate::new(token.clone(), config.metrics_token.clone());
+    let app = app(
+        gate,
+        sessions,
         to_pipeline,
-        Arc::new(context),
+        context,
         Arc::clone(&health),
         certificates,
     );
@@ -194,6 +293,71 @@ pub fn start(
             })
         })?;
     Ok(true)
+}
+
+/// The API behind its bearer token, and the console beside it behind its sessions.
+fn app(
+    gate: gate::Gate,
+    sessions: Sessions,
+    to_pipeline: mpsc::SyncSender<Control>,
+    context: ApiContext,
+    health: Arc<ApiHealth>,
+    certificates: Option<Arc<tls::CertStore>>,
+) -> axum::Router {
+    let context = Arc::new(context);
+    let console = crate::console::Console {
+        sessions,
+        to_pipeline: to_pipeline.clone(),
+        context: Arc::clone(&context),
+        started: std::time::Instant::now(),
+    };
+    // The API merged into the console, not the other way round: so the API's fallback, behind
+    // the bearer gate, answers every path that is neither (401 without the token, as before).
+    crate::console::router(console).merge(routes::router(
+        gate,
+        to_pipeline,
+        context,
+        health,
+        certificates,
+    ))
+}
+
+/// Who may sign in to the console: the API token (as [`API_TOKEN_OPERATOR`]) and the config's
+/// operators, each token long enough and different from every other.
+fn console_sessions(config: &ApiConfig, api_token: &str) -> anyhow::Result<Sessions> {
+    let mut operators = vec![Operator {
+        name: API_TOKEN_OPERATOR.into(),
+        token: api_token.into(),
+        role: Role::Operator,
+    }];
+    for operator in &config.operators {
+        let name = &operator.name;
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            anyhow::bail!("api.operators: the name {name:?} must be 1 to 64 printable bytes");
+        }
+        if operator.token.len() < MIN_TOKEN_LEN {
+            anyhow::bail!(
+                "api.operators: {name}'s token is shorter than {MIN_TOKEN_LEN} characters"
+            );
+        }
+        let tokens = operators.iter().map(|o| &o.token);
+        if tokens
+            .chain(&config.metrics_token)
+            .any(|t| *t == operator.token)
+        {
+            anyhow::bail!("api.operators: {name}'s token is also another's token");
+        }
+        operators.push(Operator {
+            name: name.clone(),
+            token: operator.token.clone(),
+            role: operator.role,
+        });
+    }
+    let minutes = config.session_minutes.unwrap_or(DEFAULT_SESSION_MINUTES);
+    Ok(Sessions::new(
+        operators,
+        Duration::from_secs(minutes.saturating_mul(60)),
+    ))
 }
 
 /// Runs `serve` for as long as the process lives: a panic or an error is logged, counted in
@@ -311,6 +475,83 @@ mod tests {
         stream.read_to_string(&mut answer).expect("answer");
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
         assert_eq!(health.restarts.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_console_is_served_beside_the_api_whose_bearer_gate_is_unchanged() {
+        use axum::http::{header, Request as HttpRequest, StatusCode};
+        use tower::ServiceExt;
+        const TOKEN: &str = "a-token-long-enough";
+        let config = ApiConfig {
+            token: Some(TOKEN.into()),
+            ..ApiConfig::default()
+        };
+        let (to_pipeline, _from_api) = mpsc::sync_channel(1);
+        let app = app(
+            gate::Gate::new(TOKEN.into(), None),
+            console_sessions(&config, TOKEN).expect("sessions"),
+            to_pipeline,
+            context(),
+            Arc::new(ApiHealth::default()),
+            None,
+        );
+        let status = |path: &str, token: Option<&str>| {
+            let mut request = HttpRequest::get(path);
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let app = app.clone();
+            let request = request.body(axum::body::Body::empty()).expect("request");
+            async move { app.oneshot(request).await.expect("answer").status() }
+        };
+        assert_eq!(
+            status("/api/v1/status", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status("/api/v1/status", Some(TOKEN)).await, StatusCode::OK);
+        assert_eq!(
+            status("/api/v1/nothing", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status("/console/signin", None).await, StatusCode::OK);
+        // The console's sessions are not the API's: a bearer token opens no page.
+        assert_eq!(
+            status("/console/incidents", Some(TOKEN)).await,
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    #[test]
+    fn operators_need_long_distinct_tokens_and_printable_names() {
+        let operator = |name: &str, token: &str| OperatorConfig {
+            name: name.into(),
+            token: token.into(),
+            role: Role::Viewer,
+        };
+        for (operators, complaint) in [
+            (vec![operator("vera", "short")], "shorter than"),
+            (vec![operator("", "a viewer's long token")], "printable"),
+            (
+                vec![operator("vera", "the api token, long")],
+                "another's token",
+            ),
+            (
+                vec![
+                    operator("vera", "a viewer's long token"),
+                    operator("otto", "a viewer's long token"),
+                ],
+                "another's token",
+            ),
+        ] {
+            let config = ApiConfig {
+                operators,
+                ..ApiConfig::default()
+            };
+            let err = console_sessions(&config, "the api token, long")
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains(complaint), "{err}");
+        }
     }
 
     #[test]

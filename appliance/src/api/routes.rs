@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 use vigil_boot_contract::REBOOT_FILE;
 
 use super::gate::{Gate, Scope, Verdict, FAILURE_WINDOW};
@@ -132,19 +131,11 @@ fn error(status: u16, message: impl std::fmt::Display) -> Response {
     json(status, serde_json::json!({"error": message.to_string()}))
 }
 
-/// Hands a request to the capture loop and waits for its answer.
+/// Hands a request to the capture loop and answers with its answer.
 async fn send(shared: &Shared, request: ToPipeline) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if shared
-        .to_pipeline
-        .try_send(Control { request, reply })
-        .is_err()
-    {
-        return error(503, "the appliance is busy");
-    }
-    match answer.await {
+    match super::ask(&shared.to_pipeline, request).await {
         Ok(answer) => json(answer.status, answer.body),
-        Err(_) => error(503, "the capture loop stopped"),
+        Err(unanswered) => error(503, unanswered),
     }
 }
 
@@ -212,7 +203,13 @@ async fn decide(
             format!("\"by\" must be 1 to {MAX_OPERATOR_NAME} printable bytes"),
         );
     }
-    send(&shared, ToPipeline::Decide { id, decision, by }).await
+    let decide = ToPipeline::Decide {
+        id,
+        decision,
+        by,
+        reason: None,
+    };
+    send(&shared, decide).await
 }
 
 /// The newest alerts in eve.json, oldest first.
@@ -265,21 +262,13 @@ async fn status(State(shared): State<Shared>) -> Response {
 
 /// `GET /metrics`: the capture loop's counters, rendered here off the capture thread.
 async fn scrape(State(shared): State<Shared>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    let request = Control {
-        request: ToPipeline::Counters,
-        reply,
-    };
-    if shared.to_pipeline.try_send(request).is_err() {
-        return error(503, "the appliance is busy");
-    }
-    let counters = match answer
+    let counters = match super::ask(&shared.to_pipeline, ToPipeline::Counters)
         .await
         .map(|answer| serde_json::from_value(answer.body))
     {
         Ok(Ok(counters)) => counters,
         Ok(Err(err)) => return error(500, format!("the pipeline's counters: {err}")),
-        Err(_) => return error(503, "the capture loop stopped"),
+        Err(unanswered) => return error(503, unanswered),
     };
     let process = Process {
         uptime_secs: shared.started.elapsed().as_secs(),

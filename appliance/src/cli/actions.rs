@@ -118,7 +118,7 @@ fn decide(at: &Where, id: u64, decision: Decision, by: Option<String>) -> anyhow
             &serde_json::json!({ "by": by }),
         )?)?,
         None => Actions::open(&at.data_dir)?
-            .decide(id, decision, &by, unix_now())?
+            .decide(id, decision, &by, None, unix_now())?
             .clone(),
     };
     println!("{id}: {}", describe(&action));

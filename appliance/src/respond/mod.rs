@@ -48,6 +48,9 @@ pub struct AuditEntry {
     pub at: Secs,
     pub who: String,
     pub what: String,
+    /// Why, in the operator's words (the console asks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +310,7 @@ impl Actions {
                 at: now,
                 who: requested_by.to_string(),
                 what: format!("requested: {}", request.reason),
+                reason: None,
             }],
         };
         if let Some(why) = held {
@@ -314,6 +318,7 @@ impl Actions {
                 at: now,
                 who: "vigil".to_string(),
                 what: format!("held for an operator: {why}"),
+                reason: None,
             });
         }
         let activated = !request.needs_confirmation && held.is_none();
@@ -332,48 +337,54 @@ impl Actions {
 
     /// An operator confirms a pending action: it is in force from now for its duration.
     pub fn confirm(&mut self, id: u64, who: &str, now: Secs) -> Result<&Action, ActionError> {
-        let action = self
-            .actions
-            .get_mut(&id)
-            .ok_or(ActionError::NoSuchAction(id))?;
-        if action.status != Status::Pending {
-            return Err(ActionError::NotPending {
-                id,
-                state: state_name(&action.status).into(),
-            });
-        }
-        activate(action, &mut self.table, who, now);
-        self.save()?;
-        self.actions.get(&id).ok_or(ActionError::NoSuchAction(id))
+        self.decide(id, Decision::Confirm, who, None, now)
     }
 
-    /// An operator's [`Decision`] on action `id`.
+    /// An operator lifts an action, pending or in force.
+    pub fn clear(&mut self, id: u64, who: &str, now: Secs) -> Result<&Action, ActionError> {
+        self.decide(id, Decision::Clear, who, None, now)
+    }
+
+    /// An operator's [`Decision`] on action `id`, recorded in its audit trail with `reason` when
+    /// one is given.
     pub fn decide(
         &mut self,
         id: u64,
         decision: Decision,
         who: &str,
+        reason: Option<&str>,
         now: Secs,
     ) -> Result<&Action, ActionError> {
-        match decision {
-            Decision::Confirm => self.confirm(id, who, now),
-            Decision::Clear => self.clear(id, who, now),
-        }
-    }
-
-    /// An operator lifts an action, pending or in force.
-    pub fn clear(&mut self, id: u64, who: &str, now: Secs) -> Result<&Action, ActionError> {
         let action = self
             .actions
             .get_mut(&id)
             .ok_or(ActionError::NoSuchAction(id))?;
-        action.status = Status::Cleared { at: now };
-        action.audit.push(AuditEntry {
-            at: now,
-            who: who.to_string(),
-            what: "cleared".into(),
-        });
-        self.rebuild();
+        match decision {
+            Decision::Confirm => {
+                if action.status != Status::Pending {
+                    return Err(ActionError::NotPending {
+                        id,
+                        state: state_name(&action.status).into(),
+                    });
+                }
+                activate(action, &mut self.table, who, now);
+            }
+            Decision::Clear => {
+                action.status = Status::Cleared { at: now };
+                action.audit.push(AuditEntry {
+                    at: now,
+                    who: who.to_string(),
+                    what: "cleared".into(),
+                    reason: None,
+                });
+            }
+        }
+        if let Some(entry) = action.audit.last_mut() {
+            entry.reason = reason.map(str::to_string);
+        }
+        if decision == Decision::Clear {
+            self.rebuild();
+        }
         self.save()?;
         self.actions.get(&id).ok_or(ActionError::NoSuchAction(id))
     }
@@ -389,6 +400,7 @@ impl Actions {
                         at: until,
                         who: "vigil".into(),
                         what: "expired".into(),
+                        reason: None,
                     });
                     expired += 1;
                 }
@@ -587,6 +599,7 @@ fn activate(action: &mut Action, table: &mut EnforcementTable, who: &str, now: S
         } else {
             "in force (recorded; this response is not enforced by the table yet)".into()
         },
+        reason: None,
     });
 }
 

@@ -273,6 +273,11 @@ impl Drop for LineLog {
 /// Free bytes (for an unprivileged writer) on the file system holding `path`'s directory.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    space(dir).map(|(free, _)| free)
+}
+
+/// Free bytes (for an unprivileged writer) and total bytes of the file system holding `dir`.
+pub fn space(dir: &Path) -> Option<(u64, u64)> {
     let dir = CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `dir` is a NUL-terminated path and `stats` is a valid buffer statvfs fills in.
@@ -282,7 +287,10 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `stats` in.
     let stats = unsafe { stats.assume_init() };
-    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+    Some((
+        stats.f_bavail.saturating_mul(stats.f_frsize),
+        stats.f_blocks.saturating_mul(stats.f_frsize),
+    ))
 }
 
 #[cfg(test)]

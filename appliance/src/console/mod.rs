@@ -1,0 +1,235 @@
+//! The operator console: server-rendered pages under `/console/`, served by the management API's
+//! server beside `/api/v1/`. Pages reach the capture loop through the same requests as the API
+//! ([`crate::api::ask`]), so a confirmation here is exactly `POST /api/v1/actions/{id}/confirm`.
+//!
+//! Every console answer carries a strict Content-Security-Policy ([`layout`]); every page but
+//! sign-in needs a session ([`session`]); every POST carries the session's CSRF token, and all
+//! but sign-out need the `operator` role. Links are relative, so a reverse proxy may mount the
+//! console anywhere.
+
+mod actions;
+mod alerts;
+mod devices;
+mod incidents;
+mod layout;
+mod plugins;
+pub mod session;
+mod signin;
+mod system;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::api::{ask, Answer, ApiContext, Control, Peer, Request as ToPipeline, Role};
+use session::{csrf_matches, Sessions, SignedIn};
+
+/// The largest form the console takes (a reason, a CSRF token, a few ids).
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// What the console's pages need.
+pub struct Console {
+    pub sessions: Sessions,
+    pub to_pipeline: mpsc::SyncSender<Control>,
+    pub context: Arc<ApiContext>,
+    /// When the API (and the console) started: the uptime shown.
+    pub started: Instant,
+}
+
+type Shared = Arc<Console>;
+
+/// The console's routes, each behind its session check, all with the security headers.
+pub fn router(console: Console) -> Router {
+    let console = Arc::new(console);
+    let signed_in = Router::new()
+        .route("/console/incidents", get(incidents::list))
+        .route("/console/incidents/{id}", get(incidents::show))
+        .route("/console/alerts", get(alerts::list))
+        .route("/console/devices", get(devices::list))
+        .route("/console/devices/{address}", get(devices::show))
+        .route("/console/plugins", get(plugins::list))
+        .route("/console/system", get(system::show))
+        .route("/console/actions", get(actions::list))
+        .route("/console/actions/{id}/{decision}", post(actions::decide))
+        .route("/console/signout", post(signin::sign_out))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&console),
+            require_session,
+        ));
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("console/") }))
+        .route("/console/", get(|| async { Redirect::to("incidents") }))
+        .route("/console/signin", get(signin::form).post(signin::sign_in))
+        .route("/console/static/{file}", get(layout::static_file))
+        .merge(signed_in)
+        .with_state(console)
+        // Routes only: a path that is no page is left to the API's gate.
+        .route_layer(middleware::from_fn(layout::secure_headers))
+}
+
+/// The way from `path` back to the console's top, relative: `./` for `/console/incidents`,
+/// `../` for `/console/incidents/7`.
+pub fn root_of(path: &str) -> String {
+    let below = path.strip_prefix("/console/").unwrap_or_default();
+    match below.matches('/').count() {
+        0 => "./".into(),
+        depth => "../".repeat(depth),
+    }
+}
+
+/// A form's fields, as posted.
+#[derive(Debug, Clone, Default)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Form {
+        Form(form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The address a request came from (unspecified for a router driven without the server).
+fn source(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<Peer>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip())
+}
+
+/// True when the request asks only for a page's live part (the script's refresh).
+fn wants_part(uri: &Uri) -> bool {
+    uri.query().is_some_and(|query| {
+        form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "part")
+    })
+}
+
+/// Lets a request through only with a live session: a page without one is sent to sign-in, a
+/// refresh or a form gets `401`. A POST must carry the session's CSRF token (`403`), and all
+/// but sign-out need the operator role (`403`).
+async fn require_session(State(console): State<Shared>, request: Request, next: Next) -> Response {
+    let root = root_of(request.uri().path());
+    let Some(user) = console
+        .sessions
+        .signed_in(request.headers(), Instant::now())
+    else {
+        if request.method() == Method::GET && !wants_part(request.uri()) {
+            return Redirect::to(&format!("{root}signin")).into_response();
+        }
+        return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
+    };
+    let mut request = request;
+    if request.method() == Method::POST {
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return layout::problem(
+                    &root,
+                    Some(&user),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The form is too large.",
+                )
+            }
+        };
+        let form = Form::parse(&bytes);
+        if !csrf_matches(&user, form.get("csrf")) {
+            tracing::warn!(
+                "console: a form from {} without its session's CSRF token refused",
+                user.name
+            );
+            return layout::problem(
+                &root,
+                Some(&user),
+                StatusCode::FORBIDDEN,
+                "This form is stale or did not come from the console: reload the page.",
+            );
+        }
+        if user.role != Role::Operator && parts.uri.path() != "/console/signout" {
+            return layout::problem(
+                &root,
+                Some(&user),
+                StatusCode::FORBIDDEN,
+                "Only an operator may change anything; you are signed in as a viewer.",
+            );
+        }
+        request = Request::from_parts(parts, Body::from(bytes));
+        request.extensions_mut().insert(form);
+    }
+    request.extensions_mut().insert(user);
+    next.run(request).await
+}
+
+/// Why a page could not be made: shown as a page of its own with `status`.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The page a handler made, or the page saying why it could not.
+fn render(root: &str, user: &SignedIn, made: Result<Response, Problem>) -> Response {
+    made.unwrap_or_else(|problem| {
+        layout::problem(root, Some(user), problem.status, &problem.message)
+    })
+}
+
+/// Asks the capture loop; no answer or a refusal is a [`Problem`] saying so.
+async fn ask_pipeline(
+    console: &Console,
+    request: ToPipeline,
+) -> Result<serde_json::Value, Problem> {
+    match ask(&console.to_pipeline, request).await {
+        Ok(Answer { status: 200, body }) => Ok(body),
+        Ok(Answer { status, body }) => Err(Problem::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body["error"].as_str().unwrap_or("refused"),
+        )),
+        Err(unanswered) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            unanswered.to_string(),
+        )),
+    }
+}
+
+/// `body` as `T`, or a problem naming what did not fit.
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    body: serde_json::Value,
+) -> Result<T, Problem> {
+    serde_json::from_value(body).map_err(|err| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the capture loop's {what}: {err}"),
+        )
+    })
+}
+
+/// Markup as an HTML answer: a whole page, or a live part alone.
+fn html(markup: maud::Markup) -> Response {
+    Html(markup.into_string()).into_response()
+}
