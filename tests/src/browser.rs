@@ -232,6 +232,25 @@ impl Browser {
         })
     }
 
+    /// Every element matching the CSS `selector`, in document order.
+    pub fn find_all(&self, selector: &str) -> Result<Vec<Element<'_>>, WebDriverError> {
+        let found = self.session_command(
+            "POST",
+            "/elements",
+            Some(json!({"using": "css selector", "value": selector})),
+        )?;
+        Ok(found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|element| element[ELEMENT_KEY].as_str())
+            .map(|id| Element {
+                browser: self,
+                id: id.to_string(),
+            })
+            .collect())
+    }
+
     /// Saves what the window shows as a PNG at `path` (its directory made if need be).
     pub fn screenshot(&self, path: &Path) -> Result<(), WebDriverError> {
         let encoded = self.session_command("GET", "/screenshot", None)?;
@@ -270,6 +289,12 @@ impl Element<'_> {
         self.command("POST", "/clear", Some(json!({})))?;
         self.command("POST", "/value", Some(json!({ "text": text })))
             .map(drop)
+    }
+
+    /// Its attribute `name`, if it has one.
+    pub fn attribute(&self, name: &str) -> Result<Option<String>, WebDriverError> {
+        let value = self.command("GET", &format!("/attribute/{name}"), None)?;
+        Ok(value.as_str().map(str::to_string))
     }
 
     /// Its rendered text.

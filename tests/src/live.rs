@@ -49,9 +49,20 @@ impl LiveVigil {
     /// `vigil run` on `iface` (generic XDP) with its data dir `dir/data` and its management API
     /// on 127.0.0.1:8470 with `token`, over HTTPS (see [`https_api_section`]).
     pub fn with_https_api(ns: &Netns, iface: &str, dir: &Path, token: &str) -> LiveVigil {
-        let config = dir.join("vigil.toml");
-        std::fs::write(&config, https_api_section(token)).expect("config");
-        LiveVigil::with_config(ns, iface, dir, &config, &["--mode", "generic"])
+        LiveVigil::with_https_api_and(ns, iface, dir, token, "")
+    }
+
+    /// Like [`LiveVigil::with_https_api`] with `config` (TOML) added to its config file.
+    pub fn with_https_api_and(
+        ns: &Netns,
+        iface: &str,
+        dir: &Path,
+        token: &str,
+        config: &str,
+    ) -> LiveVigil {
+        let path = dir.join("vigil.toml");
+        std::fs::write(&path, https_api_section(token) + config).expect("config");
+        LiveVigil::with_config(ns, iface, dir, &path, &["--mode", "generic"])
     }
 
     /// `vigil run` on `iface` with the config file `config`, the signed development plugins and
@@ -77,6 +88,17 @@ impl LiveVigil {
         ];
         args.extend_from_slice(extra);
         LiveVigil::start(ns, &args)
+    }
+
+    /// The SHA-256 fingerprint of the API's certificate, as the appliance logged it on start.
+    pub fn fingerprint(&mut self) -> String {
+        let line = self
+            .log()
+            .iter()
+            .find(|line| line.contains("SHA-256 fingerprint"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no fingerprint logged: {:#?}", self.log()));
+        line.rsplit(' ').next().expect("a word").to_string()
     }
 
     /// `ip netns exec NS vigil run ARGS`, waiting (up to 60 s) until it captures.

@@ -93,16 +93,6 @@ fn openssl_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// The fingerprint the daemon logged at start.
-fn logged_fingerprint(vigil: &mut LiveVigil) -> String {
-    let line = vigil
-        .log()
-        .iter()
-        .find(|line| line.contains("SHA-256 fingerprint"))
-        .cloned()
-        .unwrap_or_else(|| panic!("no fingerprint logged: {:#?}", vigil.log()));
-    line.rsplit(' ').next().expect("a word").to_string()
-}
-
 struct Appliance {
     vigil: LiveVigil,
     pair: VethPair,
@@ -149,7 +139,7 @@ fn the_api_serves_https_with_its_own_certificate_and_takes_the_operators() {
 
     // The certificate made on first start: the one logged, its key for root only.
     let made = openssl_fingerprint(&appliance.cert());
-    assert_eq!(logged_fingerprint(&mut appliance.vigil), made);
+    assert_eq!(appliance.vigil.fingerprint(), made);
     let key = appliance.work.path().join("data/tls/key.pem");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&key).expect("key.pem").permissions(),
