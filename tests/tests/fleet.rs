@@ -234,7 +234,7 @@ fn an_appliance_publishes_only_as_itself_under_the_shipped_accounts() {
         "kept for a start with the right credentials: {log}"
     );
 
-    // The reader cannot publish bundles, the vendor can.
+    // Neither the reader nor an appliance can publish bundles, the vendor can.
     let bundle = vigil_tests::workspace::plugin_dir().join("network-scan.vbundle");
     let publish = |user: &str, password: &str| {
         vigil(&[
@@ -249,13 +249,29 @@ fn an_appliance_publishes_only_as_itself_under_the_shipped_accounts() {
             bundle.to_str().expect("utf-8"),
         ])
     };
-    let refused = publish("reader", "reader-secret");
-    assert!(!refused.status.success());
-    assert!(
-        stderr_of(&refused).contains("Permissions Violation"),
-        "{}",
-        stderr_of(&refused)
+    let refused_with = |out: &Output, subject: &str| {
+        assert!(!out.status.success());
+        let violation = format!("Permissions Violation for Publish to \"{subject}");
+        assert!(stderr_of(out).contains(&violation), "{}", stderr_of(out));
+    };
+    // The reader may not even look at the bundle store; an appliance reads it, but not write.
+    refused_with(
+        &publish("reader", "reader-secret"),
+        "$JS.API.STREAM.INFO.OBJ_vigil-bundles",
     );
+    refused_with(&publish("lab-a1", "a1-secret"), "$O.vigil-bundles.");
+    // An appliance cannot read the fleet's alerts either.
+    let reading = vigil(&[
+        "fleet",
+        "alerts",
+        "--url",
+        &url,
+        "--user",
+        "lab-a1",
+        "--password",
+        "a1-secret",
+    ]);
+    refused_with(&reading, "$JS.API.STREAM.INFO.VIGIL");
     let published = publish("vendor", "vendor-secret");
     assert!(published.status.success(), "{}", stderr_of(&published));
 }
