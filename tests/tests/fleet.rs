@@ -13,8 +13,8 @@ use vigil_tests::live::{skip_live, LiveVigil};
 use vigil_tests::nats::{NatsCluster, NatsServer};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{
-    build_bundle, dev_signer_key, eve_records, plugin_dir, root, saved_actions, tamper_wasm, vigil,
-    vigil_bin, vigil_ok, TempDir,
+    build_bundle, dev_signer_key, eve_records, model_update_bundle, plugin_dir, root,
+    saved_actions, tamper_wasm, vigil, vigil_bin, vigil_ok, TempDir,
 };
 
 /// `[fleet]` for appliance `name` at site `lab`, with `extra` keys (credentials).
@@ -490,6 +490,21 @@ fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_b
         .map(|(data, _)| files_under(&data.join("bundles")))
         .collect();
     assert!(before == after, "refused updates changed nothing on disk");
+
+    // A model update (new config, same code) travels the same way.
+    let model = work.path().join("network-scan-0.2.1.vbundle");
+    let config = r#"{"threshold": 10000, "min_ports": 3}"#;
+    model_update_bundle(
+        "network-scan",
+        "0.2.1",
+        config,
+        &[&dev_signer_key()],
+        &model,
+    );
+    publish(&model);
+    wait_for_status(&fleet, &url, "both run the model update 0.2.1", |s| {
+        s["plugins"]["network-scan"] == "0.2.1"
+    });
     for (_, live) in appliances {
         assert!(live.stop().success());
     }
