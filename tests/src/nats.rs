@@ -1,6 +1,6 @@
 //! A real `nats-server` with JetStream for the fleet tests: on a free loopback port (of the host,
 //! or of a namespace a test made), its store in a temp dir, killed and restarted on demand, and
-//! killed when the test ends.
+//! killed when the test ends; and a cluster of three of them.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::netns::Netns;
+use crate::netns::{thread_in, Netns};
 
 pub struct NatsServer {
     child: Option<Child>,
@@ -17,6 +17,8 @@ pub struct NatsServer {
     netns: Option<String>,
     env: Vec<(String, String)>,
     pub port: u16,
+    /// Its monitoring endpoint's port (`/connz`).
+    monitor_port: u16,
 }
 
 /// A loopback port nobody listens on now.
@@ -38,10 +40,11 @@ impl NatsServer {
         netns: Option<&Netns>,
     ) -> NatsServer {
         std::fs::create_dir_all(dir).expect("server dir");
-        let port = free_port();
+        let (port, monitor_port) = (free_port(), free_port());
         let conf = dir.join("server.conf");
         let text = format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{extra}\n",
+            "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
+             jetstream {{ store_dir: {:?} }}\n{extra}\n",
             dir.join("js")
         );
         std::fs::write(&conf, text).expect("server config");
@@ -54,6 +57,7 @@ impl NatsServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             port,
+            monitor_port,
         };
         server.restart();
         server
@@ -61,6 +65,23 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The names of the clients connected to it now, as they gave them (`/connz`).
+    pub fn client_names(&self) -> Vec<String> {
+        let addr = format!("127.0.0.1:{}", self.monitor_port);
+        let get = move || crate::http::request(&addr, "GET", "/connz?limit=1024", None, b"");
+        let answer = match &self.netns {
+            Some(ns) => thread_in(ns, get).join().expect("connz thread"),
+            None => get(),
+        }
+        .expect("nats-server's /connz");
+        answer.json()["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// SIGKILL: no goodbye to clients, no flush (a crash or a power cut of the broker).
@@ -118,5 +139,44 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Three `nats-server` nodes clustered on loopback (in `netns` if given), JetStream on each.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the nodes `n0`..`n2` under `dir`; returns once each is ready (the JetStream leader
+    /// may be elected later: retry the first request).
+    pub fn start(dir: &Path, netns: Option<&Netns>) -> NatsCluster {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = (0..3)
+            .map(|i| {
+                let others: Vec<String> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
+                    .collect();
+                let extra = format!(
+                    "server_name: n{i}\ncluster {{ name: vigil, listen: 127.0.0.1:{}, routes: [{}] }}",
+                    routes[i],
+                    others.join(", ")
+                );
+                NatsServer::start(&dir.join(format!("n{i}")), &extra, &[], netns)
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated, as `[fleet] url` takes them.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

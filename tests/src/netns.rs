@@ -137,7 +137,7 @@ impl Netns {
 
     /// The namespace's bind mount, which `setns()` opens.
     pub fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(&self.name)
+        path_of(&self.name)
     }
 
     /// Runs `program args..` inside the namespace and waits for it; returns its stdout.
@@ -175,20 +175,34 @@ impl Netns {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let path = self.path();
-        let file = File::open(&path)
-            .unwrap_or_else(|e| panic!("opening network namespace {}: {e}", path.display()));
-        std::thread::Builder::new()
-            .name(format!("in-{}", self.name))
-            .spawn(move || {
-                enter(&file).unwrap_or_else(|e| {
-                    panic!("entering network namespace {}: {e}", path.display())
-                });
-                drop(file);
-                f()
-            })
-            .expect("spawning a thread")
+        thread_in(&self.name, f)
     }
+}
+
+/// The bind mount of namespace `name`.
+fn path_of(name: &str) -> PathBuf {
+    PathBuf::from("/var/run/netns").join(name)
+}
+
+/// [`Netns::thread`] for a namespace known by name (a helper that keeps only the name, such as a
+/// server it started there).
+pub fn thread_in<T, F>(name: &str, f: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let path = path_of(name);
+    let file = File::open(&path)
+        .unwrap_or_else(|e| panic!("opening network namespace {}: {e}", path.display()));
+    std::thread::Builder::new()
+        .name(format!("in-{name}"))
+        .spawn(move || {
+            enter(&file)
+                .unwrap_or_else(|e| panic!("entering network namespace {}: {e}", path.display()));
+            drop(file);
+            f()
+        })
+        .expect("spawning a thread")
 }
 
 fn enter(ns: &File) -> io::Result<()> {

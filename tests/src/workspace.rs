@@ -261,6 +261,30 @@ pub fn bundle_module(module: &Path, version: &str, keys: &[&Path], out: &Path) {
     }
 }
 
+/// A model update (new config for the built `plugin`'s code) at `version`, with `config` (JSON),
+/// signed by each of `keys`, written to `out` (the config beside it).
+pub fn model_update_bundle(plugin: &str, version: &str, config: &str, keys: &[&Path], out: &Path) {
+    let text = |path: &Path| path.to_str().expect("utf-8 path").to_string();
+    let file = out.with_extension("json");
+    std::fs::write(&file, config).expect("config file");
+    vigil_ok(&[
+        "bundle",
+        "build",
+        "--config-update",
+        "--for",
+        &text(&plugin_module(plugin)),
+        "--config",
+        &text(&file),
+        "--version",
+        version,
+        "--out",
+        &text(out),
+    ]);
+    for key in keys {
+        vigil_ok(&["bundle", "sign", "--key", &text(key), &text(out)]);
+    }
+}
+
 /// Flips one byte of the wasm inside the bundle file at `path` (the wasm sits between the
 /// manifest and the signatures at the end), writing the result to `out`.
 pub fn tamper_wasm(path: &Path, out: &Path) {

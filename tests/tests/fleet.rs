@@ -2,6 +2,7 @@
 //! export through a broker crash, and the broker's permissions keep each appliance to its own
 //! subjects.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,11 +10,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::lab::fixture;
 use vigil_tests::live::{skip_live, LiveVigil};
-use vigil_tests::nats::{free_port, NatsServer};
+use vigil_tests::nats::{NatsCluster, NatsServer};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{
-    build_bundle, dev_signer_key, eve_records, plugin_dir, root, saved_actions, tamper_wasm, vigil,
-    vigil_bin, vigil_ok, TempDir,
+    build_bundle, dev_signer_key, eve_records, model_update_bundle, plugin_dir, root,
+    saved_actions, tamper_wasm, vigil, vigil_bin, vigil_ok, TempDir,
 };
 
 /// `[fleet]` for appliance `name` at site `lab`, with `extra` keys (credentials).
@@ -233,7 +234,7 @@ fn an_appliance_publishes_only_as_itself_under_the_shipped_accounts() {
         "kept for a start with the right credentials: {log}"
     );
 
-    // The reader cannot publish bundles, the vendor can.
+    // Neither the reader nor an appliance can publish bundles, the vendor can.
     let bundle = vigil_tests::workspace::plugin_dir().join("network-scan.vbundle");
     let publish = |user: &str, password: &str| {
         vigil(&[
@@ -248,13 +249,29 @@ fn an_appliance_publishes_only_as_itself_under_the_shipped_accounts() {
             bundle.to_str().expect("utf-8"),
         ])
     };
-    let refused = publish("reader", "reader-secret");
-    assert!(!refused.status.success());
-    assert!(
-        stderr_of(&refused).contains("Permissions Violation"),
-        "{}",
-        stderr_of(&refused)
+    let refused_with = |out: &Output, subject: &str| {
+        assert!(!out.status.success());
+        let violation = format!("Permissions Violation for Publish to \"{subject}");
+        assert!(stderr_of(out).contains(&violation), "{}", stderr_of(out));
+    };
+    // The reader may not even look at the bundle store; an appliance reads it, but not write.
+    refused_with(
+        &publish("reader", "reader-secret"),
+        "$JS.API.STREAM.INFO.OBJ_vigil-bundles",
     );
+    refused_with(&publish("lab-a1", "a1-secret"), "$O.vigil-bundles.");
+    // An appliance cannot read the fleet's alerts either.
+    let reading = vigil(&[
+        "fleet",
+        "alerts",
+        "--url",
+        &url,
+        "--user",
+        "lab-a1",
+        "--password",
+        "a1-secret",
+    ]);
+    refused_with(&reading, "$JS.API.STREAM.INFO.VIGIL");
     let published = publish("vendor", "vendor-secret");
     assert!(published.status.success(), "{}", stderr_of(&published));
 }
@@ -281,16 +298,36 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
-/// `vigil fleet status --json` run in `ns`: each appliance's status by name.
-fn fleet_status(ns: &Netns, url: &str) -> std::collections::BTreeMap<String, Value> {
+/// `vigil ARGS` run in `ns`: its stdout; a failure panics with its stderr.
+fn vigil_in(ns: &Netns, args: &[&str]) -> String {
+    try_vigil_in(ns, args).unwrap_or_else(|err| panic!("vigil {args:?}: {err}"))
+}
+
+/// `vigil ARGS` run in `ns`: its stdout, or why it failed.
+fn try_vigil_in(ns: &Netns, args: &[&str]) -> Result<String, String> {
     let bin = vigil_bin();
-    let out = ns
-        .run(
-            bin.to_str().expect("utf-8"),
-            &["fleet", "status", "--json", "--url", url],
-        )
-        .expect("vigil fleet status");
-    out.lines()
+    ns.run(bin.to_str().expect("utf-8"), args)
+        .map_err(|err| err.to_string())
+}
+
+/// Retries `attempt` (up to 60 s) until it succeeds: a cluster answers once it elected the
+/// leaders of what the request touches.
+fn until_ok(what: &str, attempt: impl Fn() -> Result<String, String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match attempt() {
+            Ok(out) => return out,
+            Err(err) => assert!(Instant::now() < deadline, "{what}: {err}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `vigil fleet status --json` run in `ns`: each appliance's status by name.
+fn fleet_status(ns: &Netns, url: &str) -> Result<BTreeMap<String, Value>, String> {
+    let out = try_vigil_in(ns, &["fleet", "status", "--json", "--url", url])?;
+    Ok(out
+        .lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
         .map(|status| {
             (
@@ -298,74 +335,66 @@ fn fleet_status(ns: &Netns, url: &str) -> std::collections::BTreeMap<String, Val
                 status,
             )
         })
-        .collect()
+        .collect())
 }
 
-/// Waits (up to 60 s) until every appliance's status passes `done`; returns the statuses.
+/// Waits (up to 60 s) until both appliances' statuses pass `done`; returns the statuses.
 fn wait_for_status(
     ns: &Netns,
     url: &str,
     what: &str,
     done: impl Fn(&Value) -> bool,
-) -> std::collections::BTreeMap<String, Value> {
+) -> BTreeMap<String, Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let statuses = fleet_status(ns, url);
-        if statuses.len() == 2 && statuses.values().all(&done) {
-            return statuses;
+        if let Ok(statuses) = &statuses {
+            if statuses.len() == 2 && statuses.values().all(&done) {
+                return statuses.clone();
+            }
         }
         assert!(Instant::now() < deadline, "{what}: {statuses:#?}");
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
-#[test]
-fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_by_each() {
-    if skip_live() {
-        return;
-    }
-    let fleet = Netns::unique().expect("namespace");
-    let peer = Netns::unique().expect("namespace");
-    let names = [
-        (unique_name(), unique_name()),
-        (unique_name(), unique_name()),
-    ];
-    let pairs: Vec<VethPair> = names
-        .iter()
-        .enumerate()
-        .map(|(i, (a, b))| {
+fn text(path: &Path) -> String {
+    path.to_str().expect("utf-8").to_string()
+}
+
+/// Two appliances `a1` and `a2` running live (`vigil run`) in `fleet`, each on its own veth
+/// pair to `peer` (10.`subnet`.N.0/24), with `[fleet] url` and their data dirs under `work`;
+/// pings from `peer` keep traffic flowing through them. Drop the appliances before the pairs.
+fn live_appliances(
+    fleet: &Netns,
+    peer: &Netns,
+    subnet: u8,
+    work: &Path,
+    url: &str,
+) -> (Vec<VethPair>, Vec<(PathBuf, LiveVigil)>) {
+    let pairs: Vec<VethPair> = (0..2)
+        .map(|i| {
             let pair = VethPair::new(
-                &fleet,
-                a,
-                &peer,
-                b,
-                &format!("10.204.{i}.1/24"),
-                &format!("10.204.{i}.2/24"),
+                fleet,
+                &unique_name(),
+                peer,
+                &unique_name(),
+                &format!("10.{subnet}.{i}.1/24"),
+                &format!("10.{subnet}.{i}.2/24"),
             )
             .expect("veth pair");
             pair.pin_neighbours().expect("neighbours");
             pair
         })
         .collect();
-    let work = TempDir::new("fleet-updates");
-    let server = NatsServer::start(&work.path().join("nats"), "", &[], Some(&fleet));
-    let url = server.url();
-    let bin = vigil_bin();
-    let vigil_in = |args: &[&str]| {
-        fleet
-            .run(bin.to_str().expect("utf-8"), args)
-            .unwrap_or_else(|err| panic!("vigil {args:?}: {err}"))
-    };
-    vigil_in(&["fleet", "init", "--url", &url]);
-    let text = |p: &Path| p.to_str().expect("utf-8").to_string();
-    let appliances: Vec<(PathBuf, LiveVigil)> = ["a1", "a2"]
+    let appliances = ["a1", "a2"]
         .iter()
         .zip(&pairs)
         .map(|(name, pair)| {
-            let data = work.path().join(name);
-            let config = fleet_config(work.path(), name, &url, "");
+            let data = work.join(name);
+            let config = fleet_config(work, name, url, "");
             let live = LiveVigil::start(
-                &fleet,
+                fleet,
                 &[
                     "--iface",
                     pair.if_a(),
@@ -382,16 +411,36 @@ fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_b
             (data, live)
         })
         .collect();
-    // Traffic flows through every update.
     for pair in &pairs {
         peer.spawn("ping", &["-q", "-i", "0.01", &pair.ip_a().to_string()])
             .expect("ping");
     }
+    (pairs, appliances)
+}
 
-    let publish = |bundle: &Path| vigil_in(&["fleet", "publish", "--url", &url, &text(bundle)]);
-    let newer = work.path().join("network-scan-0.2.0.vbundle");
-    build_bundle("network-scan", "0.2.0", &[&dev_signer_key()], &newer);
-    publish(&newer);
+/// `network-scan` at `version`, signed by the development key, under `work`.
+fn scan_bundle(work: &Path, version: &str) -> PathBuf {
+    let bundle = work.join(format!("network-scan-{version}.vbundle"));
+    build_bundle("network-scan", version, &[&dev_signer_key()], &bundle);
+    bundle
+}
+
+#[test]
+fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_by_each() {
+    if skip_live() {
+        return;
+    }
+    let fleet = Netns::unique().expect("namespace");
+    let peer = Netns::unique().expect("namespace");
+    let work = TempDir::new("fleet-updates");
+    let server = NatsServer::start(&work.path().join("nats"), "", &[], Some(&fleet));
+    let url = server.url();
+    vigil_in(&fleet, &["fleet", "init", "--url", &url]);
+    let (_pairs, appliances) = live_appliances(&fleet, &peer, 204, work.path(), &url);
+
+    let publish =
+        |bundle: &Path| vigil_in(&fleet, &["fleet", "publish", "--url", &url, &text(bundle)]);
+    publish(&scan_bundle(work.path(), "0.2.0"));
     // The heartbeat says what the capture saw and lost, beside the versions.
     wait_for_status(&fleet, &url, "both run network-scan 0.2.0", |s| {
         s["plugins"]["network-scan"] == "0.2.0"
@@ -404,12 +453,10 @@ fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_b
         .collect();
 
     // A tampered bundle, an older version and a stranger's signature: each refused by both.
-    let signed = work.path().join("network-scan-0.3.0.vbundle");
-    build_bundle("network-scan", "0.3.0", &[&dev_signer_key()], &signed);
+    let signed = scan_bundle(work.path(), "0.3.0");
     let tampered = work.path().join("tampered.vbundle");
     tamper_wasm(&signed, &tampered);
-    let older = work.path().join("network-scan-0.1.9.vbundle");
-    build_bundle("network-scan", "0.1.9", &[&dev_signer_key()], &older);
+    let older = scan_bundle(work.path(), "0.1.9");
     let stranger_key = work.path().join("stranger.key");
     vigil_ok(&["key", "generate", "--out", &text(&stranger_key)]);
     let stranger = work.path().join("network-scan-0.4.0.vbundle");
@@ -436,54 +483,57 @@ fn a_published_update_reaches_both_running_appliances_and_bad_ones_are_refused_b
             );
         }
     }
-    let table = vigil_in(&["fleet", "status", "--url", &url]);
+    let table = vigil_in(&fleet, &["fleet", "status", "--url", &url]);
     assert!(table.contains("refused network-scan-0.1.9"), "{table}");
     let after: Vec<_> = appliances
         .iter()
         .map(|(data, _)| files_under(&data.join("bundles")))
         .collect();
     assert!(before == after, "refused updates changed nothing on disk");
+
+    // A model update (new config, same code) travels the same way.
+    let model = work.path().join("network-scan-0.2.1.vbundle");
+    let config = r#"{"threshold": 10000, "min_ports": 3}"#;
+    model_update_bundle(
+        "network-scan",
+        "0.2.1",
+        config,
+        &[&dev_signer_key()],
+        &model,
+    );
+    publish(&model);
+    wait_for_status(&fleet, &url, "both run the model update 0.2.1", |s| {
+        s["plugins"]["network-scan"] == "0.2.1"
+    });
     for (_, live) in appliances {
         assert!(live.stop().success());
     }
 }
 
+/// `vigil fleet init --replicas 3` through `url`, once the cluster elected its JetStream leader
+/// (after the nodes are ready); run in `ns` if given.
+fn init_cluster(url: &str, ns: Option<&Netns>) {
+    let args = ["fleet", "init", "--url", url, "--replicas", "3"];
+    until_ok("vigil fleet init on the cluster", || match ns {
+        Some(ns) => try_vigil_in(ns, &args),
+        None => {
+            let init = vigil(&args);
+            if init.status.success() {
+                Ok(String::new())
+            } else {
+                Err(stderr_of(&init))
+            }
+        }
+    });
+}
+
 #[test]
 fn a_three_node_cluster_loses_nothing_when_a_node_dies_during_export() {
     let dir = TempDir::new("fleet-cluster");
-    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<NatsServer> = (0..3)
-        .map(|i| {
-            let routes: Vec<String> = cluster_ports
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
-                .collect();
-            let extra = format!(
-                "server_name: n{i}\ncluster {{ name: vigil, listen: 127.0.0.1:{}, routes: [{}] }}",
-                cluster_ports[i],
-                routes.join(", ")
-            );
-            NatsServer::start(&dir.path().join(format!("n{i}")), &extra, &[], None)
-        })
-        .collect();
-    let url = nodes
-        .iter()
-        .map(NatsServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
-    let survivor = nodes[1].url();
-    // The cluster elects its JetStream leader after the nodes are ready.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let init = vigil(&["fleet", "init", "--url", &survivor, "--replicas", "3"]);
-        if init.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", stderr_of(&init));
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let mut cluster = NatsCluster::start(dir.path(), None);
+    let url = cluster.url();
+    let survivor = cluster.nodes[1].url();
+    init_cluster(&survivor, None);
     let pcaps = [
         fixture("lab", "baseline.pcap"),
         fixture("lab", "attack.pcap"),
@@ -505,7 +555,7 @@ fn a_three_node_cluster_loses_nothing_when_a_node_dies_during_export() {
         assert!(Instant::now() < deadline, "no alert reached the cluster");
         std::thread::sleep(Duration::from_millis(50));
     }
-    nodes[0].kill();
+    cluster.nodes[0].kill();
     // Readers wait out the election that may follow (consumers are created through the leader).
     let deadline = Instant::now() + Duration::from_secs(60);
     while !vigil(&["fleet", "alerts", "--url", &survivor, "--site", "lab"])
@@ -534,4 +584,67 @@ fn a_three_node_cluster_loses_nothing_when_a_node_dies_during_export() {
             "{name}: the same records in the same order"
         );
     }
+}
+
+#[test]
+fn a_three_node_cluster_keeps_updating_running_appliances_when_their_node_dies() {
+    if skip_live() {
+        return;
+    }
+    let fleet = Netns::unique().expect("namespace");
+    let peer = Netns::unique().expect("namespace");
+    let work = TempDir::new("fleet-cluster-updates");
+    let mut cluster = NatsCluster::start(&work.path().join("nats"), Some(&fleet));
+    let url = cluster.url();
+    init_cluster(&url, Some(&fleet));
+    let (_pairs, appliances) = live_appliances(&fleet, &peer, 205, work.path(), &url);
+    let publish = |url: &str, bundle: &Path| {
+        until_ok("vigil fleet publish", || {
+            try_vigil_in(&fleet, &["fleet", "publish", "--url", url, &text(bundle)])
+        })
+    };
+    publish(&url, &scan_bundle(work.path(), "0.2.0"));
+    wait_for_status(&fleet, &url, "both run network-scan 0.2.0", |s| {
+        s["plugins"]["network-scan"] == "0.2.0"
+    });
+
+    // Kill the node a1's update watcher is connected to (each connection names its appliance).
+    let watcher = "vigil vigil.lab.a1 updates";
+    let node = cluster
+        .nodes
+        .iter()
+        .position(|node| node.client_names().iter().any(|name| name == watcher))
+        .unwrap_or_else(|| panic!("no node serves {watcher:?}"));
+    cluster.nodes[node].kill();
+    let killed_at = unix_now();
+    let survivor = cluster.nodes[(node + 1) % 3].url();
+
+    // A new version published to what is left reaches both, and their heartbeats go on.
+    publish(&survivor, &scan_bundle(work.path(), "0.3.0"));
+    let statuses = wait_for_status(&fleet, &survivor, "both run network-scan 0.3.0", |s| {
+        s["plugins"]["network-scan"] == "0.3.0" && s["at"].as_u64() > Some(killed_at)
+    });
+    for (name, status) in &statuses {
+        assert_eq!(
+            status["refusals"].as_array().map(Vec::len),
+            Some(0),
+            "{name}: {status}"
+        );
+    }
+    for (name, (data, live)) in ["a1", "a2"].iter().zip(appliances) {
+        let record = std::fs::read(data.join("bundles/versions.json")).expect("versions.json");
+        let versions: Value = serde_json::from_slice(&record).expect("versions.json is JSON");
+        assert_eq!(
+            versions["network-scan"]["installed"]["version"], "0.3.0",
+            "{name} installed 0.3.0 on disk: {versions}"
+        );
+        assert!(live.stop().success());
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
 }

@@ -20,7 +20,7 @@ use vigil::store::Sink;
 use vigil_tests::guest;
 use vigil_tests::lab::{self, committed_labs, fixture};
 use vigil_tests::workspace::{
-    build_bundle, dev_signer_key, plugin_dir, plugin_module, target_dir, vigil_ok, TempDir,
+    build_bundle, dev_signer_key, model_update_bundle, plugin_dir, target_dir, TempDir,
 };
 
 /// (model, device, packet time) of every breach.
@@ -99,25 +99,7 @@ fn signed_bundle(dir: &Path, plugin: &str, version: &str, config: Option<&str>) 
     let out = dir.join(format!("{plugin}-{version}.vbundle"));
     let key = dev_signer_key();
     match config {
-        Some(json) => {
-            let file = dir.join(format!("{plugin}-{version}.json"));
-            std::fs::write(&file, json).expect("config file");
-            let text = |path: &Path| path.to_str().expect("utf-8").to_string();
-            vigil_ok(&[
-                "bundle",
-                "build",
-                "--config-update",
-                "--for",
-                &text(&plugin_module(plugin)),
-                "--config",
-                &text(&file),
-                "--version",
-                version,
-                "--out",
-                &text(&out),
-            ]);
-            vigil_ok(&["bundle", "sign", "--key", &text(&key), &text(&out)]);
-        }
+        Some(json) => model_update_bundle(plugin, version, json, &[&key], &out),
         None => build_bundle(plugin, version, &[&key], &out),
     }
     std::fs::read(&out).expect("bundle")

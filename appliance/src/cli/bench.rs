@@ -266,10 +266,26 @@ fn stage_rows(
             format!("not run: {err:#} (run ./setup.sh to sign the bundles)"),
         )),
     }
-    match super::bench_fleet::export_rate(dir, runs) {
-        Ok(row) => rows.push(row),
+    match super::bench_fleet::LoopbackBroker::start(dir) {
+        Ok(broker) => {
+            rows.push(or_not_run(
+                "fleet export, broker on loopback",
+                broker.export_rate(dir, runs),
+            ));
+            rows.push(or_not_run(
+                "vigil replay, fleet export on (broker on loopback)",
+                broker.capture_rate(replay, path, packets, runs),
+            ));
+        }
         Err(err) => rows.push((
-            "fleet export, broker on loopback".into(),
+            "fleet, broker on loopback".into(),
+            format!("not run: {err:#}"),
+        )),
+    }
+    match super::bench_fleet::publish_to_running(dir, scan_plugin, runs) {
+        Ok(more) => rows.extend(more),
+        Err(err) => rows.push((
+            "fleet publish -> running on N appliances".into(),
             format!("not run: {err:#}"),
         )),
     }
@@ -283,8 +299,13 @@ fn stage_rows(
     Ok(())
 }
 
+/// A figure's row, or why it was not measured.
+fn or_not_run(name: &str, row: anyhow::Result<(String, String)>) -> (String, String) {
+    row.unwrap_or_else(|err| (name.into(), format!("not run: {err:#}")))
+}
+
 /// One run of `vigil replay`.
-struct ReplayRun {
+pub(super) struct ReplayRun {
     /// Wall clock from spawn to exit.
     time: Duration,
     /// The child's peak resident set, KiB.
@@ -301,7 +322,7 @@ struct ReplayRun {
 /// of a warm-up run is linked into every data dir (an appliance compiles its plugins once), and
 /// the time of a replay of an empty capture, measured the same way, is the start-up left out of
 /// the packet rates.
-struct Replayer {
+pub(super) struct Replayer {
     exe: PathBuf,
     name: String,
     work: PathBuf,
@@ -339,19 +360,35 @@ impl Replayer {
         Ok(replayer)
     }
 
+    /// A replayer with the same compiled plugins and `config` (TOML) instead.
+    pub(super) fn sibling(&self, name: &str, config: &str, runs: u32) -> anyhow::Result<Replayer> {
+        let path = self.work.join(format!("{name}.toml"));
+        std::fs::write(&path, config)?;
+        let mut sibling = Replayer {
+            exe: self.exe.clone(),
+            name: name.to_string(),
+            work: self.work.clone(),
+            config: Some(path),
+            cache: self.cache.clone(),
+            startup: Duration::ZERO,
+        };
+        sibling.startup = sibling.median(&self.work.join("empty.pcap"), runs)?.0.time;
+        Ok(sibling)
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.work.join(format!("{}-data", self.name))
     }
 
     /// A run's time without the start-up.
-    fn packet_time(&self, run: &ReplayRun) -> Duration {
+    pub(super) fn packet_time(&self, run: &ReplayRun) -> Duration {
         run.time
             .saturating_sub(self.startup)
             .max(Duration::from_micros(1))
     }
 
     /// The median run of `runs` (after a warm-up), and the highest peak RSS of them, KiB.
-    fn median(&self, capture: &Path, runs: u32) -> anyhow::Result<(ReplayRun, u64)> {
+    pub(super) fn median(&self, capture: &Path, runs: u32) -> anyhow::Result<(ReplayRun, u64)> {
         self.run(capture)?;
         let mut all = (0..runs)
             .map(|_| self.run(capture))
@@ -362,7 +399,7 @@ impl Replayer {
         Ok((median, peak))
     }
 
-    fn run(&self, capture: &Path) -> anyhow::Result<ReplayRun> {
+    pub(super) fn run(&self, capture: &Path) -> anyhow::Result<ReplayRun> {
         let data = self.data_dir();
         if data.exists() {
             std::fs::remove_dir_all(&data)
@@ -370,15 +407,7 @@ impl Replayer {
         }
         std::fs::create_dir_all(&data)?;
         if self.cache.is_dir() {
-            let cache = data.join("cache");
-            std::fs::create_dir_all(&cache)?;
-            for entry in std::fs::read_dir(&self.cache)? {
-                let entry = entry?;
-                let to = cache.join(entry.file_name());
-                if std::fs::hard_link(entry.path(), &to).is_err() {
-                    std::fs::copy(entry.path(), &to)?;
-                }
-            }
+            link_cache(&self.cache, &data)?;
         }
         let log_path = self.work.join(format!("{}.log", self.name));
         let mut command = Command::new(&self.exe);
@@ -409,6 +438,21 @@ impl Replayer {
             breaches,
         })
     }
+}
+
+/// Gives `data_dir` the compiled plugin code in `cache` (hard links where it can), as an
+/// appliance has it after its first start.
+pub(super) fn link_cache(cache: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let to_dir = data_dir.join("cache");
+    std::fs::create_dir_all(&to_dir)?;
+    for entry in std::fs::read_dir(cache).with_context(|| format!("reading {}", cache.display()))? {
+        let entry = entry?;
+        let to = to_dir.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &to).is_err() {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits for `child` and returns its wait status and resource usage.
@@ -450,7 +494,7 @@ fn eve_breaches(path: &Path) -> anyhow::Result<(u64, u64)> {
     Ok((bytes, breaches))
 }
 
-fn row(
+pub(super) fn row(
     name: &str,
     count: usize,
     unit: &str,

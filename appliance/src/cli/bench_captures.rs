@@ -444,7 +444,7 @@ impl Drop for HttpLab {
     }
 }
 
-struct KillOnDrop(Child);
+pub(super) struct KillOnDrop(pub(super) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -482,7 +482,7 @@ impl Drop for Tcpdump {
     }
 }
 
-fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(super) fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
     let start = Instant::now();
     while !ready() {
         anyhow::ensure!(start.elapsed() < limit, "not ready after {limit:?}");
@@ -491,11 +491,11 @@ fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Resul
     Ok(())
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<String> {
+pub(super) fn ip(args: &[&str]) -> anyhow::Result<String> {
     run("ip", args)
 }
 
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(super) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(program)
         .args(args.iter().map(OsStr::new))
         .stdin(Stdio::null())

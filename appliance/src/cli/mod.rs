@@ -5,6 +5,7 @@ mod bench;
 mod bench_captures;
 mod bench_checkpoints;
 mod bench_fleet;
+mod bench_fleet_lab;
 mod bench_fragments;
 mod bench_learning;
 mod bench_respond;

@@ -116,26 +116,35 @@ impl Watcher {
                     continue;
                 }
             };
-            if !self.handled.insert(wanted.object.clone()) {
+            if self.handled.contains(&wanted.object) {
                 continue;
             }
-            match self.fetch(&bundles, &wanted.object).await {
-                Ok(bytes) => {
-                    let answer = self.ask(Request::Install(bytes)).await?;
-                    if answer.status == 200 {
-                        tracing::info!(
-                            "fleet update {} {}: {}",
-                            wanted.plugin,
-                            wanted.version,
-                            answer.body["installed"]
-                        );
-                    } else {
-                        let reason = answer.body["error"].as_str().unwrap_or("refused");
-                        tracing::warn!("fleet update {} refused: {reason}", wanted.object);
-                        self.refuse(&wanted.object, reason);
-                    }
+            let bytes = match self.fetch(&bundles, &wanted.object).await {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    tracing::warn!("fleet update {}: {err:#}", wanted.object);
+                    // Perhaps only the broker's node going away: shown, and tried again on
+                    // the next watch rather than given up for this run.
+                    self.refuse(&wanted.object, &format!("{err:#}"));
+                    self.report(&results).await?;
+                    return Err(err);
                 }
-                Err(err) => self.refuse(&wanted.object, &format!("{err:#}")),
+            };
+            self.handled.insert(wanted.object.clone());
+            let answer = self.ask(Request::Install(bytes)).await?;
+            if answer.status == 200 {
+                tracing::info!(
+                    "fleet update {} {}: {}",
+                    wanted.plugin,
+                    wanted.version,
+                    answer.body["installed"]
+                );
+                self.refusals
+                    .retain(|r| r["bundle"] != wanted.object.as_str());
+            } else {
+                let reason = answer.body["error"].as_str().unwrap_or("refused");
+                tracing::warn!("fleet update {} refused: {reason}", wanted.object);
+                self.refuse(&wanted.object, reason);
             }
             self.report(&results).await?;
         }
@@ -183,7 +192,10 @@ impl Watcher {
         Ok(answer.await?)
     }
 
+    /// Records a refusal; the same one again (a fetch retried) only moves its time.
     fn refuse(&mut self, what: &str, reason: &str) {
+        self.refusals
+            .retain(|r| r["bundle"] != what || r["reason"] != reason);
         self.refusals.push(json!({
             "bundle": what,
             "reason": reason,
