@@ -6,58 +6,22 @@
 //!
 //! `cargo bench -p vigil-tests --bench xdp_queues` (after ./setup.sh).
 
-use std::net::{Ipv4Addr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use vigil::capture::xdp::{DropAll, XdpMode};
 use vigil_tests::live::{api_status, LiveVigil};
+use vigil_tests::load::udp_flood;
 use vigil_tests::netns::{skip_without_root, unique_name, Netns, VethPair};
 use vigil_tests::workspace::TempDir;
 
 const QUEUES: u32 = 4;
-/// Sender threads (the machine's cores are shared with the receiver) and sockets per thread.
-const THREADS: usize = 2;
-const SOCKETS: usize = 8;
 const SECONDS: u64 = 3;
-const PAYLOAD: [u8; 64] = [0x5a; 64];
 const TOKEN: &str = "bench-queues-token-9c2d41";
 
-/// Sends datagrams to `target` for `SECONDS` from `ns`, at `rate` per second in all (as fast as
-/// it can with `None`); returns how many were sent.
+/// Datagrams to `target` for [`SECONDS`] from `ns` (see [`udp_flood`]).
 fn send(ns: &Netns, from: Ipv4Addr, target: Ipv4Addr, rate: Option<u64>) -> u64 {
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
-            ns.thread(move || {
-                let sockets: Vec<UdpSocket> = (0..SOCKETS)
-                    .map(|_| {
-                        let socket = UdpSocket::bind((from, 0)).expect("bind");
-                        socket.connect((target, 9)).expect("connect");
-                        socket
-                    })
-                    .collect();
-                let per_thread = rate.map(|r| r / THREADS as u64);
-                let start = Instant::now();
-                let end = start + Duration::from_secs(SECONDS);
-                let mut sent = 0u64;
-                while Instant::now() < end {
-                    for socket in &sockets {
-                        // A full socket buffer is a loss on the sender's side, not counted.
-                        if socket.send(&PAYLOAD).is_ok() {
-                            sent += 1;
-                        }
-                    }
-                    if let Some(rate) = per_thread {
-                        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                        if let Some(ahead) = due.checked_sub(start.elapsed()) {
-                            std::thread::sleep(ahead);
-                        }
-                    }
-                }
-                sent
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().expect("sender")).sum()
+    udp_flood(ns, from, target, rate, Duration::from_secs(SECONDS))
 }
 
 /// veth's per-queue counter `rx_queue_N_<name>`, summed over the queues.

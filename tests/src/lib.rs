@@ -6,6 +6,7 @@ pub mod guest;
 pub mod http;
 pub mod lab;
 pub mod live;
+pub mod load;
 pub mod logs;
 pub mod nats;
 pub mod netns;
