@@ -1,7 +1,8 @@
 //! The flashable image (issue 7), built by `image/build.sh` and booted in qemu under software
 //! emulation with UEFI firmware: twice-built bytes are identical; the appliance boots from a
 //! dm-verity-checked read-only root, captures a real nmap scan on its virtio port in AF_XDP copy
-//! mode and serves the breach over its management API; refused core updates write nothing; an
+//! mode and serves the breach over its management API (HTTPS only, known by the certificate
+//! fingerprint it logs on the console); refused core updates write nothing; an
 //! update that never comes up healthy falls back to slot A on the next boot; a good one boots
 //! from slot B; a root with one byte flipped never starts anything; under Secure Boot with an
 //! owner's keys enrolled, an image signed with them boots and one boot entry swapped for an
@@ -184,48 +185,72 @@ fn slot_untouched(disk: &Path, name: &str) -> bool {
     true
 }
 
-fn vigil_in(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(vigil_bin())
-        .args(args)
-        .args([
-            "--to",
-            &format!("http://{APPLIANCE_MGMT}:8470"),
-            "--token",
-            TOKEN,
-        ])
-        .output()
-        .expect("vigil runs")
+/// The booted appliance's management API, reached over HTTPS from `ns` and known by the
+/// certificate fingerprint it logged on the console.
+struct Api<'a> {
+    ns: &'a Netns,
+    fingerprint: String,
 }
 
-fn status(ns: &Netns) -> Value {
-    let out = vigil_in(ns, &["image", "status"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status json")
-}
+impl Api<'_> {
+    /// The API of the appliance booted in `vm`, once it logged its certificate's fingerprint.
+    fn of<'a>(ns: &'a Netns, vm: &Vm) -> Api<'a> {
+        let console = vm.console();
+        let fingerprint = console
+            .lines()
+            .filter_map(|line| line.split_once("certificate SHA-256 fingerprint "))
+            .map(|(_, fingerprint)| fingerprint.trim().to_string())
+            .next_back()
+            .unwrap_or_else(|| panic!("no certificate fingerprint on the console:\n{console}"));
+        // After the merge with the console (issue 17 item 2): sign in to it here over HTTPS.
+        Api { ns, fingerprint }
+    }
 
-fn apply(ns: &Netns, update: &Path) -> Output {
-    vigil_in(ns, &["image", "apply", &update.display().to_string()])
-}
+    fn vigil(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", self.ns.name()])
+            .arg(vigil_bin())
+            .args(args)
+            .args([
+                "--to",
+                &format!("https://{APPLIANCE_MGMT}:8470"),
+                "--fingerprint",
+                &self.fingerprint,
+                "--token",
+                TOKEN,
+            ])
+            .output()
+            .expect("vigil runs")
+    }
 
-/// The appliance's newest alerts, through its management API.
-fn alerts(ns: &Netns) -> Vec<Value> {
-    let out = vigil_in(ns, &["alerts"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .collect()
+    fn status(&self) -> Value {
+        let out = self.vigil(&["image", "status"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    fn apply(&self, update: &Path) -> Output {
+        self.vigil(&["image", "apply", &update.display().to_string()])
+    }
+
+    /// The appliance's newest alerts.
+    fn alerts(&self) -> Vec<Value> {
+        let out = self.vigil(&["alerts"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .collect()
+    }
 }
 
 /// Scans `ports` from the namespace, again every few seconds, until `found` picks its answer
 /// out of the appliance's alerts; panics with `what` after `wait`.
 fn scan_until<T>(
-    ns: &Netns,
+    api: &Api,
     ports: &str,
     wait: Duration,
     what: &str,
@@ -233,8 +258,8 @@ fn scan_until<T>(
 ) -> T {
     let deadline = Instant::now() + wait;
     loop {
-        syn_scan(ns, SCANNED, ports);
-        if let Some(answer) = found(&alerts(ns)) {
+        syn_scan(api.ns, SCANNED, ports);
+        if let Some(answer) = found(&api.alerts()) {
             return answer;
         }
         assert!(Instant::now() < deadline, "{what}");
@@ -290,9 +315,15 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     );
     assert!(console.contains("started vigil (pid"), "{console}");
     assert!(console.contains("without root"), "{console}");
-    assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
+    let api = Api::of(&ns, &vm);
+    let status = api.status();
+    assert_verified_root(&status, "a", "vda2", "0.1.0");
+    assert_eq!(
+        status["api"]["tls"]["fingerprint_sha256"],
+        api.fingerprint.as_str()
+    );
     let breach = scan_until(
-        &ns,
+        &api,
         "1-200",
         Duration::from_secs(120),
         "no breach over the API",
@@ -361,7 +392,7 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
         (&older, "not newer than 0.1.0"),
         (&tampered, "altered"),
     ] {
-        let out = apply(&ns, update);
+        let out = api.apply(update);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{} was accepted", update.display());
         assert!(
@@ -380,7 +411,7 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     );
 
     // A signed update whose daemon never comes up: tried once in slot B, then back to A.
-    let out = apply(&ns, &builds.broken.join("vigil-core-0.2.0.vupdate"));
+    let out = api.apply(&builds.broken.join("vigil-core-0.2.0.vupdate"));
     assert!(
         out.status.success(),
         "{}",
@@ -389,10 +420,10 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     vm.wait_for("slot b is on trial", 1, BOOT);
     vm.wait_for("rebooting into the previous slot", 1, BOOT);
     vm.wait_for("vigil reports healthy", 2, BOOT);
-    assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
+    assert_verified_root(&api.status(), "a", "vda2", "0.1.0");
 
     // A good update boots from slot B, is blessed, and captures.
-    let out = apply(&ns, &builds.good.join("vigil-core-0.3.0.vupdate"));
+    let out = api.apply(&builds.good.join("vigil-core-0.3.0.vupdate"));
     assert!(
         out.status.success(),
         "{}",
@@ -401,10 +432,10 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
     vm.wait_for("slot b is on trial", 2, BOOT);
     vm.wait_for("vigil reports healthy", 3, BOOT);
     vm.wait_for("slot b blessed", 1, Duration::from_secs(30));
-    assert_verified_root(&status(&ns), "b", "vda3", "0.3.0");
-    let before = alerts(&ns).len();
+    assert_verified_root(&api.status(), "b", "vda3", "0.3.0");
+    let before = api.alerts().len();
     scan_until(
-        &ns,
+        &api,
         "201-400",
         Duration::from_secs(180),
         "slot B raised no breach",
@@ -522,7 +553,7 @@ fn secure_boot_starts_only_entries_signed_with_the_owners_key() {
         console.contains("vigil-init: slot a verified by dm-verity"),
         "{console}"
     );
-    assert_verified_root(&status(&ns), "a", "vda2", "0.1.0");
+    assert_verified_root(&Api::of(&ns, &vm).status(), "a", "vda2", "0.1.0");
     drop(vm);
 
     // The same disk with slot A's entry swapped for one nobody signed (as someone would to

@@ -41,7 +41,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -243,28 +242,8 @@ pub fn start(
     {
         anyhow::bail!("api.metrics_token is shorter than {MIN_TOKEN_LEN} characters");
     }
-    let certificates = if config.tls {
-        let store = tls::CertStore::open(&context.data_dir, listen.ip())
-            .context("the management API's TLS certificate")?;
-        tracing::info!(
-            "management API certificate SHA-256 fingerprint {}",
-            store.fingerprint()
-        );
-        Some(Arc::new(store))
-    } else if listen.ip().is_loopback() {
-        None
-    } else {
-        anyhow::bail!(
-            "api.tls = false is allowed only on a loopback address, not {listen}: the token \
-             would cross the network in the clear"
-        )
-    };
-    let acceptor = match &certificates {
-        Some(store) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
-            Arc::clone(store),
-        )?)),
-        None => None,
-    };
+    let certificates = tls::open_for_api(config.tls, &context.data_dir, listen)?;
+    let acceptor = certificates.clone().map(tls::acceptor).transpose()?;
     let sessions = console_sessions(config, &token)?;
     raise_open_file_limit();
     upload::clear_stale(&context.data_dir);

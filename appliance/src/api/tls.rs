@@ -4,10 +4,11 @@
 //! server configuration that serves it.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use anyhow::Context;
 use base64::Engine;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -15,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
+use tokio_rustls::TlsAcceptor;
 
 use crate::store::files::{move_aside, write_atomic, write_atomic_private};
 
@@ -175,14 +177,38 @@ fn install(dir: &Path, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, 
     Ok(certified)
 }
 
-/// The server's TLS configuration: HTTP/1.1 only, the certificate from `store` at each handshake.
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+/// What `[api] tls` asks for at start: the certificate store under `data_dir` (its fingerprint
+/// logged), or `None` for plain HTTP, which is refused unless `listen` is on loopback.
+pub fn open_for_api(
+    tls: bool,
+    data_dir: &Path,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<Arc<CertStore>>> {
+    if !tls {
+        anyhow::ensure!(
+            listen.ip().is_loopback(),
+            "api.tls = false is allowed only on a loopback address, not {listen}: the token \
+             would cross the network in the clear"
+        );
+        return Ok(None);
+    }
+    let store =
+        CertStore::open(data_dir, listen.ip()).context("the management API's TLS certificate")?;
+    tracing::info!(
+        "management API certificate SHA-256 fingerprint {}",
+        store.fingerprint()
+    );
+    Ok(Some(Arc::new(store)))
+}
+
+/// The server's TLS handshake: HTTP/1.1 only, the certificate from `store` at each handshake.
+pub fn acceptor(store: Arc<CertStore>) -> Result<TlsAcceptor, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The pair on disk; `None` when neither file is there.
