@@ -2,7 +2,7 @@
 //! emulation with UEFI firmware: twice-built bytes are identical; the appliance boots from a
 //! dm-verity-checked read-only root, captures a real nmap scan on its virtio port in AF_XDP copy
 //! mode and serves the breach over its management API (HTTPS only, known by the certificate
-//! fingerprint it logs on the console); refused core updates write nothing; an
+//! fingerprint it logs on the console) and its console, signed in to in a headless Chromium; refused core updates write nothing; an
 //! update that never comes up healthy falls back to slot A on the next boot; a good one boots
 //! from slot B; a root with one byte flipped never starts anything; under Secure Boot with an
 //! owner's keys enrolled, an image signed with them boots and one boot entry swapped for an
@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vigil_tests::browser::{spki_sha256_base64, Browser};
 use vigil_tests::live::{nmap_available, syn_scan};
 use vigil_tests::netns::{skip_without_root, Netns};
 use vigil_tests::vm::{self, qemu_available, Firmware, Vm, APPLIANCE_MGMT, SCANNED};
@@ -202,7 +203,6 @@ impl Api<'_> {
             .map(|(_, fingerprint)| fingerprint.trim().to_string())
             .next_back()
             .unwrap_or_else(|| panic!("no certificate fingerprint on the console:\n{console}"));
-        // After the merge with the console (issue 17 item 2): sign in to it here over HTTPS.
         Api { ns, fingerprint }
     }
 
@@ -244,6 +244,60 @@ impl Api<'_> {
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .collect()
+    }
+}
+
+impl Api<'_> {
+    /// The certificate the appliance serves, fetched over the wire, checked against the logged
+    /// fingerprint, and kept in `work` as PEM.
+    fn served_certificate(&self, work: &Path) -> PathBuf {
+        let pem = work.join("served-cert.pem");
+        let script = "openssl s_client -connect \"$1\" </dev/null 2>/dev/null \
+                      | openssl x509 -outform pem > \"$2\" \
+                      && openssl x509 -in \"$2\" -noout -fingerprint -sha256";
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.ns.name(), "sh", "-c", script, "served"])
+            .arg(format!("{APPLIANCE_MGMT}:8470"))
+            .arg(&pem)
+            .output()
+            .expect("openssl runs");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let served = printed.trim().rsplit('=').next().unwrap_or_default();
+        assert!(
+            served.eq_ignore_ascii_case(&self.fingerprint),
+            "served {printed:?}, logged {}",
+            self.fingerprint
+        );
+        pem
+    }
+
+    /// Signs in to the console over HTTPS in a headless Chromium trusting only the served
+    /// certificate's key, and returns the text of the alerts page.
+    fn console_alerts(&self, work: &Path) -> String {
+        let spki = spki_sha256_base64(&self.served_certificate(work));
+        let console = format!("https://{APPLIANCE_MGMT}:8470/console/");
+        self.ns
+            .thread(move || {
+                let browser = Browser::start(&[spki]);
+                browser.open(&console).expect("the console opens");
+                browser
+                    .find("#signin-token")
+                    .and_then(|field| field.fill(TOKEN))
+                    .expect("the sign-in form");
+                browser
+                    .find("#signin-submit")
+                    .and_then(|button| button.click())
+                    .expect("sign in");
+                browser
+                    .open(&format!("{console}alerts"))
+                    .expect("the alerts page");
+                browser
+                    .find("body")
+                    .and_then(|body| body.text())
+                    .expect("the page's text")
+            })
+            .join()
+            .expect("browser thread")
     }
 }
 
@@ -335,6 +389,13 @@ fn appliance_boots_verified_catches_a_scan_and_takes_signed_ab_updates() {
         },
     );
     assert_eq!(breach["src_ip"], "10.88.0.1", "{breach}");
+    // The operator's console on the booted image: signed in over HTTPS, the breach is there.
+    let alerts_page = api.console_alerts(&work);
+    assert!(alerts_page.contains("Sign out"), "{alerts_page}");
+    assert!(
+        alerts_page.contains("Device / Network Scan") && alerts_page.contains("10.88.0.1"),
+        "{alerts_page}"
+    );
 
     // Refused: unsigned, older, tampered. Nothing is written.
     let root_of = |build: &Path, file: &str| {
