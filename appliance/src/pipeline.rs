@@ -529,7 +529,7 @@ impl Pipeline {
             Err(err) => Answer {
                 status: match err {
                     ActionError::NoSuchAction(_) => 404,
-                    ActionError::NotPending { .. } => 409,
+                    ActionError::NotPending { .. } | ActionError::NotActive { .. } => 409,
                     ActionError::Io { .. } | ActionError::Corrupt { .. } => 500,
                 },
                 body: serde_json::json!({ "error": err.to_string() }),

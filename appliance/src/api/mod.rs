@@ -10,6 +10,7 @@
 //! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
 //! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |
 //! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
+//! | `POST /api/v1/actions/{id}/extend` | body `{"by": NAME}`: an action in force for another of its durations |
 //! | `GET /metrics` | counters in the Prometheus text format (also with `metrics_token`) |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` with the token from the config file; there
