@@ -93,6 +93,8 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// What the API asks of the capture loop.
 pub enum Request {
     Install(Vec<u8>),
+    /// Back to the plugin's previous installed version, on disk and running.
+    RollBack(String),
     ListPlugins,
     ListActions,
     /// The pipeline's [`crate::counters::Counters`], for `/metrics`.
