@@ -150,6 +150,8 @@ async fn require_session(State(console): State<Shared>, request: Request, next: 
                 return viewer_refused(&root, &user);
             }
             request.extensions_mut().insert(user);
+            // No fields: a form handler reached this way finds what it needs missing (400).
+            request.extensions_mut().insert(Form::default());
             return next.run(request).await;
         }
         let (parts, body) = request.into_parts();

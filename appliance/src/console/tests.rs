@@ -760,4 +760,15 @@ async fn plugins_are_rolled_back_and_uploads_need_the_header_token_and_the_opera
         !appliance.dir.join("uploads").exists(),
         "a refused upload reached the disk"
     );
+    // A form route given the token as a header rather than a form: no reason, nothing done.
+    let confirm = Request::post("/console/actions/1/confirm")
+        .header("x-csrf-token", csrf.as_str())
+        .header(header::COOKIE, admin.as_str())
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        appliance.send(confirm).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(appliance.action_on_disk().status, Status::Pending);
 }
