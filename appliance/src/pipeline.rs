@@ -403,17 +403,17 @@ impl Pipeline {
                         status: 200,
                         body: serde_json::json!({ "installed": installed.describe() }),
                     },
-                    Err(err) => {
-                        tracing::warn!("bundle pushed through the API refused: {err}");
-                        let status = match err {
-                            InstallError::Store(_) | InstallError::Io { .. } => 500,
-                            _ => 422,
-                        };
+                    Err(err) => refused_bundle("bundle pushed through the API", err),
+                },
+                Request::RollBack(name) => match self.roll_back(&name) {
+                    Ok(done) => {
+                        tracing::warn!("{done} through the API");
                         Answer {
-                            status,
-                            body: serde_json::json!({ "error": err.to_string() }),
+                            status: 200,
+                            body: serde_json::json!({ "rolled_back": done }),
                         }
                     }
+                    Err(err) => refused_bundle(&format!("rolling {name} back"), err),
                 },
                 Request::ListActions => match &self.actions {
                     Some(actions) => Answer {
@@ -529,7 +529,7 @@ impl Pipeline {
             Err(err) => Answer {
                 status: match err {
                     ActionError::NoSuchAction(_) => 404,
-                    ActionError::NotPending { .. } => 409,
+                    ActionError::NotPending { .. } | ActionError::NotActive { .. } => 409,
                     ActionError::Io { .. } | ActionError::Corrupt { .. } => 500,
                 },
                 body: serde_json::json!({ "error": err.to_string() }),
@@ -552,6 +552,27 @@ impl Pipeline {
             fleet.set_plugins(plugin_versions(&self.host));
         }
         Ok(installed)
+    }
+
+    /// Goes back to the version of `name` installed before the current one, between batches: on
+    /// disk and running, with the learned state carried over (an operator's rollback).
+    pub fn roll_back(&mut self, name: &str) -> Result<String, InstallError> {
+        self.dispatch()
+            .map_err(|err| InstallError::NotApplied(format!("writing output first: {err}")))?;
+        let store = self.store.as_mut().ok_or_else(|| {
+            InstallError::NotApplied("no trust store: bundles cannot be verified".into())
+        })?;
+        let bundle = store.rollback(name)?;
+        let version = bundle.manifest.version.to_string();
+        apply(&mut self.host, &bundle).map_err(|err| {
+            InstallError::NotApplied(format!(
+                "{name} {version} is installed but did not start ({err}); it runs from the next start"
+            ))
+        })?;
+        if let Some((fleet, _)) = &self.fleet {
+            fleet.set_plugins(plugin_versions(&self.host));
+        }
+        Ok(format!("{name} rolled back to {version}"))
     }
 
     /// Breaches raised so far (the most recent [`RECENT_BREACHES`]).
@@ -1006,6 +1027,20 @@ pub enum RunError {
     Capture(#[from] CaptureError),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
+}
+
+/// The answer to an install or rollback that did not happen: the bundle's fault (422) or the
+/// appliance's (500).
+fn refused_bundle(what: &str, err: InstallError) -> Answer {
+    tracing::warn!("{what} refused: {err}");
+    let status = match err {
+        InstallError::Store(_) | InstallError::Io { .. } => 500,
+        _ => 422,
+    };
+    Answer {
+        status,
+        body: serde_json::json!({ "error": err.to_string() }),
+    }
 }
 
 /// The answer to an actions request when this pipeline keeps none (no data directory).

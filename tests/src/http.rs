@@ -70,8 +70,13 @@ pub fn request_with(
     let mut headers = extra.to_vec();
     headers.push(format!("Content-Length: {}", body.len()));
     stream.write_all(head(method, path, token, &headers).as_bytes())?;
-    stream.write_all(body)?;
-    read_answer(&mut stream)
+    // A server may refuse on the headers and close before reading the body: its answer is
+    // what counts, and writing the rest then fails.
+    let written = stream.write_all(body);
+    match read_answer(&mut stream) {
+        Ok(answer) => Ok(answer),
+        Err(err) => written.and(Err(err)),
+    }
 }
 
 /// `POST path` whose body of `len` bytes is generated while it is sent, 64 KiB at a time, so

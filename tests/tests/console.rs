@@ -1,8 +1,11 @@
 //! The console of a live `vigil run`, fed a hostile capture: an NTLM workstation, an HTTP URI, a
 //! DNS name and an LDAP filter holding HTML and script. Signed in over a real socket, every page
-//! shows them as text (escaped), never as markup.
+//! shows them as text (escaped), never as markup; a tampered bundle uploaded on the plugins page
+//! is refused and changes nothing on disk.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vigil_tests::forge::{tcp_exchange, udp};
@@ -10,7 +13,7 @@ use vigil_tests::http::{request_with, Answer};
 use vigil_tests::live::{skip_live, wait_for_alerts, LiveVigil, API_ADDR};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::pcap;
-use vigil_tests::workspace::TempDir;
+use vigil_tests::workspace::{plugin_dir, TempDir};
 
 const TOKEN: &str = "console-test-token-81c2f0";
 const SCRIPT: &str = "<script>alert(1)</script>";
@@ -153,6 +156,55 @@ fn assert_only_text(body: &str, page: &str) {
     }
 }
 
+/// Every file under `dir` with its bytes (none if it does not exist).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).expect("read"));
+        }
+    }
+    files
+}
+
+/// A signed bundle with one byte changed, uploaded on the plugins page as its script sends it:
+/// refused by the verification a push goes through, and nothing installed or written.
+fn tampered_bundle_is_refused_and_nothing_changes(console: &Console, data: &Path) {
+    let mut bundle = std::fs::read(plugin_dir().join("network-scan.vbundle")).expect("bundle");
+    let middle = bundle.len() / 2;
+    bundle[middle] ^= 0x01;
+    let page = console.get("/console/plugins");
+    let marker = "data-csrf=\"";
+    let start = page
+        .body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no install form: {}", page.body))
+        + marker.len();
+    let csrf = &page.body[start..start + page.body[start..].find('"').expect("token end")];
+    let before = snapshot(&data.join("bundles"));
+    for (token, status) in [("a-forged-token", 403), (csrf, 422)] {
+        let answer = console.upload("/console/plugins", token, &bundle);
+        assert_eq!(answer.status, status, "{}", answer.body);
+    }
+    assert_eq!(
+        snapshot(&data.join("bundles")),
+        before,
+        "a refused bundle changed the disk"
+    );
+    assert!(
+        snapshot(&data.join("uploads")).is_empty(),
+        "the upload was left on disk"
+    );
+    let after = console.get("/console/plugins");
+    assert!(after.body.contains("network-scan"), "{}", after.body);
+}
+
 struct Console<'a> {
     ns: &'a Netns,
     cookie: String,
@@ -169,6 +221,22 @@ impl Console<'_> {
             .thread(move || {
                 request_with(API_ADDR, &method, &path, None, &extra, body.as_bytes())
                     .expect("request")
+            })
+            .join()
+            .expect("client thread")
+    }
+
+    /// `body` posted as the plugins page's script posts a bundle.
+    fn upload(&self, path: &str, csrf: &str, body: &[u8]) -> Answer {
+        let (path, body) = (path.to_string(), body.to_vec());
+        let extra = vec![
+            "Content-Type: application/octet-stream".to_string(),
+            format!("X-CSRF-Token: {csrf}"),
+            format!("Cookie: {}", self.cookie),
+        ];
+        self.ns
+            .thread(move || {
+                request_with(API_ADDR, "POST", &path, None, &extra, &body).expect("upload")
             })
             .join()
             .expect("client thread")
@@ -298,6 +366,7 @@ fn a_hostile_capture_is_shown_as_text_on_every_console_page() {
     );
     assert!(device_page.body.contains("(dns)"), "{}", device_page.body);
     assert!(escaped >= pages.len() / 2, "escaped only {escaped} times");
+    tampered_bundle_is_refused_and_nothing_changes(&console, &work.path().join("data"));
     vigil.stop();
     // The LDAP filter was read too (no model breaches on one search: it is in the log only,
     // written out at the latest when the daemon stops).

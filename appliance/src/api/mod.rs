@@ -11,6 +11,7 @@
 //! | `GET /api/v1/actions` | the responses requested: pending, in force, cleared, expired |
 //! | `POST /api/v1/actions/{id}/confirm` | body `{"by": NAME}`: a pending action in force now |
 //! | `POST /api/v1/actions/{id}/clear` | body `{"by": NAME}`: an action lifted |
+//! | `POST /api/v1/actions/{id}/extend` | body `{"by": NAME}`: an action in force for another of its durations |
 //! | `PUT /api/v1/tls` | body `{"certificate": PEM, "key": PEM}`: served from the next connection |
 //! | `GET /metrics` | counters in the Prometheus text format (also with `metrics_token`) |
 //!
@@ -112,6 +113,8 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// What the API asks of the capture loop.
 pub enum Request {
     Install(Vec<u8>),
+    /// Back to the plugin's previous installed version, on disk and running.
+    RollBack(String),
     ListPlugins,
     ListActions,
     /// The pipeline's [`crate::counters::Counters`], for `/metrics`.

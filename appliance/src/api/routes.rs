@@ -186,7 +186,10 @@ async fn decide(
     body: Bytes,
 ) -> Response {
     let Some(decision) = Decision::parse(&decision) else {
-        return error(404, format!("no decision {decision:?}: confirm or clear"));
+        return error(
+            404,
+            format!("no decision {decision:?}: confirm, clear or extend"),
+        );
     };
     let body = if body.is_empty() {
         DecisionBody::default()

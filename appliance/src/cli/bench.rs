@@ -251,6 +251,7 @@ fn stage_rows(
         runs,
         || bench_pipeline(&files, &config),
     )?);
+    rows.extend(super::bench_console::rows(dir, runs)?);
     rows.push(super::bench_respond::lookups(runs)?);
     let (block, block_median) =
         super::bench_respond::breach_to_block(bench_pipeline(&files, &config)?, path)?;

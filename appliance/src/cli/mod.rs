@@ -4,6 +4,7 @@ mod actions;
 mod bench;
 mod bench_captures;
 mod bench_checkpoints;
+mod bench_console;
 mod bench_fleet;
 mod bench_fleet_lab;
 mod bench_fragments;

@@ -1,5 +1,5 @@
 //! The actions: pending, in force, cleared and expired, each with its audit trail, and the
-//! operator's confirm and clear forms. A decision goes to the capture loop as the API's
+//! operator's confirm, clear and extend forms. A decision goes to the capture loop as the API's
 //! `POST /api/v1/actions/{id}/confirm|clear` does, so a confirmation resets connections at once.
 
 use axum::extract::{Path, State};
@@ -107,7 +107,7 @@ pub fn table(root: &str, user: &SignedIn, actions: &[Action], back: &str) -> Mar
 fn forms(root: &str, user: &SignedIn, action: &Action, back: &str) -> Markup {
     let decisions: &[Decision] = match action.status {
         Status::Pending => &[Decision::Confirm, Decision::Clear],
-        Status::Active { .. } => &[Decision::Clear],
+        Status::Active { .. } => &[Decision::Extend, Decision::Clear],
         Status::Cleared { .. } | Status::Expired { .. } => &[],
     };
     html! {
@@ -137,7 +137,7 @@ fn state_detail(status: &Status) -> String {
     }
 }
 
-/// `POST /console/actions/{id}/confirm|clear` with `reason` (and `back`, where to return).
+/// `POST /console/actions/{id}/confirm|clear|extend` with `reason` (and `back`, where to return).
 pub async fn decide(
     State(console): State<Shared>,
     Path((id, decision)): Path<(u64, String)>,
@@ -148,7 +148,10 @@ pub async fn decide(
     let root = root_of(uri.path());
     let made = async {
         let decision = Decision::parse(&decision).ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "No such decision: confirm or clear.")
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "No such decision: confirm, clear or extend.",
+            )
         })?;
         let reason = form.get("reason").unwrap_or_default().trim();
         if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {

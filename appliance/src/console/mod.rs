@@ -34,6 +34,8 @@ use axum::Router;
 use crate::api::{ask, Answer, ApiContext, Control, Peer, Request as ToPipeline, Role};
 use session::{csrf_matches, Sessions, SignedIn};
 
+/// Where the page's script puts the CSRF token of an upload (whose body is no form).
+pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The largest form the console takes (a reason, a CSRF token, a few ids).
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -57,7 +59,11 @@ pub fn router(console: Console) -> Router {
         .route("/console/alerts", get(alerts::list))
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{address}", get(devices::show))
-        .route("/console/plugins", get(plugins::list))
+        .route(
+            "/console/plugins",
+            get(plugins::list).post(plugins::install),
+        )
+        .route("/console/plugins/{name}/rollback", post(plugins::roll_back))
         .route("/console/system", get(system::show))
         .route("/console/actions", get(actions::list))
         .route("/console/actions/{id}/{decision}", post(actions::decide))
@@ -135,6 +141,19 @@ async fn require_session(State(console): State<Shared>, request: Request, next: 
     };
     let mut request = request;
     if request.method() == Method::POST {
+        if let Some(given) = request.headers().get(CSRF_HEADER) {
+            // A script's upload: the token in a header, the body left for the handler to stream.
+            if !csrf_matches(&user, given.to_str().ok()) {
+                return stale_form(&root, &user);
+            }
+            if user.role != Role::Operator {
+                return viewer_refused(&root, &user);
+            }
+            request.extensions_mut().insert(user);
+            // No fields: a form handler reached this way finds what it needs missing (400).
+            request.extensions_mut().insert(Form::default());
+            return next.run(request).await;
+        }
         let (parts, body) = request.into_parts();
         let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
             Ok(bytes) => bytes,
@@ -149,24 +168,10 @@ async fn require_session(State(console): State<Shared>, request: Request, next: 
         };
         let form = Form::parse(&bytes);
         if !csrf_matches(&user, form.get("csrf")) {
-            tracing::warn!(
-                "console: a form from {} without its session's CSRF token refused",
-                user.name
-            );
-            return layout::problem(
-                &root,
-                Some(&user),
-                StatusCode::FORBIDDEN,
-                "This form is stale or did not come from the console: reload the page.",
-            );
+            return stale_form(&root, &user);
         }
         if user.role != Role::Operator && parts.uri.path() != "/console/signout" {
-            return layout::problem(
-                &root,
-                Some(&user),
-                StatusCode::FORBIDDEN,
-                "Only an operator may change anything; you are signed in as a viewer.",
-            );
+            return viewer_refused(&root, &user);
         }
         request = Request::from_parts(parts, Body::from(bytes));
         request.extensions_mut().insert(form);
@@ -196,6 +201,28 @@ fn render(root: &str, user: &SignedIn, made: Result<Response, Problem>) -> Respo
     made.unwrap_or_else(|problem| {
         layout::problem(root, Some(user), problem.status, &problem.message)
     })
+}
+
+fn stale_form(root: &str, user: &SignedIn) -> Response {
+    tracing::warn!(
+        "console: a form from {} without its session's CSRF token refused",
+        user.name
+    );
+    layout::problem(
+        root,
+        Some(user),
+        StatusCode::FORBIDDEN,
+        "This form is stale or did not come from the console: reload the page.",
+    )
+}
+
+fn viewer_refused(root: &str, user: &SignedIn) -> Response {
+    layout::problem(
+        root,
+        Some(user),
+        StatusCode::FORBIDDEN,
+        "Only an operator may change anything; you are signed in as a viewer.",
+    )
 }
 
 /// Asks the capture loop; no answer or a refusal is a [`Problem`] saying so.

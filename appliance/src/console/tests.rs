@@ -135,6 +135,7 @@ fn capture_loop(requests: mpsc::Receiver<Control>, mut actions: Actions) {
                 "name": "network-scan", "version": "1.0.0", "kind": "Detector",
                 "events": 10, "breaches": 1, "traps": 0, "quarantined": false,
             }])),
+            ToPipeline::RollBack(name) => Ok(serde_json::json!({ "rolled_back": name })),
             ToPipeline::Incident(id) if id == INCIDENT => {
                 Ok(serde_json::json!({ "incident": &incident, "device": &device }))
             }
@@ -711,4 +712,63 @@ async fn alerts_are_grouped_by_model_and_device_filtered_and_linked() {
         .get("/console/devices/10.0.0.99", Some(&cookie))
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn plugins_are_rolled_back_and_uploads_need_the_header_token_and_the_operator_role() {
+    let appliance = appliance("plugins", Duration::from_secs(3600));
+    let admin = appliance.sign_in(ADMIN_TOKEN).await;
+    let page = appliance.get("/console/plugins", Some(&admin)).await;
+    assert!(page.body.contains("<form id=\"install\""), "{}", page.body);
+    assert!(page
+        .body
+        .contains("action=\"plugins/network-scan/rollback\""));
+    let csrf = page.csrf();
+    let rolled = appliance
+        .post(
+            "/console/plugins/network-scan/rollback",
+            Some(&admin),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        (rolled.status, rolled.location()),
+        (StatusCode::SEE_OTHER, "../../plugins"),
+        "{}",
+        rolled.body
+    );
+    let viewer = appliance.sign_in(VIEWER_TOKEN).await;
+    let viewers_page = appliance.get("/console/plugins", Some(&viewer)).await;
+    assert!(!viewers_page.body.contains("id=\"install\""));
+    assert!(!viewers_page.body.contains("rollback"));
+    let viewers_csrf = viewers_page.csrf();
+    for (cookie, token, status) in [
+        (None, csrf.as_str(), StatusCode::UNAUTHORIZED),
+        (Some(&admin), "a forged token", StatusCode::FORBIDDEN),
+        (Some(&viewer), viewers_csrf.as_str(), StatusCode::FORBIDDEN),
+    ] {
+        let mut request = Request::post("/console/plugins").header("x-csrf-token", token);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie.as_str());
+        }
+        let answer = appliance
+            .send(request.body(Body::from("not a bundle")).expect("request"))
+            .await;
+        assert_eq!(answer.status, status, "{token}");
+    }
+    assert!(
+        !appliance.dir.join("uploads").exists(),
+        "a refused upload reached the disk"
+    );
+    // A form route given the token as a header rather than a form: no reason, nothing done.
+    let confirm = Request::post("/console/actions/1/confirm")
+        .header("x-csrf-token", csrf.as_str())
+        .header(header::COOKIE, admin.as_str())
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        appliance.send(confirm).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(appliance.action_on_disk().status, Status::Pending);
 }

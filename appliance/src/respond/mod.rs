@@ -86,6 +86,8 @@ pub enum ActionError {
     NoSuchAction(u64),
     #[error("action {id} is {state}, not pending")]
     NotPending { id: u64, state: String },
+    #[error("action {id} is {state}, not in force")]
+    NotActive { id: u64, state: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}: damaged: {reason}", path.display())]
@@ -115,6 +117,8 @@ pub struct Actions {
 pub enum Decision {
     Confirm,
     Clear,
+    /// An action in force stays in force for another of its durations past its end.
+    Extend,
 }
 
 impl Decision {
@@ -123,11 +127,12 @@ impl Decision {
         match self {
             Decision::Confirm => "confirm",
             Decision::Clear => "clear",
+            Decision::Extend => "extend",
         }
     }
 
     pub fn parse(name: &str) -> Option<Decision> {
-        [Decision::Confirm, Decision::Clear]
+        [Decision::Confirm, Decision::Clear, Decision::Extend]
             .into_iter()
             .find(|decision| decision.name() == name)
     }
@@ -378,11 +383,27 @@ impl Actions {
                     reason: None,
                 });
             }
+            Decision::Extend => {
+                let Status::Active { since, until } = action.status else {
+                    return Err(ActionError::NotActive {
+                        id,
+                        state: state_name(&action.status).into(),
+                    });
+                };
+                let until = until.saturating_add(action.duration_secs);
+                action.status = Status::Active { since, until };
+                action.audit.push(AuditEntry {
+                    at: now,
+                    who: who.to_string(),
+                    what: format!("extended until {until}"),
+                    reason: None,
+                });
+            }
         }
         if let Some(entry) = action.audit.last_mut() {
             entry.reason = reason.map(str::to_string);
         }
-        if decision == Decision::Clear {
+        if decision != Decision::Confirm {
             self.rebuild();
         }
         self.save()?;
@@ -702,9 +723,60 @@ mod tests {
 
     #[test]
     fn decisions_are_named_as_the_command_line_and_the_api_spell_them() {
-        for decision in [Decision::Confirm, Decision::Clear] {
+        for decision in [Decision::Confirm, Decision::Clear, Decision::Extend] {
             assert_eq!(Decision::parse(decision.name()), Some(decision));
         }
         assert_eq!(Decision::parse("approve"), None);
+    }
+
+    #[test]
+    fn an_action_in_force_is_extended_by_its_duration_with_the_reason_in_its_audit_trail() {
+        let dir = std::env::temp_dir().join(format!("vigil-actions-extend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let device = IpAddr::from([10, 0, 0, 51]);
+        let mut actions = Actions::open(&dir).expect("open");
+        let id = actions
+            .request(
+                &block_445(device, true),
+                "responder 1",
+                1_000,
+                Vec::new(),
+                None,
+            )
+            .expect("request")
+            .id;
+        let refused = actions.decide(id, Decision::Extend, "analyst", None, 1_001);
+        assert!(
+            matches!(refused, Err(ActionError::NotActive { .. })),
+            "{refused:?}"
+        );
+        actions.confirm(id, "analyst", 1_001).expect("confirm");
+        // In force for its 60 s: until 1,061; extended, until 1,121.
+        let extended = actions
+            .decide(
+                id,
+                Decision::Extend,
+                "analyst",
+                Some("still scanning"),
+                1_050,
+            )
+            .expect("extend")
+            .clone();
+        assert_eq!(
+            extended.status,
+            Status::Active {
+                since: 1_001,
+                until: 1_121
+            }
+        );
+        let entry = extended.audit.last().expect("audit");
+        assert_eq!(
+            (entry.who.as_str(), entry.reason.as_deref()),
+            ("analyst", Some("still scanning"))
+        );
+        assert!(actions.table().drops(device, device, Some(445), 1_100));
+        let reopened = Actions::open(&dir).expect("reopen");
+        assert_eq!(reopened.get(id).expect("kept").status, extended.status);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

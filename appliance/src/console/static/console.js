@@ -14,3 +14,24 @@ document.addEventListener("DOMContentLoaded", () => {
     setInterval(() => refresh(region), REFRESH_MS);
   }
 });
+
+// A bundle upload: the file is the request body, the session's CSRF token a header.
+document.addEventListener("DOMContentLoaded", () => {
+  const install = document.getElementById("install");
+  if (!install) return;
+  install.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const file = install.querySelector("input[type=file]").files[0];
+    const result = document.getElementById("install-result");
+    if (!file) return;
+    fetch(install.action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": install.dataset.csrf, "Content-Type": "application/octet-stream" },
+      body: file,
+    })
+      .then((answer) => answer.text())
+      .then((html) => { result.innerHTML = html; })
+      .catch((err) => { result.textContent = String(err); });
+  });
+});
