@@ -256,7 +256,15 @@ impl Api<'_> {
                       | openssl x509 -outform pem > \"$2\" \
                       && openssl x509 -in \"$2\" -noout -fingerprint -sha256";
         let out = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), "sh", "-c", script, "served"])
+            .args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                "sh",
+                "-c",
+                script,
+                "served",
+            ])
             .arg(format!("{APPLIANCE_MGMT}:8470"))
             .arg(&pem)
             .output()
