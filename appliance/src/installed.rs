@@ -360,6 +360,6 @@ pub fn apply(host: &mut PluginHost, bundle: &VerifiedBundle) -> Result<(), Strin
             .load_checked(&bundle.wasm, &origin, None, agrees)
             .map_err(|err| err.to_string())?,
     };
-    host.set_version(id, &manifest.version.to_string());
+    host.set_bundle(id, &manifest.version.to_string(), &bundle.signer.name);
     Ok(())
 }

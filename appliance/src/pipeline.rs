@@ -485,6 +485,7 @@ impl Pipeline {
                                 serde_json::json!({
                                     "name": p.name,
                                     "version": p.version,
+                                    "signer": p.signer,
                                     "kind": format!("{:?}", p.kind),
                                     "events": p.stats.events,
                                     "breaches": p.stats.breaches,

@@ -33,6 +33,8 @@ struct Candidate {
     path: PathBuf,
     wasm: Vec<u8>,
     signed: Option<BundleManifest>,
+    /// Who signed it, by name in the delegation.
+    signer: Option<String>,
 }
 
 /// Every `*.wasm` in `dir`, in name order (so load order, and output, are stable).
@@ -90,12 +92,17 @@ pub fn load_all(
                 &path,
                 "a model update: install it with `vigil plugins install`".into(),
             )),
-            Ok(VerifiedBundle { manifest, wasm, .. }) => {
+            Ok(VerifiedBundle {
+                manifest,
+                wasm,
+                signer,
+            }) => {
                 let name = manifest.name.clone();
                 let candidate = Candidate {
                     path,
                     wasm,
                     signed: Some(manifest),
+                    signer: Some(signer.name),
                 };
                 if let Some(first) = candidates.insert(name.clone(), candidate) {
                     refused.push(refusal(
@@ -130,6 +137,7 @@ pub fn load_all(
                         path,
                         wasm,
                         signed: None,
+                        signer: None,
                     },
                 );
             }
@@ -150,6 +158,7 @@ pub fn load_all(
                         path,
                         wasm: bundle.wasm,
                         signed: Some(bundle.manifest),
+                        signer: Some(bundle.signer.name),
                     },
                 );
             }
@@ -207,7 +216,8 @@ fn load_one(
     if let Ok(id) = result {
         if let Some(manifest) = &signed {
             let version = update.as_ref().map_or(manifest.version, |(v, _)| *v);
-            host.set_version(id, &version.to_string());
+            let signer = candidate.signer.as_deref().unwrap_or_default();
+            host.set_bundle(id, &version.to_string(), signer);
             if let Some(store) = store {
                 if let Err(err) = store.record_running(manifest) {
                     tracing::error!("{err}");

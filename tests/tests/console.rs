@@ -203,6 +203,14 @@ fn tampered_bundle_is_refused_and_nothing_changes(console: &Console, data: &Path
     );
     let after = console.get("/console/plugins");
     assert!(after.body.contains("network-scan"), "{}", after.body);
+    // Who signed each running plugin: the name plugins/sign-dev.sh's delegation gives its key.
+    assert!(
+        after
+            .body
+            .contains("<td class=\"signer\">development signer</td>"),
+        "{}",
+        after.body
+    );
 }
 
 struct Console<'a> {

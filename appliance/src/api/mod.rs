@@ -3,7 +3,7 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /api/v1/plugins` | the running plugins as JSON |
+//! | `GET /api/v1/plugins` | the running plugins as JSON (version, signer, kind, counters) |
 //! | `POST /api/v1/plugins` | body: a signed bundle; installed live, between batches |
 //! | `GET /api/v1/alerts` | the newest alerts (up to 500) from eve.json |
 //! | `GET /api/v1/status` | core version, booted slot, root mount and verity, capture bound, storage |

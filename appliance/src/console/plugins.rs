@@ -1,4 +1,4 @@
-//! The plugins running now: version, kind, what each handled and raised, traps, quarantine, and
+//! The plugins running now: version, signer, kind, what each handled and raised, traps, quarantine, and
 //! the size of its learned state on the data dir; an operator rolls one back, or installs a
 //! signed bundle by upload (the capture loop's install, as `vigil push` does).
 
@@ -21,6 +21,8 @@ use crate::api::{Request as ToPipeline, Role};
 struct Plugin {
     name: String,
     version: String,
+    /// `None`: an unsigned development module.
+    signer: Option<String>,
     kind: String,
     events: u64,
     breaches: u64,
@@ -41,12 +43,16 @@ pub async fn list(
         let state_dir = console.context.data_dir.join("state");
         let live = html! {
             table #plugins {
-                thead { tr { th { "Plugin" } th { "Version" } th { "Kind" } th { "Events" } th { "Breaches" } th { "Traps" } th { "Quarantined" } th { "Learned state" } } }
+                thead { tr { th { "Plugin" } th { "Version" } th { "Signed by" } th { "Kind" } th { "Events" } th { "Breaches" } th { "Traps" } th { "Quarantined" } th { "Learned state" } } }
                 tbody {
                     @for plugin in &plugins {
                         tr.plugin {
                             td { (plugin.name) }
                             td { (plugin.version) }
+                            td.signer { @match &plugin.signer {
+                                Some(signer) => (signer),
+                                None => em { "unsigned (development)" },
+                            } }
                             td { (plugin.kind) }
                             td { (plugin.events) }
                             td { (plugin.breaches) }

@@ -155,6 +155,8 @@ pub struct PluginStatus {
     pub kind: PluginKind,
     /// Where it was loaded from (the `origin` passed to [`PluginHost::load`]).
     pub origin: String,
+    /// Who signed its bundle, by name in the delegation (`None`: unsigned, development only).
+    pub signer: Option<String>,
     pub stats: PluginStats,
     pub quarantined: bool,
     /// Why the last failed call failed (e.g. `trapped: wasm \`unreachable\` instruction executed
@@ -236,6 +238,8 @@ struct Plugin {
     /// The ABI minor the module was built for: which form of a changed event it decodes.
     abi_minor: u16,
     origin: String,
+    /// Who signed the bundle it came from (`None`: an unsigned development module).
+    signer: Option<String>,
     /// What `vigil_init` gets, at load and after every re-instantiation.
     config_json: String,
     pre: InstancePre<HostState>,
@@ -309,6 +313,7 @@ impl Plugin {
             manifest,
             abi_minor,
             origin,
+            signer: None,
             config_json,
             pre,
             instance: Some(instance),
@@ -745,11 +750,12 @@ impl PluginHost {
         std::mem::take(&mut self.rollbacks)
     }
 
-    /// Shows `version` for the plugin (in alerts and listings): a bundle's version, which may
-    /// differ from the module's own (a config-only update has its own).
-    pub fn set_version(&mut self, id: PluginId, version: &str) {
+    /// Shows the signed bundle's `version` and `signer` for the plugin (in alerts and listings):
+    /// the bundle's version may differ from the module's own (a config-only update has its own).
+    pub fn set_bundle(&mut self, id: PluginId, version: &str, signer: &str) {
         if let Some(plugin) = self.plugins.get_mut(id.0) {
             plugin.manifest.version = version.to_string();
+            plugin.signer = Some(signer.to_string());
         }
     }
 
@@ -777,6 +783,7 @@ impl PluginHost {
                 version: p.manifest.version.clone(),
                 kind: p.manifest.kind,
                 origin: p.origin.clone(),
+                signer: p.signer.clone(),
                 stats: p.stats,
                 quarantined: p.quarantined,
                 last_error: p.last_error.clone(),
