@@ -10,7 +10,7 @@ use maud::{html, Markup};
 
 use super::session::SignedIn;
 use super::{
-    ask_pipeline, decode, html, layout, render, root_of, wants_part, Console, Form, Problem, Shared,
+    ask_pipeline, decode, layout, live_page, render, root_of, Console, Form, Problem, Shared,
 };
 use crate::api::{Request as ToPipeline, Role};
 use crate::respond::{state_name, Action, Decision, Status};
@@ -50,16 +50,7 @@ pub async fn list(
                 }
             }
         };
-        Ok(if wants_part(&uri) {
-            html(live)
-        } else {
-            html(layout::page(
-                &root,
-                Some(&user),
-                "Actions",
-                layout::live(live),
-            ))
-        })
+        Ok(live_page(&uri, &root, &user, "Actions", live))
     };
     render(&root, &user, made.await)
 }

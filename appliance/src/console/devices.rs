@@ -11,7 +11,7 @@ use maud::{html, Markup};
 
 use super::alerts::{self, query_value, Alert, Filter};
 use super::session::SignedIn;
-use super::{actions, ask_pipeline, decode, html, layout, render, root_of, wants_part, Shared};
+use super::{actions, ask_pipeline, decode, layout, live_page, render, root_of, Shared};
 use crate::api::Request as ToPipeline;
 use crate::devices::Device;
 
@@ -49,16 +49,7 @@ pub async fn list(
                 }
             }
         };
-        Ok(if wants_part(&uri) {
-            html(live)
-        } else {
-            html(layout::page(
-                &root,
-                Some(&user),
-                "Devices",
-                layout::live(live),
-            ))
-        })
+        Ok(live_page(&uri, &root, &user, "Devices", live))
     };
     render(&root, &user, made.await)
 }
@@ -111,12 +102,13 @@ pub async fn show(
                 } }
             }
         };
-        Ok(if wants_part(&uri) {
-            html(live)
-        } else {
-            let title = format!("Device {address}");
-            html(layout::page(&root, Some(&user), &title, layout::live(live)))
-        })
+        Ok(live_page(
+            &uri,
+            &root,
+            &user,
+            &format!("Device {address}"),
+            live,
+        ))
     };
     render(&root, &user, made.await)
 }

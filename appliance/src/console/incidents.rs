@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use vigil_plugin_sdk::Incident;
 
 use super::session::SignedIn;
-use super::{actions, ask_pipeline, decode, html, layout, render, root_of, wants_part, Shared};
+use super::{actions, ask_pipeline, decode, layout, live_page, render, root_of, Shared};
 use crate::api::{IncidentHeader, Request as ToPipeline};
 use crate::devices::Device;
 use crate::respond::Action;
@@ -26,16 +26,7 @@ pub async fn list(
         let mut incidents: Vec<IncidentHeader> = decode("incidents", body)?;
         incidents.sort_by(|a, b| b.score.cmp(&a.score).then(b.last.cmp(&a.last)));
         let table = table(&incidents);
-        Ok(if wants_part(&uri) {
-            html(table)
-        } else {
-            html(layout::page(
-                &root,
-                Some(&user),
-                "Incidents",
-                layout::live(table),
-            ))
-        })
+        Ok(live_page(&uri, &root, &user, "Incidents", table))
     };
     render(&root, &user, made.await)
 }
@@ -87,12 +78,13 @@ pub async fn show(
         let mut actions = actions::all(&console).await?;
         actions.retain(|action| action.incident == Some(id) || action.device == device);
         let live = incident_page(&root, &user, &shown, &actions);
-        Ok(if wants_part(&uri) {
-            html(live)
-        } else {
-            let title = format!("Incident #{id}");
-            html(layout::page(&root, Some(&user), &title, layout::live(live)))
-        })
+        Ok(live_page(
+            &uri,
+            &root,
+            &user,
+            &format!("Incident #{id}"),
+            live,
+        ))
     };
     render(&root, &user, made.await)
 }

@@ -118,6 +118,16 @@ fn source(request: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip())
 }
 
+/// A page's answer: its live part alone when the page's script refreshes it, else the whole
+/// page titled `title` around it.
+fn live_page(uri: &Uri, root: &str, user: &SignedIn, title: &str, live: maud::Markup) -> Response {
+    if wants_part(uri) {
+        html(live)
+    } else {
+        html(layout::page(root, Some(user), title, layout::live(live)))
+    }
+}
+
 /// True when the request asks only for a page's live part (the script's refresh).
 fn wants_part(uri: &Uri) -> bool {
     uri.query().is_some_and(|query| {

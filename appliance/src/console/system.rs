@@ -8,7 +8,7 @@ use axum::Extension;
 use maud::html;
 
 use super::session::SignedIn;
-use super::{ask_pipeline, decode, html, layout, render, root_of, wants_part, Shared};
+use super::{ask_pipeline, decode, live_page, render, root_of, Shared};
 use crate::api::Request as ToPipeline;
 use crate::counters::Counters;
 
@@ -62,16 +62,7 @@ pub async fn show(
                 } }
             }
         };
-        Ok(if wants_part(&uri) {
-            html(live)
-        } else {
-            html(layout::page(
-                &root,
-                Some(&user),
-                "System",
-                layout::live(live),
-            ))
-        })
+        Ok(live_page(&uri, &root, &user, "System", live))
     };
     render(&root, &user, made.await)
 }
