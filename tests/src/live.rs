@@ -292,6 +292,16 @@ pub fn https_api_section(token: &str) -> String {
     format!("[api]\nlisten = \"{API_ADDR}\"\ntoken = \"{token}\"\n")
 }
 
+/// `vigil ARGS` inside `ns`, e.g. a client of the API [`LiveVigil`] serves there.
+pub fn vigil_in(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(vigil_bin())
+        .args(args)
+        .output()
+        .expect("vigil runs")
+}
+
 pub fn skip_live() -> bool {
     if crate::netns::skip_without_root() || !nmap_available() {
         eprintln!("skipping: needs root, iproute2, nmap and socat (./setup.sh installs them)");

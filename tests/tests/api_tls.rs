@@ -11,23 +11,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use vigil_tests::browser::{spki_sha256_base64, Browser};
-use vigil_tests::live::{output_text, skip_live, LiveVigil, API_ADDR, API_HTTPS_URL};
+use vigil_tests::live::{output_text, skip_live, vigil_in, LiveVigil, API_ADDR, API_HTTPS_URL};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{target_dir, vigil_bin, TempDir};
 
 const TOKEN: &str = "api-tls-token-7d31a9";
 /// What the daemon allows for a request's headers, and so for a TLS handshake (api/server.rs).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `vigil ARGS` inside `ns`.
-fn vigil_in(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(vigil_bin())
-        .args(args)
-        .output()
-        .expect("vigil runs")
-}
 
 /// `vigil plugins list --to` the HTTPS API, trusting it by `trust` (`--fingerprint F`, `--ca P`).
 fn list_plugins(ns: &Netns, trust: &[&str]) -> Output {

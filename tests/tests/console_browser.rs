@@ -6,13 +6,15 @@
 //! kept under the target dir's `test-output/console_browser/`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::browser::{spki_sha256_base64, Browser, WebDriverError};
 use vigil_tests::lab::fixture;
-use vigil_tests::live::{output_text, require_tools, skip_live, LiveVigil, API_HTTPS_URL};
+use vigil_tests::live::{
+    output_text, require_tools, skip_live, vigil_in, LiveVigil, API_HTTPS_URL,
+};
 use vigil_tests::netns::{unique_name, Netns, VethPair};
 use vigil_tests::workspace::{plugin_dir, saved_actions, target_dir, vigil_bin, TempDir};
 
@@ -23,16 +25,6 @@ const OPERATOR_TOKEN: &str = "alice-soc-console-token";
 const CONFIG: &str = "[[api.operators]]\nname = \"alice-soc\"\n\
                       token = \"alice-soc-console-token\"\nrole = \"operator\"\n\n\
                       [plugins.responder]\nmode = \"human\"\n";
-
-/// `vigil ARGS` inside `ns`.
-fn vigil_in(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns.name()])
-        .arg(vigil_bin())
-        .args(args)
-        .output()
-        .expect("vigil runs")
-}
 
 /// Learns the lab baseline into `data` as a replay does, so the live run starts from it.
 fn learn_baseline(data: &Path, config: &Path) {
