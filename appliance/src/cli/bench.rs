@@ -177,8 +177,12 @@ fn stage_rows(
         .plugins
         .clone()
         .unwrap_or_else(crate::config::default_module_dir);
-    let files = plugin_dir::plugin_files(&plugin_dir)
-        .with_context(|| format!("reading plugin dir {}", plugin_dir.display()))?;
+    let files: Vec<PathBuf> = plugin_dir::plugin_files(&plugin_dir)
+        .with_context(|| format!("reading plugin dir {}", plugin_dir.display()))?
+        .into_iter()
+        // Cargo's wasm output dir also holds the tests' fixture modules: only the plugins.
+        .filter(|file| args.plugins.is_some() || is_product_plugin(file))
+        .collect();
     let (path, packets) = (capture.path.as_path(), capture.packets);
     // The image compiles plugins ahead of time for the baseline CPU (no host feature inference).
     let portable = Replayer::new(
@@ -527,6 +531,12 @@ pub(super) fn median(
         .collect::<anyhow::Result<Vec<_>>>()?;
     times.sort();
     Ok(times[times.len() / 2])
+}
+
+/// A product plugin's module as cargo names it (`vigil_plugin_*.wasm`), not a test fixture.
+fn is_product_plugin(file: &Path) -> bool {
+    file.file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with("vigil_plugin_"))
 }
 
 /// What the analyzer adds: reassembly and every protocol parser, events counted, no plugins.
