@@ -10,7 +10,7 @@ use maud::{html, Markup};
 
 use super::session::SignedIn;
 use super::{
-    ask_pipeline, decode, layout, live_page, render, root_of, Console, Form, Problem, Shared,
+    ask_for, ask_pipeline, layout, live_page, render, root_of, Console, Form, Problem, Shared,
 };
 use crate::api::{Request as ToPipeline, Role};
 use crate::respond::{state_name, Action, Decision, Status};
@@ -27,8 +27,7 @@ const STATES: &[(&str, &str)] = &[
 
 /// Every action, newest first.
 pub async fn all(console: &Console) -> Result<Vec<Action>, Problem> {
-    let body = ask_pipeline(console, ToPipeline::ListActions).await?;
-    let mut actions: Vec<Action> = decode("actions", body)?;
+    let mut actions: Vec<Action> = ask_for(console, ToPipeline::ListActions, "actions").await?;
     actions.sort_by_key(|action| std::cmp::Reverse(action.id));
     Ok(actions)
 }

@@ -11,7 +11,7 @@ use axum::Extension;
 use maud::{html, Markup};
 
 use super::session::SignedIn;
-use super::{ask_pipeline, decode, html, layout, render, root_of, wants_part, Problem, Shared};
+use super::{ask_for, html, layout, render, root_of, wants_part, Problem, Shared};
 use crate::api::{alerts, IncidentHeader, Request as ToPipeline};
 
 /// Alerts the page reads at most, newest first: what it shows is their groups.
@@ -129,8 +129,8 @@ pub async fn list(
         let filter = Filter::of(&uri);
         let form = filter_form(&filter);
         let alerts = read(console.context.data_dir.clone(), filter).await?;
-        let body = ask_pipeline(&console, ToPipeline::ListIncidents).await?;
-        let incidents: Vec<IncidentHeader> = decode("incidents", body)?;
+        let incidents: Vec<IncidentHeader> =
+            ask_for(&console, ToPipeline::ListIncidents, "incidents").await?;
         let live = groups(&root, &alerts, &incidents);
         Ok(if wants_part(&uri) {
             html(live)

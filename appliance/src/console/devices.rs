@@ -11,7 +11,7 @@ use maud::{html, Markup};
 
 use super::alerts::{self, query_value, Alert, Filter};
 use super::session::SignedIn;
-use super::{actions, ask_pipeline, decode, layout, live_page, render, root_of, Shared};
+use super::{actions, ask_for, layout, live_page, render, root_of, Shared};
 use crate::api::Request as ToPipeline;
 use crate::devices::Device;
 
@@ -28,8 +28,7 @@ pub async fn list(
 ) -> Response {
     let root = root_of(uri.path());
     let made = async {
-        let body = ask_pipeline(&console, ToPipeline::ListDevices).await?;
-        let devices: Vec<Device> = decode("devices", body)?;
+        let devices: Vec<Device> = ask_for(&console, ToPipeline::ListDevices, "devices").await?;
         let live = html! {
             table #devices {
                 thead { tr { th { "Device" } th { "Addresses" } th { "MACs" } th { "Host names" } th { "First seen" } th { "Last seen" } } }
@@ -63,8 +62,7 @@ pub async fn show(
 ) -> Response {
     let root = root_of(uri.path());
     let made = async {
-        let body = ask_pipeline(&console, ToPipeline::Device(address)).await?;
-        let device: Device = decode("device", body)?;
+        let device: Device = ask_for(&console, ToPipeline::Device(address), "device").await?;
         let mut actions = actions::all(&console).await?;
         actions.retain(|action| action.device == address);
         let filter = Filter {

@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use vigil_plugin_sdk::Incident;
 
 use super::session::SignedIn;
-use super::{actions, ask_pipeline, decode, layout, live_page, render, root_of, Shared};
+use super::{actions, ask_for, layout, live_page, render, root_of, Shared};
 use crate::api::{IncidentHeader, Request as ToPipeline};
 use crate::devices::Device;
 use crate::respond::Action;
@@ -22,8 +22,8 @@ pub async fn list(
 ) -> Response {
     let root = root_of(uri.path());
     let made = async {
-        let body = ask_pipeline(&console, ToPipeline::ListIncidents).await?;
-        let mut incidents: Vec<IncidentHeader> = decode("incidents", body)?;
+        let mut incidents: Vec<IncidentHeader> =
+            ask_for(&console, ToPipeline::ListIncidents, "incidents").await?;
         incidents.sort_by(|a, b| b.score.cmp(&a.score).then(b.last.cmp(&a.last)));
         let table = table(&incidents);
         Ok(live_page(&uri, &root, &user, "Incidents", table))
@@ -72,8 +72,7 @@ pub async fn show(
 ) -> Response {
     let root = root_of(uri.path());
     let made = async {
-        let body = ask_pipeline(&console, ToPipeline::Incident(id)).await?;
-        let shown: Shown = decode("incident", body)?;
+        let shown: Shown = ask_for(&console, ToPipeline::Incident(id), "incident").await?;
         let device = shown.incident.device;
         let mut actions = actions::all(&console).await?;
         actions.retain(|action| action.incident == Some(id) || action.device == device);

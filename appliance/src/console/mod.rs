@@ -253,11 +253,13 @@ async fn ask_pipeline(
     }
 }
 
-/// `body` as `T`, or a problem naming what did not fit.
-fn decode<T: serde::de::DeserializeOwned>(
+/// Asks the capture loop for `request` and reads its answer as `T` (`what` names it in errors).
+async fn ask_for<T: serde::de::DeserializeOwned>(
+    console: &Console,
+    request: ToPipeline,
     what: &str,
-    body: serde_json::Value,
 ) -> Result<T, Problem> {
+    let body = ask_pipeline(console, request).await?;
     serde_json::from_value(body).map_err(|err| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

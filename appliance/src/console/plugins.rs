@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::alerts::query_value;
 use super::session::SignedIn;
-use super::{ask_pipeline, decode, html, layout, render, root_of, wants_part, Problem, Shared};
+use super::{ask_for, ask_pipeline, html, layout, render, root_of, wants_part, Problem, Shared};
 use crate::api::upload::{self, UploadError};
 use crate::api::{Request as ToPipeline, Role};
 
@@ -38,8 +38,7 @@ pub async fn list(
 ) -> Response {
     let root = root_of(uri.path());
     let made = async {
-        let body = ask_pipeline(&console, ToPipeline::ListPlugins).await?;
-        let plugins: Vec<Plugin> = decode("plugins", body)?;
+        let plugins: Vec<Plugin> = ask_for(&console, ToPipeline::ListPlugins, "plugins").await?;
         let state_dir = console.context.data_dir.join("state");
         let live = html! {
             table #plugins {

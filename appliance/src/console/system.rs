@@ -8,7 +8,7 @@ use axum::Extension;
 use maud::html;
 
 use super::session::SignedIn;
-use super::{ask_pipeline, decode, live_page, render, root_of, Shared};
+use super::{ask_for, live_page, render, root_of, Shared};
 use crate::api::Request as ToPipeline;
 use crate::counters::Counters;
 
@@ -20,8 +20,7 @@ pub async fn show(
 ) -> Response {
     let root = root_of(uri.path());
     let made = async {
-        let body = ask_pipeline(&console, ToPipeline::Counters).await?;
-        let counters: Counters = decode("counters", body)?;
+        let counters: Counters = ask_for(&console, ToPipeline::Counters, "counters").await?;
         let uptime = console.started.elapsed().as_secs();
         let system = crate::image::status::read(&console.context.system);
         let space = crate::store::lines::space(&console.context.data_dir);
