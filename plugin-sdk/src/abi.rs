@@ -13,7 +13,9 @@
 //! | `vigil_restore` | `(ptr, len) -> i32` | put back a snapshot |
 //!
 //! Imports (module `vigil`): `emit_breach(ptr, len)` (a postcard [`crate::Breach`]),
-//! `emit_incident(ptr, len)` (a postcard [`crate::Incident`], from analyst plugins),
+//! `emit_incident(ptr, len)` (a postcard [`crate::Incident`], from analyst plugins built for
+//! 1.0-1.2), `emit_incident_update(ptr, len)` (a new version of an incident as an update, see
+//! [`crate::incident_update`]; from 1.3),
 //! `request_action(ptr, len)` (a postcard [`crate::ActionRequest`], from responder plugins only),
 //! `log(level, ptr, len)` (UTF-8). No WASI, no clock, no I/O: a plugin is a pure function of its
 //! events, which is what makes replay deterministic.
@@ -24,7 +26,9 @@ pub const ABI_MAJOR: u16 = 1;
 /// [`crate::LdapFilter`]. Postcard is not extensible, so the host encodes an LDAP search both
 /// ways and hands a plugin built for 1.0 or 1.1 the [`crate::EventKind::LdapSearch`] it was
 /// built to decode (the filter as RFC 4515 text): already-signed plugins keep running.
-pub const ABI_MINOR: u16 = 2;
+/// 3: analysts hand over incidents with `emit_incident_update` (what changed since the version
+/// the host holds); `emit_incident` (the whole incident) stays for plugins built for 1.0-1.2.
+pub const ABI_MINOR: u16 = 3;
 /// The first minor whose plugins receive [`crate::EventKind::LdapSearchTree`].
 pub const LDAP_FILTER_TREE_MINOR: u16 = 2;
 pub const IMPORT_MODULE: &str = "vigil";

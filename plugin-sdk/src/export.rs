@@ -79,13 +79,14 @@ pub mod guest {
     use core::cell::UnsafeCell;
 
     use crate::abi::{pack, Status};
+    use crate::incident_update::UpdateEncoder;
     use crate::plugin::{manifest_of, parse_config};
     use crate::{Event, Output, Plugin};
 
     #[link(wasm_import_module = "vigil")]
     extern "C" {
         fn emit_breach(ptr: *const u8, len: usize);
-        fn emit_incident(ptr: *const u8, len: usize);
+        fn emit_incident_update(ptr: *const u8, len: usize);
         fn request_action(ptr: *const u8, len: usize);
         fn log(level: i32, ptr: *const u8, len: usize);
     }
@@ -98,6 +99,8 @@ pub mod guest {
         /// Holds what `vigil_manifest` and `vigil_snapshot` return until the next call.
         outbox: Vec<u8>,
         output: Output,
+        /// What the host holds of each incident, so a new version is sent as what changed.
+        incident_updates: UpdateEncoder,
     }
 
     /// The plugin instance and its buffers.
@@ -133,6 +136,7 @@ pub mod guest {
                 inbox: Vec::new(),
                 outbox: Vec::new(),
                 output: Output::default(),
+                incident_updates: UpdateEncoder::default(),
             })
         }
 
@@ -205,11 +209,11 @@ pub mod guest {
                     }
                 }
             }
-            Self::flush(&mut state.output);
+            Self::flush(&mut state.output, &mut state.incident_updates);
             status as i32
         }
 
-        fn flush(output: &mut Output) {
+        fn flush(output: &mut Output, incident_updates: &mut UpdateEncoder) {
             for breach in output.take_breaches() {
                 if let Ok(bytes) = postcard::to_allocvec(&breach) {
                     // SAFETY: the pointer and length describe a live, initialised buffer.
@@ -217,9 +221,9 @@ pub mod guest {
                 }
             }
             for incident in output.take_incidents() {
-                if let Ok(bytes) = postcard::to_allocvec(&incident) {
+                if let Ok(bytes) = incident_updates.encode(&incident) {
                     // SAFETY: the pointer and length describe a live, initialised buffer.
-                    unsafe { emit_incident(bytes.as_ptr(), bytes.len()) };
+                    unsafe { emit_incident_update(bytes.as_ptr(), bytes.len()) };
                 }
             }
             for action in output.take_actions() {
@@ -253,7 +257,7 @@ pub mod guest {
                 Ok(()) => Status::Ok as i32,
                 Err(err) => {
                     state.output.log(crate::abi::level::ERROR, err.0);
-                    Self::flush(&mut state.output);
+                    Self::flush(&mut state.output, &mut state.incident_updates);
                     Status::BadSnapshot as i32
                 }
             }

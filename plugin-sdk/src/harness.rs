@@ -1,13 +1,14 @@
 //! Runs a plugin natively, without wasm, for fast unit tests of a model.
 //!
 //! Every event is encoded and decoded with postcard on the way in, and every breach on the way
-//! out, exactly as across the wasm boundary, so a test here also proves the plugin's types cross
-//! the ABI.
+//! out, exactly as across the wasm boundary (incidents as updates, rebuilt as the host rebuilds
+//! them), so a test here also proves the plugin's types cross the ABI.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
+use crate::incident_update::{UpdateDecoder, UpdateEncoder};
 use crate::plugin::{parse_config, RestoreError};
 use crate::{
     ActionRequest, Breach, Endpoint, Event, EventKind, FlowState, Incident, Output, Plugin,
@@ -19,6 +20,8 @@ pub struct Harness<P: Plugin> {
     output: Output,
     breaches: Vec<Breach>,
     incidents: Vec<Incident>,
+    /// The two ends of the incident updates, as the wasm glue and the host hold them.
+    incident_updates: (UpdateEncoder, UpdateDecoder),
     actions: Vec<ActionRequest>,
 }
 
@@ -46,6 +49,7 @@ impl<P: Plugin> Harness<P> {
             output: Output::default(),
             breaches: Vec::new(),
             incidents: Vec::new(),
+            incident_updates: Default::default(),
             actions: Vec::new(),
         }
     }
@@ -67,10 +71,13 @@ impl<P: Plugin> Harness<P> {
             })
             .collect();
         self.breaches.extend(raised.iter().cloned());
+        let (encoder, decoder) = &mut self.incident_updates;
         for incident in self.output.take_incidents() {
-            let wire = postcard::to_allocvec(&incident).expect("incidents always encode");
-            self.incidents
-                .push(postcard::from_bytes(&wire).expect("incidents always decode"));
+            let wire = encoder.encode(&incident).expect("incidents always encode");
+            let rebuilt = decoder
+                .decode(&wire)
+                .expect("incident updates always rebuild");
+            self.incidents.push(Incident::clone(&rebuilt));
         }
         for action in self.output.take_actions() {
             let wire = postcard::to_allocvec(&action).expect("actions always encode");

@@ -3,6 +3,7 @@
 //! host keeps the latest version of each (by `id`) in `DATA_DIR/incidents.json`.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
@@ -63,8 +64,9 @@ pub struct Incident {
     #[serde(default)]
     pub learning: u32,
     /// The first and the latest breaches (an analyst keeps a bounded number of each), in time
-    /// order; [`Incident::breaches`] and [`Incident::by_model`] count the rest.
-    pub timeline: Vec<TimelineEntry>,
+    /// order; [`Incident::breaches`] and [`Incident::by_model`] count the rest. Shared, so that a
+    /// new version of an incident (one per breach) costs its new entry, not a copy of them all.
+    pub timeline: Vec<Arc<TimelineEntry>>,
     /// A few plain sentences written from the evidence.
     pub summary: String,
 }

@@ -21,6 +21,7 @@ pub mod evidence;
 mod export;
 pub mod harness;
 pub mod incident;
+pub mod incident_update;
 pub mod ldap;
 pub mod manifest;
 pub mod model;

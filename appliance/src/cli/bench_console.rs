@@ -151,6 +151,7 @@ fn incident(breaches: u32) -> Incident {
                     })
                     .collect(),
             })
+            .map(Arc::new)
             .collect(),
         summary: "10.0.0.66 scanned the network.".into(),
     }

@@ -198,7 +198,7 @@ fn hostile_incident() -> Incident {
         by_model: Vec::new(),
         unusual: 2,
         learning: 0,
-        timeline: vec![
+        timeline: [
             TimelineEntry {
                 seq: 1,
                 ts: Timestamp::from_secs(1_000),
@@ -225,7 +225,10 @@ fn hostile_incident() -> Incident {
                     value: HOSTILE.into(),
                 }],
             },
-        ],
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
         summary: format!("{DEVICE} scanned and guessed passwords. {HOSTILE}"),
     }
 }

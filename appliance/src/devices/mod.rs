@@ -338,7 +338,7 @@ impl DeviceTable {
             if let Some(&index) = self.by_address.get(&event.src.ip) {
                 touch(
                     &mut self.devices[index].services,
-                    service,
+                    &service,
                     event.ts,
                     MAX_SERVICES,
                 );
@@ -346,7 +346,7 @@ impl DeviceTable {
             if let Some(&index) = self.by_address.get(&service.0) {
                 touch(
                     &mut self.devices[index].offers,
-                    service.1,
+                    &service.1,
                     event.ts,
                     MAX_OFFERS,
                 );
@@ -475,7 +475,7 @@ impl DeviceTable {
     fn refresh(&mut self, index: usize, ts: Timestamp, address: IpAddr, mac: Option<[u8; 6]>) {
         let device = &mut self.devices[index];
         device.last_seen = device.last_seen.max(ts);
-        if let Some(gone) = touch(&mut device.addresses, address, ts, MAX_ADDRESSES) {
+        if let Some(gone) = touch(&mut device.addresses, &address, ts, MAX_ADDRESSES) {
             self.release_address(gone, index);
         }
         if let Some(mac) = mac {
@@ -486,7 +486,12 @@ impl DeviceTable {
     /// Lists `mac` on the device at `index`; the MAC that drops off its list no longer
     /// identifies it.
     fn touch_mac(&mut self, index: usize, mac: [u8; 6], ts: Timestamp) {
-        let gone = touch(&mut self.devices[index].macs, format_mac(mac), ts, MAX_MACS);
+        let gone = touch(
+            &mut self.devices[index].macs,
+            MacText::of(mac).as_str(),
+            ts,
+            MAX_MACS,
+        );
         if let Some(gone) = gone.as_deref().and_then(parse_mac) {
             if self.by_mac.get(&gone) == Some(&MacOwner::Device(index)) {
                 self.by_mac.remove(&gone);
@@ -684,8 +689,14 @@ fn identifying(mac: [u8; 6]) -> Option<[u8; 6]> {
 }
 
 /// Records `value` seen at `ts`; a full list drops its least recently seen entry, returned.
-fn touch<T: PartialEq>(seen: &mut Vec<Seen<T>>, value: T, ts: Timestamp, max: usize) -> Option<T> {
-    if let Some(known) = seen.iter_mut().find(|s| s.value == value) {
+/// Notes `value` seen at `ts` in `seen` (at most `max` kept: the one seen least recently makes
+/// room, and is returned). Takes a borrowed value so that a known one costs no allocation.
+fn touch<T, Q>(seen: &mut Vec<Seen<T>>, value: &Q, ts: Timestamp, max: usize) -> Option<T>
+where
+    T: std::borrow::Borrow<Q>,
+    Q: PartialEq + ToOwned<Owned = T> + ?Sized,
+{
+    if let Some(known) = seen.iter_mut().find(|s| s.value.borrow() == value) {
         known.last = known.last.max(ts);
         return None;
     }
@@ -696,7 +707,7 @@ fn touch<T: PartialEq>(seen: &mut Vec<Seen<T>>, value: T, ts: Timestamp, max: us
         }
     }
     seen.push(Seen {
-        value,
+        value: value.to_owned(),
         first: ts,
         last: ts,
     });
@@ -704,10 +715,28 @@ fn touch<T: PartialEq>(seen: &mut Vec<Seen<T>>, value: T, ts: Timestamp, max: us
 }
 
 pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    MacText::of(mac).as_str().to_string()
+}
+
+/// A MAC address as text (`aa:bb:cc:dd:ee:ff`) on the stack: every packet names its device's
+/// MAC, and comparing it with the ones listed must not allocate.
+struct MacText([u8; 17]);
+
+impl MacText {
+    fn of(mac: [u8; 6]) -> MacText {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b':'; 17];
+        for (i, byte) in mac.iter().enumerate() {
+            text[i * 3] = HEX[usize::from(byte >> 4)];
+            text[i * 3 + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        MacText(text)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits and colons are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {

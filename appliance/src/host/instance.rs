@@ -6,8 +6,10 @@
 //! panic or an unbounded host allocation.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use vigil_plugin_sdk::abi::{self, Status};
+use vigil_plugin_sdk::incident_update::UpdateDecoder;
 use vigil_plugin_sdk::{ActionRequest, Breach, Incident, Manifest};
 use wasmtime::{
     Caller, ExternType, InstancePre, Linker, Memory, Module, Store, StoreLimits,
@@ -16,9 +18,10 @@ use wasmtime::{
 
 /// The functions a plugin may import from module `vigil`, with their parameter types (none
 /// returns a value).
-pub const IMPORTS: [(&str, &[Num]); 4] = [
+pub const IMPORTS: [(&str, &[Num]); 5] = [
     ("emit_breach", &[Num::I32, Num::I32]),
     ("emit_incident", &[Num::I32, Num::I32]),
+    ("emit_incident_update", &[Num::I32, Num::I32]),
     ("request_action", &[Num::I32, Num::I32]),
     ("log", &[Num::I32, Num::I32, Num::I32]),
 ];
@@ -111,7 +114,10 @@ pub struct HostState {
     memory: Option<Memory>,
     /// Breaches and incidents raised during the current call.
     breaches: Vec<Breach>,
-    incidents: Vec<Incident>,
+    incidents: Vec<Arc<Incident>>,
+    /// Rebuilds whole incidents from the updates of an analyst built for ABI 1.3; lives as long
+    /// as the instance, as the plugin's encoder does.
+    incident_updates: UpdateDecoder,
     /// Action requests of the current call; the host decides whether the plugin may make them.
     actions: Vec<ActionRequest>,
     breach_bytes: usize,
@@ -126,20 +132,19 @@ pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(abi::IMPORT_MODULE, "emit_breach", emit_breach)?;
     linker.func_wrap(abi::IMPORT_MODULE, "emit_incident", emit_incident)?;
+    linker.func_wrap(
+        abi::IMPORT_MODULE,
+        "emit_incident_update",
+        emit_incident_update,
+    )?;
     linker.func_wrap(abi::IMPORT_MODULE, "request_action", request_action)?;
     linker.func_wrap(abi::IMPORT_MODULE, "log", log)?;
     Ok(linker)
 }
 
-/// Reads one postcard value a plugin hands over (a breach or an incident) straight out of guest
-/// memory, within the per-call limits; `None` when it is unreadable or over them.
-fn read_output<T: serde::de::DeserializeOwned>(
-    caller: &Caller<'_, HostState>,
-    ptr: i32,
-    len: i32,
-) -> Option<(T, usize)> {
-    let state = caller.data();
-    let memory = state.memory?;
+/// Where one output a plugin hands over (a breach, an incident, an action) lies in guest memory,
+/// within the per-call limits; `None` when it is out of bounds or over them.
+fn output_range(state: &HostState, ptr: i32, len: i32) -> Option<Range<usize>> {
     let range = guest_range(ptr, len, MAX_BREACH_BYTES)?;
     let outputs = state.breaches.len() + state.incidents.len() + state.actions.len();
     if outputs >= MAX_BREACHES_PER_CALL
@@ -147,6 +152,19 @@ fn read_output<T: serde::de::DeserializeOwned>(
     {
         return None;
     }
+    Some(range)
+}
+
+/// Reads one postcard value a plugin hands over straight out of guest memory, within the
+/// per-call limits; `None` when it is unreadable or over them.
+fn read_output<T: serde::de::DeserializeOwned>(
+    caller: &Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> Option<(T, usize)> {
+    let state = caller.data();
+    let memory = state.memory?;
+    let range = output_range(state, ptr, len)?;
     let size = range.len();
     let bytes = memory.data(caller).get(range)?;
     postcard::from_bytes::<T>(bytes)
@@ -176,6 +194,37 @@ fn emit_incident(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
     let decoded = read_output::<Incident>(&caller, ptr, len);
     let state = caller.data_mut();
     match decoded {
+        Some((incident, size)) => {
+            state.breach_bytes += size;
+            state.incidents.push(Arc::new(incident));
+        }
+        None => state.bad_output += 1,
+    }
+}
+
+/// `vigil.emit_incident_update(ptr, len)`: a new version of an incident as an update (see
+/// `vigil_plugin_sdk::incident_update`), under the same limits. An update that cannot be
+/// rebuilt is counted in `bad_output` and dropped.
+fn emit_incident_update(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
+    let mut caller = caller;
+    let Some(memory) = caller.data().memory else {
+        caller.data_mut().bad_output += 1;
+        return;
+    };
+    let range = output_range(caller.data(), ptr, len);
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let rebuilt = range.and_then(|range| {
+        let size = range.len();
+        let bytes = data.get(range)?;
+        match state.incident_updates.decode(bytes) {
+            Ok(incident) => Some((incident, size)),
+            Err(err) => {
+                tracing::debug!("plugin {}: {err}", state.plugin);
+                None
+            }
+        }
+    });
+    match rebuilt {
         Some((incident, size)) => {
             state.breach_bytes += size;
             state.incidents.push(incident);
@@ -288,6 +337,7 @@ fn new_store(engine: &wasmtime::Engine, sandbox: Sandbox, plugin: &str) -> Store
             memory: None,
             breaches: Vec::new(),
             incidents: Vec::new(),
+            incident_updates: UpdateDecoder::default(),
             actions: Vec::new(),
             breach_bytes: 0,
             bad_output: 0,
@@ -449,7 +499,7 @@ impl Instance {
     }
 
     /// The incidents written by the last call.
-    pub fn drain_incidents(&mut self) -> std::vec::Drain<'_, Incident> {
+    pub fn drain_incidents(&mut self) -> std::vec::Drain<'_, Arc<Incident>> {
         self.store.data_mut().incidents.drain(..)
     }
 
@@ -579,8 +629,8 @@ pub fn unsupported_import(module: &Module) -> Option<(String, String)> {
             None => {
                 return Some((
                     name,
-                    "Vigil provides only vigil.emit_breach, vigil.emit_incident and vigil.log \
-                     to plugins (no WASI, no clock, no I/O)"
+                    "Vigil provides only vigil.emit_breach, vigil.emit_incident(_update), \
+                     vigil.request_action and vigil.log to plugins (no WASI, no clock, no I/O)"
                         .to_string(),
                 ))
             }

@@ -903,7 +903,7 @@ impl PluginHost {
                                     EmittedIncident {
                                         plugin: plugin.manifest.name.clone(),
                                         plugin_version: plugin.manifest.version.clone(),
-                                        incident: incident.into(),
+                                        incident,
                                     }
                                 }));
                             let requested: Vec<ActionRequest> = instance.drain_actions().collect();

@@ -131,6 +131,7 @@ impl Guest {
         let wat = format!(
             r#"(module
   (import "vigil" "emit_breach" (func $emit_breach (param i32 i32)))
+  (import "vigil" "emit_incident_update" (func $emit_incident_update (param i32 i32)))
   (import "vigil" "log" (func $log (param i32 i32 i32)))
   (import "vigil" "request_action" (func $request_action (param i32 i32)))
   (memory (export "memory") {pages})
@@ -356,6 +357,93 @@ fn bad_breach_pointers_and_encodings_are_counted_not_fatal() {
     let s = status(&host, id);
     assert_eq!(s.stats.bad_output, 6);
     assert_eq!((s.stats.traps, s.stats.breaches), (0, 1));
+}
+
+#[test]
+fn incident_updates_are_rebuilt_and_one_naming_an_entry_the_host_lacks_is_counted() {
+    use vigil_plugin_sdk::incident::TimelineEntry;
+    use vigil_plugin_sdk::incident_update::UpdateEncoder;
+    let entry = |seq: u32| {
+        std::sync::Arc::new(TimelineEntry {
+            seq,
+            ts: Timestamp(u64::from(seq)),
+            model: "Device / Network Scan".into(),
+            score: 60,
+            phase: "Discovery".into(),
+            destinations: vec![IpAddr::from([10, 0, 0, 2])],
+            ports: vec![445],
+            evidence: Vec::new(),
+        })
+    };
+    let incident = |timeline: Vec<std::sync::Arc<TimelineEntry>>| Incident {
+        id: 7,
+        device: IpAddr::from([10, 0, 0, 1]),
+        first: Timestamp(1),
+        last: Timestamp(timeline.len() as u64),
+        score: 60,
+        phases: Vec::new(),
+        breaches: timeline.len() as u32,
+        by_model: Vec::new(),
+        unusual: 0,
+        learning: 0,
+        timeline,
+        summary: "10.0.0.1 scanned.".into(),
+    };
+    let (first, second) = (incident(vec![entry(1)]), incident(vec![entry(1), entry(2)]));
+    let mut encoder = UpdateEncoder::default();
+    let whole = encoder.encode(&first).expect("encodes");
+    let update = encoder.encode(&second).expect("encodes");
+    // The second update keeps entry 1 by its seq: sent to a fresh instance (the host's end
+    // starts anew with it), it names an entry the host does not hold.
+    let (whole_at, update_at) = (40_000, 48_000);
+    let mut guest = Guest::new("analyst-like");
+    guest.extra = format!(
+        "(data (i32.const {whole_at}) \"{}\") (data (i32.const {update_at}) \"{}\")",
+        wat_bytes(&whole),
+        wat_bytes(&update)
+    );
+    guest.on_batch = format!(
+        "(if (i32.eqz (global.get $state))
+           (then (call $emit_incident_update (i32.const {whole_at}) (i32.const {}))
+                 (call $emit_incident_update (i32.const {update_at}) (i32.const {})))
+           (else (call $emit_incident_update (i32.const {update_at}) (i32.const {}))
+                 (call $emit_incident_update (i32.const 12300) (i32.const 16))))
+         (global.set $state (i32.add (global.get $state) (i32.const 1)))
+         (i32.const 0)",
+        whole.len(),
+        update.len(),
+        update.len()
+    );
+    let mut host = host();
+    let id = host.load(&guest.wasm(), "a.wasm", None).expect("loads");
+    host.dispatch(&flows(1));
+    let rebuilt: Vec<Incident> = host
+        .take_incidents()
+        .into_iter()
+        .map(|e| Incident::clone(&e.incident))
+        .collect();
+    assert_eq!(rebuilt, [first, second.clone()]);
+    // The same update again is still good (entries 1 and 2 are held); garbage is not.
+    host.dispatch(&flows(1));
+    let again: Vec<Incident> = host
+        .take_incidents()
+        .into_iter()
+        .map(|e| Incident::clone(&e.incident))
+        .collect();
+    assert_eq!(again, [second]);
+    assert_eq!(status(&host, id).stats.bad_output, 1);
+    // A restarted instance holds nothing: the update that keeps entries is refused, counted.
+    let mut fresh = self::host();
+    let mut replayed = Guest::new("analyst-like");
+    replayed.extra = guest.extra.clone();
+    replayed.on_batch = format!(
+        "(call $emit_incident_update (i32.const {update_at}) (i32.const {})) (i32.const 0)",
+        update.len()
+    );
+    let id = fresh.load(&replayed.wasm(), "b.wasm", None).expect("loads");
+    fresh.dispatch(&flows(1));
+    assert!(fresh.take_incidents().is_empty());
+    assert_eq!(status(&fresh, id).stats.bad_output, 1);
 }
 
 #[test]

@@ -99,7 +99,7 @@ impl IncidentFile {
             i.timeline
                 .iter()
                 .filter(|t| t.seq > *written)
-                .map(timeline_entry)
+                .map(|t| timeline_entry(t))
                 .collect(),
         );
         *written = i.timeline.iter().map(|t| t.seq).fold(*written, u32::max);
@@ -127,7 +127,11 @@ impl IncidentFile {
         for (id, (mut header, incident)) in std::mem::take(&mut self.changed) {
             header.insert(
                 "timeline".into(),
-                incident.timeline.iter().map(timeline_entry).collect(),
+                incident
+                    .timeline
+                    .iter()
+                    .map(|t| timeline_entry(t))
+                    .collect(),
             );
             self.incidents.insert(id, Value::Object(header));
         }

@@ -9,6 +9,7 @@
 
 use core::net::IpAddr;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::evidence::{duration, listed};
@@ -206,6 +207,7 @@ fn write_summary(incident: &Incident) -> String {
             .timeline
             .iter()
             .filter(|t| t.phase == phase.name)
+            .map(|t| &**t)
             .collect();
         let mut described: Vec<String> = Vec::new();
         for entry in &entries {
@@ -332,7 +334,7 @@ impl Plugin for Analyst {
             Err(at) => incident.by_model.insert(at, (model.to_string(), 1)),
         }
         {
-            incident.timeline.push(TimelineEntry {
+            incident.timeline.push(Arc::new(TimelineEntry {
                 seq: incident.breaches,
                 ts: event.ts,
                 model: model.to_string(),
@@ -347,7 +349,7 @@ impl Plugin for Analyst {
                         value: value.to_string(),
                     })
                     .collect(),
-            });
+            }));
             incident.timeline.sort_by_key(|t| t.ts);
             trim_timeline(incident, &self.config);
         }
