@@ -298,7 +298,8 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
         key: K,
         make: impl FnOnce() -> V,
     ) -> &mut V {
-        if !self.entries.contains_key(&key) {
+        // Only a full map must make room, and only for a new key: most touches skip the lookup.
+        if self.entries.len() >= capacity.max(1) && !self.entries.contains_key(&key) {
             while self.entries.len() >= capacity.max(1) {
                 let Some((_, stalest)) = self.by_touch.pop_first() else {
                     break;
@@ -728,11 +729,12 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         target: T,
         in_window: usize,
     ) {
-        let known_target = self
+        // When the target was last touched, if it is known: one lookup answers both questions.
+        let touched = self
             .devices
             .get(device)
-            .is_some_and(|d| d.targets.contains_key(&target));
-        if !known_target {
+            .and_then(|d| d.targets.touched(&target));
+        if touched.is_none() {
             // Room for one more target in all: the least recently active devices go first
             // (never `device` itself, the most recently active).
             while self.targets_total >= config.max_targets_total.max(1) && self.devices.len() > 1 {
@@ -744,10 +746,7 @@ impl<K: Ord + Clone, T: Ord + Clone> FanOutProfiles<K, T> {
         };
         let before = known.targets.len();
         let forget = config.forget_after;
-        let stale = known
-            .targets
-            .touched(&target)
-            .is_some_and(|touched| now.elapsed_since(touched) > forget);
+        let stale = touched.is_some_and(|touched| now.elapsed_since(touched) > forget);
         let first = known.targets.touch(config.max_targets, now, target, || now);
         if stale {
             *first = now;
