@@ -10,8 +10,7 @@
 //! `PipelineStats::clock_clamped`). Live capture stamps packets as it reads them and needs no
 //! buffer.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 use vigil_plugin_sdk::Timestamp;
 
@@ -82,8 +81,10 @@ pub struct Reorder<S> {
 /// The held packets, apart from the source so a packet borrowed from it can be copied in.
 struct Buffer {
     config: ReorderConfig,
-    /// Held packets, earliest first: (run, time, read order, slot).
-    held: BinaryHeap<Reverse<(u64, Timestamp, u64, usize)>>,
+    /// Held packets, earliest first: (run, time, read order, slot). Kept sorted rather than in
+    /// a heap: packets mostly come in time order and go on the back in O(1), where a heap paid
+    /// a sift through tens of thousands of held packets per packet under a flood.
+    held: VecDeque<(u64, Timestamp, u64, usize)>,
     /// The current run: a late packet starts the next one, after everything held before it.
     run: u64,
     slots: Vec<Slot>,
@@ -108,7 +109,7 @@ impl<S: Source> Reorder<S> {
             inner,
             buffer: Buffer {
                 config,
-                held: BinaryHeap::new(),
+                held: VecDeque::new(),
                 run: 0,
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -130,7 +131,7 @@ impl Buffer {
     /// out, nothing more is coming, or the buffer is over a bound (counted: disorder may then
     /// survive).
     fn releasable(&mut self) -> bool {
-        let Some(&Reverse((run, ts, _, _))) = self.held.peek() else {
+        let Some(&(run, ts, _, _)) = self.held.front() else {
             return false;
         };
         let waited = self
@@ -173,8 +174,13 @@ impl Buffer {
             self.latest
                 .map_or(packet.ts, |latest| latest.max(packet.ts)),
         );
-        self.held
-            .push(Reverse((self.run, packet.ts, self.read, slot)));
+        let entry = (self.run, packet.ts, self.read, slot);
+        if self.held.back().is_none_or(|last| *last <= entry) {
+            self.held.push_back(entry);
+        } else {
+            let at = self.held.partition_point(|held| *held < entry);
+            self.held.insert(at, entry);
+        }
         self.read += 1;
     }
 
@@ -212,7 +218,7 @@ impl<S: Source> Source for Reorder<S> {
                 }
             }
         }
-        let Some(Reverse((run, ts, _, slot))) = buffer.held.pop() else {
+        let Some((run, ts, _, slot)) = buffer.held.pop_front() else {
             return Ok(Next::End);
         };
         buffer.out = Some(slot);
