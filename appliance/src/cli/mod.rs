@@ -210,6 +210,12 @@ enum Command {
 pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Key(_) | Command::Bundle(_) | Command::Trust(_) | Command::Plugin(_)
+    ) {
+        end_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Replay {
             common,
@@ -262,6 +268,18 @@ pub fn main() -> ExitCode {
             eprintln!("vigil: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command that only reads and writes local files, piped into `head` or `grep -q`, ends as
+/// other Unix tools do when the reader goes away (Rust ignores SIGPIPE, so `println!` would
+/// panic instead). Not for the daemon or the commands that talk to one: a peer closing a socket
+/// must give them an error to report, not a silent death.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: restores the default action of one signal before any thread is started; no handler
+    // code runs in this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
