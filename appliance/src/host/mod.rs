@@ -405,44 +405,47 @@ impl Plugin {
         rollback
     }
 
-    /// Hands the plugin its share of `batch` (plugin number `index`, in chaining hop `hop`) and
-    /// returns what it raised. A failed call is counted here, and may roll the plugin back or
-    /// quarantine it.
-    fn run_round(
-        &mut self,
-        index: usize,
-        batch: &EventBatch,
-        hop: u8,
-        config: &HostConfig,
-    ) -> RoundOutput {
-        let mut output = RoundOutput::default();
+    /// Copies the plugin's share of `batch` (it is plugin number `index`) into `filtered`;
+    /// how many events that is (none once quarantined).
+    fn select(&mut self, index: usize, batch: &EventBatch) -> usize {
         if self.quarantined {
-            return output;
+            return 0;
         }
-        let mut events = std::mem::take(&mut self.filtered);
-        let count = batch.select(
+        batch.select(
             self.manifest.subscriptions,
             &self.manifest.filter,
             Some(index),
             self.abi_minor,
-            &mut events,
-        );
-        if count > 0 {
-            self.stats.batches += 1;
-            self.stats.events += count as u64;
-            let started = std::time::Instant::now();
-            let result = self.call(config, |instance| instance.on_batch(&events));
-            self.stats.batch_durations.record(started.elapsed());
-            match result {
-                Ok(report) => {
-                    self.consecutive_failures = 0;
-                    self.probation_passed();
-                    self.stats.bad_output += report.bad_output;
-                    self.drain_into(index, hop, &mut output);
-                }
-                // A refusal status is reported in `Ok`; an `Err` has already been counted.
-                Err(_) => output.rollback = self.after_failed_batch(config),
+            &mut self.filtered,
+        )
+    }
+
+    /// Hands the plugin the `count` events [`Plugin::select`] left in `filtered` and returns
+    /// what it raised. A failed call is counted here, and may roll the plugin back or
+    /// quarantine it.
+    fn run_selected(
+        &mut self,
+        index: usize,
+        count: usize,
+        hop: u8,
+        config: &HostConfig,
+    ) -> RoundOutput {
+        let mut output = RoundOutput::default();
+        let events = std::mem::take(&mut self.filtered);
+        self.stats.batches += 1;
+        self.stats.events += count as u64;
+        let started = std::time::Instant::now();
+        let result = self.call(config, |instance| instance.on_batch(&events));
+        self.stats.batch_durations.record(started.elapsed());
+        match result {
+            Ok(report) => {
+                self.consecutive_failures = 0;
+                self.probation_passed();
+                self.stats.bad_output += report.bad_output;
+                self.drain_into(index, hop, &mut output);
             }
+            // A refusal status is reported in `Ok`; an `Err` has already been counted.
+            Err(_) => output.rollback = self.after_failed_batch(config),
         }
         self.filtered = events;
         output
@@ -1013,10 +1016,21 @@ impl PluginHost {
     /// in plugin order, as running them one after another would.
     fn dispatch_round(&mut self, batch: &EventBatch, hop: u8, emitted: &mut Vec<Emitted>) {
         let config = &self.config;
-        let outputs = self.rounds.run(&mut self.plugins, |index, plugin| {
-            plugin.run_round(index, batch, hop, config)
+        // Selecting is a copy, done here: only the plugins with events to handle go to the
+        // threads, so a round that has one (a breach hop, the incidents) stays on this thread.
+        let mut busy: Vec<(usize, usize, &mut Plugin)> = self
+            .plugins
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, plugin)| {
+                let count = plugin.select(index, batch);
+                (count > 0).then_some((index, count, plugin))
+            })
+            .collect();
+        let outputs = self.rounds.run(&mut busy, |(index, count, plugin)| {
+            plugin.run_selected(*index, *count, hop, config)
         });
-        for (plugin, output) in self.plugins.iter_mut().zip(outputs) {
+        for ((_, _, plugin), output) in busy.into_iter().zip(outputs) {
             let output = output.unwrap_or_else(|panic| plugin.panicked(panic, config));
             emitted.extend(output.breaches);
             self.incidents.extend(output.incidents);

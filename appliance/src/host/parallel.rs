@@ -44,10 +44,10 @@ impl Rounds {
     pub fn run<P: Send, T: Send>(
         &self,
         items: &mut [P],
-        work: impl Fn(usize, &mut P) -> T + Sync,
+        work: impl Fn(&mut P) -> T + Sync,
     ) -> Vec<Result<T, Panicked>> {
-        let guarded = |(index, item): (usize, &mut P)| {
-            catch_unwind(AssertUnwindSafe(|| work(index, item))).map_err(|payload| {
+        let guarded = |item: &mut P| {
+            catch_unwind(AssertUnwindSafe(|| work(item))).map_err(|payload| {
                 let message = payload
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -61,13 +61,12 @@ impl Rounds {
             Rounds::Pool(pool) if items.len() > 1 => pool.install(|| {
                 items
                     .par_iter_mut()
-                    .enumerate()
                     // One item per task: plugins differ widely in cost.
                     .with_max_len(1)
                     .map(guarded)
                     .collect()
             }),
-            _ => items.iter_mut().enumerate().map(guarded).collect(),
+            _ => items.iter_mut().map(guarded).collect(),
         }
     }
 }
@@ -81,12 +80,13 @@ mod tests {
         let rounds = Rounds::new(4).expect("pool starts");
         // The first items take longest, so they finish last.
         let mut items: Vec<u64> = (0..16).collect();
-        let results = rounds.run(&mut items, |index, item| {
-            std::thread::sleep(std::time::Duration::from_millis(16 - *item));
+        let results = rounds.run(&mut items, |item| {
+            let index = *item;
+            std::thread::sleep(std::time::Duration::from_millis(16 - index));
             *item += 100;
             (index, std::thread::current().name().map(str::to_string))
         });
-        let order: Vec<usize> = results
+        let order: Vec<u64> = results
             .iter()
             .map(|r| r.as_ref().expect("no panic").0)
             .collect();
@@ -105,14 +105,14 @@ mod tests {
         for threads in [1, 2] {
             let rounds = Rounds::new(threads).expect("pool starts");
             let mut items = vec![1, 2, 3];
-            let results = rounds.run(&mut items, |_, item| {
+            let results = rounds.run(&mut items, |item| {
                 assert!(*item != 2, "item two");
                 *item * 10
             });
             assert_eq!(results[0], Ok(10));
             assert!(matches!(&results[1], Err(Panicked(m)) if m.contains("item two")));
             assert_eq!(results[2], Ok(30));
-            let again = rounds.run(&mut items, |_, item| *item);
+            let again = rounds.run(&mut items, |item| *item);
             assert_eq!(again, vec![Ok(1), Ok(2), Ok(3)]);
         }
     }
@@ -123,7 +123,7 @@ mod tests {
         assert!(matches!(rounds, Rounds::Sequential));
         let caller = std::thread::current().id();
         let mut items = vec![(); 3];
-        let results = rounds.run(&mut items, |_, _| std::thread::current().id());
+        let results = rounds.run(&mut items, |_| std::thread::current().id());
         assert!(results.iter().all(|r| r.as_ref() == Ok(&caller)));
     }
 }
