@@ -4,35 +4,40 @@
 //! can run them concurrently, one thread per instance at a time, and the host merges what each
 //! raised in plugin order afterwards, so the result is that of running them one after another.
 //!
-//! Rounds are frequent (one per batch of a few hundred events, plus one per breach hop), so the
-//! threads are created once with the host and kept: rayon's pool (already built for wasmtime's
-//! parallel compilation) lends each thread a plugin for the length of the round, and its work
-//! stealing hands the next plugin to whichever thread is free, so one slow plugin does not hold
-//! back the plugins queued behind it.
+//! Rounds are frequent (one per batch of a few hundred events), so the helper threads are
+//! created once with the host and kept (a rayon pool, already built for wasmtime's parallel
+//! compilation, which lends them the round's plugins safely). The caller works too: it and the
+//! helpers take the next plugin from a shared index until none is left, so one slow plugin does
+//! not hold back those behind it, and a helper that wakes late (the cores are busy) finds the
+//! round done instead of making the caller wait for the whole of it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// A plugin's work that panicked instead of returning; the panic's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Panicked(pub String);
 
-/// Where a round's plugins run: on the caller's thread one after another, or on a pool.
+/// An item lent to a round, with the place for its result.
+type Slot<'a, P, T> = Mutex<(&'a mut P, Option<Result<T, Panicked>>)>;
+
+/// Where a round's plugins run: on the caller's thread one after another, or on it and a pool
+/// of helpers.
 pub enum Rounds {
     Sequential,
     Pool(rayon::ThreadPool),
 }
 
 impl Rounds {
-    /// `threads` threads for the plugins; 1 (or 0) runs them on the caller's thread, with no
-    /// thread created.
+    /// `threads` threads for the plugins, the caller's included; 1 (or 0) runs them on the
+    /// caller's thread, with no thread created.
     pub fn new(threads: usize) -> anyhow::Result<Rounds> {
         if threads <= 1 {
             return Ok(Rounds::Sequential);
         }
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
+            .num_threads(threads - 1)
             .thread_name(|i| format!("vigil-plugins-{i}"))
             .build()?;
         Ok(Rounds::Pool(pool))
@@ -40,7 +45,7 @@ impl Rounds {
 
     /// `work` on every item, each item on one thread at a time; the results in item order. A
     /// panic in `work` is caught and returned for its item alone, so the other items' results
-    /// stand and no thread of the pool is lost.
+    /// stand and no thread is lost.
     pub fn run<P: Send, T: Send>(
         &self,
         items: &mut [P],
@@ -56,53 +61,84 @@ impl Rounds {
                 Panicked(message)
             })
         };
-        match self {
-            // A pool for a single item would only add the hand-over to another thread.
-            Rounds::Pool(pool) if items.len() > 1 => pool.install(|| {
-                items
-                    .par_iter_mut()
-                    // One item per task: plugins differ widely in cost.
-                    .with_max_len(1)
-                    .map(guarded)
-                    .collect()
-            }),
-            _ => items.iter_mut().map(guarded).collect(),
-        }
+        let helpers = match self {
+            // For a single item a helper would only add the hand-over.
+            Rounds::Pool(pool) if items.len() > 1 => pool,
+            _ => return items.iter_mut().map(guarded).collect(),
+        };
+        let wanted = helpers.current_num_threads().min(items.len() - 1);
+        // Whoever takes an index runs that item.
+        let slots: Vec<Slot<P, T>> = items
+            .iter_mut()
+            .map(|item| Mutex::new((item, None)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let take_until_done = || {
+            while let Some(slot) = slots.get(next.fetch_add(1, Ordering::Relaxed)) {
+                // `guarded` never unwinds, so the lock is never poisoned; if it were, the item
+                // is still whole.
+                let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                let (item, result) = &mut *slot;
+                *result = Some(guarded(item));
+            }
+        };
+        helpers.in_place_scope(|scope| {
+            for _ in 0..wanted {
+                scope.spawn(|_| take_until_done());
+            }
+            take_until_done();
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                let (_, result) = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+                // Every index was taken before the scope ended, so every item has its result.
+                result.unwrap_or_else(|| Err(Panicked("the item was not run".into())))
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Barrier;
+
     use super::*;
 
     #[test]
     fn results_come_back_in_item_order_whatever_thread_finished_first() {
-        let rounds = Rounds::new(4).expect("pool starts");
-        // The first items take longest, so they finish last.
-        let mut items: Vec<u64> = (0..16).collect();
-        let results = rounds.run(&mut items, |item| {
-            let index = *item;
-            std::thread::sleep(std::time::Duration::from_millis(16 - index));
-            *item += 100;
-            (index, std::thread::current().name().map(str::to_string))
-        });
-        let order: Vec<u64> = results
-            .iter()
-            .map(|r| r.as_ref().expect("no panic").0)
-            .collect();
-        assert_eq!(order, (0..16).collect::<Vec<_>>());
-        assert_eq!(items, (100..116).collect::<Vec<_>>());
-        let on_pool = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok()?.1.clone())
-            .filter(|name| name.starts_with("vigil-plugins-"))
-            .count();
-        assert_eq!(on_pool, 16, "every item ran on the pool");
+        for threads in [2, 4] {
+            let rounds = Rounds::new(threads).expect("pool starts");
+            // The first two wait for each other, so two threads run them; the first items
+            // take longest, so they finish last.
+            let both = Barrier::new(2);
+            let mut items: Vec<u64> = (0..16).collect();
+            let results = rounds.run(&mut items, |item| {
+                let index = *item;
+                if index < 2 {
+                    both.wait();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(16 - index));
+                *item += 100;
+                (index, std::thread::current().id())
+            });
+            let order: Vec<u64> = results
+                .iter()
+                .map(|r| r.as_ref().expect("no panic").0)
+                .collect();
+            assert_eq!(order, (0..16).collect::<Vec<_>>());
+            assert_eq!(items, (100..116).collect::<Vec<_>>());
+            let first_two: Vec<_> = results[..2]
+                .iter()
+                .map(|r| r.as_ref().expect("no panic").1)
+                .collect();
+            assert_ne!(first_two[0], first_two[1], "two threads at once");
+        }
     }
 
     #[test]
     fn a_panicking_item_is_returned_as_such_and_the_pool_keeps_working() {
-        for threads in [1, 2] {
+        for threads in [1, 2, 4] {
             let rounds = Rounds::new(threads).expect("pool starts");
             let mut items = vec![1, 2, 3];
             let results = rounds.run(&mut items, |item| {
