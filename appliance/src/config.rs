@@ -83,6 +83,10 @@ pub struct HostSettings {
     /// Compile for the build target's baseline CPU (what `precompile` produces) rather than
     /// this machine's features.
     pub portable_code: bool,
+    /// Threads the plugins run on, each plugin on one at a time (default: the cores available,
+    /// at most 8). 1 runs them one after another on the pipeline's thread. The breaches,
+    /// incidents and actions are the same whatever the number.
+    pub plugin_threads: usize,
 }
 
 impl Default for HostSettings {
@@ -95,6 +99,7 @@ impl Default for HostSettings {
             cache_modules: true,
             precompiled_dir: None,
             portable_code: false,
+            plugin_threads: defaults.plugin_threads,
         }
     }
 }
@@ -189,6 +194,7 @@ impl Config {
             cache_dir: self.host.cache_modules.then(|| data_dir.join("cache")),
             precompiled_dir: self.host.precompiled_dir.clone(),
             portable_code: self.host.portable_code,
+            plugin_threads: self.host.plugin_threads,
         }
     }
 

@@ -7,14 +7,16 @@
 //!   `tests/fixtures/expected/breaches.json`, recorded before the plugins were ported to the
 //!   SDK's helpers (issue 19): a refactoring of the plugins must not change what they say;
 //! - the lab attack repeated 40 times as one device writes a bounded number of bytes per breach,
-//!   the same as 10 times, and its incident's timeline is capped while counting every breach.
+//!   the same as 10 times, and its incident's timeline is capped while counting every breach;
+//! - the plugins on 2 or 4 threads write exactly what they write on one (`[host] plugin_threads`),
+//!   on both labs and on the repeated attack.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use vigil_tests::lab::{committed_labs, fixture};
-use vigil_tests::workspace::{eve_records, replay_ok, root, saved_actions, TempDir};
+use vigil_tests::workspace::{eve_records, replay_ok, replay_with, root, saved_actions, TempDir};
 
 fn expected_path(lab: &str) -> PathBuf {
     root()
@@ -310,4 +312,60 @@ fn a_long_incident_writes_the_same_bytes_per_breach_and_caps_its_timeline() {
     // The analyst's defaults: the first 64, the latest 64, each model's first, the top one.
     assert!(kept <= 64 + 64 + models + 1, "{kept} timeline entries kept");
     assert!((kept as u64) < breaches_40);
+}
+
+/// What a replay of `pcaps` with the plugins on `threads` threads wrote: every eve.json record
+/// in order, incidents.json and the actions.
+fn written_with_plugin_threads(threads: usize, pcaps: &[&Path]) -> (Vec<Value>, Value, Vec<Value>) {
+    let data = TempDir::new("plugin-threads");
+    let config = data.path().join("vigil.toml");
+    std::fs::write(&config, format!("[host]\nplugin_threads = {threads}\n")).expect("config");
+    let config = config.to_string_lossy().to_string();
+    let out = replay_with(data.path(), &["--config", &config], pcaps);
+    assert!(
+        out.status.success(),
+        "vigil replay {pcaps:?} on {threads} threads: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let incidents = std::fs::read_to_string(data.path().join("incidents.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    (
+        eve_records(data.path()),
+        incidents,
+        saved_actions(data.path()),
+    )
+}
+
+#[test]
+fn plugins_on_several_threads_write_exactly_what_they_write_on_one() {
+    let work = TempDir::new("plugin-threads-attack");
+    let mut runs: Vec<(String, Vec<PathBuf>)> = committed_labs()
+        .into_iter()
+        .map(|lab| {
+            let pcaps = vec![fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap")];
+            (lab, pcaps)
+        })
+        .collect();
+    runs.push((
+        "lab attack x5".into(),
+        vec![repeated_attack(5, work.path())],
+    ));
+    for (name, pcaps) in runs {
+        let pcaps: Vec<&Path> = pcaps.iter().map(PathBuf::as_path).collect();
+        let one = written_with_plugin_threads(1, &pcaps);
+        let alerts = one.0.iter().filter(|r| r["event_type"] == "alert").count();
+        assert!(alerts > 0, "{name}: breaches on one thread");
+        assert!(
+            one.1.as_array().is_some_and(|i| !i.is_empty()),
+            "{name}: an incident"
+        );
+        for threads in [2, 4] {
+            let (records, incidents, actions) = written_with_plugin_threads(threads, &pcaps);
+            assert_eq!(records, one.0, "{name}: eve.json on {threads} threads");
+            assert_eq!(incidents, one.1, "{name}: incidents on {threads} threads");
+            assert_eq!(actions, one.2, "{name}: actions on {threads} threads");
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! `vigil bench`: four captures it builds (the lab attack x40 as one device and with shifted
 //! addresses, a 1 M-packet SYN flood, bulk HTTP made with real tools), each through decode +
 //! flows + parsers and through `vigil replay` itself, against tshark on the same file in the same
-//! run; then the figures of single stages (plugins, hot swap, reassembly, checkpoints,
-//! responses) on the shifted attack.
+//! run, and with the plugins on one thread and on two; then the figures of single stages
+//! (plugins, hot swap, reassembly, checkpoints, responses) on the shifted attack.
 
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::decode::decode;
 use crate::devices::DeviceTable;
 use crate::flow::{FlowConfig, FlowTable};
-use crate::host::{EventBatch, PluginHost};
+use crate::host::{EventBatch, HostConfig, PluginHost};
 use crate::pipeline::Pipeline;
 use crate::plugin_dir;
 use crate::store::NullSink;
@@ -69,6 +69,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let runs = args.runs.max(1);
     let build = |kind| bench_captures::capture(kind, args.repeat, args.flood_packets, &dir);
     let replay = Replayer::new(&dir, "replay", None, runs)?;
+    let threads = PluginThreads::new(&replay, runs)?;
     println!("captures and the replays' data dirs: {}", dir.display());
     println!(
         "vigil replay: {:.3} s to start, load the signed plugins and save on an empty capture \
@@ -80,7 +81,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         match build(kind)? {
             Ok(capture) => print_table(
                 &format!("{} (median of {runs} runs)", capture.title),
-                &capture_rows(&capture, &replay, runs)?,
+                &capture_rows(&capture, &replay, &threads, runs)?,
             ),
             Err(reason) => println!(
                 "{}: not run: {reason}\n",
@@ -96,11 +97,28 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     stage_rows(args, &capture, &dir, &replay, runs)
 }
 
-/// One capture: decode + flows + parsers, `vigil replay` (rates, peak RSS, eve.json per breach)
-/// and tshark, each a median of `runs`.
+/// `vigil replay` with the plugins on one thread and on two, for the plugin stage's scaling.
+struct PluginThreads {
+    one: Replayer,
+    two: Replayer,
+}
+
+impl PluginThreads {
+    fn new(replay: &Replayer, runs: u32) -> anyhow::Result<PluginThreads> {
+        let with = |n: usize| format!("[host]\nplugin_threads = {n}\n");
+        Ok(PluginThreads {
+            one: replay.sibling("plugins-1-thread", &with(1), runs)?,
+            two: replay.sibling("plugins-2-threads", &with(2), runs)?,
+        })
+    }
+}
+
+/// One capture: decode + flows + parsers, `vigil replay` (rates, peak RSS, eve.json per breach;
+/// then with the plugins on one thread and on two) and tshark, each a median of `runs`.
 fn capture_rows(
     capture: &Capture,
     replay: &Replayer,
+    threads: &PluginThreads,
     runs: u32,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let path = &capture.path;
@@ -133,6 +151,23 @@ fn capture_rows(
                 parse_time.as_secs_f64() / full_time.as_secs_f64()
             ),
         ),
+    ];
+    let one = threads.one.packet_time(&threads.one.median(path, runs)?.0);
+    let two = threads.two.packet_time(&threads.two.median(path, runs)?.0);
+    rows.extend([
+        (
+            "full pipeline, plugins on 1 thread".to_string(),
+            format!("{}  ({:.3} s)", speed(one), one.as_secs_f64()),
+        ),
+        (
+            "full pipeline, plugins on 2 threads".to_string(),
+            format!(
+                "{}  ({:.3} s)  = {:.2}x plugins on 1 thread",
+                speed(two),
+                two.as_secs_f64(),
+                one.as_secs_f64() / two.as_secs_f64()
+            ),
+        ),
         (
             "peak RSS of the replay".to_string(),
             format!("{:.1} MiB", peak_rss as f64 / 1024.0),
@@ -148,7 +183,7 @@ fn capture_rows(
                 ),
             },
         ),
-    ];
+    ]);
     rows.push(match median(runs, || tshark_read(path)) {
         Ok(tshark) => (
             "tshark -r FILE -q".to_string(),
@@ -199,8 +234,12 @@ fn stage_rows(
         .iter()
         .find(|f| plugin_dir::plugin_name_from_file(f) == "network-scan")
         .context("network-scan plugin not found")?;
-    let batched = median(runs, || into_one_plugin(scan_plugin, &events, 256))?;
-    let per_event = median(runs, || into_one_plugin(scan_plugin, &events, 1))?;
+    let scan_only = std::slice::from_ref(scan_plugin);
+    let batched = median(runs, || into_plugins(scan_only, &events, 256, 1))?;
+    let per_event = median(runs, || into_plugins(scan_only, &events, 1, 1))?;
+    let batch = config.pipeline.batch_size;
+    let all_one = median(runs, || into_plugins(&files, &events, batch, 1))?;
+    let all_two = median(runs, || into_plugins(&files, &events, batch, 2))?;
 
     let mut rows = vec![
         row(
@@ -236,6 +275,20 @@ fn stage_rows(
             "events",
             per_event,
             Some(("batched", batched)),
+        ),
+        row(
+            &format!("{} plugins on 1 thread, batches of {batch}", files.len()),
+            events.len(),
+            "events",
+            all_one,
+            None,
+        ),
+        row(
+            &format!("{} plugins on 2 threads, batches of {batch}", files.len()),
+            events.len(),
+            "events",
+            all_two,
+            Some(("1 thread", all_one)),
         ),
     ];
     rows.extend(super::bench_learning::rows(&files, &events, runs)?);
@@ -644,17 +697,20 @@ fn flow_events(path: &Path) -> anyhow::Result<Vec<Event<'static>>> {
     Ok(events)
 }
 
-fn into_one_plugin(
-    wasm_path: &Path,
+/// The time to hand `events` to the plugins `wasm_paths` running on `plugin_threads` threads.
+fn into_plugins(
+    wasm_paths: &[PathBuf],
     events: &[Event<'_>],
     batch_size: usize,
+    plugin_threads: usize,
 ) -> anyhow::Result<Duration> {
-    let mut host = PluginHost::new(Default::default())?;
-    host.load(
-        &std::fs::read(wasm_path)?,
-        &wasm_path.display().to_string(),
-        None,
-    )?;
+    let mut host = PluginHost::new(HostConfig {
+        plugin_threads,
+        ..HostConfig::default()
+    })?;
+    for path in wasm_paths {
+        host.load(&std::fs::read(path)?, &path.display().to_string(), None)?;
+    }
     let start = Instant::now();
     feed(&mut host, events, batch_size);
     Ok(start.elapsed())

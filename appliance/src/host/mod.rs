@@ -17,11 +17,15 @@
 //!   count;
 //! - nothing a guest hands over (pointers, lengths, encodings) is trusted: it is bounds-checked
 //!   and decoded fallibly, and what cannot be read is counted in [`PluginStats::bad_output`],
-//!   never a panic.
+//!   never a panic;
+//! - the plugins of a round run concurrently on [`HostConfig::plugin_threads`] threads, yet what
+//!   they raise is merged in plugin order: the result is that of running them one by one. A
+//!   panic while running a plugin is a failure of that plugin, like a trap.
 
 mod batch;
 pub mod cache;
 mod instance;
+mod parallel;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +39,7 @@ use wasmtime::{Engine, ExternType, InstancePre, Linker};
 pub use batch::EventBatch;
 pub use cache::CacheStats;
 use instance::{HostState, Instance, Sandbox};
+use parallel::{Panicked, Rounds};
 
 /// How often the watchdog thread advances the engine's epoch; deadlines are counted in these
 /// ticks, so a call is interrupted between `batch_deadline_ms` and one tick later.
@@ -60,6 +65,22 @@ pub struct HostConfig {
     /// Compile for the baseline CPU of this build's target instead of this machine's features,
     /// so that modules compiled ahead of time on another machine are the ones looked up.
     pub portable_code: bool,
+    /// Threads the plugins of a dispatch round run on (default: the cores available, at most
+    /// [`MAX_PLUGIN_THREADS`]). 1 runs them one after another on the caller's thread, with no
+    /// thread created. More threads than plugins with work in a round do not help: a plugin
+    /// runs on one thread at a time.
+    pub plugin_threads: usize,
+}
+
+/// The default [`HostConfig::plugin_threads`] uses at most this many cores: the factory set has
+/// about a dozen plugins, and a few dominate a round.
+pub const MAX_PLUGIN_THREADS: usize = 8;
+
+/// The cores available to this process, at most [`MAX_PLUGIN_THREADS`].
+pub fn default_plugin_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_PLUGIN_THREADS)
 }
 
 impl Default for HostConfig {
@@ -71,6 +92,7 @@ impl Default for HostConfig {
             cache_dir: None,
             precompiled_dir: None,
             portable_code: false,
+            plugin_threads: default_plugin_threads(),
         }
     }
 }
@@ -255,6 +277,16 @@ struct Plugin {
     previous: Option<Box<Previous>>,
 }
 
+/// What one plugin raised in one round, kept apart from the others' until they are merged in
+/// plugin order.
+#[derive(Default)]
+struct RoundOutput {
+    breaches: Vec<Emitted>,
+    incidents: Vec<EmittedIncident>,
+    actions: Vec<EmittedAction>,
+    rollback: Option<Rollback>,
+}
+
 /// A replaced plugin, frozen with its state at the moment of the swap.
 struct Previous {
     plugin: Plugin,
@@ -346,19 +378,131 @@ impl Plugin {
         };
         if let Err(err) = &result {
             if instance::is_failure(err) {
-                self.instance = None;
-                self.stats.traps += 1;
-                self.consecutive_failures += 1;
-                let message = instance::describe_failure(err, &config.sandbox());
-                tracing::warn!(
-                    "plugin {} failed ({} in a row): {message}",
-                    self.manifest.name,
-                    self.consecutive_failures
-                );
-                self.last_error = Some(message);
+                self.failed(instance::describe_failure(err, &config.sandbox()));
             }
         }
         result
+    }
+
+    /// Counts a failed call: the instance is dropped, the next call starts a fresh one.
+    fn failed(&mut self, message: String) {
+        self.instance = None;
+        self.stats.traps += 1;
+        self.consecutive_failures += 1;
+        tracing::warn!(
+            "plugin {} failed ({} in a row): {message}",
+            self.manifest.name,
+            self.consecutive_failures
+        );
+        self.last_error = Some(message);
+    }
+
+    /// After a failed batch: the previous version comes back or the plugin is quarantined, if
+    /// it has failed often enough.
+    fn after_failed_batch(&mut self, config: &HostConfig) -> Option<Rollback> {
+        let rollback = self.roll_back_if_due(config);
+        self.quarantine_if_due(config);
+        rollback
+    }
+
+    /// Copies the plugin's share of `batch` (it is plugin number `index`) into `filtered`;
+    /// how many events that is (none once quarantined).
+    fn select(&mut self, index: usize, batch: &EventBatch) -> usize {
+        if self.quarantined {
+            return 0;
+        }
+        batch.select(
+            self.manifest.subscriptions,
+            &self.manifest.filter,
+            Some(index),
+            self.abi_minor,
+            &mut self.filtered,
+        )
+    }
+
+    /// Hands the plugin the `count` events [`Plugin::select`] left in `filtered` and returns
+    /// what it raised. A failed call is counted here, and may roll the plugin back or
+    /// quarantine it.
+    fn run_selected(
+        &mut self,
+        index: usize,
+        count: usize,
+        hop: u8,
+        config: &HostConfig,
+    ) -> RoundOutput {
+        let mut output = RoundOutput::default();
+        let events = std::mem::take(&mut self.filtered);
+        self.stats.batches += 1;
+        self.stats.events += count as u64;
+        let started = std::time::Instant::now();
+        let result = self.call(config, |instance| instance.on_batch(&events));
+        self.stats.batch_durations.record(started.elapsed());
+        match result {
+            Ok(report) => {
+                self.consecutive_failures = 0;
+                self.probation_passed();
+                self.stats.bad_output += report.bad_output;
+                self.drain_into(index, hop, &mut output);
+            }
+            // A refusal status is reported in `Ok`; an `Err` has already been counted.
+            Err(_) => output.rollback = self.after_failed_batch(config),
+        }
+        self.filtered = events;
+        output
+    }
+
+    /// Moves what the instance raised during its last call into `output`; an action request
+    /// from a plugin that is not a responder is refused and counted.
+    fn drain_into(&mut self, index: usize, hop: u8, output: &mut RoundOutput) {
+        let Some(instance) = self.instance.as_mut() else {
+            return;
+        };
+        let (name, version) = (&self.manifest.name, &self.manifest.version);
+        output
+            .breaches
+            .extend(instance.drain_breaches().map(|breach| Emitted {
+                plugin: name.clone(),
+                plugin_version: version.clone(),
+                origin: PluginId(index),
+                hop,
+                breach,
+            }));
+        self.stats.breaches += output.breaches.len() as u64;
+        output
+            .incidents
+            .extend(instance.drain_incidents().map(|incident| EmittedIncident {
+                plugin: name.clone(),
+                plugin_version: version.clone(),
+                incident,
+            }));
+        let requested: Vec<ActionRequest> = instance.drain_actions().collect();
+        if self.manifest.kind == PluginKind::Responder {
+            output
+                .actions
+                .extend(requested.into_iter().map(|action| EmittedAction {
+                    plugin: name.clone(),
+                    plugin_version: version.clone(),
+                    action,
+                }));
+        } else if !requested.is_empty() {
+            self.stats.actions_refused += requested.len() as u64;
+            tracing::warn!(
+                "plugin {} ({:?}) requested {} action(s): refused, only a responder may",
+                self.manifest.name,
+                self.manifest.kind,
+                requested.len()
+            );
+        }
+    }
+
+    /// A round whose work panicked (a bug on the host's side of the call, or in wasmtime): a
+    /// failure of this plugin like a trap, so the rest of the appliance keeps running.
+    fn panicked(&mut self, panic: Panicked, config: &HostConfig) -> RoundOutput {
+        self.failed(format!("the host panicked running it: {}", panic.0));
+        RoundOutput {
+            rollback: self.after_failed_batch(config),
+            ..RoundOutput::default()
+        }
     }
 
     fn reinstantiate(&mut self, sandbox: Sandbox) -> anyhow::Result<()> {
@@ -431,7 +575,8 @@ impl Plugin {
 }
 
 /// Runs plugins. One wasmtime [`Engine`] (and its compiled-module cache) serves every plugin;
-/// each plugin has its own store. Not `Sync`: one pipeline thread drives it.
+/// each plugin has its own store. Not `Sync`: one pipeline thread drives it, and it lends the
+/// plugins to its own threads during a dispatch round.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
@@ -441,6 +586,7 @@ pub struct PluginHost {
     incidents: Vec<EmittedIncident>,
     actions: Vec<EmittedAction>,
     rollbacks: Vec<Rollback>,
+    rounds: Rounds,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -462,8 +608,9 @@ pub fn engine(portable_target: Option<&str>) -> anyhow::Result<Engine> {
 }
 
 impl PluginHost {
-    /// A host with no plugins, and its watchdog thread (`vigil-epoch`, stopped when the host is
-    /// dropped).
+    /// A host with no plugins, its watchdog thread (`vigil-epoch`, stopped when the host is
+    /// dropped) and the threads the plugins run on (`vigil-plugins-N`, unless
+    /// [`HostConfig::plugin_threads`] is 1).
     pub fn new(config: HostConfig) -> anyhow::Result<PluginHost> {
         let host_triple = target_lexicon::HOST.to_string();
         let engine = engine(config.portable_code.then_some(host_triple.as_str()))?;
@@ -482,7 +629,9 @@ impl PluginHost {
                     }
                 }
             })?;
+        let rounds = Rounds::new(config.plugin_threads)?;
         Ok(PluginHost {
+            rounds,
             cache: cache::ModuleCache::new(
                 config.cache_dir.clone(),
                 config.precompiled_dir.clone(),
@@ -863,80 +1012,30 @@ impl PluginHost {
         std::mem::take(&mut self.incidents)
     }
 
+    /// Runs a round (see [`parallel`]) and appends what the plugins raised, plugin by plugin
+    /// in plugin order, as running them one after another would.
     fn dispatch_round(&mut self, batch: &EventBatch, hop: u8, emitted: &mut Vec<Emitted>) {
-        for (index, plugin) in self.plugins.iter_mut().enumerate() {
-            if plugin.quarantined {
-                continue;
-            }
-            let mut events = std::mem::take(&mut plugin.filtered);
-            let manifest = &plugin.manifest;
-            let count = batch.select(
-                manifest.subscriptions,
-                &manifest.filter,
-                Some(index),
-                plugin.abi_minor,
-                &mut events,
-            );
-            if count > 0 {
-                plugin.stats.batches += 1;
-                plugin.stats.events += count as u64;
-                let started = std::time::Instant::now();
-                let result = plugin.call(&self.config, |instance| instance.on_batch(&events));
-                plugin.stats.batch_durations.record(started.elapsed());
-                match result {
-                    Ok(report) => {
-                        plugin.consecutive_failures = 0;
-                        plugin.probation_passed();
-                        plugin.stats.bad_output += report.bad_output;
-                        if let Some(instance) = plugin.instance.as_mut() {
-                            let before = emitted.len();
-                            emitted.extend(instance.drain_breaches().map(|breach| Emitted {
-                                plugin: plugin.manifest.name.clone(),
-                                plugin_version: plugin.manifest.version.clone(),
-                                origin: PluginId(index),
-                                hop,
-                                breach,
-                            }));
-                            plugin.stats.breaches += (emitted.len() - before) as u64;
-                            self.incidents
-                                .extend(instance.drain_incidents().map(|incident| {
-                                    EmittedIncident {
-                                        plugin: plugin.manifest.name.clone(),
-                                        plugin_version: plugin.manifest.version.clone(),
-                                        incident,
-                                    }
-                                }));
-                            let requested: Vec<ActionRequest> = instance.drain_actions().collect();
-                            if plugin.manifest.kind == PluginKind::Responder {
-                                self.actions.extend(requested.into_iter().map(|action| {
-                                    EmittedAction {
-                                        plugin: plugin.manifest.name.clone(),
-                                        plugin_version: plugin.manifest.version.clone(),
-                                        action,
-                                    }
-                                }));
-                            } else if !requested.is_empty() {
-                                plugin.stats.actions_refused += requested.len() as u64;
-                                tracing::warn!(
-                                    "plugin {} ({:?}) requested {} action(s): refused, only a \
-                                     responder may",
-                                    plugin.manifest.name,
-                                    plugin.manifest.kind,
-                                    requested.len()
-                                );
-                            }
-                        }
-                    }
-                    // A refusal status is reported in `Ok`; an `Err` has already been counted.
-                    Err(_) => {
-                        if let Some(rollback) = plugin.roll_back_if_due(&self.config) {
-                            self.rollbacks.push(rollback);
-                        }
-                        plugin.quarantine_if_due(&self.config);
-                    }
-                }
-            }
-            plugin.filtered = events;
+        let config = &self.config;
+        // Selecting is a copy, done here: only the plugins with events to handle go to the
+        // threads, so a round that has one (a breach hop, the incidents) stays on this thread.
+        let mut busy: Vec<(usize, usize, &mut Plugin)> = self
+            .plugins
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, plugin)| {
+                let count = plugin.select(index, batch);
+                (count > 0).then_some((index, count, plugin))
+            })
+            .collect();
+        let outputs = self.rounds.run(&mut busy, |(index, count, plugin)| {
+            plugin.run_selected(*index, *count, hop, config)
+        });
+        for ((_, _, plugin), output) in busy.into_iter().zip(outputs) {
+            let output = output.unwrap_or_else(|panic| plugin.panicked(panic, config));
+            emitted.extend(output.breaches);
+            self.incidents.extend(output.incidents);
+            self.actions.extend(output.actions);
+            self.rollbacks.extend(output.rollback);
         }
     }
 

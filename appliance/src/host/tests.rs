@@ -821,3 +821,76 @@ fn an_abi_1_1_module_gets_an_ldap_search_as_text_and_a_1_2_module_as_a_tree() {
         .collect();
     assert_eq!(fired, ["old", "new"]);
 }
+
+/// A responder that spins `spins` loop turns, then raises its breach and requests its action.
+fn slow_responder(name: &str, spins: u32) -> Guest {
+    let mut guest = Guest::new(name);
+    guest.manifest.kind = PluginKind::Responder;
+    guest.on_batch = format!(
+        "(local $n i32)
+         (local.set $n (i32.const {spins}))
+         (block (loop
+           (br_if 1 (i32.eqz (local.get $n)))
+           (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+           (br 0)))
+         (call $emit_breach_ok) (call $request_action_ok) (i32.const 0)"
+    );
+    guest
+}
+
+#[test]
+fn plugins_on_several_threads_hand_over_in_plugin_order_and_fail_alone() {
+    for threads in [1, 2, 4] {
+        let mut host = PluginHost::new(HostConfig {
+            plugin_threads: threads,
+            ..HostConfig::default()
+        })
+        .expect("host starts");
+        // The first loaded take longest, so on a pool they finish last.
+        let mut ids = Vec::new();
+        for i in 0..6u32 {
+            let guest = slow_responder(&format!("p{i}"), (6 - i) * 200_000);
+            let id = host
+                .load(&guest.wasm(), &format!("p{i}.wasm"), Some("{}"))
+                .expect("loads");
+            ids.push(id);
+        }
+        let mut flaky = Guest::new("flaky");
+        flaky.on_batch = "unreachable".into();
+        let flaky = host.load(&flaky.wasm(), "flaky.wasm", None).expect("loads");
+        let mut rounds = Vec::new();
+        for _ in 0..4 {
+            let breaches: Vec<String> = host
+                .dispatch(&flows(3))
+                .into_iter()
+                .map(|e| e.plugin)
+                .collect();
+            let actions: Vec<String> = host.take_actions().into_iter().map(|a| a.plugin).collect();
+            rounds.push((breaches, actions));
+        }
+        let loaded: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+        for (breaches, actions) in &rounds {
+            assert_eq!(
+                breaches, &loaded,
+                "{threads} threads: breaches in plugin order"
+            );
+            assert_eq!(
+                actions, &loaded,
+                "{threads} threads: actions in plugin order"
+            );
+        }
+        // The trapping plugin failed every batch and was quarantined after the third, alone.
+        let f = status(&host, flaky);
+        assert_eq!(
+            (f.stats.batches, f.stats.traps, f.quarantined),
+            (3, 3, true)
+        );
+        for id in ids {
+            let s = status(&host, id);
+            assert_eq!(
+                (s.stats.batches, s.stats.breaches, s.quarantined),
+                (4, 4, false)
+            );
+        }
+    }
+}
