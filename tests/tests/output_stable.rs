@@ -188,15 +188,20 @@ fn zeek_captures() -> Vec<(String, PathBuf)> {
     found
 }
 
-#[test]
-fn every_breach_and_its_evidence_is_what_the_plugins_said_before_the_sdk_port() {
-    let mut runs: Vec<(String, Vec<PathBuf>)> = committed_labs()
+/// Each committed lab as a run: its baseline, then its attack.
+fn lab_runs() -> Vec<(String, Vec<PathBuf>)> {
+    committed_labs()
         .into_iter()
         .map(|lab| {
             let pcaps = vec![fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap")];
             (lab, pcaps)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_breach_and_its_evidence_is_what_the_plugins_said_before_the_sdk_port() {
+    let mut runs = lab_runs();
     let zeek = zeek_captures();
     if zeek.is_empty() {
         eprintln!("the shared Zeek captures are not here: only the labs are compared");
@@ -341,13 +346,7 @@ fn written_with_plugin_threads(threads: usize, pcaps: &[&Path]) -> (Vec<Value>, 
 #[test]
 fn plugins_on_several_threads_write_exactly_what_they_write_on_one() {
     let work = TempDir::new("plugin-threads-attack");
-    let mut runs: Vec<(String, Vec<PathBuf>)> = committed_labs()
-        .into_iter()
-        .map(|lab| {
-            let pcaps = vec![fixture(&lab, "baseline.pcap"), fixture(&lab, "attack.pcap")];
-            (lab, pcaps)
-        })
-        .collect();
+    let mut runs = lab_runs();
     runs.push((
         "lab attack x5".into(),
         vec![repeated_attack(5, work.path())],

@@ -416,21 +416,16 @@ fn incident_updates_are_rebuilt_and_one_naming_an_entry_the_host_lacks_is_counte
     );
     let mut host = host();
     let id = host.load(&guest.wasm(), "a.wasm", None).expect("loads");
-    host.dispatch(&flows(1));
-    let rebuilt: Vec<Incident> = host
-        .take_incidents()
-        .into_iter()
-        .map(|e| Incident::clone(&e.incident))
-        .collect();
-    assert_eq!(rebuilt, [first, second.clone()]);
+    let incidents_of_a_batch = |host: &mut PluginHost| -> Vec<Incident> {
+        host.dispatch(&flows(1));
+        host.take_incidents()
+            .into_iter()
+            .map(|e| Incident::clone(&e.incident))
+            .collect()
+    };
+    assert_eq!(incidents_of_a_batch(&mut host), [first, second.clone()]);
     // The same update again is still good (entries 1 and 2 are held); garbage is not.
-    host.dispatch(&flows(1));
-    let again: Vec<Incident> = host
-        .take_incidents()
-        .into_iter()
-        .map(|e| Incident::clone(&e.incident))
-        .collect();
-    assert_eq!(again, [second]);
+    assert_eq!(incidents_of_a_batch(&mut host), [second]);
     assert_eq!(status(&host, id).stats.bad_output, 1);
     // A restarted instance holds nothing: the update that keeps entries is refused, counted.
     let mut fresh = self::host();
