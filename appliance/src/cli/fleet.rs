@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::bundle::{format::read_limited, Bundle};
@@ -225,8 +225,28 @@ fn hex_prefix(digest: &[u8; 32]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Attempts at creating the reader's consumer.
+/// Attempts at placing a reader's consumer.
 const CONSUMER_TRIES: u32 = 5;
+
+/// Runs `attempt` (which makes a consumer on the broker and reads through it) until it works,
+/// at most [`CONSUMER_TRIES`] times: with a cluster node down the server may place the consumer
+/// on that node and the request times out, and another try gets another placement.
+async fn placed<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> anyhow::Result<T> {
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if tries < CONSUMER_TRIES => {
+                tracing::debug!("{what}: {err:#}; trying again");
+                tries += 1;
+            }
+            Err(err) => return Err(err).context(what.to_string()),
+        }
+    }
+}
 
 /// The records on `filter` from the start (or, with `last_per_subject`, the last of each
 /// subject), handed to `each` in stream order; with `follow`, new ones too, until killed.
@@ -254,20 +274,15 @@ async fn read(
         inactive_threshold: Duration::from_secs(60),
         ..Default::default()
     };
-    let mut tries = 1;
-    let mut consumer: consumer::PullConsumer = loop {
-        match stream.create_consumer(config.clone()).await {
-            Ok(consumer) => break consumer,
-            // With a cluster node down, the server may place the reader's consumer on it and
-            // time out: another placement is tried.
-            Err(err) if tries < CONSUMER_TRIES => {
-                tracing::debug!("creating a consumer: {err}; trying again");
-                tries += 1;
-            }
-            Err(err) => return Err(err).context("reading the stream"),
-        }
-    };
-    if !follow && consumer.info().await?.num_pending == 0 {
+    // The consumer and its first answer come together: one placed on a dead node fails at
+    // either step.
+    let (consumer, pending) = placed("reading the stream", || async {
+        let mut consumer: consumer::PullConsumer = stream.create_consumer(config.clone()).await?;
+        let pending = consumer.info().await?.num_pending;
+        anyhow::Ok((consumer, pending))
+    })
+    .await?;
+    if !follow && pending == 0 {
         return Ok(());
     }
     let mut messages = consumer.messages().await?;
@@ -340,9 +355,12 @@ async fn status(broker: &BrokerArgs, json: bool) -> anyhow::Result<()> {
         .get_key_value(updates::RESULTS)
         .await
         .context("opening the update results (run `vigil fleet init`)")?;
-    let mut keys = results.keys().await?;
-    while let Some(key) = keys.next().await {
-        let key = key?;
+    // Listing keys is a consumer on the bucket's stream, placed like any other.
+    let keys: Vec<String> = placed("listing the update results", || async {
+        anyhow::Ok(results.keys().await?.try_collect().await?)
+    })
+    .await?;
+    for key in keys {
         let Some(bytes) = results.get(&key).await? else {
             continue;
         };
