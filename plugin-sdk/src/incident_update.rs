@@ -9,7 +9,6 @@
 //! holds. An incident the book forgot is simply sent whole again. A plugin instance and its
 //! decoder start and end together (a hot swap or a restart after a trap makes both anew).
 
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -17,46 +16,40 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::incident::{Phase, TimelineEntry};
-use crate::{Incident, Timestamp};
+use crate::{BoundedMap, Incident, Timestamp};
 
 /// Incidents whose last version each end remembers: as many as the analyst keeps open by default.
 pub const REMEMBERED: usize = 1024;
 
 /// A bounded book of the incidents last sent, by id: past [`REMEMBERED`], the one updated least
-/// recently is forgotten. Deterministic, so that both ends forget the same one.
+/// recently is forgotten. A [`BoundedMap`] touched at a count of updates rather than a time, so
+/// that both ends, seeing the same updates, forget the same one.
 #[derive(Debug)]
 struct Recent<V> {
-    entries: BTreeMap<u64, (u64, V)>,
-    by_age: BTreeMap<u64, u64>,
-    clock: u64,
+    entries: BoundedMap<u64, V>,
+    updates: u64,
 }
 
 impl<V> Default for Recent<V> {
     fn default() -> Self {
         Recent {
-            entries: BTreeMap::new(),
-            by_age: BTreeMap::new(),
-            clock: 0,
+            entries: BoundedMap::new(),
+            updates: 0,
         }
     }
 }
 
 impl<V> Recent<V> {
     fn get(&self, id: u64) -> Option<&V> {
-        self.entries.get(&id).map(|(_, value)| value)
+        self.entries.get(&id)
     }
 
     fn put(&mut self, id: u64, value: V) {
-        self.clock += 1;
-        if let Some((age, _)) = self.entries.remove(&id) {
-            self.by_age.remove(&age);
-        } else if self.entries.len() >= REMEMBERED {
-            if let Some((_, oldest)) = self.by_age.pop_first() {
-                self.entries.remove(&oldest);
-            }
-        }
-        self.by_age.insert(self.clock, id);
-        self.entries.insert(id, (self.clock, value));
+        self.updates += 1;
+        // Taken out first, so an incident already in the book never makes another one go.
+        self.entries.remove(&id);
+        self.entries
+            .touch(REMEMBERED, Timestamp(self.updates), id, || value);
     }
 }
 

@@ -155,96 +155,82 @@ fn output_range(state: &HostState, ptr: i32, len: i32) -> Option<Range<usize>> {
     Some(range)
 }
 
-/// Reads one postcard value a plugin hands over straight out of guest memory, within the
-/// per-call limits; `None` when it is unreadable or over them.
-fn read_output<T: serde::de::DeserializeOwned>(
-    caller: &Caller<'_, HostState>,
+/// Takes one output a plugin hands over: `decode`s it straight out of guest memory within the
+/// per-call limits (with the host state at hand, which the incident updates need) and `keep`s
+/// it. Anything unreadable or over the limits is counted in `bad_output` and dropped.
+fn take_output<T>(
+    mut caller: Caller<'_, HostState>,
     ptr: i32,
     len: i32,
-) -> Option<(T, usize)> {
-    let state = caller.data();
-    let memory = state.memory?;
-    let range = output_range(state, ptr, len)?;
-    let size = range.len();
-    let bytes = memory.data(caller).get(range)?;
-    postcard::from_bytes::<T>(bytes)
-        .ok()
-        .map(|value| (value, size))
+    decode: impl FnOnce(&mut HostState, &[u8]) -> Option<T>,
+    keep: impl FnOnce(&mut HostState, T),
+) {
+    let memory = caller.data().memory;
+    let taken = memory.and_then(|memory| {
+        let range = output_range(caller.data(), ptr, len)?;
+        let size = range.len();
+        let (data, state) = memory.data_and_store_mut(&mut caller);
+        decode(state, data.get(range)?).map(|value| (value, size))
+    });
+    let state = caller.data_mut();
+    match taken {
+        Some((value, size)) => {
+            state.breach_bytes += size;
+            keep(state, value);
+        }
+        None => state.bad_output += 1,
+    }
 }
 
-/// `vigil.emit_breach(ptr, len)`: a postcard `Breach` in guest memory. Anything unreadable or
-/// over the limits is counted in `bad_output` and dropped.
+/// Decodes a postcard value, for [`take_output`].
+fn postcard_value<T: serde::de::DeserializeOwned>(_: &mut HostState, bytes: &[u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// `vigil.emit_breach(ptr, len)`: a postcard `Breach` in guest memory.
 fn emit_breach(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
-    let mut caller = caller;
-    let decoded = read_output::<Breach>(&caller, ptr, len);
-    let state = caller.data_mut();
-    match decoded {
-        Some((breach, size)) => {
-            state.breach_bytes += size;
-            state.breaches.push(breach);
-        }
-        None => state.bad_output += 1,
-    }
+    take_output(caller, ptr, len, postcard_value, |state, breach: Breach| {
+        state.breaches.push(breach)
+    });
 }
 
-/// `vigil.emit_incident(ptr, len)`: a postcard `Incident` from an analyst plugin, under the same
-/// limits as breaches.
+/// `vigil.emit_incident(ptr, len)`: a postcard `Incident` from an analyst plugin built for ABI
+/// 1.0-1.2, under the same limits as breaches.
 fn emit_incident(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
-    let mut caller = caller;
-    let decoded = read_output::<Incident>(&caller, ptr, len);
-    let state = caller.data_mut();
-    match decoded {
-        Some((incident, size)) => {
-            state.breach_bytes += size;
-            state.incidents.push(Arc::new(incident));
-        }
-        None => state.bad_output += 1,
-    }
+    take_output(
+        caller,
+        ptr,
+        len,
+        postcard_value,
+        |state, incident: Incident| state.incidents.push(Arc::new(incident)),
+    );
 }
 
 /// `vigil.emit_incident_update(ptr, len)`: a new version of an incident as an update (see
-/// `vigil_plugin_sdk::incident_update`), under the same limits. An update that cannot be
-/// rebuilt is counted in `bad_output` and dropped.
+/// `vigil_plugin_sdk::incident_update`), under the same limits; one that cannot be rebuilt is
+/// bad output.
 fn emit_incident_update(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
-    let mut caller = caller;
-    let Some(memory) = caller.data().memory else {
-        caller.data_mut().bad_output += 1;
-        return;
+    let rebuild = |state: &mut HostState, bytes: &[u8]| {
+        state
+            .incident_updates
+            .decode(bytes)
+            .map_err(|err| tracing::debug!("plugin {}: {err}", state.plugin))
+            .ok()
     };
-    let range = output_range(caller.data(), ptr, len);
-    let (data, state) = memory.data_and_store_mut(&mut caller);
-    let rebuilt = range.and_then(|range| {
-        let size = range.len();
-        let bytes = data.get(range)?;
-        match state.incident_updates.decode(bytes) {
-            Ok(incident) => Some((incident, size)),
-            Err(err) => {
-                tracing::debug!("plugin {}: {err}", state.plugin);
-                None
-            }
-        }
+    take_output(caller, ptr, len, rebuild, |state, incident| {
+        state.incidents.push(incident)
     });
-    match rebuilt {
-        Some((incident, size)) => {
-            state.breach_bytes += size;
-            state.incidents.push(incident);
-        }
-        None => state.bad_output += 1,
-    }
 }
 
 /// `vigil.request_action(ptr, len)`: a postcard `ActionRequest`, under the same limits.
 fn request_action(caller: Caller<'_, HostState>, ptr: i32, len: i32) {
-    let mut caller = caller;
-    let decoded = read_output::<ActionRequest>(&caller, ptr, len);
-    let state = caller.data_mut();
-    match decoded {
-        Some((action, size)) => {
-            state.breach_bytes += size;
-            state.actions.push(action);
-        }
-        None => state.bad_output += 1,
-    }
+    take_output(
+        caller,
+        ptr,
+        len,
+        postcard_value,
+        |state, action: ActionRequest| state.actions.push(action),
+    );
 }
 
 /// `vigil.log(level, ptr, len)`: UTF-8 text (invalid sequences are replaced), forwarded to
