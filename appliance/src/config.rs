@@ -133,11 +133,18 @@ pub struct PipelineSettings {
     /// Events handed to plugins per call. Larger batches amortise the wasm call; smaller ones
     /// cut breach latency.
     pub batch_size: usize,
+    /// Sensor workers: threads that each decode, track and parse the flows of their share of
+    /// the address pairs (`--workers` overrides). Breaches, incidents and actions are the same
+    /// for any number; the flow, stream and fragment bounds are shared between them.
+    pub workers: usize,
 }
 
 impl Default for PipelineSettings {
     fn default() -> Self {
-        PipelineSettings { batch_size: 256 }
+        PipelineSettings {
+            batch_size: 256,
+            workers: 1,
+        }
     }
 }
 

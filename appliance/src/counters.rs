@@ -83,7 +83,7 @@ impl Counters {
     pub fn of(pipeline: &Pipeline) -> Counters {
         let stats = pipeline.stats();
         let flows = pipeline.flow_stats();
-        let streams = pipeline.analyzer().stream_stats();
+        let streams = pipeline.analysis().stream_stats();
         let mut actions: Vec<(String, u64)> = [
             Status::Pending,
             Status::Active { since: 0, until: 0 },
@@ -118,7 +118,7 @@ impl Counters {
             tcp_gaps: streams.gaps,
             tcp_out_of_order: streams.out_of_order,
             parse_errors: pipeline
-                .analyzer()
+                .analysis()
                 .errors()
                 .iter()
                 .map(|((protocol, reason), n)| (protocol.to_string(), reason.to_string(), *n))

@@ -38,5 +38,7 @@ pub mod plugin_replay;
 pub mod proto;
 #[cfg(feature = "plugin-host")]
 pub mod respond;
+#[cfg(feature = "plugin-host")]
+pub mod sensor;
 pub mod store;
 pub mod stream;

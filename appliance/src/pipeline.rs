@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
 
-use crate::analyzer::{Analyzer, ProtocolLogs};
+use crate::analyzer::{Analysis, ProtocolLogs};
 use crate::api::{Answer, Control, IncidentHeader, Request, MAX_LISTED_DEVICES};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
@@ -20,26 +20,26 @@ use crate::capture::{CaptureError, Next, Packet, QueueCounters, Source};
 use crate::config::Config;
 use crate::control_cadence::ControlCadence;
 use crate::counters::Counters;
-use crate::decode::fragments::{FragmentConfig, FragmentStats, Reassembler};
-use crate::decode::{
-    decode_frame, Decoded, Fragment, Frame, Skip, SkipCounts, Transport as Layer4,
-};
+use crate::decode::fragments::{FragmentConfig, FragmentStats};
+use crate::decode::{Skip, SkipCounts};
 use crate::devices::DeviceTable;
 use crate::fleet::export::{plugin_versions, Outlet};
-use crate::flow::held::{HeldFrames, HeldStats};
-use crate::flow::{Direction, FlowConfig, FlowStats, FlowTable, Observed};
+use crate::flow::held::HeldStats;
+use crate::flow::{FlowConfig, FlowStats};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
 use crate::respond::{reset, ActionError, Actions, Decision, ResponseGuard};
+use crate::sensor::shards::{Mark, MarkKind, Merge, Shards};
+use crate::sensor::{Emissions, Sensed, SensorConfig, Stage, Tag};
 use crate::store::{self, health, Sink};
 use crate::stream::StreamConfig;
 
 /// What counts as a device's pattern of life when it is enforced: services it used at least this
 /// long before the decision, so the attack's own connections are not among them.
 const PATTERN_HORIZON_MICROS: u64 = 3600 * 1_000_000;
-/// DHCP's ports (RFC 2131): leases and host names for the device table.
-const DHCP_SERVER: u16 = 67;
-const DHCP_CLIENT: u16 = 68;
+/// Packets read before the sensors run over them together: enough to keep several workers
+/// busy for a while, few enough that the API and the plugins never wait long.
+const CHUNK_PACKETS: usize = 2048;
 /// Ticks (and flow expiry) run once per second of packet time.
 const TICK_MICROS: u64 = 1_000_000;
 /// Breaches kept in memory for the run's summary; all of them go to the sinks regardless.
@@ -114,14 +114,23 @@ impl PipelineStats {
 }
 
 pub struct Pipeline {
-    /// Fragments until their datagram is whole: nothing past decode sees a fragment.
-    fragments: Reassembler,
-    flows: FlowTable,
-    /// Frames of flows not yet attributed, for the parsers once they are.
-    held: HeldFrames,
-    analyzer: Analyzer,
-    /// Flows that ended during the current packet, for the analyzer to close (reused).
-    ended: Vec<Event<'static>>,
+    /// Decode, flows and parsers: the sensors, one per worker ([`Pipeline::set_workers`]).
+    shards: Shards,
+    /// How the sensors are set up, to set them up again.
+    sensor_config: SensorConfig,
+    /// The protocol logs, written with the sensors' lines in packet order.
+    logs: Option<ProtocolLogs>,
+    /// The next packet's number: its place in the capture's order ([`Tag`]).
+    seq: u64,
+    /// A sensed chunk waiting for detection: the sensors' emissions and the chunk's marks
+    /// (see [`Pipeline::run`]), and the merged order (reused).
+    outs: Vec<Emissions>,
+    marks: Vec<Mark>,
+    sensed: bool,
+    order: Vec<(Tag, Step)>,
+    /// Devices whose blocked connections are to be reset once the sensors' flow tables are at
+    /// hand (detection may run while the sensors work).
+    reset_devices: Vec<(std::net::IpAddr, u64)>,
     host: PluginHost,
     /// Installed bundles, for installs while running and the host's rollbacks.
     store: Option<BundleStore>,
@@ -176,12 +185,22 @@ impl Pipeline {
         sink: Box<dyn Sink>,
         logs: Option<ProtocolLogs>,
     ) -> Pipeline {
+        let sensor_config = SensorConfig {
+            flow,
+            streams,
+            fragments: FragmentConfig::default(),
+            keep_logs: logs.is_some(),
+        };
         Pipeline {
-            fragments: Reassembler::default(),
-            flows: FlowTable::new(flow),
-            held: HeldFrames::default(),
-            analyzer: Analyzer::new(streams, logs),
-            ended: Vec::new(),
+            shards: Shards::new(&sensor_config, 1).expect("one sensor runs on the caller's thread"),
+            sensor_config,
+            logs,
+            seq: 0,
+            outs: Vec::new(),
+            marks: Vec::new(),
+            sensed: false,
+            order: Vec::new(),
+            reset_devices: Vec::new(),
             host,
             store: None,
             control: None,
@@ -206,14 +225,15 @@ impl Pipeline {
         }
     }
 
-    /// A pipeline set up as `config` says: flow table, streams, fragment reassembly, batch size.
+    /// A pipeline set up as `config` says: flow table, streams, fragment reassembly, batch size,
+    /// sensor workers. Fails only if the workers' threads cannot be made.
     pub fn from_config(
         config: &Config,
         host: PluginHost,
         devices: DeviceTable,
         sink: Box<dyn Sink>,
         logs: Option<ProtocolLogs>,
-    ) -> Pipeline {
+    ) -> io::Result<Pipeline> {
         let mut pipeline = Pipeline::new(
             config.flow.clone(),
             config.stream.clone(),
@@ -223,8 +243,9 @@ impl Pipeline {
             sink,
             logs,
         );
-        pipeline.set_fragments(config.fragments.clone());
-        pipeline
+        pipeline.sensor_config.fragments = config.fragments.clone();
+        pipeline.set_workers(config.pipeline.workers)?;
+        Ok(pipeline)
     }
 
     pub fn stats(&self) -> &PipelineStats {
@@ -277,22 +298,49 @@ impl Pipeline {
     }
 
     /// Reassembles fragments within `config`'s bounds instead of the defaults. Call before the
-    /// first packet: datagrams in progress are dropped.
+    /// first packet: what the sensors hold is dropped.
     pub fn set_fragments(&mut self, config: FragmentConfig) {
-        self.fragments = Reassembler::new(config);
+        self.sensor_config.fragments = config;
+        self.shards = Shards::new(&self.sensor_config, self.shards.sensors().len())
+            .expect("as many sensors as already run");
+    }
+
+    /// Splits the traffic over `workers` sensors, each on its own thread (see
+    /// [`crate::sensor::shards`]), sharing the configured bounds. What comes out does not depend
+    /// on the number. Call before the first packet: what the sensors hold is dropped.
+    pub fn set_workers(&mut self, workers: usize) -> io::Result<()> {
+        self.shards = Shards::new(&self.sensor_config, workers)?;
+        Ok(())
+    }
+
+    pub fn workers(&self) -> usize {
+        self.shards.sensors().len()
     }
 
     pub fn flow_stats(&self) -> FlowStats {
-        self.flows.stats()
+        let mut stats = FlowStats::default();
+        for sensor in self.shards.sensors() {
+            stats += sensor.flow_stats();
+        }
+        stats
     }
 
     /// Frames held for flows not yet attributed, released to the parsers or dropped.
     pub fn held_stats(&self) -> HeldStats {
-        self.held.stats()
+        let mut stats = HeldStats::default();
+        for sensor in self.shards.sensors() {
+            stats += sensor.held_stats();
+        }
+        stats
     }
 
-    pub fn analyzer(&self) -> &Analyzer {
-        &self.analyzer
+    /// What the parsers counted, over every sensor.
+    pub fn analysis(&self) -> Analysis {
+        let mut analysis = Analysis::default();
+        for sensor in self.shards.sensors() {
+            analysis.add(sensor.analyzer());
+        }
+        analysis
     }
 
     pub fn host(&self) -> &PluginHost {
@@ -336,12 +384,29 @@ impl Pipeline {
     }
 
     /// Queues resets for the established TCP connections of `device` that the responses in force
-    /// at `now` (Unix seconds) block, in either direction.
+    /// at `now` (Unix seconds) block, in either direction, as soon as the sensors' flow tables
+    /// are at hand ([`Pipeline::reset_queued`]).
     fn reset_connections_of(&mut self, device: std::net::IpAddr, now: u64) {
-        let (true, Some(actions)) = (self.tap_resets, self.actions.as_ref()) else {
+        if self.tap_resets && self.actions.is_some() {
+            self.reset_devices.push((device, now));
+        }
+    }
+
+    fn reset_queued(&mut self) {
+        let Some(actions) = self.actions.as_ref() else {
             return;
         };
-        reset::reset_blocked(&self.flows, actions.table(), device, now, &mut self.resets);
+        for (device, now) in self.reset_devices.drain(..) {
+            for sensor in self.shards.sensors() {
+                reset::reset_blocked(
+                    sensor.flows(),
+                    actions.table(),
+                    device,
+                    now,
+                    &mut self.resets,
+                );
+            }
+        }
     }
 
     /// Takes in an operator's confirmations and clearings made while running, resetting what a
@@ -582,8 +647,17 @@ impl Pipeline {
     }
 
     /// Handles one frame; true when the responses in force drop it (an inline bridge then does
-    /// not forward it). No allocation happens here once the batch buffer has grown.
+    /// not forward it).
     pub fn handle(&mut self, packet: &Packet<'_>) -> io::Result<bool> {
+        let index = self.admit(packet);
+        let result = self.process();
+        let dropped = self.shards.dropped(index);
+        self.shards.clear();
+        result.map(|()| dropped)
+    }
+
+    /// Numbers a frame and adds it to the sensors' chunk, after the tick it makes due.
+    fn admit(&mut self, packet: &Packet<'_>) -> usize {
         // Flow timeouts, ticks and the plugins' windows only move forwards.
         let packet = &match self.clock {
             Some(latest) if packet.ts < latest => {
@@ -595,142 +669,187 @@ impl Pipeline {
             }
             _ => *packet,
         };
-        let mut dropped = false;
         self.stats.packets += 1;
         self.stats.bytes += u64::from(packet.wire_len);
         self.stats.first_packet.get_or_insert(packet.ts);
         self.stats.last_packet = Some(packet.ts);
         self.clock = Some(packet.ts);
-        self.advance_clock(packet.ts)?;
-        let mut reassembled = false;
-        // None: a fragment held until its datagram is whole.
-        let decoded = match decode_frame(packet.link_type, packet.data) {
-            Ok(Frame::Whole(decoded)) => Some(Ok(decoded)),
-            Ok(Frame::Fragment(fragment)) => match self.fragments.push(packet.ts, &fragment) {
-                // Decoded as if it had arrived whole, with the completing fragment's time.
-                Some(datagram) => {
-                    reassembled = true;
-                    Some(datagram.decode())
+        self.mark_tick_if_due(packet.ts);
+        let index = self.shards.push(self.seq, packet);
+        self.seq += 1;
+        index
+    }
+
+    /// A tick once per second of packet time; one however long the gap: a capture that skips a
+    /// night needs no 30,000 ticks.
+    fn mark_tick_if_due(&mut self, now: Timestamp) {
+        if self.next_tick.is_some_and(|next| now < next) {
+            return;
+        }
+        self.shards.mark(Mark {
+            seq: self.seq,
+            now,
+            kind: MarkKind::Tick,
+        });
+        self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
+    }
+
+    /// Senses the chunk and detects over it, after whatever was sensed before it. The caller
+    /// clears the chunk after (having read its drops).
+    fn process(&mut self) -> io::Result<()> {
+        self.detect_sensed()?;
+        if !self.shards.is_empty() {
+            let enforcement = self.actions.as_ref().map(Actions::snapshot);
+            self.shards.run(enforcement.as_deref());
+            self.sensed();
+        }
+        let detected = self.detect_sensed();
+        self.reset_queued();
+        detected
+    }
+
+    /// The pipelined step of [`Pipeline::run`]: the sensors take the chunk just read while
+    /// detection takes in the one before, on the caller's thread, when the sensors have threads
+    /// of their own (one after the other otherwise). Either way the merged order, and so
+    /// everything detected, is the same; only the responses in force that the sensors see can be
+    /// a chunk older.
+    fn sense_and_detect(&mut self) -> io::Result<()> {
+        let mut shards = std::mem::take(&mut self.shards);
+        let detected = if shards.threaded() {
+            let enforcement = self.actions.as_ref().map(Actions::snapshot);
+            std::thread::scope(|scope| {
+                let sensing = scope.spawn(|| shards.run(enforcement.as_deref()));
+                let detected = self.detect_sensed();
+                if let Err(panic) = sensing.join() {
+                    std::panic::resume_unwind(panic);
                 }
-                // A blocked sender's fragments are dropped as they come (a fragment past the
-                // first has no port; the datagram's is judged when it completes).
-                None => {
-                    self.stats.fragments = *self.fragments.stats();
-                    dropped = self.blocks_fragment(&fragment, packet.ts);
-                    None
-                }
-            },
-            Err(reason) => Some(Err(reason)),
+                detected
+            })
+        } else {
+            let detected = self.detect_sensed();
+            let enforcement = self.actions.as_ref().map(Actions::snapshot);
+            shards.run(enforcement.as_deref());
+            detected
         };
-        match decoded {
-            Some(Ok(decoded)) => {
-                self.stats.decoded += 1;
-                if let Some(actions) = &self.actions {
-                    let port = match decoded.transport {
-                        Layer4::Tcp { dst_port, .. } | Layer4::Udp { dst_port, .. } => {
-                            Some(dst_port)
-                        }
-                        _ => None,
-                    };
-                    if actions.table().drops(
-                        decoded.src,
-                        decoded.dst,
-                        port,
-                        packet.ts.micros() / 1_000_000,
-                    ) {
-                        self.stats.enforced += 1;
-                        dropped = true;
-                    }
-                }
-                if let Layer4::Udp {
-                    src_port: DHCP_SERVER | DHCP_CLIENT,
-                    dst_port: DHCP_SERVER | DHCP_CLIENT,
-                    payload,
-                } = decoded.transport
-                {
-                    self.devices.dhcp(packet.ts, payload);
-                }
-                let batch = &mut self.batch;
-                let events = &mut self.stats.events;
-                let ended = &mut self.ended;
-                let devices = &mut self.devices;
-                let observed = self.flows.observe(packet.ts, &decoded, &mut |event| {
-                    *events += 1;
-                    devices.observe(&event);
-                    batch.push(&event);
-                    if matches!(event.kind, EventKind::FlowEnd { .. }) {
-                        ended.push(event);
-                    }
-                });
-                // An unattributed flow's packets are nobody's doing yet (see `flow`); what its
-                // responder says meanwhile is held for the parsers until it is someone's.
-                match observed {
-                    Some(observed) if observed.attributed => {
-                        let mut parsers = Parsers {
-                            analyzer: &mut self.analyzer,
-                            devices,
-                            batch,
-                            events,
-                        };
-                        if observed.attributed_now {
-                            for frame in self.held.release(observed.flow) {
-                                if let Ok(Frame::Whole(held)) =
-                                    decode_frame(frame.link_type, &frame.data)
-                                {
-                                    let observed = Observed {
-                                        direction: frame.direction,
-                                        ..observed
-                                    };
-                                    parsers.packet(frame.ts, &held, &observed);
-                                }
-                            }
-                        }
-                        parsers.packet(packet.ts, &decoded, &observed);
-                    }
-                    // A reassembled datagram is not one frame: it is not held.
-                    Some(observed) if !reassembled && decoded.transport.has_payload() => {
-                        self.held.hold(
-                            observed.flow,
-                            (packet.ts, observed.direction),
-                            packet.link_type,
-                            packet.data,
-                        );
-                    }
-                    _ => {}
-                }
-                self.close_ended(packet.ts);
-            }
-            Some(Err(reason)) => {
-                self.stats.skipped.add(reason);
-                if reason == Skip::UnsupportedLinkType {
-                    *self
-                        .stats
-                        .unsupported_link_types
-                        .entry(packet.link_type.0)
-                        .or_default() += 1;
+        self.shards = shards;
+        self.sensed();
+        self.shards.clear();
+        self.reset_queued();
+        detected
+    }
+
+    /// The chunk was sensed: its counts added up, resets for what it dropped on a mirror port
+    /// queued, its emissions and marks kept for detection.
+    fn sensed(&mut self) {
+        self.add_up_sensor_stats();
+        if self.tap_resets {
+            // A mirror port cannot drop: a blocked TCP connection is reset instead. Resets are
+            // built as Ethernet frames, for the Ethernet port they go out on.
+            for packet in self.shards.dropped_packets() {
+                if packet.link_type == pcap_parser::Linktype::ETHERNET {
+                    self.resets.extend(reset::resets(packet.data));
                 }
             }
-            None => {}
         }
-        if reassembled {
-            self.stats.fragments = *self.fragments.stats();
+        self.shards.swap_emissions(&mut self.outs);
+        self.marks.clear();
+        self.marks.extend_from_slice(self.shards.marks());
+        self.sensed = true;
+    }
+
+    /// Detection over the sensed chunk, if one waits: its emissions merged into packet order
+    /// with its ticks, into the device table, the response guard, the protocol logs and the
+    /// plugins' batch, handed over every `batch_size` events at a packet's end.
+    fn detect_sensed(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.sensed) {
+            return Ok(());
         }
+        let mut outs = std::mem::take(&mut self.outs);
+        let mut order = std::mem::take(&mut self.order);
+        merge_with_ticks(&outs, &self.marks, &mut order);
+        let result = self.detect(&mut outs, &mut order);
+        order.clear();
+        self.order = order;
+        self.outs = outs;
+        result
+    }
+
+    fn detect(&mut self, outs: &mut [Emissions], order: &mut [(Tag, Step)]) -> io::Result<()> {
+        let mut packet = None;
+        for &mut (tag, step) in order {
+            if packet.is_some_and(|seq| seq != tag.seq) {
+                self.packet_done()?;
+            }
+            packet = Some(tag.seq);
+            match step {
+                Step::Tick(now) => self.tick(now)?,
+                Step::Emitted { sensor, index } => self.take_in(&mut outs[sensor], index),
+            }
+        }
+        if packet.is_some() {
+            self.packet_done()?;
+        }
+        Ok(())
+    }
+
+    /// At a packet's end (all it caused merged): the plugins get a full batch.
+    fn packet_done(&mut self) -> io::Result<()> {
         if self.batch.len() >= self.batch_size {
             self.dispatch()?;
         }
-        Ok(dropped)
+        Ok(())
     }
 
-    /// Whether the responses in force drop a fragment held for reassembly.
-    fn blocks_fragment(&mut self, fragment: &Fragment<'_>, ts: Timestamp) -> bool {
-        let blocked = self.actions.as_ref().is_some_and(|actions| {
-            let now = ts.micros() / 1_000_000;
-            actions.table().drops(fragment.src, fragment.dst, None, now)
-        });
-        if blocked {
-            self.stats.enforced += 1;
+    /// One thing a sensor emitted, in its place.
+    fn take_in(&mut self, out: &mut Emissions, index: usize) {
+        match &mut out.items[index].what {
+            Sensed::Event {
+                entry,
+                learned,
+                server,
+            } => {
+                self.stats.events += 1;
+                self.devices.learn(learned);
+                if let Some(server) = *server {
+                    self.guard.observe_server(server);
+                }
+                if let Some(entry) = *entry {
+                    self.batch.copy_from(&out.events, entry);
+                }
+            }
+            Sensed::Dhcp { ts, payload } => {
+                self.devices.dhcp(*ts, &out.bytes[payload.clone()]);
+            }
+            Sensed::Log { log, record } => {
+                if let Some(logs) = self.logs.as_mut() {
+                    logs.write(log, std::mem::take(record));
+                }
+            }
         }
-        blocked
+    }
+
+    /// The counts the sensors keep, added up into the pipeline's.
+    fn add_up_sensor_stats(&mut self) {
+        let mut decoded = 0;
+        let mut enforced = 0;
+        let mut skipped = SkipCounts::default();
+        let mut fragments = FragmentStats::default();
+        let mut unsupported = BTreeMap::new();
+        for sensor in self.shards.sensors() {
+            let stats = sensor.stats();
+            decoded += stats.decoded;
+            enforced += stats.enforced;
+            skipped += &stats.skipped;
+            fragments += sensor.fragment_stats();
+            for (link_type, n) in &stats.unsupported_link_types {
+                *unsupported.entry(*link_type).or_default() += n;
+            }
+        }
+        self.stats.decoded = decoded;
+        self.stats.enforced = enforced;
+        self.stats.skipped = skipped;
+        self.stats.fragments = fragments;
+        self.stats.unsupported_link_types = unsupported;
     }
 
     /// Lets time pass without traffic (live capture on a quiet link): ticks, expires flows and
@@ -739,34 +858,18 @@ impl Pipeline {
         // The wall clock may lag the packets' stamps: it never takes time back.
         let now = self.clock.map_or(now, |latest| now.max(latest));
         self.clock = Some(now);
-        self.advance_clock(now)?;
+        self.mark_tick_if_due(now);
+        let result = self.process();
+        self.shards.clear();
+        result?;
         self.dispatch()?;
         self.serve_control();
         Ok(())
     }
 
-    fn advance_clock(&mut self, now: Timestamp) -> io::Result<()> {
-        let due = match self.next_tick {
-            None => true,
-            Some(next) => now >= next,
-        };
-        if !due {
-            return Ok(());
-        }
-        // One tick however long the gap: a capture that skips a night needs no 30,000 ticks.
-        let batch = &mut self.batch;
-        let events = &mut self.stats.events;
-        let ended = &mut self.ended;
-        let devices = &mut self.devices;
-        self.flows.expire(now, &mut |event| {
-            *events += 1;
-            devices.observe(&event);
-            batch.push(&event);
-            ended.push(event);
-        });
-        self.close_ended(now);
-        self.fragments.expire(now);
-        self.stats.fragments = *self.fragments.stats();
+    /// The tick's own part, after the flows it expired: operator changes and expired actions
+    /// taken in, the tick event, the sink's and the checkpoints' turn.
+    fn tick(&mut self, now: Timestamp) -> io::Result<()> {
         self.take_in_operator_changes(now);
         if let Some(actions) = self.actions.as_mut() {
             if let Err(err) = actions.expire(now.micros() / 1_000_000) {
@@ -777,23 +880,7 @@ impl Pipeline {
         self.stats.events += 1;
         self.sink.tick()?;
         self.checkpoint_if_due();
-        self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
         Ok(())
-    }
-
-    /// Lets the analyzer report what the ended flows left unanswered, and forget them.
-    fn close_ended(&mut self, now: Timestamp) {
-        let batch = &mut self.batch;
-        let events = &mut self.stats.events;
-        let devices = &mut self.devices;
-        for end in self.ended.drain(..) {
-            self.guard.observe_flow_end(&end);
-            self.analyzer.flow_ended(now, &end, &mut |event| {
-                *events += 1;
-                devices.observe(event);
-                batch.push(event);
-            });
-        }
     }
 
     /// Hands the waiting events to the plugins and their breaches and incidents to the sink.
@@ -922,48 +1009,60 @@ impl Pipeline {
         live: bool,
         mut progress: impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
-        let mut since_progress = 0u32;
+        let mut since_progress = 0;
         let mut control = ControlCadence::default();
         while !stop.load(Ordering::Relaxed) {
-            let next = match source.next_packet() {
-                Ok(next) => next,
-                Err(err) => {
-                    self.stats.reorder += source.reorder_stats();
-                    return Err(err.into());
-                }
-            };
-            match next {
-                Next::Packet(packet) => {
-                    // A mirror port cannot drop: a blocked TCP connection is reset instead.
-                    // Resets are built as Ethernet frames, for the Ethernet port they go out on.
-                    if self.handle(&packet)?
-                        && self.tap_resets
-                        && packet.link_type == pcap_parser::Linktype::ETHERNET
-                    {
-                        self.resets.extend(reset::resets(packet.data));
+            // A chunk: what the source has now, up to CHUNK_PACKETS.
+            let mut then = Then::More;
+            let mut last = None;
+            while self.shards.packets() < CHUNK_PACKETS {
+                match source.next_packet() {
+                    Ok(Next::Packet(packet)) => {
+                        last = Some(packet.ts);
+                        self.admit(&packet);
                     }
-                    if control.due(packet.ts) {
-                        self.serve_control();
-                        self.report_capture(source);
+                    Ok(Next::Idle) => {
+                        then = Then::Idle;
+                        break;
                     }
-                    since_progress += 1;
-                    if since_progress == 4096 {
-                        since_progress = 0;
-                        progress(&self.stats);
-                        self.queues = source.queue_counters();
-                        self.checkpoint_if_due();
+                    Ok(Next::End) => {
+                        then = Then::End;
+                        break;
+                    }
+                    Err(err) => {
+                        self.stats.reorder += source.reorder_stats();
+                        return Err(err.into());
                     }
                 }
-                Next::Idle => {
+            }
+            let handled = self.shards.packets();
+            self.sense_and_detect()?;
+            if let Some(last) = last {
+                if control.due(last) {
+                    self.serve_control();
+                    self.report_capture(source);
+                }
+                since_progress += handled;
+                if since_progress >= 4096 {
+                    since_progress = 0;
+                    progress(&self.stats);
+                    self.queues = source.queue_counters();
+                    self.checkpoint_if_due();
+                }
+            }
+            match then {
+                Then::More => {}
+                Then::Idle => {
                     self.queues = source.queue_counters();
                     if live {
                         self.report_capture(source);
                         self.idle(wall_clock())?;
                     } else {
+                        self.detect_sensed()?;
                         self.serve_control();
                     }
                 }
-                Next::End => break,
+                Then::End => break,
             }
             for frame in self.resets.drain(..) {
                 if source.inject(&frame)? {
@@ -971,6 +1070,9 @@ impl Pipeline {
                 }
             }
         }
+        // What the last step sensed.
+        self.detect_sensed()?;
+        self.reset_queued();
         self.stats.reorder += source.reorder_stats();
         progress(&self.stats);
         Ok(())
@@ -979,22 +1081,60 @@ impl Pipeline {
     /// Ends every open flow, hands the plugins what is left and flushes the sink. Call at the
     /// end of a replay or on shutdown.
     pub fn finish(&mut self) -> io::Result<()> {
-        let batch = &mut self.batch;
-        let events = &mut self.stats.events;
-        let ended = &mut self.ended;
-        let devices = &mut self.devices;
-        self.flows.flush(&mut |event| {
-            *events += 1;
-            devices.observe(&event);
-            batch.push(&event);
-            ended.push(event);
+        self.shards.mark(Mark {
+            seq: self.seq,
+            now: self.stats.last_packet.unwrap_or_default(),
+            kind: MarkKind::End,
         });
-        let last = self.stats.last_packet.unwrap_or_default();
-        self.close_ended(last);
+        let result = self.process();
+        self.shards.clear();
+        result?;
         self.dispatch()?;
-        self.analyzer.flush_logs();
+        if let Some(logs) = self.logs.as_mut() {
+            logs.flush();
+        }
         self.sink.finish()
     }
+}
+
+/// Why a chunk ended: it was full, the source had nothing now, or it ended.
+enum Then {
+    More,
+    Idle,
+    End,
+}
+
+/// One step of detection, in the capture's order.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Item `index` of sensor number `sensor`'s emissions.
+    Emitted { sensor: usize, index: usize },
+    /// A tick's own part ([`Pipeline::tick`]).
+    Tick(Timestamp),
+}
+
+/// The sensors' emissions merged in tag order, with the chunk's ticks in their place, into
+/// `order`.
+fn merge_with_ticks(outs: &[Emissions], marks: &[Mark], order: &mut Vec<(Tag, Step)>) {
+    let mut ticks = marks
+        .iter()
+        .filter(|mark| mark.kind == MarkKind::Tick)
+        .map(|mark| {
+            let tag = Tag {
+                seq: mark.seq,
+                stage: Stage::Tick,
+                flow: 0,
+            };
+            (tag, Step::Tick(mark.now))
+        })
+        .peekable();
+    for (sensor, index, tag) in Merge::new(outs) {
+        while let Some(tick) = ticks.next_if(|(at, _)| *at < tag) {
+            order.push(tick);
+        }
+        order.push((tag, Step::Emitted { sensor, index }));
+    }
+    order.extend(ticks);
 }
 
 /// The packet-time heartbeat event.
@@ -1049,35 +1189,5 @@ fn no_actions() -> Answer {
     Answer {
         status: 503,
         body: serde_json::json!({ "error": "this appliance keeps no actions (no data directory)" }),
-    }
-}
-
-/// What a packet of an attributed flow goes through above the flow table.
-struct Parsers<'a> {
-    analyzer: &'a mut Analyzer,
-    devices: &'a mut DeviceTable,
-    batch: &'a mut EventBatch,
-    events: &'a mut u64,
-}
-
-impl Parsers<'_> {
-    fn packet(&mut self, ts: Timestamp, decoded: &Decoded<'_>, observed: &Observed) {
-        // What the responder's packet completes was answered: it proves both ends.
-        let answer = observed.direction == Direction::FromResponder;
-        let Parsers {
-            analyzer,
-            devices,
-            batch,
-            events,
-        } = self;
-        analyzer.packet(ts, decoded, observed, &mut |event| {
-            **events += 1;
-            if answer {
-                devices.observe_answer(event);
-            } else {
-                devices.observe(event);
-            }
-            batch.push(event);
-        });
     }
 }

@@ -29,7 +29,7 @@ pub fn batches_for<P: Plugin>(pcaps: &[&Path]) -> anyhow::Result<Vec<Vec<u8>>> {
     // No plugin is loaded: the host is only what the pipeline hands batches to.
     let host = PluginHost::new(HostConfig::default())?;
     let devices = DeviceTable::new(config.devices.clone()).map_err(anyhow::Error::msg)?;
-    let mut pipeline = Pipeline::from_config(&config, host, devices, Box::new(NullSink), None);
+    let mut pipeline = Pipeline::from_config(&config, host, devices, Box::new(NullSink), None)?;
     let (sent, batches) = mpsc::channel();
     pipeline.tap_batches(Box::new(move |batch| {
         let mut selected = Vec::new();

@@ -9,7 +9,8 @@
 //! - the lab attack repeated 40 times as one device writes a bounded number of bytes per breach,
 //!   the same as 10 times, and its incident's timeline is capped while counting every breach;
 //! - the plugins on 2 or 4 threads write exactly what they write on one (`[host] plugin_threads`),
-//!   on both labs and on the repeated attack.
+//!   and so do 2, 3 or 4 sensor workers (`--workers`, `[pipeline] workers`), on both labs and on
+//!   the repeated attack.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -319,17 +320,23 @@ fn a_long_incident_writes_the_same_bytes_per_breach_and_caps_its_timeline() {
     assert!((kept as u64) < breaches_40);
 }
 
-/// What a replay of `pcaps` with the plugins on `threads` threads wrote: every eve.json record
-/// in order, incidents.json and the actions.
-fn written_with_plugin_threads(threads: usize, pcaps: &[&Path]) -> (Vec<Value>, Value, Vec<Value>) {
-    let data = TempDir::new("plugin-threads");
-    let config = data.path().join("vigil.toml");
-    std::fs::write(&config, format!("[host]\nplugin_threads = {threads}\n")).expect("config");
-    let config = config.to_string_lossy().to_string();
-    let out = replay_with(data.path(), &["--config", &config], pcaps);
+/// What a replay of `pcaps` with `config` and `options` wrote: every eve.json record in order,
+/// incidents.json and the actions.
+fn written_with(
+    config: &str,
+    options: &[&str],
+    pcaps: &[&Path],
+) -> (Vec<Value>, Value, Vec<Value>) {
+    let data = TempDir::new("written-with");
+    let config_path = data.path().join("vigil.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let config_path = config_path.to_string_lossy().to_string();
+    let mut args = vec!["--config", &config_path];
+    args.extend_from_slice(options);
+    let out = replay_with(data.path(), &args, pcaps);
     assert!(
         out.status.success(),
-        "vigil replay {pcaps:?} on {threads} threads: {}",
+        "vigil replay {args:?} {pcaps:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let incidents = std::fs::read_to_string(data.path().join("incidents.json"))
@@ -343,9 +350,10 @@ fn written_with_plugin_threads(threads: usize, pcaps: &[&Path]) -> (Vec<Value>, 
     )
 }
 
-#[test]
-fn plugins_on_several_threads_write_exactly_what_they_write_on_one() {
-    let work = TempDir::new("plugin-threads-attack");
+/// Both labs and the attack repeated 5 times: what each writes one way must be what it writes
+/// every other way (`ways`: a name, a config and options).
+fn every_way_writes_the_same(ways: &[(&str, String, Vec<&str>)]) {
+    let work = TempDir::new("same-every-way");
     let mut runs = lab_runs();
     runs.push((
         "lab attack x5".into(),
@@ -353,18 +361,46 @@ fn plugins_on_several_threads_write_exactly_what_they_write_on_one() {
     ));
     for (name, pcaps) in runs {
         let pcaps: Vec<&Path> = pcaps.iter().map(PathBuf::as_path).collect();
-        let one = written_with_plugin_threads(1, &pcaps);
+        let (first, rest) = ways.split_first().expect("a way");
+        let one = written_with(&first.1, &first.2, &pcaps);
         let alerts = one.0.iter().filter(|r| r["event_type"] == "alert").count();
-        assert!(alerts > 0, "{name}: breaches on one thread");
+        assert!(alerts > 0, "{name}: breaches with {}", first.0);
         assert!(
             one.1.as_array().is_some_and(|i| !i.is_empty()),
             "{name}: an incident"
         );
-        for threads in [2, 4] {
-            let (records, incidents, actions) = written_with_plugin_threads(threads, &pcaps);
-            assert_eq!(records, one.0, "{name}: eve.json on {threads} threads");
-            assert_eq!(incidents, one.1, "{name}: incidents on {threads} threads");
-            assert_eq!(actions, one.2, "{name}: actions on {threads} threads");
+        for (way, config, options) in rest {
+            let (records, incidents, actions) = written_with(config, options, &pcaps);
+            assert_eq!(records, one.0, "{name}: eve.json with {way}");
+            assert_eq!(incidents, one.1, "{name}: incidents with {way}");
+            assert_eq!(actions, one.2, "{name}: actions with {way}");
         }
     }
+}
+
+#[test]
+fn plugins_on_several_threads_write_exactly_what_they_write_on_one() {
+    let threads = |n: usize| format!("[host]\nplugin_threads = {n}\n");
+    every_way_writes_the_same(&[
+        ("plugins on 1 thread", threads(1), vec![]),
+        ("plugins on 2 threads", threads(2), vec![]),
+        ("plugins on 4 threads", threads(4), vec![]),
+    ]);
+}
+
+/// The sensors shard the traffic by address pair and run on threads of their own, overlapping
+/// detection; the merged order makes the output the same for any number of them, whether set
+/// in the config or on the command line.
+#[test]
+fn sensor_workers_write_exactly_what_one_writes() {
+    every_way_writes_the_same(&[
+        ("1 worker", String::new(), vec!["--workers", "1"]),
+        ("2 workers", String::new(), vec!["--workers", "2"]),
+        ("4 workers", "[pipeline]\nworkers = 4\n".into(), vec![]),
+        (
+            "3 workers, plugins on 1 thread",
+            "[host]\nplugin_threads = 1\n".into(),
+            vec!["--workers", "3"],
+        ),
+    ]);
 }

@@ -1,6 +1,9 @@
 //! Protocol logs: `DATA_DIR/proto/<log>.json`, JSON lines with Zeek's field names and meanings
 //! (`uid`, `id.orig_h`, `query`, `qtype_name`...), so an analyst can diff them with Zeek's
 //! output. Each protocol module builds its own records; this module only writes them.
+//!
+//! The analyzers of a sharded capture each collect their lines in a [`LogOutbox`]; the one
+//! [`ProtocolLogs`] writes them in packet order, so the logs do not depend on the sharding.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,6 +18,22 @@ pub type Record = Map<String, Value>;
 
 /// Lines of one log held in memory before they are written together.
 const WRITE_EVERY_BYTES: usize = 64 * 1024;
+
+/// Lines an analyzer produced and nobody wrote yet, in the order it produced them.
+#[derive(Debug, Default)]
+pub struct LogOutbox {
+    lines: Vec<(&'static str, Record)>,
+}
+
+impl LogOutbox {
+    pub fn write(&mut self, log: &'static str, record: Record) {
+        self.lines.push((log, record));
+    }
+
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (&'static str, Record)> {
+        self.lines.drain(..)
+    }
+}
 
 /// Each log is a [`LineLog`]: rotated within its budget, and a full disk costs lines (counted),
 /// never the capture.

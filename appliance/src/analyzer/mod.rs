@@ -28,7 +28,7 @@ use crate::proto::local_names::LocalNames;
 use crate::proto::{self, Boundary};
 use crate::stream::{StreamConfig, StreamTable};
 
-pub use log::ProtocolLogs;
+pub use log::{LogOutbox, ProtocolLogs, Record};
 pub use report::Counts;
 use report::{Report, Tally};
 
@@ -299,18 +299,23 @@ pub struct Analyzer {
     max_frame: usize,
     flows: HashMap<u64, FlowState>,
     tally: Tally,
-    logs: Option<ProtocolLogs>,
+    /// Protocol log lines not yet taken (when logs are kept).
+    logs: Option<LogOutbox>,
 }
 
-impl Analyzer {
-    pub fn new(streams: StreamConfig, logs: Option<ProtocolLogs>) -> Analyzer {
-        Analyzer {
-            max_frame: streams.max_direction_bytes,
-            streams: StreamTable::new(streams),
-            flows: HashMap::new(),
-            tally: Tally::default(),
-            logs,
-        }
+/// What analyzers counted, one or several added together (a sharded capture has one analyzer
+/// per shard): for the summary and the metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Analysis {
+    tally: Tally,
+    streams: crate::stream::StreamStats,
+}
+
+impl Analysis {
+    /// Adds what `analyzer` counted.
+    pub fn add(&mut self, analyzer: &Analyzer) {
+        self.tally.add(&analyzer.tally);
+        self.streams += analyzer.streams.stats();
     }
 
     /// Flows and records per protocol, for protocols that saw any flow.
@@ -346,7 +351,32 @@ impl Analyzer {
     }
 
     pub fn stream_stats(&self) -> crate::stream::StreamStats {
-        self.streams.stats()
+        self.streams
+    }
+}
+
+impl Analyzer {
+    /// `keep_logs`: collect protocol log lines for [`Analyzer::logs`] to take.
+    pub fn new(streams: StreamConfig, keep_logs: bool) -> Analyzer {
+        Analyzer {
+            max_frame: streams.max_direction_bytes,
+            streams: StreamTable::new(streams),
+            flows: HashMap::new(),
+            tally: Tally::default(),
+            logs: keep_logs.then(LogOutbox::default),
+        }
+    }
+
+    /// What this analyzer counted.
+    pub fn analysis(&self) -> Analysis {
+        let mut analysis = Analysis::default();
+        analysis.add(self);
+        analysis
+    }
+
+    /// The protocol log lines produced since they were last taken (none unless kept).
+    pub fn logs(&mut self) -> Option<&mut LogOutbox> {
+        self.logs.as_mut()
     }
 
     /// Takes one packet of a tracked flow.
@@ -587,12 +617,6 @@ impl Analyzer {
             &mut self.tally,
         );
         state.session.ended(&mut report);
-    }
-
-    pub fn flush_logs(&mut self) {
-        if let Some(logs) = self.logs.as_mut() {
-            logs.flush();
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use vigil_plugin_sdk::{Event, EventKind, Timestamp};
 use serde_json::json;
 
 use super::log::Record;
-use super::{Protocol, ProtocolLogs, Resyncs, Traffic};
+use super::{LogOutbox, Protocol, Resyncs, Traffic};
 use crate::flow::{Direction, Observed};
 
 /// Counters by (protocol, reason or outcome).
@@ -16,12 +16,31 @@ pub type Counts = BTreeMap<(&'static str, &'static str), u64>;
 
 /// What the analyzer counts as its sessions report: parse errors, outcomes, and flows, records
 /// and resynchronisations per protocol (indexed by `Protocol as usize`).
-#[derive(Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
     pub errors: Counts,
     pub counts: Counts,
     pub traffic: [Traffic; Protocol::ALL.len()],
     pub resyncs: [Resyncs; Protocol::ALL.len()],
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        for (key, n) in &other.errors {
+            *self.errors.entry(*key).or_default() += n;
+        }
+        for (key, n) in &other.counts {
+            *self.counts.entry(*key).or_default() += n;
+        }
+        for (mine, theirs) in self.traffic.iter_mut().zip(&other.traffic) {
+            mine.flows += theirs.flows;
+            mine.records += theirs.records;
+        }
+        for (mine, theirs) in self.resyncs.iter_mut().zip(&other.resyncs) {
+            mine.found += theirs.found;
+            mine.skipped_bytes += theirs.skipped_bytes;
+        }
+    }
 }
 
 pub(crate) struct Report<'r> {
@@ -30,7 +49,7 @@ pub(crate) struct Report<'r> {
     pub observed: Observed,
     pub protocol: Protocol,
     emit: &'r mut dyn FnMut(&Event<'_>),
-    logs: Option<&'r mut ProtocolLogs>,
+    logs: Option<&'r mut LogOutbox>,
     tally: &'r mut Tally,
 }
 
@@ -40,7 +59,7 @@ impl<'r> Report<'r> {
         observed: Observed,
         protocol: Protocol,
         emit: &'r mut dyn FnMut(&Event<'_>),
-        logs: Option<&'r mut ProtocolLogs>,
+        logs: Option<&'r mut LogOutbox>,
         tally: &'r mut Tally,
     ) -> Report<'r> {
         Report {

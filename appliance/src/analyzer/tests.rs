@@ -27,7 +27,7 @@ impl Harness {
     fn new(streams: StreamConfig) -> Harness {
         Harness {
             flows: FlowTable::new(FlowConfig::default()),
-            analyzer: Analyzer::new(streams, None),
+            analyzer: Analyzer::new(streams, false),
             events: Vec::new(),
             now: 1_000_000,
         }
@@ -78,6 +78,7 @@ impl Harness {
 
     fn error(&self, protocol: &str, reason: &str) -> u64 {
         self.analyzer
+            .analysis()
             .errors()
             .get(&(protocol, reason))
             .copied()
@@ -108,7 +109,7 @@ fn out_of_order_and_overlapping_segments_still_give_the_request() {
         h.events
     );
     assert!(h.events[0].contains("status: Some(404)"), "{:?}", h.events);
-    assert!(h.analyzer.stream_stats().overlap_bytes > 0);
+    assert!(h.analyzer.analysis().stream_stats().overlap_bytes > 0);
 }
 
 #[test]
@@ -167,13 +168,20 @@ fn an_smb_frame_too_large_to_keep_is_skipped_and_parsing_resumes_after_it() {
         seq = seq.wrapping_add(piece.len() as u32);
     }
     assert_eq!(
-        h.analyzer.counts().get(&("smb", "logon_failure")),
+        h.analyzer
+            .analysis()
+            .counts()
+            .get(&("smb", "logon_failure")),
         Some(&1),
         "{:?} {:?}",
-        h.analyzer.counts(),
-        h.analyzer.errors()
+        h.analyzer.analysis().counts(),
+        h.analyzer.analysis().errors()
     );
-    assert!(h.analyzer.errors().is_empty(), "{:?}", h.analyzer.errors());
+    assert!(
+        h.analyzer.analysis().errors().is_empty(),
+        "{:?}",
+        h.analyzer.analysis().errors()
+    );
 }
 
 #[test]
@@ -207,12 +215,13 @@ fn a_dns_compression_loop_is_counted_by_reason() {
     h.frame(&udp4(CLIENT, 40001, SERVER, 53, &message));
     let loops: u64 = h
         .analyzer
+        .analysis()
         .errors()
         .iter()
         .filter(|((protocol, _), _)| *protocol == "dns")
         .map(|(_, n)| n)
         .sum();
-    assert_eq!(loops, 2, "{:?}", h.analyzer.errors());
+    assert_eq!(loops, 2, "{:?}", h.analyzer.analysis().errors());
     assert!(h.events.is_empty());
 }
 
@@ -256,7 +265,7 @@ fn a_protocol_given_flows_it_cannot_read_is_silent_until_it_makes_a_record() {
     // An SSH banner on an HTTP port: a flow for HTTP, no HTTP record.
     h.segment(8080, true, SYN, 99, &[]);
     h.segment(8080, true, PSH_ACK, 100, b"SSH-2.0-OpenSSH_9.2p1\r\n");
-    let silent: Vec<_> = h.analyzer.silent_protocols().collect();
+    let silent: Vec<_> = h.analyzer.analysis().silent_protocols().collect();
     assert_eq!(
         silent,
         [(
@@ -282,8 +291,8 @@ fn a_protocol_given_flows_it_cannot_read_is_silent_until_it_makes_a_record() {
         0x0800,
         &ipv4(SERVER, CLIENT, 6, &tcp(80, 40001, PSH_ACK, 900, response)),
     ));
-    assert_eq!(h.analyzer.silent_protocols().count(), 0);
-    let http: Vec<_> = h.analyzer.traffic().collect();
+    assert_eq!(h.analyzer.analysis().silent_protocols().count(), 0);
+    let http: Vec<_> = h.analyzer.analysis().traffic().collect();
     assert_eq!(http.len(), 1);
     assert_eq!(http[0].0, Protocol::Http);
     assert_eq!(http[0].1.flows, 2);
@@ -323,7 +332,7 @@ fn dns_on_an_odd_udp_port_is_recognised_by_content_and_other_datagrams_are_not()
     ));
     assert_eq!(h.events.len(), 1, "{:?}", h.events);
     assert!(h.events[0].contains("10.0.0.20"), "{:?}", h.events);
-    let traffic: Vec<_> = h.analyzer.traffic().collect();
+    let traffic: Vec<_> = h.analyzer.analysis().traffic().collect();
     assert_eq!(
         traffic,
         [(
@@ -334,7 +343,11 @@ fn dns_on_an_odd_udp_port_is_recognised_by_content_and_other_datagrams_are_not()
             }
         )]
     );
-    assert!(h.analyzer.errors().is_empty(), "{:?}", h.analyzer.errors());
+    assert!(
+        h.analyzer.analysis().errors().is_empty(),
+        "{:?}",
+        h.analyzer.analysis().errors()
+    );
 }
 
 #[test]
@@ -344,8 +357,8 @@ fn a_local_name_question_is_a_record_but_no_event() {
     question[..2].copy_from_slice(&[0, 0]);
     h.frame(&udp4(CLIENT, 5353, [224, 0, 0, 251], 5353, &question));
     assert!(h.events.is_empty(), "{:?}", h.events);
-    assert_eq!(h.analyzer.silent_protocols().count(), 0);
-    let traffic: Vec<_> = h.analyzer.traffic().collect();
+    assert_eq!(h.analyzer.analysis().silent_protocols().count(), 0);
+    let traffic: Vec<_> = h.analyzer.analysis().traffic().collect();
     assert_eq!(
         traffic,
         [(
@@ -414,7 +427,7 @@ fn assert_picked_up_mid_message_loses_only_the_first(
     let cut = [middle(starts[0]), middle(starts[1])];
     let picked = replay_connection(port, to_server, to_client, cut);
     assert_eq!(picked.events, expected);
-    let resyncs: Vec<_> = picked.analyzer.resyncs().collect();
+    let resyncs: Vec<_> = picked.analyzer.analysis().resyncs().collect();
     let skipped = (starts[0][1] - cut[0] + starts[1][1] - cut[1]) as u64;
     assert_eq!(
         resyncs,
@@ -427,9 +440,9 @@ fn assert_picked_up_mid_message_loses_only_the_first(
         )]
     );
     assert!(
-        picked.analyzer.errors().is_empty(),
+        picked.analyzer.analysis().errors().is_empty(),
         "{:?}",
-        picked.analyzer.errors()
+        picked.analyzer.analysis().errors()
     );
     picked.events
 }
@@ -532,7 +545,7 @@ fn an_http_client_stream_picked_up_inside_a_request_gives_the_next_one() {
     assert_eq!(whole.events.len(), 2, "{:?}", whole.events);
     let picked = replay_connection(80, &stream, &[], [first.len() / 2, 0]);
     assert_eq!(picked.events, whole.events[1..]);
-    let resyncs: Vec<_> = picked.analyzer.resyncs().collect();
+    let resyncs: Vec<_> = picked.analyzer.analysis().resyncs().collect();
     assert_eq!(
         resyncs,
         [(
@@ -577,8 +590,8 @@ fn a_gap_inside_ldap_search_results_loses_only_the_entries_it_cut_into() {
     ));
     h.end_all();
     assert_eq!(h.error("ldap", "stream_gap"), 1);
-    assert_eq!(h.analyzer.stream_stats().gaps, 1);
-    let resyncs: Vec<_> = h.analyzer.resyncs().collect();
+    assert_eq!(h.analyzer.analysis().stream_stats().gaps, 1);
+    let resyncs: Vec<_> = h.analyzer.analysis().resyncs().collect();
     let skipped = (starts[5] - hole_to) as u64;
     assert_eq!(
         resyncs,

@@ -596,7 +596,7 @@ fn is_product_plugin(file: &Path) -> bool {
 fn decode_flows_and_parsers(path: &Path) -> anyhow::Result<Duration> {
     let mut source = PcapSource::open(path)?;
     let mut flows = FlowTable::new(FlowConfig::default());
-    let mut analyzer = Analyzer::new(StreamConfig::default(), None);
+    let mut analyzer = Analyzer::new(StreamConfig::default(), false);
     let mut ended = Vec::new();
     let mut events = 0u64;
     let start = Instant::now();

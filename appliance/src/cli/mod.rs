@@ -59,6 +59,10 @@ pub struct Common {
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Sensor workers: threads that each decode, track and parse their share of the flows;
+    /// overrides `[pipeline] workers`. What comes out does not depend on the number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: Option<u16>,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -355,7 +359,8 @@ pub(crate) fn open_pipeline(
     };
     let devices = store::devices::load(data_dir, &config.devices)
         .with_context(|| format!("reading {}/devices.json", data_dir.display()))?;
-    let mut pipeline = Pipeline::from_config(config, host, devices, Box::new(sink), logs);
+    let mut pipeline = Pipeline::from_config(config, host, devices, Box::new(sink), logs)
+        .context("starting the sensor workers")?;
     if let Some(outlet) = &outlet {
         pipeline.attach_fleet(outlet.clone());
     }
@@ -383,7 +388,10 @@ pub(crate) fn open_pipeline(
 
 impl Common {
     fn load(&self) -> anyhow::Result<(Config, PluginSource)> {
-        let config = Config::load(self.config.as_deref())?;
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(workers) = self.workers {
+            config.pipeline.workers = usize::from(workers);
+        }
         let source = self.plugins.resolve(&config);
         Ok((config, source))
     }

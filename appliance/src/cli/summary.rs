@@ -121,7 +121,7 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         print_table("ip fragments", &fragments);
     }
     let outcomes: Vec<(String, String)> = pipeline
-        .analyzer()
+        .analysis()
         .counts()
         .iter()
         .map(|((protocol, what), n)| (format!("{protocol}: {what}"), n.to_string()))
@@ -129,9 +129,9 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
     if !outcomes.is_empty() {
         print_table("protocol outcomes", &outcomes);
     }
-    let streams = pipeline.analyzer().stream_stats();
+    let streams = pipeline.analysis().stream_stats();
     let mut parsing: Vec<(String, String)> = pipeline
-        .analyzer()
+        .analysis()
         .errors()
         .iter()
         .map(|((protocol, reason), n)| (format!("{protocol}: {reason}"), n.to_string()))
@@ -151,7 +151,7 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
         print_table("reassembly and parsing problems", &parsing);
     }
     let resyncs: Vec<(String, String)> = pipeline
-        .analyzer()
+        .analysis()
         .resyncs()
         .map(|(protocol, r)| {
             (
@@ -228,8 +228,9 @@ pub fn warnings(pipeline: &Pipeline) -> Vec<String> {
             )
         })
         .collect();
-    let errors = pipeline.analyzer().errors();
-    for (protocol, traffic) in pipeline.analyzer().silent_protocols() {
+    let analysis = pipeline.analysis();
+    let errors = analysis.errors();
+    for (protocol, traffic) in analysis.silent_protocols() {
         let name = protocol.name();
         let reasons: Vec<String> = errors
             .iter()

@@ -138,6 +138,45 @@ pub struct FragmentStats {
     pub peak_bytes: u64,
 }
 
+/// The stats of several reassemblers (a sharded capture's): counts and gauges add up; the peak
+/// is the sum of each one's peak, a bound on the peak of all.
+impl std::ops::AddAssign for FragmentStats {
+    fn add_assign(&mut self, other: FragmentStats) {
+        let FragmentStats {
+            fragments,
+            completed,
+            overlaps,
+            conflicting_overlaps,
+            overlap_discards,
+            tiny_first,
+            too_large,
+            inconsistent,
+            malformed,
+            discarded_fragments,
+            timeouts,
+            evicted,
+            in_progress,
+            held_bytes,
+            peak_bytes,
+        } = other;
+        self.fragments += fragments;
+        self.completed += completed;
+        self.overlaps += overlaps;
+        self.conflicting_overlaps += conflicting_overlaps;
+        self.overlap_discards += overlap_discards;
+        self.tiny_first += tiny_first;
+        self.too_large += too_large;
+        self.inconsistent += inconsistent;
+        self.malformed += malformed;
+        self.discarded_fragments += discarded_fragments;
+        self.timeouts += timeouts;
+        self.evicted += evicted;
+        self.in_progress += in_progress;
+        self.held_bytes += held_bytes;
+        self.peak_bytes += peak_bytes;
+    }
+}
+
 impl FragmentStats {
     /// Every non-zero count with its name, in a fixed order, for the run's summary.
     pub fn rows(&self) -> impl Iterator<Item = (&'static str, u64)> {

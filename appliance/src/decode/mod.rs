@@ -251,6 +251,14 @@ impl fmt::Display for Skip {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SkipCounts([u64; Skip::ALL.len()]);
 
+impl std::ops::AddAssign<&SkipCounts> for SkipCounts {
+    fn add_assign(&mut self, other: &SkipCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+}
+
 impl SkipCounts {
     pub fn add(&mut self, reason: Skip) {
         self.0[reason as usize] += 1;

@@ -32,7 +32,7 @@ use vigil_plugin_sdk::{Duration, Event, Timestamp};
 
 use crate::proto::dhcp::DhcpMessage;
 pub use peers::PeerGroup;
-pub use reveal::NameSource;
+pub use reveal::{Learned, NameSource};
 
 /// Names and addresses kept per device: the most recent win when a device has more.
 const MAX_NAMES: usize = 16;
@@ -320,26 +320,27 @@ impl DeviceTable {
     /// its answer: who is present, and what names the protocols revealed. See [`reveal::present`]
     /// for what admits a new device.
     pub fn observe(&mut self, event: &Event<'_>) {
-        self.learn(event, false);
+        self.learn(&Learned::of(event, false));
     }
 
     /// Learns from an application event reported as its answer came in (an NTLM login with the
     /// server's verdict, a Kerberos reply, an HTTP response...): the exchange proves both ends.
     pub fn observe_answer(&mut self, event: &Event<'_>) {
-        self.learn(event, true);
+        self.learn(&Learned::of(event, true));
     }
 
-    fn learn(&mut self, event: &Event<'_>, answered: bool) {
-        for presence in reveal::present(event, answered) {
-            self.sighting(event.ts, presence);
+    /// Learns what one event revealed ([`Learned::of`]).
+    pub fn learn(&mut self, learned: &Learned) {
+        for presence in learned.presences.iter().flatten() {
+            self.sighting(learned.ts, *presence);
         }
         // After the sightings: the flow that proves a device exists is its first service.
-        if let Some(service) = reveal::service(event) {
-            if let Some(&index) = self.by_address.get(&event.src.ip) {
+        if let Some(service) = learned.service {
+            if let Some(&index) = self.by_address.get(&learned.src) {
                 touch(
                     &mut self.devices[index].services,
                     &service,
-                    event.ts,
+                    learned.ts,
                     MAX_SERVICES,
                 );
             }
@@ -347,14 +348,14 @@ impl DeviceTable {
                 touch(
                     &mut self.devices[index].offers,
                     &service.1,
-                    event.ts,
+                    learned.ts,
                     MAX_OFFERS,
                 );
             }
         }
-        for (address, name, source) in reveal::names(event) {
-            if let Some(&index) = self.by_address.get(&address) {
-                self.name(index, event.ts, name, source);
+        for (address, name, source) in &learned.names {
+            if let Some(&index) = self.by_address.get(address) {
+                self.name(index, learned.ts, name, *source);
             }
         }
     }

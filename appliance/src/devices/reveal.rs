@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use vigil_plugin_sdk::dns::{reverse_address, PTR};
-use vigil_plugin_sdk::{Event, EventKind, FlowState, Transport};
+use vigil_plugin_sdk::{Event, EventKind, FlowState, Timestamp, Transport};
 
 use crate::proto::local_names::LocalNames;
 use crate::proto::nbns;
@@ -47,6 +47,38 @@ impl NameSource {
             Some(LocalNames::Llmnr) => NameSource::Llmnr,
             Some(LocalNames::Nbns) => NameSource::Nbns,
             None => NameSource::Dns,
+        }
+    }
+}
+
+/// What one event teaches the device table, taken out of the event: the shard of a capture that
+/// produced the event works it out, and the one table learns it in packet order
+/// ([`super::DeviceTable::learn`]).
+#[derive(Debug, Clone)]
+pub struct Learned {
+    pub(super) ts: Timestamp,
+    pub(super) src: IpAddr,
+    pub(super) presences: [Option<Presence>; 2],
+    pub(super) service: Option<(IpAddr, u16)>,
+    pub(super) names: Vec<(IpAddr, String, NameSource)>,
+}
+
+impl Learned {
+    /// `answered`: as for [`present`].
+    pub fn of(event: &Event<'_>, answered: bool) -> Learned {
+        let mut presences = [None; 2];
+        for (slot, presence) in presences.iter_mut().zip(present(event, answered)) {
+            *slot = Some(presence);
+        }
+        Learned {
+            ts: event.ts,
+            src: event.src.ip,
+            presences,
+            service: service(event),
+            names: names(event)
+                .into_iter()
+                .map(|(address, name, source)| (address, name.to_string(), source))
+                .collect(),
         }
     }
 }

@@ -35,6 +35,13 @@ pub struct HeldStats {
     pub dropped: u64,
 }
 
+impl std::ops::AddAssign for HeldStats {
+    fn add_assign(&mut self, other: HeldStats) {
+        self.released += other.released;
+        self.dropped += other.dropped;
+    }
+}
+
 #[derive(Default)]
 pub struct HeldFrames {
     by_flow: HashMap<u64, Vec<HeldFrame>>,

@@ -76,6 +76,16 @@ pub struct FlowStats {
     pub unsolicited: u64,
 }
 
+impl std::ops::AddAssign for FlowStats {
+    fn add_assign(&mut self, other: FlowStats) {
+        self.started += other.started;
+        self.ended += other.ended;
+        self.evicted += other.evicted;
+        self.active += other.active;
+        self.unsolicited += other.unsolicited;
+    }
+}
+
 /// A flow key with the two sides in a canonical order, so both directions find one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey {
@@ -201,6 +211,7 @@ pub struct FlowTable {
     wheel: Wheel,
     /// The slots due at a tick (reused).
     due: Vec<usize>,
+    /// The id the next new flow gets: counted here, or set by [`FlowTable::observe_as`].
     next_id: u64,
     stats: FlowStats,
 }
@@ -226,6 +237,20 @@ impl FlowTable {
 
     pub fn stats(&self) -> FlowStats {
         self.stats
+    }
+
+    /// As [`FlowTable::observe`], numbering the flow this packet opens, if it opens one, `id`:
+    /// a sharded capture numbers flows by the packet that opened them, so that they have the
+    /// same ids however many shards there are.
+    pub fn observe_as(
+        &mut self,
+        id: u64,
+        ts: Timestamp,
+        packet: &Decoded<'_>,
+        emit: &mut impl FnMut(Event<'static>),
+    ) -> Option<Observed> {
+        self.next_id = id;
+        self.observe(ts, packet, emit)
     }
 
     /// Accounts one decoded packet; emits `FlowStart` for a new flow and `FlowEnd` for one this

@@ -19,7 +19,7 @@ pub struct EventBatch {
     entries: Vec<Entry>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     class: EventClass,
     key: FilterKey,
@@ -110,6 +110,26 @@ impl EventBatch {
             self.bytes.truncate(start);
             None
         }
+    }
+
+    /// Appends event number `index` of `other` as it was encoded there (a shard's batch into
+    /// the one the plugins get).
+    pub fn copy_from(&mut self, other: &EventBatch, index: usize) {
+        let Some(entry) = other.entries.get(index) else {
+            return;
+        };
+        let mut copy = |range: &Range<usize>| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(&other.bytes[range.clone()]);
+            start..self.bytes.len()
+        };
+        let range = copy(&entry.range);
+        let legacy = entry.legacy.as_ref().map(&mut copy);
+        self.entries.push(Entry {
+            range,
+            legacy,
+            ..entry.clone()
+        });
     }
 
     pub fn len(&self) -> usize {

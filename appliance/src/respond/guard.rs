@@ -156,21 +156,31 @@ impl ResponseGuard {
     /// Learns infrastructure from an ended flow: an internal responder that answered a service
     /// of [`INFRASTRUCTURE_PORTS`].
     pub fn observe_flow_end(&mut self, end: &Event<'_>) {
+        if let Some(server) = ResponseGuard::server_of(end) {
+            self.observe_server(server);
+        }
+    }
+
+    /// The infrastructure service an ended flow shows ([`ResponseGuard::observe_flow_end`]), for
+    /// the shard of a capture that saw it to work out and the guard to learn in packet order.
+    pub fn server_of(end: &Event<'_>) -> Option<(IpAddr, u16)> {
         let EventKind::FlowEnd {
             resp_packets,
             state: FlowState::Established | FlowState::Reset,
             ..
         } = end.kind
         else {
-            return;
+            return None;
         };
-        if resp_packets == 0
-            || !INFRASTRUCTURE_PORTS.contains(&(end.proto, end.dst.port))
-            || self.servers.len() >= MAX_SERVERS
-        {
-            return;
+        (resp_packets > 0 && INFRASTRUCTURE_PORTS.contains(&(end.proto, end.dst.port)))
+            .then_some((end.dst.ip, end.dst.port))
+    }
+
+    /// Learns a server [`ResponseGuard::server_of`] found.
+    pub fn observe_server(&mut self, (address, port): (IpAddr, u16)) {
+        if self.servers.len() < MAX_SERVERS {
+            self.servers.entry(address).or_insert(port);
         }
-        self.servers.entry(end.dst.ip).or_insert(end.dst.port);
     }
 
     /// Records a breach raised after `hop` others; those raised from traffic (hop 0) back

@@ -21,6 +21,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -103,7 +104,9 @@ pub struct Actions {
     journaled: BTreeMap<u64, Action>,
     /// The last write of the file failed: the next checkpoint writes it.
     unsaved: bool,
-    table: EnforcementTable,
+    /// Published to the sensors as a snapshot ([`Actions::snapshot`]); a change copies it when
+    /// a sensor still holds the old one, so reading it takes no lock.
+    table: Arc<EnforcementTable>,
     /// The file as we last read or wrote it: any other is an operator's change (`vigil actions
     /// confirm|clear` while the appliance runs).
     seen: Option<FileStamp>,
@@ -191,7 +194,7 @@ impl Actions {
             journaled: saved.iter().map(|a| (a.id, a.clone())).collect(),
             actions: saved.into_iter().map(|a| (a.id, a)).collect(),
             unsaved: recovered,
-            table: EnforcementTable::new(),
+            table: Arc::new(EnforcementTable::new()),
             fleet: None,
         };
         actions.rebuild();
@@ -251,16 +254,22 @@ impl Actions {
     }
 
     fn rebuild(&mut self) {
-        self.table.clear();
+        let table = Arc::make_mut(&mut self.table);
+        table.clear();
         for action in self.actions.values() {
             if let Status::Active { until, .. } = action.status {
-                enforce(&mut self.table, action, until);
+                enforce(table, action, until);
             }
         }
     }
 
     pub fn table(&self) -> &EnforcementTable {
         &self.table
+    }
+
+    /// The table as it is now, for the sensors to read while the actions change.
+    pub fn snapshot(&self) -> Arc<EnforcementTable> {
+        Arc::clone(&self.table)
     }
 
     pub fn list(&self) -> impl Iterator<Item = &Action> {
@@ -328,7 +337,12 @@ impl Actions {
         }
         let activated = !request.needs_confirmation && held.is_none();
         if activated {
-            activate(&mut action, &mut self.table, requested_by, now);
+            activate(
+                &mut action,
+                Arc::make_mut(&mut self.table),
+                requested_by,
+                now,
+            );
         }
         self.actions.insert(id, action);
         // In force from here whatever the disk says; a failed write is retried (`save`).
@@ -372,7 +386,7 @@ impl Actions {
                         state: state_name(&action.status).into(),
                     });
                 }
-                activate(action, &mut self.table, who, now);
+                activate(action, Arc::make_mut(&mut self.table), who, now);
             }
             Decision::Clear => {
                 action.status = Status::Cleared { at: now };

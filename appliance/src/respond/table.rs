@@ -1,8 +1,8 @@
 //! The enforcement table: what the responses in force drop, asked once per packet.
 //!
-//! Owned by the capture loop's thread, so the per-packet lookup takes no lock: one hash lookup
-//! on the sender's address, then a few comparisons (a device rarely has more than a handful of
-//! blocked ports). Expiry is by time: a rule past its end no longer drops anything and is swept
+//! Each sensor reads a snapshot ([`super::Actions::snapshot`]), so the per-packet lookup takes no
+//! lock: one hash lookup on the sender's address, then a few comparisons (a device rarely has
+//! more than a handful of blocked ports). Expiry is by time: a rule past its end no longer drops anything and is swept
 //! out when the table is rebuilt.
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +30,7 @@ struct Pattern {
     until: Secs,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct EnforcementTable {
     devices: HashMap<IpAddr, DeviceRules>,
 }

@@ -44,6 +44,16 @@ pub struct StreamStats {
     pub streams_refused: u64,
 }
 
+impl std::ops::AddAssign for StreamStats {
+    fn add_assign(&mut self, other: StreamStats) {
+        self.out_of_order += other.out_of_order;
+        self.gaps += other.gaps;
+        self.overlap_bytes += other.overlap_bytes;
+        self.dropped_bytes += other.dropped_bytes;
+        self.streams_refused += other.streams_refused;
+    }
+}
+
 /// Sequence-number arithmetic modulo 2^32 (RFC 793): is `a` before `b`?
 fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
