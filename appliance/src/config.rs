@@ -134,16 +134,22 @@ pub struct PipelineSettings {
     /// cut breach latency.
     pub batch_size: usize,
     /// Sensor workers: threads that each decode, track and parse the flows of their share of
-    /// the address pairs (`--workers` overrides). Breaches, incidents and actions are the same
-    /// for any number; the flow, stream and fragment bounds are shared between them.
+    /// the address pairs (default: half the cores, at least 1, at most 8; `--workers`
+    /// overrides). Breaches, incidents and actions are the same for any number; the flow,
+    /// stream and fragment bounds are shared between them.
     pub workers: usize,
+}
+
+/// Half the cores available (the other half detects), at least 1, at most 8.
+pub fn default_workers() -> usize {
+    (crate::host::default_plugin_threads() / 2).max(1)
 }
 
 impl Default for PipelineSettings {
     fn default() -> Self {
         PipelineSettings {
             batch_size: 256,
-            workers: 1,
+            workers: default_workers(),
         }
     }
 }

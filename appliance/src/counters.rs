@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::QueueCounters;
 use crate::host::{BatchDurations, BATCH_DURATION_BOUNDS};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Shed};
 use crate::respond::{state_name, Status};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,9 @@ pub struct Counters {
     /// Parse errors by protocol and reason.
     pub parse_errors: Vec<(String, String, u64)>,
     pub events: u64,
+    /// What live capture shed because detection was behind.
+    #[serde(default)]
+    pub shed: Shed,
     pub breaches_by_model: Vec<(String, u64)>,
     pub plugins: Vec<PluginCounters>,
     /// Incidents raised and kept by this run.
@@ -124,6 +127,7 @@ impl Counters {
                 .map(|((protocol, reason), n)| (protocol.to_string(), reason.to_string(), *n))
                 .collect(),
             events: stats.events,
+            shed: stats.shed,
             breaches_by_model: stats
                 .breaches_by_model
                 .iter()

@@ -128,10 +128,17 @@ pub fn replay(data_dir: &Path, pcaps: &[&Path]) -> Output {
     replay_with(data_dir, &[], pcaps)
 }
 
-/// [`replay`] with extra `vigil replay` options.
+/// [`replay`] with extra `vigil replay` options. Unless they choose a config or the workers, the
+/// traffic is split over two sensor workers, so every replay test runs the sharded path (whose
+/// output is that of one worker: `output_stable` compares them).
 pub fn replay_with(data_dir: &Path, options: &[&str], pcaps: &[&Path]) -> Output {
+    let chosen = options
+        .iter()
+        .any(|option| *option == "--workers" || *option == "--config");
+    let workers: &[&str] = if chosen { &[] } else { &["--workers", "2"] };
     Command::new(vigil_bin())
         .arg("replay")
+        .args(workers)
         .args(options)
         .arg("--data-dir")
         .arg(data_dir)

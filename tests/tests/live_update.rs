@@ -68,7 +68,8 @@ fn pipeline(data: &Path, seen: &Seen) -> Pipeline {
     }
     let devices = DeviceTable::new(DeviceConfig::default()).expect("devices");
     let sink = Box::new(Collect(Arc::clone(seen)));
-    let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None);
+    let mut pipeline =
+        Pipeline::from_config(&config, host, devices, sink, None).expect("sensor workers start");
     pipeline.attach_store(store);
     pipeline
 }

@@ -123,7 +123,8 @@ impl Vendor {
         assert!(loaded.result.is_ok(), "{:?}", loaded.result);
         let devices = DeviceTable::new(DeviceConfig::default()).expect("devices");
         let sink = Box::new(EveFile::open(data, Default::default()).expect("eve.json"));
-        let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None);
+        let mut pipeline = Pipeline::from_config(&config, host, devices, sink, None)
+            .expect("sensor workers start");
         pipeline.attach_store(store);
         (pipeline, loaded)
     }

@@ -166,6 +166,19 @@ pub fn render(counters: &Counters, process: &Process) -> Result<String, std::fmt
     );
     m.counter("events", "Events handed to plugins.", counters.events);
     m.counters(
+        "shed",
+        "What live capture shed because detection was behind, by what: chunks, their packets \
+         (tracked all the same), events and protocol log lines never detected or written.",
+        [
+            ("chunks", counters.shed.chunks),
+            ("packets", counters.shed.packets),
+            ("events", counters.shed.events),
+            ("log_lines", counters.shed.log_lines),
+        ]
+        .into_iter()
+        .map(|(what, n)| (vec![("what", what.to_string())], n)),
+    );
+    m.counters(
         "breaches",
         "Breaches raised, by model.",
         counters

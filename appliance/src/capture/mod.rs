@@ -34,7 +34,7 @@ pub enum Next<'a> {
 
 /// A source of frames. Sources never allocate per packet: the returned frame borrows the source's
 /// buffer (file buffer or UMEM) and is released on the next call.
-pub trait Source {
+pub trait Source: Send {
     fn next_packet(&mut self) -> Result<Next<'_>, CaptureError>;
 
     /// A short human-readable name: the file path or `iface:queue`.

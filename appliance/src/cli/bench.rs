@@ -69,7 +69,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let runs = args.runs.max(1);
     let build = |kind| bench_captures::capture(kind, args.repeat, args.flood_packets, &dir);
     let replay = Replayer::new(&dir, "replay", None, runs)?;
-    let threads = PluginThreads::new(&replay, runs)?;
+    let scaling = Scaling::new(&replay, runs)?;
     println!("captures and the replays' data dirs: {}", dir.display());
     println!(
         "vigil replay: {:.3} s to start, load the signed plugins and save on an empty capture \
@@ -81,7 +81,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         match build(kind)? {
             Ok(capture) => print_table(
                 &format!("{} (median of {runs} runs)", capture.title),
-                &capture_rows(&capture, &replay, &threads, runs)?,
+                &capture_rows(&capture, &replay, &scaling, runs)?,
             ),
             Err(reason) => println!(
                 "{}: not run: {reason}\n",
@@ -97,28 +97,47 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     stage_rows(args, &capture, &dir, &replay, runs)
 }
 
-/// `vigil replay` with the plugins on one thread and on two, for the plugin stage's scaling.
-struct PluginThreads {
-    one: Replayer,
-    two: Replayer,
+/// `vigil replay` on one core (one sensor worker, the plugins on one thread), and with two sensor
+/// workers, the plugins on two threads, and both: how each stage scales.
+struct Scaling {
+    one_core: Replayer,
+    /// (what it is, its replayer)
+    others: Vec<(&'static str, Replayer)>,
 }
 
-impl PluginThreads {
-    fn new(replay: &Replayer, runs: u32) -> anyhow::Result<PluginThreads> {
-        let with = |n: usize| format!("[host]\nplugin_threads = {n}\n");
-        Ok(PluginThreads {
-            one: replay.sibling("plugins-1-thread", &with(1), runs)?,
-            two: replay.sibling("plugins-2-threads", &with(2), runs)?,
+impl Scaling {
+    fn new(replay: &Replayer, runs: u32) -> anyhow::Result<Scaling> {
+        let with = |workers: usize, threads: usize| {
+            format!("[pipeline]\nworkers = {workers}\n[host]\nplugin_threads = {threads}\n")
+        };
+        let sibling =
+            |name: &str, workers, threads| replay.sibling(name, &with(workers, threads), runs);
+        Ok(Scaling {
+            one_core: sibling("workers-1-plugins-1", 1, 1)?,
+            others: vec![
+                (
+                    "2 workers, plugins on 1 thread",
+                    sibling("workers-2-plugins-1", 2, 1)?,
+                ),
+                (
+                    "1 worker, plugins on 2 threads",
+                    sibling("workers-1-plugins-2", 1, 2)?,
+                ),
+                (
+                    "2 workers, plugins on 2 threads",
+                    sibling("workers-2-plugins-2", 2, 2)?,
+                ),
+            ],
         })
     }
 }
 
 /// One capture: decode + flows + parsers, `vigil replay` (rates, peak RSS, eve.json per breach;
-/// then with the plugins on one thread and on two) and tshark, each a median of `runs`.
+/// then on one core and scaled, [`Scaling`]) and tshark, each a median of `runs`.
 fn capture_rows(
     capture: &Capture,
     replay: &Replayer,
-    threads: &PluginThreads,
+    scaling: &Scaling,
     runs: u32,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let path = &capture.path;
@@ -152,22 +171,25 @@ fn capture_rows(
             ),
         ),
     ];
-    let one = threads.one.packet_time(&threads.one.median(path, runs)?.0);
-    let two = threads.two.packet_time(&threads.two.median(path, runs)?.0);
-    rows.extend([
-        (
-            "full pipeline, plugins on 1 thread".to_string(),
-            format!("{}  ({:.3} s)", speed(one), one.as_secs_f64()),
-        ),
-        (
-            "full pipeline, plugins on 2 threads".to_string(),
+    let one_core = &scaling.one_core;
+    let one = one_core.packet_time(&one_core.median(path, runs)?.0);
+    rows.push((
+        "full pipeline, 1 worker, plugins on 1 thread".to_string(),
+        format!("{}  ({:.3} s)", speed(one), one.as_secs_f64()),
+    ));
+    for (what, replayer) in &scaling.others {
+        let time = replayer.packet_time(&replayer.median(path, runs)?.0);
+        rows.push((
+            format!("full pipeline, {what}"),
             format!(
-                "{}  ({:.3} s)  = {:.2}x plugins on 1 thread",
-                speed(two),
-                two.as_secs_f64(),
-                one.as_secs_f64() / two.as_secs_f64()
+                "{}  ({:.3} s)  = {:.2}x 1 worker, plugins on 1 thread",
+                speed(time),
+                time.as_secs_f64(),
+                one.as_secs_f64() / time.as_secs_f64()
             ),
-        ),
+        ));
+    }
+    rows.extend([
         (
             "peak RSS of the replay".to_string(),
             format!("{:.1} MiB", peak_rss as f64 / 1024.0),

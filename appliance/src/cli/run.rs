@@ -109,10 +109,12 @@ fn open_port(
         source.attached_mode()
     );
     if held.len() > 1 {
-        // One pipeline reads every queue, so both directions of a flow meet whichever queues
-        // they arrive on; a symmetric hash is what per-queue workers will need.
+        // The capture thread reads every queue and hands each frame to the sensor worker its
+        // address pair hashes to, so both directions of a flow meet whatever their queues; a
+        // symmetric RSS hash also keeps a flow on one queue (its frames in order).
         tracing::info!(
-            "{iface}: both directions of a flow meet in the one pipeline whatever their queue; {}",
+            "{iface}: frames of every queue go to the sensor worker of their address pair (a \
+             symmetric hash in software), so both directions of a flow meet; {}",
             nic::make_rss_symmetric(iface)
         );
     }
@@ -163,9 +165,10 @@ pub fn run(args: &LiveArgs, iface: &str, queues: Queues) -> anyhow::Result<()> {
     pipeline.enable_tap_resets();
     let mut source = open_port(iface, &queues, args.mode, &board)?;
     tracing::info!(
-        "capturing on {} ({:?} mode); alerts to {}",
+        "capturing on {} ({:?} mode) with {} sensor worker(s); alerts to {}",
         source.describe(),
         source.attached_mode(),
+        pipeline.workers(),
         common.data_dir.join("eve.json").display()
     );
     report_ready(args.ready_file.as_deref(), &[&source])?;

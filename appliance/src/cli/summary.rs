@@ -63,6 +63,15 @@ pub fn print(pipeline: &Pipeline, loaded: &[Loaded], failures: &[String]) {
             "packets stamped back in time (handled at the latest time)",
             stats.clock_clamped,
         ),
+        (
+            "packets whose events were shed (detection behind)",
+            stats.shed.packets,
+        ),
+        ("events shed (detection behind)", stats.shed.events),
+        (
+            "protocol log lines shed (detection behind)",
+            stats.shed.log_lines,
+        ),
     ] {
         if value > 0 {
             rows.push((name.into(), value.to_string()));

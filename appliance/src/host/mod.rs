@@ -1116,4 +1116,4 @@ fn check_manifest(manifest: &Manifest) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

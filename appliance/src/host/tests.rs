@@ -817,6 +817,22 @@ fn an_abi_1_1_module_gets_an_ldap_search_as_text_and_a_1_2_module_as_a_tree() {
     assert_eq!(fired, ["old", "new"]);
 }
 
+/// A detector that spins `spins` loop turns on every batch and raises nothing: a plugin slower
+/// than the traffic, for the pipeline's tests.
+pub(crate) fn slow_detector(name: &str, spins: u32) -> Vec<u8> {
+    let mut guest = Guest::new(name);
+    guest.on_batch = format!(
+        "(local $n i32)
+         (local.set $n (i32.const {spins}))
+         (block (loop
+           (br_if 1 (i32.eqz (local.get $n)))
+           (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+           (br 0)))
+         (i32.const 0)"
+    );
+    guest.wasm()
+}
+
 /// A responder that spins `spins` loop turns, then raises its breach and requests its action.
 fn slow_responder(name: &str, spins: u32) -> Guest {
     let mut guest = Guest::new(name);

@@ -6,6 +6,7 @@
 //! capture split over several sensors ([`shards`]) is merged back by tag into exactly what one
 //! sensor gives, so breaches, incidents and actions do not depend on the number of workers.
 
+pub mod front;
 pub mod shards;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,8 @@ pub struct Emissions {
     pub items: Vec<Emission>,
     /// DHCP payloads ([`Sensed::Dhcp`]).
     pub bytes: Vec<u8>,
+    /// Of the items, events.
+    pub events_sensed: u64,
 }
 
 #[derive(Debug)]
@@ -123,11 +126,13 @@ impl Emissions {
         self.events.clear();
         self.items.clear();
         self.bytes.clear();
+        self.events_sensed = 0;
     }
 
     /// `answered`: an application event reported as its answer came in (see
     /// [`crate::devices::DeviceTable::observe_answer`]).
     fn event(&mut self, tag: Tag, event: &Event<'_>, answered: bool) {
+        self.events_sensed += 1;
         let before = self.events.len();
         self.events.push(event);
         let entry = (self.events.len() > before).then_some(before);

@@ -19,6 +19,9 @@ use crate::capture::Packet;
 use crate::decode::{decode_frame, Frame, IcmpKind, Transport};
 use crate::respond::EnforcementTable;
 
+/// Chunks of fewer packets run their sensors on the caller's thread.
+const PARALLEL_FROM: usize = 64;
+
 /// Something every sensor handles at its place among the packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
@@ -105,9 +108,10 @@ impl Shards {
         &self.sensors
     }
 
-    /// Whether the sensors run on threads of their own (then detection overlaps them).
-    pub fn threaded(&self) -> bool {
-        self.pool.is_some()
+    /// Whether the sensors take the chunk on threads of their own (then detection can overlap
+    /// them): with several sensors, for a chunk worth waking the threads for.
+    pub fn parallel(&self) -> bool {
+        self.pool.is_some() && self.chunk.packets.len() >= PARALLEL_FROM
     }
 
     /// Packets and marks waiting for [`Shards::run`].
@@ -173,19 +177,21 @@ impl Shards {
             handle(sensor, index, chunk, enforcement, dropped);
         };
         match &self.pool {
-            None => self
-                .sensors
-                .iter_mut()
-                .zip(self.dropped.iter_mut())
-                .enumerate()
-                .for_each(work),
-            Some(pool) => pool.install(|| {
+            // A few packets (an inline bridge's frame, a quiet link's trickle) are not worth
+            // waking the threads for; the sensors handle them one after the other.
+            Some(pool) if self.parallel() => pool.install(|| {
                 self.sensors
                     .par_iter_mut()
                     .zip(self.dropped.par_iter_mut())
                     .enumerate()
                     .for_each(work)
             }),
+            _ => self
+                .sensors
+                .iter_mut()
+                .zip(self.dropped.iter_mut())
+                .enumerate()
+                .for_each(work),
         }
         for index in self.dropped.iter().flatten() {
             self.chunk.packets[*index].dropped = true;

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,9 +15,8 @@ use crate::analyzer::{Analysis, ProtocolLogs};
 use crate::api::{Answer, Control, IncidentHeader, Request, MAX_LISTED_DEVICES};
 use crate::bundle::text::unix_now;
 use crate::capture::reorder::ReorderStats;
-use crate::capture::{CaptureError, Next, Packet, QueueCounters, Source};
+use crate::capture::{CaptureError, Packet, QueueCounters};
 use crate::config::Config;
-use crate::control_cadence::ControlCadence;
 use crate::counters::Counters;
 use crate::decode::fragments::{FragmentConfig, FragmentStats};
 use crate::decode::{Skip, SkipCounts};
@@ -29,19 +27,20 @@ use crate::flow::{FlowConfig, FlowStats};
 use crate::host::{Emitted, EmittedIncident, EventBatch, PluginHost};
 use crate::installed::{apply, BundleStore, InstallError, Installation};
 use crate::respond::{reset, ActionError, Actions, Decision, ResponseGuard};
-use crate::sensor::shards::{Mark, MarkKind, Merge, Shards};
+use crate::sensor::front::{Front, FrontCounts};
+use crate::sensor::shards::{Mark, MarkKind, Merge};
 use crate::sensor::{Emissions, Sensed, SensorConfig, Stage, Tag};
+
+mod runner;
+#[cfg(test)]
+mod tests;
 use crate::store::{self, health, Sink};
 use crate::stream::StreamConfig;
+pub use runner::Shed;
 
 /// What counts as a device's pattern of life when it is enforced: services it used at least this
 /// long before the decision, so the attack's own connections are not among them.
 const PATTERN_HORIZON_MICROS: u64 = 3600 * 1_000_000;
-/// Packets read before the sensors run over them together: enough to keep several workers
-/// busy for a while, few enough that the API and the plugins never wait long.
-const CHUNK_PACKETS: usize = 2048;
-/// Ticks (and flow expiry) run once per second of packet time.
-const TICK_MICROS: u64 = 1_000_000;
 /// Breaches kept in memory for the run's summary; all of them go to the sinks regardless.
 const RECENT_BREACHES: usize = 10_000;
 
@@ -59,7 +58,10 @@ pub struct PipelineStats {
     /// IPv4/IPv6 fragment reassembly (fragments are neither decoded nor skipped frames; a
     /// datagram they complete is decoded with the fragment that completed it).
     pub fragments: FragmentStats,
+    /// Events handed to the plugins (ticks included).
     pub events: u64,
+    /// Events the sensors produced.
+    pub events_sensed: u64,
     pub batches: u64,
     /// Packets the responses in force drop (inline) or would drop (on a mirror port).
     pub enforced: u64,
@@ -71,11 +73,28 @@ pub struct PipelineStats {
     pub clock_clamped: u64,
     /// What the reorder buffers in front of the sources did (replay).
     pub reorder: ReorderStats,
+    /// What live capture shed because detection was behind (capture never waits for it).
+    pub shed: Shed,
     pub first_packet: Option<Timestamp>,
     pub last_packet: Option<Timestamp>,
 }
 
 impl PipelineStats {
+    /// The capture side's counts, as of its latest chunk.
+    fn take_front(&mut self, front: &FrontCounts) {
+        self.packets = front.packets;
+        self.bytes = front.bytes;
+        self.first_packet = front.first_packet;
+        self.last_packet = front.last_packet;
+        self.clock_clamped = front.clock_clamped;
+        self.decoded = front.decoded;
+        self.skipped = front.skipped.clone();
+        self.unsupported_link_types = front.unsupported_link_types.clone();
+        self.fragments = front.fragments;
+        self.enforced = front.enforced;
+        self.events_sensed = front.events_sensed;
+    }
+
     pub fn breaches(&self) -> u64 {
         self.breaches_by_model.values().sum()
     }
@@ -114,22 +133,23 @@ impl PipelineStats {
 }
 
 pub struct Pipeline {
-    /// Decode, flows and parsers: the sensors, one per worker ([`Pipeline::set_workers`]).
-    shards: Shards,
+    /// The capture side: numbering, the clock and ticks, and the sensors (decode, flows,
+    /// parsers), one per worker ([`Pipeline::set_workers`]). On the capture thread during
+    /// [`Pipeline::run`], which leaves an empty one here meanwhile.
+    front: Front,
+    /// What the capture thread last said of its sensors, while it has them.
+    away: Option<runner::SensorReport>,
     /// How the sensors are set up, to set them up again.
     sensor_config: SensorConfig,
     /// The protocol logs, written with the sensors' lines in packet order.
     logs: Option<ProtocolLogs>,
-    /// The next packet's number: its place in the capture's order ([`Tag`]).
-    seq: u64,
-    /// A sensed chunk waiting for detection: the sensors' emissions and the chunk's marks
-    /// (see [`Pipeline::run`]), and the merged order (reused).
+    /// A sensed chunk being detected: the sensors' emissions and the chunk's marks, and the
+    /// merged order (reused).
     outs: Vec<Emissions>,
     marks: Vec<Mark>,
-    sensed: bool,
     order: Vec<(Tag, Step)>,
     /// Devices whose blocked connections are to be reset once the sensors' flow tables are at
-    /// hand (detection may run while the sensors work).
+    /// hand (detection may run while the capture thread has them).
     reset_devices: Vec<(std::net::IpAddr, u64)>,
     host: PluginHost,
     /// Installed bundles, for installs while running and the host's rollbacks.
@@ -154,10 +174,6 @@ pub struct Pipeline {
     tap: Option<BatchTap>,
     sink: Box<dyn Sink>,
     stats: PipelineStats,
-    next_tick: Option<Timestamp>,
-    /// The latest time handled (packets and idle ticks): packets stamped earlier are handled
-    /// at it.
-    clock: Option<Timestamp>,
     recent: Vec<Emitted>,
     incidents: std::collections::BTreeMap<u64, EmittedIncident>,
     /// Where and how often what was learned is saved while running.
@@ -192,13 +208,12 @@ impl Pipeline {
             keep_logs: logs.is_some(),
         };
         Pipeline {
-            shards: Shards::new(&sensor_config, 1).expect("one sensor runs on the caller's thread"),
+            front: Front::new(&sensor_config, 1).expect("one sensor runs on the caller's thread"),
+            away: None,
             sensor_config,
             logs,
-            seq: 0,
             outs: Vec::new(),
             marks: Vec::new(),
-            sensed: false,
             order: Vec::new(),
             reset_devices: Vec::new(),
             host,
@@ -216,8 +231,6 @@ impl Pipeline {
             tap: None,
             sink,
             stats: PipelineStats::default(),
-            next_tick: None,
-            clock: None,
             recent: Vec::new(),
             incidents: std::collections::BTreeMap::new(),
             checkpoints: None,
@@ -301,7 +314,7 @@ impl Pipeline {
     /// first packet: what the sensors hold is dropped.
     pub fn set_fragments(&mut self, config: FragmentConfig) {
         self.sensor_config.fragments = config;
-        self.shards = Shards::new(&self.sensor_config, self.shards.sensors().len())
+        self.front = Front::new(&self.sensor_config, self.workers())
             .expect("as many sensors as already run");
     }
 
@@ -309,38 +322,34 @@ impl Pipeline {
     /// [`crate::sensor::shards`]), sharing the configured bounds. What comes out does not depend
     /// on the number. Call before the first packet: what the sensors hold is dropped.
     pub fn set_workers(&mut self, workers: usize) -> io::Result<()> {
-        self.shards = Shards::new(&self.sensor_config, workers)?;
+        self.front = Front::new(&self.sensor_config, workers)?;
         Ok(())
     }
 
     pub fn workers(&self) -> usize {
-        self.shards.sensors().len()
+        self.front.sensors().len().max(1)
+    }
+
+    /// What the sensors say of themselves: here, or as the capture thread last reported.
+    fn sensor_report(&self) -> runner::SensorReport {
+        match &self.away {
+            Some(report) => report.clone(),
+            None => runner::SensorReport::of(self.front.sensors()),
+        }
     }
 
     pub fn flow_stats(&self) -> FlowStats {
-        let mut stats = FlowStats::default();
-        for sensor in self.shards.sensors() {
-            stats += sensor.flow_stats();
-        }
-        stats
+        self.sensor_report().flows
     }
 
     /// Frames held for flows not yet attributed, released to the parsers or dropped.
     pub fn held_stats(&self) -> HeldStats {
-        let mut stats = HeldStats::default();
-        for sensor in self.shards.sensors() {
-            stats += sensor.held_stats();
-        }
-        stats
+        self.sensor_report().held
     }
 
     /// What the parsers counted, over every sensor.
     pub fn analysis(&self) -> Analysis {
-        let mut analysis = Analysis::default();
-        for sensor in self.shards.sensors() {
-            analysis.add(sensor.analyzer());
-        }
-        analysis
+        self.sensor_report().analysis
     }
 
     pub fn host(&self) -> &PluginHost {
@@ -397,7 +406,7 @@ impl Pipeline {
             return;
         };
         for (device, now) in self.reset_devices.drain(..) {
-            for sensor in self.shards.sensors() {
+            for sensor in self.front.sensors() {
                 reset::reset_blocked(
                     sensor.flows(),
                     actions.table(),
@@ -441,22 +450,12 @@ impl Pipeline {
         self.fleet = Some((outlet, std::time::Instant::now()));
     }
 
-    /// About once a second (wall clock): reading the drops is a system call.
-    fn report_capture(&mut self, source: &dyn Source) {
-        if let Some((fleet, reported)) = &mut self.fleet {
-            if reported.elapsed() >= std::time::Duration::from_secs(1) {
-                fleet.set_capture(self.stats.packets, source.capture_drops());
-                *reported = std::time::Instant::now();
-            }
-        }
-    }
-
     pub fn attach_control(&mut self, control: mpsc::Receiver<Control>) {
         self.control = Some(control);
     }
 
     /// Answers what the management API asked since the last call. Loops that handle packets
-    /// call it as [`ControlCadence`] says.
+    /// call it as [`crate::control_cadence::ControlCadence`] says.
     pub fn serve_control(&mut self) {
         let Some(control) = self.control.take() else {
             return;
@@ -649,121 +648,36 @@ impl Pipeline {
     /// Handles one frame; true when the responses in force drop it (an inline bridge then does
     /// not forward it).
     pub fn handle(&mut self, packet: &Packet<'_>) -> io::Result<bool> {
-        let index = self.admit(packet);
-        let result = self.process();
-        let dropped = self.shards.dropped(index);
-        self.shards.clear();
-        result.map(|()| dropped)
+        let index = self.front.admit(packet);
+        self.sense();
+        let dropped = self.front.dropped(index);
+        self.detect_chunk()?;
+        Ok(dropped)
     }
 
-    /// Numbers a frame and adds it to the sensors' chunk, after the tick it makes due.
-    fn admit(&mut self, packet: &Packet<'_>) -> usize {
-        // Flow timeouts, ticks and the plugins' windows only move forwards.
-        let packet = &match self.clock {
-            Some(latest) if packet.ts < latest => {
-                self.stats.clock_clamped += 1;
-                Packet {
-                    ts: latest,
-                    ..*packet
-                }
-            }
-            _ => *packet,
-        };
-        self.stats.packets += 1;
-        self.stats.bytes += u64::from(packet.wire_len);
-        self.stats.first_packet.get_or_insert(packet.ts);
-        self.stats.last_packet = Some(packet.ts);
-        self.clock = Some(packet.ts);
-        self.mark_tick_if_due(packet.ts);
-        let index = self.shards.push(self.seq, packet);
-        self.seq += 1;
-        index
-    }
-
-    /// A tick once per second of packet time; one however long the gap: a capture that skips a
-    /// night needs no 30,000 ticks.
-    fn mark_tick_if_due(&mut self, now: Timestamp) {
-        if self.next_tick.is_some_and(|next| now < next) {
-            return;
-        }
-        self.shards.mark(Mark {
-            seq: self.seq,
-            now,
-            kind: MarkKind::Tick,
-        });
-        self.next_tick = Some(Timestamp((now.micros() / TICK_MICROS + 1) * TICK_MICROS));
-    }
-
-    /// Senses the chunk and detects over it, after whatever was sensed before it. The caller
-    /// clears the chunk after (having read its drops).
-    fn process(&mut self) -> io::Result<()> {
-        self.detect_sensed()?;
-        if !self.shards.is_empty() {
-            let enforcement = self.actions.as_ref().map(Actions::snapshot);
-            self.shards.run(enforcement.as_deref());
-            self.sensed();
-        }
-        let detected = self.detect_sensed();
-        self.reset_queued();
-        detected
-    }
-
-    /// The pipelined step of [`Pipeline::run`]: the sensors take the chunk just read while
-    /// detection takes in the one before, on the caller's thread, when the sensors have threads
-    /// of their own (one after the other otherwise). Either way the merged order, and so
-    /// everything detected, is the same; only the responses in force that the sensors see can be
-    /// a chunk older.
-    fn sense_and_detect(&mut self) -> io::Result<()> {
-        let mut shards = std::mem::take(&mut self.shards);
-        let detected = if shards.threaded() {
-            let enforcement = self.actions.as_ref().map(Actions::snapshot);
-            std::thread::scope(|scope| {
-                let sensing = scope.spawn(|| shards.run(enforcement.as_deref()));
-                let detected = self.detect_sensed();
-                if let Err(panic) = sensing.join() {
-                    std::panic::resume_unwind(panic);
-                }
-                detected
-            })
-        } else {
-            let detected = self.detect_sensed();
-            let enforcement = self.actions.as_ref().map(Actions::snapshot);
-            shards.run(enforcement.as_deref());
-            detected
-        };
-        self.shards = shards;
-        self.sensed();
-        self.shards.clear();
-        self.reset_queued();
-        detected
-    }
-
-    /// The chunk was sensed: its counts added up, resets for what it dropped on a mirror port
-    /// queued, its emissions and marks kept for detection.
-    fn sensed(&mut self) {
-        self.add_up_sensor_stats();
+    /// The sensors take the chunk, with the responses in force as they are now; on a mirror
+    /// port, resets are queued for what they drop.
+    fn sense(&mut self) {
+        let enforcement = self.actions.as_ref().map(Actions::snapshot);
+        self.front.sense(enforcement.as_deref());
+        self.stats.take_front(self.front.counts());
         if self.tap_resets {
-            // A mirror port cannot drop: a blocked TCP connection is reset instead. Resets are
-            // built as Ethernet frames, for the Ethernet port they go out on.
-            for packet in self.shards.dropped_packets() {
-                if packet.link_type == pcap_parser::Linktype::ETHERNET {
-                    self.resets.extend(reset::resets(packet.data));
-                }
-            }
+            runner::tap_resets(&self.front, &mut self.resets);
         }
-        self.shards.swap_emissions(&mut self.outs);
-        self.marks.clear();
-        self.marks.extend_from_slice(self.shards.marks());
-        self.sensed = true;
     }
 
-    /// Detection over the sensed chunk, if one waits: its emissions merged into packet order
-    /// with its ticks, into the device table, the response guard, the protocol logs and the
-    /// plugins' batch, handed over every `batch_size` events at a packet's end.
-    fn detect_sensed(&mut self) -> io::Result<()> {
-        if !std::mem::take(&mut self.sensed) {
-            return Ok(());
-        }
+    /// Detection over the sensed chunk, then the resets it asked for.
+    fn detect_chunk(&mut self) -> io::Result<()> {
+        self.front.take(&mut self.outs, &mut self.marks);
+        let detected = self.detect_taken();
+        self.reset_queued();
+        detected
+    }
+
+    /// Detection over the chunk taken into `outs` and `marks`: its emissions merged into packet
+    /// order with its ticks, into the device table, the response guard, the protocol logs and
+    /// the plugins' batch, handed over every `batch_size` events at a packet's end.
+    fn detect_taken(&mut self) -> io::Result<()> {
         let mut outs = std::mem::take(&mut self.outs);
         let mut order = std::mem::take(&mut self.order);
         merge_with_ticks(&outs, &self.marks, &mut order);
@@ -828,40 +742,12 @@ impl Pipeline {
         }
     }
 
-    /// The counts the sensors keep, added up into the pipeline's.
-    fn add_up_sensor_stats(&mut self) {
-        let mut decoded = 0;
-        let mut enforced = 0;
-        let mut skipped = SkipCounts::default();
-        let mut fragments = FragmentStats::default();
-        let mut unsupported = BTreeMap::new();
-        for sensor in self.shards.sensors() {
-            let stats = sensor.stats();
-            decoded += stats.decoded;
-            enforced += stats.enforced;
-            skipped += &stats.skipped;
-            fragments += sensor.fragment_stats();
-            for (link_type, n) in &stats.unsupported_link_types {
-                *unsupported.entry(*link_type).or_default() += n;
-            }
-        }
-        self.stats.decoded = decoded;
-        self.stats.enforced = enforced;
-        self.stats.skipped = skipped;
-        self.stats.fragments = fragments;
-        self.stats.unsupported_link_types = unsupported;
-    }
-
     /// Lets time pass without traffic (live capture on a quiet link): ticks, expires flows and
     /// hands plugins what is waiting.
     pub fn idle(&mut self, now: Timestamp) -> io::Result<()> {
-        // The wall clock may lag the packets' stamps: it never takes time back.
-        let now = self.clock.map_or(now, |latest| now.max(latest));
-        self.clock = Some(now);
-        self.mark_tick_if_due(now);
-        let result = self.process();
-        self.shards.clear();
-        result?;
+        self.front.idle(now);
+        self.sense();
+        self.detect_chunk()?;
         self.dispatch()?;
         self.serve_control();
         Ok(())
@@ -1000,108 +886,18 @@ impl Pipeline {
         self.incidents.values()
     }
 
-    /// Runs `source` until it ends or `stop` is set. Live sources (`live`) tick on the wall clock
-    /// while the link is quiet.
-    pub fn run(
-        &mut self,
-        source: &mut dyn Source,
-        stop: &AtomicBool,
-        live: bool,
-        mut progress: impl FnMut(&PipelineStats),
-    ) -> Result<(), RunError> {
-        let mut since_progress = 0;
-        let mut control = ControlCadence::default();
-        while !stop.load(Ordering::Relaxed) {
-            // A chunk: what the source has now, up to CHUNK_PACKETS.
-            let mut then = Then::More;
-            let mut last = None;
-            while self.shards.packets() < CHUNK_PACKETS {
-                match source.next_packet() {
-                    Ok(Next::Packet(packet)) => {
-                        last = Some(packet.ts);
-                        self.admit(&packet);
-                    }
-                    Ok(Next::Idle) => {
-                        then = Then::Idle;
-                        break;
-                    }
-                    Ok(Next::End) => {
-                        then = Then::End;
-                        break;
-                    }
-                    Err(err) => {
-                        self.stats.reorder += source.reorder_stats();
-                        return Err(err.into());
-                    }
-                }
-            }
-            let handled = self.shards.packets();
-            self.sense_and_detect()?;
-            if let Some(last) = last {
-                if control.due(last) {
-                    self.serve_control();
-                    self.report_capture(source);
-                }
-                since_progress += handled;
-                if since_progress >= 4096 {
-                    since_progress = 0;
-                    progress(&self.stats);
-                    self.queues = source.queue_counters();
-                    self.checkpoint_if_due();
-                }
-            }
-            match then {
-                Then::More => {}
-                Then::Idle => {
-                    self.queues = source.queue_counters();
-                    if live {
-                        self.report_capture(source);
-                        self.idle(wall_clock())?;
-                    } else {
-                        self.detect_sensed()?;
-                        self.serve_control();
-                    }
-                }
-                Then::End => break,
-            }
-            for frame in self.resets.drain(..) {
-                if source.inject(&frame)? {
-                    self.stats.resets_sent += 1;
-                }
-            }
-        }
-        // What the last step sensed.
-        self.detect_sensed()?;
-        self.reset_queued();
-        self.stats.reorder += source.reorder_stats();
-        progress(&self.stats);
-        Ok(())
-    }
-
     /// Ends every open flow, hands the plugins what is left and flushes the sink. Call at the
     /// end of a replay or on shutdown.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.shards.mark(Mark {
-            seq: self.seq,
-            now: self.stats.last_packet.unwrap_or_default(),
-            kind: MarkKind::End,
-        });
-        let result = self.process();
-        self.shards.clear();
-        result?;
+        self.front.end();
+        self.sense();
+        self.detect_chunk()?;
         self.dispatch()?;
         if let Some(logs) = self.logs.as_mut() {
             logs.flush();
         }
         self.sink.finish()
     }
-}
-
-/// Why a chunk ended: it was full, the source had nothing now, or it ended.
-enum Then {
-    More,
-    Idle,
-    End,
 }
 
 /// One step of detection, in the capture's order.
