@@ -38,6 +38,10 @@ pub trait Source: Send {
     fn next_packet(&mut self) -> Result<Next<'_>, CaptureError>;
 
     /// A short human-readable name: the file path or `iface:queue`.
+    /// How long [`Source::next_packet`] may wait for a packet before it says
+    /// [`Next::Idle`], for a source that waits (live capture).
+    fn set_wait(&mut self, _ms: i32) {}
+
     fn describe(&self) -> String;
 
     /// Sends a frame out where the source captures (TCP resets in tap mode). `Ok(false)` when it

@@ -26,11 +26,18 @@ use crate::sensor::front::{Front, FrontCounts};
 use crate::sensor::shards::Mark;
 use crate::sensor::{Emissions, Sensed, Sensor};
 
-/// Packets read before the sensors take them together: enough to keep several workers busy
-/// for a while, few enough that detection and the API never wait long.
-const CHUNK_PACKETS: usize = 2048;
-/// Sensed chunks waiting for detection, at most: what live capture holds before it sheds.
-const QUEUED_CHUNKS: usize = 4;
+/// Live: packets read before the sensors take them together (fewer when the rings run dry),
+/// enough to keep several workers busy for a while, few enough that detection never waits long;
+/// and the sensed chunks that may wait for detection before capture sheds.
+const LIVE_CHUNK_PACKETS: usize = 2048;
+const LIVE_QUEUED_CHUNKS: usize = 4;
+/// Replay: smaller chunks handed over one at a time, so the capture thread senses at most one
+/// chunk ahead of detection and a response decided at one packet is in force a few hundred
+/// packets later, as it would be live.
+const REPLAY_CHUNK_PACKETS: usize = 256;
+/// Live: how long the capture thread waits on quiet rings before it looks at what detection
+/// asked (resets for a device just blocked) and lets time pass.
+const LIVE_WAIT_MS: i32 = 5;
 /// How long detection waits for a chunk before it answers the API anyway.
 const CONTROL_WAIT: Duration = Duration::from_millis(20);
 /// How often the capture thread reports its sensors, queues and drops (wall clock).
@@ -132,7 +139,10 @@ impl Pipeline {
     ) -> Result<(), RunError> {
         let mut front = std::mem::take(&mut self.front);
         self.away = Some(SensorReport::of(front.sensors()));
-        let (queue, queued) = mpsc::sync_channel(QUEUED_CHUNKS);
+        let (queue, queued) = mpsc::sync_channel(if live { LIVE_QUEUED_CHUNKS } else { 0 });
+        if live {
+            source.set_wait(LIVE_WAIT_MS);
+        }
         let (spares, spare) = mpsc::channel();
         let (ask_reset, reset_asked) = mpsc::channel();
         let published: Published = Mutex::new(self.actions.as_ref().map(Actions::snapshot));
@@ -278,9 +288,14 @@ impl Capture<'_> {
         let mut kept: Option<Chunk> = None;
         let mut reported: Option<Instant> = None;
         let mut warned: Option<Instant> = None;
+        let chunk_packets = if live {
+            LIVE_CHUNK_PACKETS
+        } else {
+            REPLAY_CHUNK_PACKETS
+        };
         while !stop.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) {
             let mut then = Then::More;
-            while front.packets() < CHUNK_PACKETS {
+            while front.packets() < chunk_packets {
                 match source.next_packet()? {
                     Next::Packet(packet) => {
                         front.admit(&packet);

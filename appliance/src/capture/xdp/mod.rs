@@ -520,6 +520,10 @@ impl Source for XdpSource {
         self.queues[self.current].take(now()).map(Next::Packet)
     }
 
+    fn set_wait(&mut self, ms: i32) {
+        self.set_poll_timeout(ms);
+    }
+
     fn describe(&self) -> String {
         self.name.clone()
     }
