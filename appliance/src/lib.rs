@@ -16,8 +16,6 @@ pub mod config;
 #[cfg(feature = "plugin-host")]
 pub mod console;
 #[cfg(feature = "plugin-host")]
-pub mod control_cadence;
-#[cfg(feature = "plugin-host")]
 pub mod counters;
 pub mod decode;
 pub mod devices;

@@ -1,6 +1,7 @@
-//! Live: `vigil run` on a veth end with four RX queues binds a socket to every queue. Many real
-//! UDP flows (DNS queries, each from its own socket) from the peer's kernel spread over the
-//! queues, and the per-queue counters of the status API show every queue carried traffic; every
+//! Live: `vigil run --workers 4` on a veth end with four RX queues binds a socket to every queue
+//! and hands each frame to the sensor worker of its address pair. Many real UDP flows (DNS
+//! queries, each from its own socket) from the peer's kernel spread over the queues, and the
+//! per-queue counters of the status API show every queue carried traffic; every
 //! query is in the DNS log; a real nmap scan whose probes land on several queues raises one
 //! `Device / Network Scan`. Everything is removed after, pass or fail.
 
@@ -107,13 +108,18 @@ fn every_rx_queue_is_captured_and_a_scan_over_several_queues_is_one_breach() {
             "--protocol-logs",
             "--mode",
             "native",
+            "--workers",
+            "4",
             "--ready-file",
             ready.to_str().expect("utf-8"),
         ],
     );
     let log = vigil.log().join("\n");
     assert!(log.contains("holding RX queues [0, 1, 2, 3]"), "{log}");
-    // veth has no RSS hash; one pipeline reads every queue, so both directions still meet.
+    assert!(log.contains("with 4 sensor worker(s)"), "{log}");
+    // veth has no RSS hash; frames go to the worker of their address pair whatever their
+    // queue, so both directions still meet.
+    assert!(log.contains("sensor worker of their address pair"), "{log}");
     assert!(log.contains("cannot be made symmetric"), "{log}");
     assert!(vigil.capturing.contains(":0,1,2,3"), "{}", vigil.capturing);
     let capture = &api_status(&appliance, TOKEN)["capture"];

@@ -1,12 +1,14 @@
 //! Inline mode: two AF_XDP sockets on two ports, every frame received on one sent out of the
-//! other unless the caller's verdict drops it. Frames are copied once, from the receiving UMEM
-//! into a TX frame of the other socket, and sent a burst at a time; ARP and everything else that is not IP is forwarded like
-//! the rest, so hosts on both sides see each other as on one wire.
+//! other unless the caller's verdict drops it. The pipeline's runner reads a chunk (copying each
+//! frame out of the receiving UMEM), has the sensors judge it, then forwards it (copying each
+//! frame into a TX frame of the other socket), a kick per side per chunk; ARP and everything
+//! else that is not IP is forwarded like the rest, so hosts on both sides see each other as on
+//! one wire.
 
 use super::xdp::{wait_any, XdpSource};
 use super::{CaptureError, Next, Packet, Source};
 
-/// Frames moved per side per [`Bridge::step`], so one busy side cannot starve the other.
+/// Frames read per side per turn ([`Bridge::read`]), so one busy side cannot starve the other.
 const BURST: usize = 64;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,39 +48,58 @@ impl Bridge {
         self.stats
     }
 
-    /// Moves up to a burst of frames each way. `verdict` sees every frame first (the pipeline
-    /// analyses it) and returns true to drop it. Returns how many frames it handled; 0 means
-    /// both sides were empty (see [`Bridge::wait`]).
-    pub fn step<E>(
+    /// Reads a burst from each side in turn, handing every frame to `take` with the side it came
+    /// in on (0: A, 1: B), until `max` frames were read or both sides are empty. Returns how
+    /// many; 0 means both sides were empty (see [`Bridge::wait`]). The caller then decides each
+    /// frame's fate with [`Bridge::forward`], in the order read.
+    pub fn read(
         &mut self,
-        verdict: &mut dyn FnMut(&Packet<'_>) -> Result<bool, E>,
-    ) -> Result<usize, BridgeError<E>> {
-        let mut handled = 0;
-        for side in 0..2 {
-            let (rx, tx) = if side == 0 {
-                (&mut self.a, &mut self.b)
-            } else {
-                (&mut self.b, &mut self.a)
-            };
-            for _ in 0..BURST {
-                let Next::Packet(packet) = rx.next_packet().map_err(BridgeError::Capture)? else {
-                    break;
-                };
-                handled += 1;
-                if verdict(&packet).map_err(BridgeError::Verdict)? {
-                    self.stats.dropped[side] += 1;
-                    continue;
-                }
-                if tx.queue(packet.data).map_err(BridgeError::Capture)? {
-                    self.stats.forwarded[side] += 1;
-                } else {
-                    self.stats.tx_full += 1;
+        max: usize,
+        take: &mut dyn FnMut(usize, &Packet<'_>),
+    ) -> Result<usize, CaptureError> {
+        let mut read = 0;
+        loop {
+            let before = read;
+            for (side, rx) in [&mut self.a, &mut self.b].into_iter().enumerate() {
+                for _ in 0..BURST.min(max - read) {
+                    let Next::Packet(packet) = rx.next_packet()? else {
+                        break;
+                    };
+                    take(side, &packet);
+                    read += 1;
                 }
             }
-            // One kick for the burst (also retrying one the kernel was too busy for).
-            tx.flush().map_err(BridgeError::Capture)?;
+            if read == before || read == max {
+                return Ok(read);
+            }
         }
-        Ok(handled)
+    }
+
+    /// Sends `frame`, read on `side`, out of the other side, unless the verdict `dropped` it.
+    pub fn forward(
+        &mut self,
+        side: usize,
+        frame: &[u8],
+        dropped: bool,
+    ) -> Result<(), CaptureError> {
+        if dropped {
+            self.stats.dropped[side] += 1;
+            return Ok(());
+        }
+        let tx = if side == 0 { &mut self.b } else { &mut self.a };
+        if tx.queue(frame)? {
+            self.stats.forwarded[side] += 1;
+        } else {
+            self.stats.tx_full += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends what [`Bridge::forward`] queued: one kick per side (also retrying one the kernel was
+    /// too busy for).
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        self.a.flush()?;
+        self.b.flush()
     }
 
     /// Waits up to `timeout_ms` for frames on either side.
@@ -88,12 +109,4 @@ impl Bridge {
             reason: format!("waiting for frames: {e}"),
         })
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BridgeError<E> {
-    #[error(transparent)]
-    Capture(CaptureError),
-    #[error("{0}")]
-    Verdict(E),
 }

@@ -1,19 +1,15 @@
 //! `vigil run`: live capture with AF_XDP until SIGINT or SIGTERM.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::{open_pipeline, summary, Common};
 use crate::capture::bridge::Bridge;
-use crate::capture::xdp::{
-    nic, QueueBoard, Queues, XdpConfig, XdpMode, XdpSource, POLL_TIMEOUT_MS,
-};
+use crate::capture::xdp::{nic, QueueBoard, Queues, XdpConfig, XdpMode, XdpSource};
 use crate::capture::Source;
-use crate::control_cadence::ControlCadence;
-use crate::pipeline::wall_clock;
 use crate::pipeline::Pipeline;
 use crate::plugin_dir::Loaded;
 
@@ -208,31 +204,7 @@ pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::
     );
     let (a, b) = bridge.sides();
     report_ready(args.ready_file.as_deref(), &[a, b])?;
-    let mut result = Ok(());
-    let mut control = ControlCadence::default();
-    while !stop.load(Ordering::Relaxed) {
-        // Under steady traffic the rings never empty, so the API is served between frames too.
-        match bridge.step(&mut |packet| {
-            let drop = pipeline.handle(packet)?;
-            if control.due(packet.ts) {
-                pipeline.serve_control();
-            }
-            Ok::<_, std::io::Error>(drop)
-        }) {
-            Ok(0) => {
-                if let Err(err) = bridge.wait(POLL_TIMEOUT_MS) {
-                    result = Err(anyhow::Error::from(err));
-                    break;
-                }
-                pipeline.idle(wall_clock())?;
-            }
-            Ok(_) => {}
-            Err(err) => {
-                result = Err(anyhow::anyhow!("{err}"));
-                break;
-            }
-        }
-    }
+    let result = pipeline.run_inline(&mut bridge, &stop);
     pipeline.finish()?;
     pipeline.save_learned(&common.data_dir);
     let stats = bridge.stats();
@@ -247,5 +219,5 @@ pub fn run_inline(args: &LiveArgs, ports: &[String], queues: Queues) -> anyhow::
     summary::print(&pipeline, &loaded, &[]);
     report_queues(bridge.sides().0);
     report_queues(bridge.sides().1);
-    result
+    result.map_err(Into::into)
 }

@@ -817,9 +817,8 @@ fn an_abi_1_1_module_gets_an_ldap_search_as_text_and_a_1_2_module_as_a_tree() {
     assert_eq!(fired, ["old", "new"]);
 }
 
-/// A detector that spins `spins` loop turns on every batch and raises nothing: a plugin slower
-/// than the traffic, for the pipeline's tests.
-pub(crate) fn slow_detector(name: &str, spins: u32) -> Vec<u8> {
+/// A guest whose batch spins `spins` loop turns, then runs `then` (returning its status).
+fn spinning(name: &str, spins: u32, then: &str) -> Guest {
     let mut guest = Guest::new(name);
     guest.on_batch = format!(
         "(local $n i32)
@@ -828,24 +827,25 @@ pub(crate) fn slow_detector(name: &str, spins: u32) -> Vec<u8> {
            (br_if 1 (i32.eqz (local.get $n)))
            (local.set $n (i32.sub (local.get $n) (i32.const 1)))
            (br 0)))
-         (i32.const 0)"
+         {then}"
     );
-    guest.wasm()
+    guest
 }
 
-/// A responder that spins `spins` loop turns, then raises its breach and requests its action.
+/// A detector that spins on every batch and raises nothing: a plugin slower than the traffic,
+/// for the pipeline's tests.
+pub(crate) fn slow_detector(name: &str, spins: u32) -> Vec<u8> {
+    spinning(name, spins, "(i32.const 0)").wasm()
+}
+
+/// A responder that spins, then raises its breach and requests its action.
 fn slow_responder(name: &str, spins: u32) -> Guest {
-    let mut guest = Guest::new(name);
-    guest.manifest.kind = PluginKind::Responder;
-    guest.on_batch = format!(
-        "(local $n i32)
-         (local.set $n (i32.const {spins}))
-         (block (loop
-           (br_if 1 (i32.eqz (local.get $n)))
-           (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-           (br 0)))
-         (call $emit_breach_ok) (call $request_action_ok) (i32.const 0)"
+    let mut guest = spinning(
+        name,
+        spins,
+        "(call $emit_breach_ok) (call $request_action_ok) (i32.const 0)",
     );
+    guest.manifest.kind = PluginKind::Responder;
     guest
 }
 

@@ -454,8 +454,8 @@ impl Pipeline {
         self.control = Some(control);
     }
 
-    /// Answers what the management API asked since the last call. Loops that handle packets
-    /// call it as [`crate::control_cadence::ControlCadence`] says.
+    /// Answers what the management API asked since the last call: between chunks, and every
+    /// 20 ms when none comes, while [`Pipeline::run`] runs.
     pub fn serve_control(&mut self) {
         let Some(control) = self.control.take() else {
             return;

@@ -1,7 +1,10 @@
-//! [`Pipeline::run`]: a capture thread and detection, joined by a bounded queue.
+//! [`Pipeline::run`] and [`Pipeline::run_inline`]: a capture thread and detection, joined by a
+//! bounded queue.
 //!
-//! The capture thread owns the source and the front (numbering, the clock, the sensors): it
-//! reads a chunk, senses it and queues what the sensors emitted. Detection runs on the caller's
+//! The capture thread owns the wire (a capture file, a mirror port, or the two ports of an inline
+//! bridge) and the front (numbering, the clock, the sensors): it reads a chunk, senses it (an
+//! inline bridge then forwards what the responses in force did not drop) and queues what the
+//! sensors emitted. Detection runs on the caller's
 //! thread: the device table, the plugins, the sinks, the actions and the management API, which
 //! it answers between chunks and, when none comes, every [`CONTROL_WAIT`]. A replay waits for
 //! room in the queue, so everything is detected and the result is exact. Live capture never
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{wall_clock, Pipeline, PipelineStats, RunError};
 use crate::analyzer::Analysis;
+use crate::capture::bridge::Bridge;
 use crate::capture::{CaptureError, Next, QueueCounters, Source};
 use crate::flow::held::HeldStats;
 use crate::flow::FlowStats;
@@ -31,6 +35,8 @@ use crate::sensor::{Emissions, Sensed, Sensor};
 /// and the sensed chunks that may wait for detection before capture sheds.
 const LIVE_CHUNK_PACKETS: usize = 2048;
 const LIVE_QUEUED_CHUNKS: usize = 4;
+/// Inline: frames wait for their chunk to be sensed before they go on, so chunks stay small.
+const INLINE_CHUNK_PACKETS: usize = 256;
 /// Replay: smaller chunks handed over one at a time, so the capture thread senses at most one
 /// chunk ahead of detection and a response decided at one packet is in force a few hundred
 /// packets later, as it would be live.
@@ -92,7 +98,7 @@ impl SensorReport {
 /// Resets for the chunk's packets the responses in force dropped, on a mirror port (which cannot
 /// drop): built as Ethernet frames, for the Ethernet port they go out on.
 pub(super) fn tap_resets(front: &Front, resets: &mut Vec<Vec<u8>>) {
-    for packet in front.dropped_packets() {
+    for (packet, _) in front.sensed().filter(|(_, dropped)| *dropped) {
         if packet.link_type == pcap_parser::Linktype::ETHERNET {
             resets.extend(reset::resets(packet.data));
         }
@@ -135,21 +141,43 @@ impl Pipeline {
         source: &mut dyn Source,
         stop: &AtomicBool,
         live: bool,
+        progress: impl FnMut(&PipelineStats),
+    ) -> Result<(), RunError> {
+        if live {
+            source.set_wait(LIVE_WAIT_MS);
+        }
+        let result = self.run_on(&mut Wire::Tap(&mut *source), stop, live, progress);
+        self.stats.reorder += source.reorder_stats();
+        result
+    }
+
+    /// Bridges `bridge`'s two ports until `stop` is set: every frame goes on unless the
+    /// responses in force drop it (see the module).
+    pub fn run_inline(&mut self, bridge: &mut Bridge, stop: &AtomicBool) -> Result<(), RunError> {
+        let mut wire = Wire::Inline {
+            bridge,
+            sides: Vec::new(),
+        };
+        self.run_on(&mut wire, stop, true, |_| {})
+    }
+
+    fn run_on(
+        &mut self,
+        wire: &mut Wire<'_>,
+        stop: &AtomicBool,
+        live: bool,
         mut progress: impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
         let mut front = std::mem::take(&mut self.front);
         self.away = Some(SensorReport::of(front.sensors()));
         let (queue, queued) = mpsc::sync_channel(if live { LIVE_QUEUED_CHUNKS } else { 0 });
-        if live {
-            source.set_wait(LIVE_WAIT_MS);
-        }
         let (spares, spare) = mpsc::channel();
         let (ask_reset, reset_asked) = mpsc::channel();
         let published: Published = Mutex::new(self.actions.as_ref().map(Actions::snapshot));
         let quit = AtomicBool::new(false);
         let capture = Capture {
             front: &mut front,
-            source: &mut *source,
+            wire,
             stop,
             quit: &quit,
             live,
@@ -180,7 +208,6 @@ impl Pipeline {
         self.front = front;
         self.away = None;
         self.stats.take_front(self.front.counts());
-        self.stats.reorder += source.reorder_stats();
         let captured = captured.map(|(shed, resets_sent)| {
             self.stats.shed = shed;
             self.stats.resets_sent = resets_sent;
@@ -249,9 +276,9 @@ impl Pipeline {
 }
 
 /// The capture thread's side of [`Pipeline::run`].
-struct Capture<'a> {
+struct Capture<'a, 'w> {
     front: &'a mut Front,
-    source: &'a mut dyn Source,
+    wire: &'a mut Wire<'w>,
     stop: &'a AtomicBool,
     /// Detection stopped (its output failed).
     quit: &'a AtomicBool,
@@ -264,13 +291,13 @@ struct Capture<'a> {
     published: &'a Published,
 }
 
-impl Capture<'_> {
+impl Capture<'_, '_> {
     /// Reads, senses and queues chunks until the source ends, `stop` is set or detection quits;
     /// what was shed and the resets sent.
     fn run(self) -> Result<(Shed, u64), CaptureError> {
         let Capture {
             front,
-            source,
+            wire,
             stop,
             quit,
             live,
@@ -288,28 +315,13 @@ impl Capture<'_> {
         let mut kept: Option<Chunk> = None;
         let mut reported: Option<Instant> = None;
         let mut warned: Option<Instant> = None;
-        let chunk_packets = if live {
-            LIVE_CHUNK_PACKETS
-        } else {
-            REPLAY_CHUNK_PACKETS
+        let chunk_packets = match (&*wire, live) {
+            (Wire::Inline { .. }, _) => INLINE_CHUNK_PACKETS,
+            (Wire::Tap(_), true) => LIVE_CHUNK_PACKETS,
+            (Wire::Tap(_), false) => REPLAY_CHUNK_PACKETS,
         };
         while !stop.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed) {
-            let mut then = Then::More;
-            while front.packets() < chunk_packets {
-                match source.next_packet()? {
-                    Next::Packet(packet) => {
-                        front.admit(&packet);
-                    }
-                    Next::Idle => {
-                        then = Then::Idle;
-                        break;
-                    }
-                    Next::End => {
-                        then = Then::End;
-                        break;
-                    }
-                }
-            }
+            let then = wire.read(front, chunk_packets)?;
             let idle = live && then == Then::Idle;
             if idle {
                 front.idle(wall_clock());
@@ -331,11 +343,7 @@ impl Capture<'_> {
             if tap_resets {
                 tap_resets_of(front, &asked, enforcement.as_deref(), &mut resets);
             }
-            for frame in resets.drain(..) {
-                if source.inject(&frame)? {
-                    resets_sent += 1;
-                }
-            }
+            resets_sent += wire.after_sensing(front, &mut resets)?;
             let mut chunk = kept
                 .take()
                 .or_else(|| spare.try_recv().ok())
@@ -353,11 +361,8 @@ impl Capture<'_> {
             chunk.report = None;
             if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
                 reported = Some(Instant::now());
-                chunk.report = Some((
-                    SensorReport::of(front.sensors()),
-                    source.queue_counters(),
-                    source.capture_drops(),
-                ));
+                let (queues, drops) = wire.counters();
+                chunk.report = Some((SensorReport::of(front.sensors()), queues, drops));
             }
             if live {
                 match queue.try_send(chunk) {
@@ -387,6 +392,90 @@ impl Capture<'_> {
             }
         }
         Ok((shed, resets_sent))
+    }
+}
+
+/// What the capture thread reads: a tap (a capture file or a mirror port, where blocked
+/// connections are reset), or an inline bridge, which forwards what the sensors did not drop.
+enum Wire<'w> {
+    Tap(&'w mut dyn Source),
+    /// `sides`: the side each packet of the chunk came in on.
+    Inline {
+        bridge: &'w mut Bridge,
+        sides: Vec<usize>,
+    },
+}
+
+impl Wire<'_> {
+    /// Reads up to `max` packets into the front's chunk; why it stopped.
+    fn read(&mut self, front: &mut Front, max: usize) -> Result<Then, CaptureError> {
+        match self {
+            Wire::Tap(source) => {
+                while front.packets() < max {
+                    match source.next_packet()? {
+                        Next::Packet(packet) => {
+                            front.admit(&packet);
+                        }
+                        Next::Idle => return Ok(Then::Idle),
+                        Next::End => return Ok(Then::End),
+                    }
+                }
+                Ok(Then::More)
+            }
+            Wire::Inline { bridge, sides } => {
+                sides.clear();
+                let read = bridge.read(max, &mut |side, packet| {
+                    front.admit(packet);
+                    sides.push(side);
+                })?;
+                if read > 0 {
+                    return Ok(Then::More);
+                }
+                bridge.wait(LIVE_WAIT_MS)?;
+                Ok(Then::Idle)
+            }
+        }
+    }
+
+    /// After the chunk was sensed: a tap sends `resets`, an inline bridge forwards what was not
+    /// dropped. The resets sent.
+    fn after_sensing(
+        &mut self,
+        front: &Front,
+        resets: &mut Vec<Vec<u8>>,
+    ) -> Result<u64, CaptureError> {
+        match self {
+            Wire::Tap(source) => {
+                let mut sent = 0;
+                for frame in resets.drain(..) {
+                    if source.inject(&frame)? {
+                        sent += 1;
+                    }
+                }
+                Ok(sent)
+            }
+            Wire::Inline { bridge, sides } => {
+                resets.clear();
+                for ((packet, dropped), side) in front.sensed().zip(sides.iter()) {
+                    bridge.forward(*side, packet.data, dropped)?;
+                }
+                bridge.flush()?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// The queues' counters and the frames the kernel lost.
+    fn counters(&self) -> (Vec<QueueCounters>, u64) {
+        match self {
+            Wire::Tap(source) => (source.queue_counters(), source.capture_drops()),
+            Wire::Inline { bridge, .. } => {
+                let (a, b) = bridge.sides();
+                let mut queues = a.queue_counters();
+                queues.extend(b.queue_counters());
+                (queues, a.capture_drops() + b.capture_drops())
+            }
+        }
     }
 }
 

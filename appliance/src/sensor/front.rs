@@ -70,11 +70,6 @@ impl Front {
         self.shards.packets()
     }
 
-    /// Whether the sensors take the chunk on threads of their own ([`Shards::parallel`]).
-    pub fn parallel(&self) -> bool {
-        self.shards.parallel()
-    }
-
     /// Numbers a frame and adds it to the chunk, after the tick it makes due; its index there.
     pub fn admit(&mut self, packet: &Packet<'_>) -> usize {
         // Flow timeouts, ticks and the plugins' windows only move forwards.
@@ -164,9 +159,9 @@ impl Front {
         self.shards.dropped(index)
     }
 
-    /// The chunk's packets the sensing dropped.
-    pub fn dropped_packets(&self) -> impl Iterator<Item = Packet<'_>> {
-        self.shards.dropped_packets()
+    /// The chunk's packets in order, each with whether the sensing dropped it.
+    pub fn sensed(&self) -> impl Iterator<Item = (Packet<'_>, bool)> {
+        self.shards.sensed()
     }
 
     /// Takes what the chunk's sensing emitted and its marks (swapping buffers with `outs`,

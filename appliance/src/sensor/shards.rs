@@ -70,7 +70,7 @@ impl Chunk {
     }
 }
 
-/// No sensor at all: what stands in while the sensors work on another thread.
+/// Default: no sensor at all, what a pipeline holds while its front is on the capture thread.
 #[derive(Default)]
 pub struct Shards {
     sensors: Vec<Sensor>,
@@ -108,9 +108,9 @@ impl Shards {
         &self.sensors
     }
 
-    /// Whether the sensors take the chunk on threads of their own (then detection can overlap
-    /// them): with several sensors, for a chunk worth waking the threads for.
-    pub fn parallel(&self) -> bool {
+    /// Whether the sensors take the chunk on threads of their own: with several sensors, for a
+    /// chunk worth waking the threads for.
+    fn parallel(&self) -> bool {
         self.pool.is_some() && self.chunk.packets.len() >= PARALLEL_FROM
     }
 
@@ -152,13 +152,12 @@ impl Shards {
         self.chunk.packets.get(index).is_some_and(|p| p.dropped)
     }
 
-    /// The chunk's packets the responses in force dropped.
-    pub fn dropped_packets(&self) -> impl Iterator<Item = Packet<'_>> {
+    /// The chunk's packets in order, each with whether the responses in force dropped it.
+    pub fn sensed(&self) -> impl Iterator<Item = (Packet<'_>, bool)> {
         self.chunk
             .packets
             .iter()
-            .filter(|p| p.dropped)
-            .map(|p| self.chunk.packet(p))
+            .map(|p| (self.chunk.packet(p), p.dropped))
     }
 
     /// Empties the chunk (after its emissions were taken and its drops read).
