@@ -60,6 +60,7 @@ pub fn start(
         to_pipeline,
         handled: BTreeSet::new(),
         refusals: Vec::new(),
+        unreported: false,
     };
     std::thread::Builder::new()
         .name("fleet-updates".into())
@@ -76,6 +77,9 @@ struct Watcher {
     /// Objects already tried in this run: a refused bundle is not retried on every watch.
     handled: BTreeSet<String>,
     refusals: Vec<Value>,
+    /// The last result could not be written (the broker's node went away): the next watch
+    /// writes it first, since the objects already handled are not tried again.
+    unreported: bool,
 }
 
 impl Watcher {
@@ -102,6 +106,9 @@ impl Watcher {
         let desired = js.get_key_value(DESIRED).await?;
         let bundles = js.get_object_store(BUNDLES).await?;
         let results = js.get_key_value(RESULTS).await?;
+        if self.unreported {
+            self.report(&results).await?;
+        }
         let mut entries = desired.watch_with_history(">").await?;
         while let Some(entry) = entries.next().await {
             let entry = entry?;
@@ -207,7 +214,8 @@ impl Watcher {
     }
 
     /// Writes this appliance's versions and refusals to its key in `vigil-results`.
-    async fn report(&self, results: &kv::Store) -> anyhow::Result<()> {
+    async fn report(&mut self, results: &kv::Store) -> anyhow::Result<()> {
+        self.unreported = true;
         let plugins = self.ask(Request::ListPlugins).await?;
         let versions: BTreeMap<String, Value> = plugins
             .body
@@ -228,6 +236,7 @@ impl Watcher {
             .put(key, result.to_string().into())
             .await
             .context("writing the update result")?;
+        self.unreported = false;
         Ok(())
     }
 }
