@@ -33,6 +33,12 @@ pub const ALL: &str = "all";
 const KEEP_REFUSALS: usize = 16;
 /// Before watching again after the broker or a bucket failed.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// A watch quiet for this long is started again (from the history, cheap: one key per plugin
+/// and group): a watch whose broker node went away can stay silent instead of failing.
+const WATCH_AGAIN_AFTER: Duration = Duration::from_secs(15);
+/// A bundle not read whole within this is fetched again on the next watch: a read stalled on a
+/// broker node that went away would otherwise hold the update for the client's own timeouts.
+const FETCH_WITHIN: Duration = Duration::from_secs(8);
 
 /// What `vigil fleet publish` records per plugin and group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,7 +107,8 @@ impl Watcher {
         }
     }
 
-    /// Follows the desired versions (every current one first) until the watch breaks.
+    /// Follows the desired versions (every current one first) until the watch breaks or stays
+    /// quiet for [`WATCH_AGAIN_AFTER`].
     async fn watch(&mut self, js: &jetstream::Context) -> anyhow::Result<()> {
         let desired = js.get_key_value(DESIRED).await?;
         let bundles = js.get_object_store(BUNDLES).await?;
@@ -110,7 +117,7 @@ impl Watcher {
             self.report(&results).await?;
         }
         let mut entries = desired.watch_with_history(">").await?;
-        while let Some(entry) = entries.next().await {
+        while let Ok(Some(entry)) = tokio::time::timeout(WATCH_AGAIN_AFTER, entries.next()).await {
             let entry = entry?;
             if entry.operation != kv::Operation::Put || !self.follows(&entry.key) {
                 continue;
@@ -126,7 +133,10 @@ impl Watcher {
             if self.handled.contains(&wanted.object) {
                 continue;
             }
-            let bytes = match self.fetch(&bundles, &wanted.object).await {
+            let fetched = tokio::time::timeout(FETCH_WITHIN, self.fetch(&bundles, &wanted.object))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reading {}: stalled", wanted.object)));
+            let bytes = match fetched {
                 Ok(bytes) => bytes,
                 Err(err) => {
                     tracing::warn!("fleet update {}: {err:#}", wanted.object);
