@@ -296,9 +296,18 @@ impl Api<'_> {
                     .find("#signin-submit")
                     .and_then(|button| button.click())
                     .expect("sign in");
-                browser
-                    .open(&format!("{console}alerts"))
-                    .expect("the alerts page");
+                // The sign-in's own navigation may still be under way: the alerts page is
+                // asked for until it is the one shown (its table).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    browser
+                        .open(&format!("{console}alerts"))
+                        .expect("the alerts page");
+                    if browser.find("#alerts").is_ok() || Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
                 browser
                     .find("body")
                     .and_then(|body| body.text())

@@ -315,6 +315,10 @@ impl Capture<'_, '_> {
         let mut kept: Option<Chunk> = None;
         let mut reported: Option<Instant> = None;
         let mut warned: Option<Instant> = None;
+        // Whether detection heard of the link going quiet since the last packets: it hands the
+        // plugins what waits then, and needs no word again until a tick or new packets.
+        let mut told_quiet = false;
+        let mut asked: Vec<(IpAddr, u64)> = Vec::new();
         let chunk_packets = match (&*wire, live) {
             (Wire::Inline { .. }, _) => INLINE_CHUNK_PACKETS,
             (Wire::Tap(_), true) => LIVE_CHUNK_PACKETS,
@@ -327,14 +331,15 @@ impl Capture<'_, '_> {
                 front.idle(wall_clock());
             }
             let packets = front.packets();
-            if front.is_empty() && !idle {
+            // Resets asked for under the responses detection published before asking.
+            asked.extend(reset_asked.try_iter());
+            if front.is_empty() && asked.is_empty() && (!idle || told_quiet) {
                 if then == Then::End {
                     break;
                 }
                 continue;
             }
-            // Resets asked for under the responses detection published before asking.
-            let asked: Vec<(IpAddr, u64)> = reset_asked.try_iter().collect();
+            told_quiet = idle;
             let enforcement = published
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -343,6 +348,7 @@ impl Capture<'_, '_> {
             if tap_resets {
                 tap_resets_of(front, &asked, enforcement.as_deref(), &mut resets);
             }
+            asked.clear();
             resets_sent += wire.after_sensing(front, &mut resets)?;
             let mut chunk = kept
                 .take()
