@@ -31,11 +31,12 @@ use crate::sensor::front::{Front, FrontCounts};
 use crate::sensor::shards::{Mark, MarkKind, Merge};
 use crate::sensor::{Emissions, Sensed, SensorConfig, Stage, Tag};
 
+use crate::store::{self, health, Sink};
+use crate::stream::StreamConfig;
+
 mod runner;
 #[cfg(test)]
 mod tests;
-use crate::store::{self, health, Sink};
-use crate::stream::StreamConfig;
 pub use runner::Shed;
 
 /// What counts as a device's pattern of life when it is enforced: services it used at least this
@@ -178,9 +179,9 @@ pub struct Pipeline {
     incidents: std::collections::BTreeMap<u64, EmittedIncident>,
     /// Where and how often what was learned is saved while running.
     checkpoints: Option<Checkpoints>,
-    /// The fleet exporter's heartbeat: plugin versions after an install, capture drops (last
-    /// reported at the instant kept beside it).
-    fleet: Option<(Outlet, std::time::Instant)>,
+    /// The fleet exporter's heartbeat: plugin versions after an install, capture drops (from
+    /// the capture thread's reports).
+    fleet: Option<Outlet>,
 }
 
 /// Periodic checkpoints of learned state, on the wall clock (in a replay too: what a kill
@@ -447,7 +448,7 @@ impl Pipeline {
     /// Keeps the fleet's heartbeat current (versions, capture drops).
     pub fn attach_fleet(&mut self, outlet: Outlet) {
         outlet.set_plugins(plugin_versions(&self.host));
-        self.fleet = Some((outlet, std::time::Instant::now()));
+        self.fleet = Some(outlet);
     }
 
     pub fn attach_control(&mut self, control: mpsc::Receiver<Control>) {
@@ -613,7 +614,7 @@ impl Pipeline {
         })?;
         let host = &mut self.host;
         let installed = store.install(bytes, |bundle| apply(host, bundle))?;
-        if let Some((fleet, _)) = &self.fleet {
+        if let Some(fleet) = &self.fleet {
             fleet.set_plugins(plugin_versions(&self.host));
         }
         Ok(installed)
@@ -634,7 +635,7 @@ impl Pipeline {
                 "{name} {version} is installed but did not start ({err}); it runs from the next start"
             ))
         })?;
-        if let Some((fleet, _)) = &self.fleet {
+        if let Some(fleet) = &self.fleet {
             fleet.set_plugins(plugin_versions(&self.host));
         }
         Ok(format!("{name} rolled back to {version}"))

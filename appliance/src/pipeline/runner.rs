@@ -243,7 +243,7 @@ impl Pipeline {
             if let Some((report, queues, drops)) = chunk.report.take() {
                 self.away = Some(report);
                 self.queues = queues;
-                if let Some((fleet, _)) = &self.fleet {
+                if let Some(fleet) = &self.fleet {
                     fleet.set_capture(self.stats.packets, drops);
                 }
             }
