@@ -288,7 +288,7 @@ impl Sensor {
                 {
                     self.tracker.out.dhcp(tag, packet.ts, payload);
                 }
-                self.tracker.decoded(seq, packet, &decoded, reassembled);
+                self.tracker.decoded(tag, packet, &decoded, reassembled);
             }
             Some(Err(reason)) => {
                 self.stats.skipped.add(reason);
@@ -328,18 +328,14 @@ impl Sensor {
 
 impl Tracker {
     /// A decoded packet through the flow table and, once its flow is attributed, the parsers.
-    fn decoded(&mut self, seq: u64, packet: &Packet<'_>, decoded: &Decoded<'_>, reassembled: bool) {
-        let tag = Tag {
-            seq,
-            stage: Stage::Packet,
-            flow: 0,
-        };
+    /// `tag`: the packet's ([`Stage::Packet`]).
+    fn decoded(&mut self, tag: Tag, packet: &Packet<'_>, decoded: &Decoded<'_>, reassembled: bool) {
         let out = &mut self.out;
         let ended = &mut self.ended;
         // A flow is numbered by the packet that opened it: the same whatever the sharding.
         let observed = self
             .flows
-            .observe_as(seq + 1, packet.ts, decoded, &mut |event| {
+            .observe_as(tag.seq + 1, packet.ts, decoded, &mut |event| {
                 out.event(tag, &event, false);
                 if matches!(event.kind, EventKind::FlowEnd { .. }) {
                     ended.push(event);
