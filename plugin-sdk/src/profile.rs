@@ -6,7 +6,7 @@
 //! Everything here is serde, so a plugin's learned state is its profiles, snapshotted through the
 //! ABI into the data dir and restored on the next start.
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -266,23 +266,33 @@ impl RateWindow {
     }
 }
 
-/// A map that holds at most `capacity` entries and forgets the least recently touched first,
-/// in O(log n): each entry carries when it was last touched, and an index orders them by it.
+/// A map that holds at most `capacity` entries and forgets the least recently touched first:
+/// each entry carries when it was last touched, and an index orders the touches.
 /// Serialised as the entries alone; the index is rebuilt on the way back.
+///
+/// The index is lazy, because a scan model touches an entry per flow: a touch appends
+/// `(when, key)` (at the back, as packet time moves forward) and leaves the entry's older pair
+/// in place. A pair is stale when its entry has been touched since or removed; eviction skips
+/// those, and the index is rebuilt from the entries once stale pairs outnumber them. Which
+/// entry goes first is exactly the least `(last touch, key)`, as a sorted set would give.
 #[derive(Debug, Clone)]
 pub struct BoundedMap<K: Ord, V> {
     entries: BTreeMap<K, (Timestamp, V)>,
-    by_touch: BTreeSet<(Timestamp, K)>,
+    /// Every entry's `(last touch, key)` and some stale ones, in ascending order.
+    by_touch: VecDeque<(Timestamp, K)>,
 }
 
 impl<K: Ord, V> Default for BoundedMap<K, V> {
     fn default() -> Self {
         BoundedMap {
             entries: BTreeMap::new(),
-            by_touch: BTreeSet::new(),
+            by_touch: VecDeque::new(),
         }
     }
 }
+
+/// Stale index pairs allowed beyond the entries' count before the index is rebuilt.
+const STALE_SLACK: usize = 32;
 
 impl<K: Ord + Clone, V> BoundedMap<K, V> {
     pub fn new() -> Self {
@@ -298,25 +308,31 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
         key: K,
         make: impl FnOnce() -> V,
     ) -> &mut V {
+        self.rebuild_index_if_stale();
         // Only a full map must make room, and only for a new key: most touches skip the lookup.
         if self.entries.len() >= capacity.max(1) && !self.entries.contains_key(&key) {
             while self.entries.len() >= capacity.max(1) {
-                let Some((_, stalest)) = self.by_touch.pop_first() else {
+                if self.evict_stalest().is_none() {
                     break;
-                };
-                self.entries.remove(&stalest);
+                }
             }
         }
-        let by_touch = &mut self.by_touch;
+        let mut made = false;
         let slot = self.entries.entry(key.clone()).or_insert_with(|| {
-            by_touch.insert((now, key.clone()));
+            made = true;
             (now, make())
         });
         // Packet clocks can step back slightly between merged captures: keep the latest touch.
-        if now > slot.0 {
-            by_touch.remove(&(slot.0, key.clone()));
-            by_touch.insert((now, key));
+        if made || now > slot.0 {
             slot.0 = now;
+            let pair = (now, key);
+            match self.by_touch.back() {
+                Some(last) if *last > pair => {
+                    let at = self.by_touch.partition_point(|p| *p < pair);
+                    self.by_touch.insert(at, pair);
+                }
+                _ => self.by_touch.push_back(pair),
+            }
         }
         &mut slot.1
     }
@@ -336,9 +352,13 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
 
     /// Forgets the least recently touched entry, and returns it.
     pub fn evict_stalest(&mut self) -> Option<(K, V)> {
-        let (_, key) = self.by_touch.pop_first()?;
-        let (_, value) = self.entries.remove(&key)?;
-        Some((key, value))
+        while let Some((at, key)) = self.by_touch.pop_front() {
+            if self.touched(&key) == Some(at) {
+                let (_, value) = self.entries.remove(&key)?;
+                return Some((key, value));
+            }
+        }
+        None
     }
 
     pub fn contains_key(&self, key: &K) -> bool {
@@ -348,19 +368,14 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
     /// Keeps only the entries `keep` says yes to (given each one's key, when it was last
     /// touched, and its value).
     pub fn retain(&mut self, mut keep: impl FnMut(&K, Timestamp, &mut V) -> bool) {
-        let by_touch = &mut self.by_touch;
-        self.entries.retain(|key, (at, value)| {
-            let kept = keep(key, *at, value);
-            if !kept {
-                by_touch.remove(&(*at, key.clone()));
-            }
-            kept
-        });
+        self.entries
+            .retain(|key, (at, value)| keep(key, *at, value));
+        self.rebuild_index_if_stale();
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let (at, value) = self.entries.remove(key)?;
-        self.by_touch.remove(&(at, key.clone()));
+        let (_, value) = self.entries.remove(key)?;
+        self.rebuild_index_if_stale();
         Some(value)
     }
 
@@ -376,19 +391,35 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Drops the stale pairs once they outnumber the entries (amortised O(log n) a touch).
+    fn rebuild_index_if_stale(&mut self) {
+        if self.by_touch.len() > 2 * self.entries.len() + STALE_SLACK {
+            self.by_touch = index_of(&self.entries);
+        }
+    }
+}
+
+/// The touch index of `entries`, with no stale pair.
+fn index_of<K: Ord + Clone, V>(entries: &BTreeMap<K, (Timestamp, V)>) -> VecDeque<(Timestamp, K)> {
+    let mut pairs: Vec<(Timestamp, K)> = entries
+        .iter()
+        .map(|(key, (at, _))| (*at, key.clone()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.into()
 }
 
 /// A map from entries and when each was last touched: what a plugin's `migrate` builds from the
 /// plain map an older version kept.
 impl<K: Ord + Clone, V> FromIterator<(K, Timestamp, V)> for BoundedMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, Timestamp, V)>>(entries: I) -> Self {
-        let mut map = BoundedMap::new();
-        for (key, at, value) in entries {
-            map.remove(&key);
-            map.by_touch.insert((at, key.clone()));
-            map.entries.insert(key, (at, value));
-        }
-        map
+        let entries: BTreeMap<K, (Timestamp, V)> = entries
+            .into_iter()
+            .map(|(key, at, value)| (key, (at, value)))
+            .collect();
+        let by_touch = index_of(&entries);
+        BoundedMap { entries, by_touch }
     }
 }
 
@@ -405,10 +436,7 @@ where
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let entries = BTreeMap::<K, (Timestamp, V)>::deserialize(deserializer)?;
-        let by_touch = entries
-            .iter()
-            .map(|(k, (at, _))| (*at, k.clone()))
-            .collect();
+        let by_touch = index_of(&entries);
         Ok(BoundedMap { entries, by_touch })
     }
 }
@@ -982,6 +1010,73 @@ mod tests {
         assert_eq!(map.evict_stalest(), Some((1, 101)));
         assert_eq!(map.evict_stalest(), Some((3, 301)));
         assert_eq!(map.evict_stalest(), None);
+    }
+
+    #[test]
+    fn bounded_map_evicts_exactly_the_least_touch_and_key_under_any_order_of_operations() {
+        // A reference that searches every entry for the least (last touch, key) at each
+        // eviction, against the lazy index, over touches that go back in time, share
+        // timestamps, and mix with removals, retains and snapshots.
+        let mut map: BoundedMap<u8, u32> = BoundedMap::new();
+        let mut reference: BTreeMap<u8, (Timestamp, u32)> = BTreeMap::new();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let least = |reference: &BTreeMap<u8, (Timestamp, u32)>| {
+            reference
+                .iter()
+                .map(|(key, (at, _))| (*at, *key))
+                .min()
+                .map(|(_, key)| key)
+        };
+        let mut clock = 1_000u64;
+        for step in 0..20_000u32 {
+            // Mostly forward, sometimes the same instant, sometimes a little back.
+            clock = (clock + next(3)).saturating_sub(if next(10) == 0 { 2 } else { 0 });
+            let now = Timestamp::from_secs(clock);
+            let key = u8::try_from(next(40)).expect("under 40");
+            match next(20) {
+                0 => assert_eq!(map.remove(&key), reference.remove(&key).map(|(_, v)| v)),
+                1 => {
+                    let expected = least(&reference).map(|key| {
+                        let (_, value) = reference.remove(&key).expect("least is held");
+                        (key, value)
+                    });
+                    assert_eq!(map.evict_stalest(), expected, "step {step}");
+                }
+                2 => {
+                    map.retain(|key, _, _| key % 7 != 0);
+                    reference.retain(|key, _| key % 7 != 0);
+                }
+                3 => {
+                    let bytes = postcard::to_allocvec(&map).expect("encodes");
+                    map = postcard::from_bytes(&bytes).expect("decodes");
+                }
+                _ => {
+                    let capacity = 24;
+                    if reference.len() >= capacity && !reference.contains_key(&key) {
+                        while reference.len() >= capacity {
+                            let stalest = least(&reference).expect("full");
+                            reference.remove(&stalest);
+                        }
+                    }
+                    let slot = reference.entry(key).or_insert((now, step));
+                    slot.0 = slot.0.max(now);
+                    let value = map.touch(capacity, now, key, || step);
+                    assert_eq!(*value, slot.1, "step {step}");
+                }
+            }
+            let held: Vec<(u8, Timestamp)> = map.iter().map(|(k, at, _)| (*k, at)).collect();
+            let expected: Vec<(u8, Timestamp)> =
+                reference.iter().map(|(k, (at, _))| (*k, *at)).collect();
+            assert_eq!(held, expected, "step {step}");
+            assert!(
+                map.by_touch.len() <= 2 * map.len() + STALE_SLACK + 1,
+                "the index stays bounded by the entries"
+            );
+        }
     }
 
     fn window(
