@@ -7,6 +7,7 @@
 //! sensor gives, so breaches, incidents and actions do not depend on the number of workers.
 
 pub mod front;
+mod pinning;
 pub mod shards;
 
 use std::collections::BTreeMap;

@@ -14,7 +14,7 @@ use pcap_parser::Linktype;
 use rayon::prelude::*;
 use vigil_plugin_sdk::Timestamp;
 
-use super::{Emissions, Sensor, SensorConfig, Tag};
+use super::{pinning, Emissions, Sensor, SensorConfig, Tag};
 use crate::capture::Packet;
 use crate::decode::{decode_frame, Frame, IcmpKind, Transport};
 use crate::respond::EnforcementTable;
@@ -88,13 +88,19 @@ impl Shards {
         let shard = config.shard(workers);
         let pool = match workers {
             1 => None,
-            n => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("vigil-sensor-{i}"))
-                    .build()
-                    .map_err(std::io::Error::other)?,
-            ),
+            n => {
+                let placement = pinning::cores_for(n);
+                tracing::info!("{n} sensor workers, {}", pinning::describe(&placement));
+                let cores = placement.unwrap_or_default();
+                Some(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .thread_name(|i| format!("vigil-sensor-{i}"))
+                        .start_handler(move |i| pinning::pin_worker(&cores, i))
+                        .build()
+                        .map_err(std::io::Error::other)?,
+                )
+            }
         };
         Ok(Shards {
             sensors: (0..workers).map(|_| Sensor::new(shard.clone())).collect(),
