@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use vigil_plugin_sdk::{Endpoint, Event, EventKind, Timestamp, Transport};
@@ -162,6 +162,9 @@ pub struct Pipeline {
     queues: Vec<QueueCounters>,
     /// The responses requested and in force (`DATA_DIR/actions.json`).
     actions: Option<Actions>,
+    /// The responses in force as last published for the capture thread: after each chunk's
+    /// detection, and at once when a decision brings one in force.
+    published: Arc<runner::Published>,
     /// Decides which requested actions may come in force without an operator.
     guard: ResponseGuard,
     /// On a live mirror port: reset blocked TCP connections through the source.
@@ -222,6 +225,7 @@ impl Pipeline {
             control: None,
             queues: Vec::new(),
             actions: None,
+            published: Arc::default(),
             guard: ResponseGuard::new(Default::default())
                 .expect("the default guard config names no networks"),
             tap_resets: false,
@@ -790,6 +794,7 @@ impl Pipeline {
             // An operator's change must not be overwritten by the file written below.
             self.take_in_operator_changes(first.action.ts);
         }
+        let mut in_force = false;
         for emitted in requests {
             let Some(actions) = self.actions.as_mut() else {
                 continue;
@@ -837,11 +842,16 @@ impl Pipeline {
                         );
                     }
                     if requested.activated {
+                        in_force = true;
                         self.reset_connections_of(emitted.action.device, at);
                     }
                 }
                 Err(err) => tracing::error!("recording an action: {err}"),
             }
+        }
+        if in_force {
+            // The capture thread enforces it from its next chunk, not after this one's detection.
+            self.publish_enforcement();
         }
         for rollback in self.host.take_rollbacks() {
             if let Some(store) = self.store.as_mut() {

@@ -25,7 +25,7 @@ use crate::capture::bridge::Bridge;
 use crate::capture::{CaptureError, Next, QueueCounters, Source};
 use crate::flow::held::HeldStats;
 use crate::flow::FlowStats;
-use crate::respond::{reset, Actions, EnforcementTable};
+use crate::respond::{reset, EnforcementTable};
 use crate::sensor::front::{Front, FrontCounts};
 use crate::sensor::shards::Mark;
 use crate::sensor::{Emissions, Sensed, Sensor};
@@ -130,7 +130,7 @@ enum Then {
 }
 
 /// The responses in force as detection last published them, for the capture thread.
-type Published = Mutex<Option<Arc<EnforcementTable>>>;
+pub(super) type Published = Mutex<Option<Arc<EnforcementTable>>>;
 
 impl Pipeline {
     /// Runs `source` until it ends or `stop` is set, the capture on a thread of its own and
@@ -173,7 +173,8 @@ impl Pipeline {
         let (queue, queued) = mpsc::sync_channel(if live { LIVE_QUEUED_CHUNKS } else { 0 });
         let (spares, spare) = mpsc::channel();
         let (ask_reset, reset_asked) = mpsc::channel();
-        let published: Published = Mutex::new(self.actions.as_ref().map(Actions::snapshot));
+        self.publish_enforcement();
+        let published = Arc::clone(&self.published);
         let quit = AtomicBool::new(false);
         let capture = Capture {
             front: &mut front,
@@ -195,8 +196,7 @@ impl Pipeline {
                 Ok(capturing) => capturing,
                 Err(err) => return (Ok((Shed::default(), 0)), Err(RunError::Output(err))),
             };
-            let detected =
-                self.detect_queued(&queued, &spares, &ask_reset, &published, &mut progress);
+            let detected = self.detect_queued(&queued, &spares, &ask_reset, &mut progress);
             quit.store(true, Ordering::Relaxed);
             // A capture thread waiting for room in the queue gives up.
             drop(queued);
@@ -217,6 +217,16 @@ impl Pipeline {
         captured.map_err(RunError::from)
     }
 
+    /// Publishes the responses in force for the capture thread.
+    pub(super) fn publish_enforcement(&self) {
+        if let Some(actions) = &self.actions {
+            *self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(actions.snapshot());
+        }
+    }
+
     /// Detection's side of [`Pipeline::run`]: each queued chunk in turn, until the capture
     /// thread is done; the API meanwhile.
     fn detect_queued(
@@ -224,7 +234,6 @@ impl Pipeline {
         queued: &Receiver<Chunk>,
         spares: &Sender<Chunk>,
         ask_reset: &Sender<(IpAddr, u64)>,
-        published: &Published,
         progress: &mut impl FnMut(&PipelineStats),
     ) -> Result<(), RunError> {
         let mut progressed = self.stats.packets;
@@ -257,11 +266,9 @@ impl Pipeline {
             // The capture thread may be gone; the buffers are only a saving.
             let _ = spares.send(chunk);
             detected?;
-            // The responses in force as they are now, then the resets asked for under them.
-            if let Some(actions) = &self.actions {
-                *published.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(actions.snapshot());
-            }
+            // The responses in force as they are now (operators' changes and expiries
+            // included), then the resets asked for under them.
+            self.publish_enforcement();
             for asked in self.reset_devices.drain(..) {
                 let _ = ask_reset.send(asked);
             }
