@@ -257,8 +257,10 @@ fn names_hosts_claim_over_mdns_llmnr_and_netbios_reach_the_dns_log_and_the_devic
     link.dns_on_odd_port();
     let work = link.work.path();
 
-    // avahi-daemon without D-Bus, announcing its host name; /run/avahi-daemon (its pid file)
-    // is private to it, so it runs beside any other avahi-daemon on the machine.
+    // avahi-daemon without D-Bus, announcing its host name. /run is a tmpfs of its own (its
+    // pid file and socket go in /run/avahi-daemon), so it runs beside any other avahi-daemon on
+    // the machine, and on one where the package never ran, which has no /run/avahi-daemon to
+    // mount over. The shell's errors go to the log too.
     let avahi_conf = work.join("avahi-daemon.conf");
     std::fs::write(
         &avahi_conf,
@@ -278,10 +280,10 @@ fn names_hosts_claim_over_mdns_llmnr_and_netbios_reach_the_dns_log_and_the_devic
                 "sh",
                 "-c",
                 &format!(
-                    "mount -t tmpfs tmpfs /run/avahi-daemon && exec avahi-daemon -f {} \
-                     --no-chroot --no-drop-root --no-rlimits 2>{}",
-                    avahi_conf.display(),
-                    avahi_log.display()
+                    "exec 2>{}; mount -t tmpfs tmpfs /run && mkdir /run/avahi-daemon && \
+                     exec avahi-daemon -f {} --no-chroot --no-drop-root --no-rlimits",
+                    avahi_log.display(),
+                    avahi_conf.display()
                 ),
             ],
         )
