@@ -573,7 +573,8 @@ impl Pipeline {
     }
 
     /// An operator's confirmation or clearing through the API: recorded, and in force (or
-    /// lifted) from this pass of the loop, with the connections a confirmed action blocks reset.
+    /// lifted) from the capture thread's next chunk, with the connections a confirmed action
+    /// blocks reset.
     fn decide(&mut self, id: u64, decision: Decision, by: &str, reason: Option<&str>) -> Answer {
         let Some(actions) = self.actions.as_mut() else {
             return no_actions();
@@ -588,6 +589,7 @@ impl Pipeline {
         match decided {
             Ok((device, action)) => {
                 tracing::info!("action {id}: {decision:?} by {by} through the API");
+                self.publish_enforcement();
                 if decision == Decision::Confirm {
                     self.reset_connections_of(device, now);
                 }
@@ -794,7 +796,6 @@ impl Pipeline {
             // An operator's change must not be overwritten by the file written below.
             self.take_in_operator_changes(first.action.ts);
         }
-        let mut in_force = false;
         for emitted in requests {
             let Some(actions) = self.actions.as_mut() else {
                 continue;
@@ -842,17 +843,15 @@ impl Pipeline {
                         );
                     }
                     if requested.activated {
-                        in_force = true;
                         self.reset_connections_of(emitted.action.device, at);
                     }
                 }
                 Err(err) => tracing::error!("recording an action: {err}"),
             }
         }
-        if in_force {
-            // The capture thread enforces it from its next chunk, not after this one's detection.
-            self.publish_enforcement();
-        }
+        // What the requests brought in force (and operators' changes taken in above) is
+        // enforced from the capture thread's next chunk, not after this one's detection.
+        self.publish_enforcement();
         for rollback in self.host.take_rollbacks() {
             if let Some(store) = self.store.as_mut() {
                 if let Err(err) = store.revert(&rollback.plugin, &rollback.failed_version) {
